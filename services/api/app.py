@@ -1,0 +1,64 @@
+"""create_app(config, bus, pool) -> web.Application: mounts every resource module and the
+error middleware that renders `errors.ApiError` (and anything unexpected) as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from services.api import auth, bodies, jobs, plugins, state, system
+from services.core import bus as bus_mod
+from services.core import catalog as catalog_mod
+from services.core import config as config_mod
+from services.core import errors, logging
+
+log = logging.get("api")
+
+RESOURCES = (system.routes, plugins.routes, jobs.routes)
+
+
+def error_response(exc: errors.ApiError) -> web.Response:
+    return web.json_response(exc.body(), status=exc.status, dumps=state.dumps)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.ApiError as exc:
+        return error_response(exc)
+    except errors.TransientError as exc:
+        log.warning("dependency_unavailable", path=request.path, error=exc.message)
+        return error_response(errors.ServiceUnavailable(exc.message))
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            return error_response(errors.PayloadTooLarge())
+        if exc.status == 405:
+            return web.json_response({"error": f"method {request.method} not allowed on {request.path}",
+                                      "code": "method_not_allowed"}, status=405)
+        if exc.status == 404:
+            return error_response(errors.NotFound(f"no route for {request.method} {request.path}"))
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return web.json_response({"error": exc.reason, "code": "http_error"}, status=exc.status)
+        raise
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+        log.warning("postgres_unavailable", path=request.path, error=str(exc))
+        return error_response(errors.ServiceUnavailable("the read-model database is unavailable"))
+    except Exception:
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        return web.json_response({"error": "internal error", "code": "internal_error"}, status=500)
+
+
+def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool,
+               catalog: catalog_mod.Catalog | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.api.max_body_bytes)
+    app[bodies.MAX_BODY_BYTES] = config.api.max_body_bytes
+    app[state.STATE] = state.ApiState(
+        config=config, catalog=catalog or catalog_mod.scan(config.plugin_roots), bus=bus, pool=pool,
+        source=config_mod.instance_name("api"),
+    )
+    app[auth.TABLE] = auth.TokenTable(config.api.tokens)
+    for routes in RESOURCES:
+        app.add_routes(routes)
+    return app

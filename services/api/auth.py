@@ -1,0 +1,77 @@
+"""Bearer-token authentication and scope checks.
+
+Tokens come from `api.auth.tokens`; comparison is constant time over every configured
+token. `plugin:rw` implies `plugin:ro` (likewise jobs, events); `*` implies everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from aiohttp import web
+
+from services.core import config as config_mod
+from services.core import errors
+
+SCOPES = frozenset({"*", "plugin:ro", "plugin:rw", "jobs:ro", "jobs:rw", "events:ro", "events:rw"})
+_IMPLIED = {"plugin:ro": "plugin:rw", "jobs:ro": "jobs:rw", "events:ro": "events:rw"}
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenTable:
+    def __init__(self, tokens: tuple[config_mod.Token, ...]) -> None:
+        self._entries = [(_digest(t.token), t) for t in tokens]
+
+    def find(self, presented: str) -> config_mod.Token | None:
+        digest = _digest(presented)
+        found = None
+        for known, token in self._entries:
+            if hmac.compare_digest(known, digest):
+                found = token
+        return found
+
+
+def grants(scopes: frozenset[str], needed: str) -> bool:
+    return "*" in scopes or needed in scopes or (needed in _IMPLIED and _IMPLIED[needed] in scopes)
+
+
+def presented_token(request: web.Request, *, allow_query: bool = False) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if allow_query and request.query.get("token"):
+        return request.query["token"]
+    return None
+
+
+TABLE = web.AppKey("headrace_tokens", TokenTable)
+
+
+def authenticate(request: web.Request, *, allow_query: bool = False) -> config_mod.Token:
+    """The token's principal, or 401."""
+    table = request.app[TABLE]
+    token = presented_token(request, allow_query=allow_query)
+    if token is None:
+        raise errors.Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    principal = table.find(token)
+    if principal is None:
+        raise errors.Unauthorized("invalid bearer token")
+    return principal
+
+
+def require(request: web.Request, *any_of: str, allow_query: bool = False) -> config_mod.Token:
+    """Authenticate (401) and check that the principal holds one of `any_of` (403)."""
+    principal = authenticate(request, allow_query=allow_query)
+    check(principal, *any_of)
+    return principal
+
+
+def check(principal: config_mod.Token, *any_of: str) -> None:
+    """403 unless the principal holds one of `any_of`."""
+    if not any(grants(principal.scopes, scope) for scope in any_of):
+        raise errors.Forbidden(f"this token lacks the scope for this action (needs {' or '.join(any_of)})",
+                               required_scopes=list(any_of))

@@ -1,0 +1,68 @@
+"""Request bodies and query parameters: parse and type-check, answering 400/413 with the field named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from services.core import errors
+
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
+
+
+async def json_object(request: web.Request, *, required: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is {} unless `required`."""
+    limit = request.app[MAX_BODY_BYTES]
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.PayloadTooLarge(f"request body exceeds {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise errors.PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if not raw.strip():
+        if required:
+            raise errors.BadRequest("request body must be a JSON object")
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.BadRequest(f"malformed JSON body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise errors.BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def optional_object(body: dict[str, Any], field: str) -> dict[str, Any]:
+    value = body.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.BadRequest(f"'{field}' must be a JSON object", field=field)
+    return value
+
+
+def int_param(request: web.Request, name: str, *, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.BadRequest(f"query parameter '{name}' must be an integer", parameter=name) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise errors.BadRequest(f"query parameter '{name}' must be {bound}", parameter=name)
+    return value
+
+
+def bool_param(request: web.Request, name: str, *, default: bool = False) -> bool:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise errors.BadRequest(f"query parameter '{name}' must be a boolean (true/false)", parameter=name)

@@ -1,0 +1,54 @@
+"""GET /job/{job_id}: one job in the Ductile shape.
+
+Read your writes: a job the projection has not reached yet is folded straight from its
+events in the event log (or its submit command), so a GET right after the 202 never 404s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.api import auth, state, views
+from services.core import errors, subjects
+from services.projector import read_models
+
+routes = web.RouteTableDef()
+
+JOB_ROW_SQL = """
+SELECT job_id, plugin, command, status, submitted_by, payload, result, last_error, attempt, parent_job_id,
+       correlation_id, pipeline, step_id, created_at, started_at, completed_at, last_seq
+FROM jobs WHERE job_id = $1
+"""
+
+
+async def load_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
+    """The job row from Postgres, else folded from the event log, else None."""
+    row = await st.pool.fetchrow(JOB_ROW_SQL, job_id)
+    if row is not None:
+        return dict(row)
+    try:
+        subjects.job_events(job_id)
+    except ValueError:
+        return None
+    folded: dict[str, Any] | None = None
+    for seq, env in await st.bus.history(subjects.EVENTS, subjects.job_events(job_id), limit=1000):
+        folded = read_models.evolve_job(folded, seq, env)
+    if folded is not None:
+        return folded
+    submitted = await st.bus.last_message(subjects.COMMANDS, subjects.job_command(job_id, "submit"))
+    if submitted is None:
+        return None
+    _, cmd = submitted
+    return read_models.new_job_row(job_id, {**cmd.data, "created_at": cmd.time}, cmd)
+
+
+@routes.get("/job/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    auth.require(request, "jobs:ro")
+    job_id = request.match_info["job_id"]
+    row = await load_job(state.of(request), job_id)
+    if row is None:
+        raise errors.NotFound(f"job {job_id!r} not found")
+    return web.json_response(views.job(row), dumps=state.dumps)

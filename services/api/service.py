@@ -1,0 +1,61 @@
+"""API service: owns the NATS connection and the read-only Postgres pool, serves create_app()."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from services.api import app as app_mod
+from services.core import bus as bus_mod
+from services.core import config as config_mod
+from services.core import db, lifecycle, logging
+
+log = logging.get("api")
+
+
+class Api(lifecycle.Service):
+    name = "api"
+
+    def __init__(self, config: config_mod.Config, *, bus: bus_mod.Bus | None = None,
+                 pool: asyncpg.Pool | None = None, port: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.bus = bus
+        self.pool = pool
+        self._own_bus = bus is None
+        self._own_pool = pool is None
+        self.port = port if port is not None else config.api.port
+        self.runner: web.AppRunner | None = None
+        self.app: web.Application | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.config.api.host if self.config.api.host not in ("0.0.0.0", "", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        if self.bus is None:
+            assert self.config.nats_url, "NATS_URL is not set"
+            self.bus = await bus_mod.Bus.connect(self.config.nats_url, name=config_mod.instance_name("api"),
+                                                 replicas=self.config.nats_replicas)
+        await self.bus.ensure_topology(dedupe_ttl_s=self.config.dedupe_ttl_s)
+        if self.pool is None:
+            assert self.config.database_url, "DATABASE_URL is not set"
+            self.pool = await db.connect_and_migrate(self.config.database_url, max_size=10)
+        self.app = app_mod.create_app(self.config, bus=self.bus, pool=self.pool)
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.config.api.host, self.port, backlog=1024, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            server = site._server
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("api_listening", url=self.url)
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self._own_pool and self.pool is not None:
+            await self.pool.close()
+        if self._own_bus and self.bus is not None:
+            await self.bus.close()

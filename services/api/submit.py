@@ -1,0 +1,40 @@
+"""Turning an accepted request into a `job.submit` command on cmd.job.<id>.submit.
+
+The command's id is derived from the job id, so a retried publish is dropped by JetStream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.api import state
+from services.core import envelope, subjects
+
+
+async def submit_job(
+    st: state.ApiState,
+    *,
+    plugin: str,
+    command: str,
+    payload: dict[str, Any],
+    submitted_by: str = "api",
+    event: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+    job_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Publish the submit command and wait for its PubAck; returns the job id."""
+    job_id = job_id or envelope.new_id()
+    data: dict[str, Any] = {"plugin": plugin, "command": command, "payload": payload, "submitted_by": submitted_by}
+    if event is not None:
+        data["event"] = event
+    if context is not None:
+        data["context"] = context
+    if extra:
+        data.update(extra)
+    cmd = envelope.Envelope(
+        id=f"{job_id}:submit", type="job.submit", time=envelope.rfc3339(envelope.now()), source=st.source,
+        job_id=job_id, correlation_id=job_id, data=data,
+    )
+    await st.bus.publish(subjects.job_command(job_id, "submit"), cmd)
+    return job_id

@@ -1,0 +1,88 @@
+"""GET / (discovery index, both dialects) and GET /healthz (real checks of NATS and Postgres)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from importlib import metadata
+from typing import Any
+
+from aiohttp import web
+
+from services.api import state
+
+routes = web.RouteTableDef()
+
+CHECK_TIMEOUT_S = 2.0
+
+
+def version() -> str:
+    try:
+        return metadata.version("headrace")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+local"
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.Response:
+    st = state.of(request)
+    return web.json_response({
+        "name": "Headrace Gateway",
+        "description": "Event-sourced job and agent gateway: the Ductile and Laddr APIs on NATS JetStream.",
+        "service": "Headrace",
+        "version": version(),
+        "status": "running",
+        "docs": "/openapi.json",
+        "uptime_seconds": st.uptime_s,
+        "discovery": {
+            "health": "/healthz",
+            "skills": "/skills",
+            "plugins": "/plugins",
+            "openapi": "/openapi.json",
+            "ai_plugin": "/.well-known/ai-plugin.json",
+        },
+    })
+
+
+async def check_nats(st: state.ApiState) -> tuple[bool, int | None, str | None]:
+    """(ok, work queue depth, error)."""
+    if not st.bus.nc.is_connected:
+        return False, None, "not connected to NATS"
+    try:
+        depth = await asyncio.wait_for(st.bus.pending_work(), timeout=CHECK_TIMEOUT_S)
+    except Exception as exc:  # any failure of the check is the answer
+        return False, None, str(exc) or type(exc).__name__
+    return True, depth, None
+
+
+async def check_postgres(st: state.ApiState) -> tuple[bool, str | None]:
+    try:
+        await asyncio.wait_for(st.pool.fetchval("SELECT 1"), timeout=CHECK_TIMEOUT_S)
+    except Exception as exc:  # any failure of the check is the answer
+        return False, str(exc) or type(exc).__name__
+    return True, None
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    st = state.of(request)
+    (nats_ok, depth, nats_error), (pg_ok, pg_error) = await asyncio.gather(check_nats(st), check_postgres(st))
+    body: dict[str, Any] = {
+        "status": "ok" if nats_ok and pg_ok else "error",
+        "uptime_seconds": st.uptime_s,
+        "queue_depth": depth,
+        "plugins_loaded": len(st.catalog.plugins),
+        "config_path": str(st.config.path.parent) if st.config.path else None,
+        "binary_path": sys.argv[0],
+        "version": version(),
+        "components": {
+            "nats": {"ok": nats_ok, **({"error": nats_error} if nats_error else {})},
+            "postgres": {"ok": pg_ok, **({"error": pg_error} if pg_error else {})},
+        },
+    }
+    if st.catalog.errors:
+        body["plugin_errors"] = [{"path": e.path, "error": e.error} for e in st.catalog.errors]
+    failing = [name for name, ok in (("nats", nats_ok), ("postgres", pg_ok)) if not ok]
+    if failing:
+        body["failing"] = failing
+    return web.json_response(body, status=200 if not failing else 503)

@@ -1,0 +1,203 @@
+"""`headrace <command>`: parse flags, configure logging, run a service. No business logic here.
+
+    headrace up          all four services + embedded NATS (+ Postgres when none is given)
+    headrace api|dispatcher|runner|projector   one service against NATS_URL and DATABASE_URL
+    headrace rebuild     re-project the event log into fresh read models and swap them in
+    headrace check-config  validate a config file and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from services.core import config as config_mod
+from services.core import embedded, errors, lifecycle, logging
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headrace", description="Event-sourced job and agent gateway.")
+    parser.add_argument("-c", "--config", default=os.environ.get("HEADRACE_CONFIG"),
+                        help="config file (env HEADRACE_CONFIG; default ./config.yaml, else config.example.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run everything in one process tree, with embedded NATS (and Postgres)")
+    up.add_argument("--state-dir", default=os.environ.get("HEADRACE_STATE_DIR", ".state"),
+                    help="where NATS data, ports and the admin token live (env HEADRACE_STATE_DIR)")
+    up.add_argument("--port", type=int, default=None, help="API port (default: api.listen)")
+    for name in ("api", "dispatcher", "projector"):
+        sub.add_parser(name, help=f"run the {name} alone (needs NATS_URL and DATABASE_URL)")
+    runner = sub.add_parser("runner", help="run a runner alone (needs NATS_URL)")
+    runner.add_argument("--plugin", action="append", dest="plugins", help="serve only these plugins (repeatable)")
+    sub.add_parser("rebuild", help="re-project the whole event log into fresh read models")
+    sub.add_parser("check-config", help="validate the config file and exit")
+    return parser
+
+
+def _config_path(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    if Path(DEFAULT_CONFIG).exists():
+        return Path(DEFAULT_CONFIG)
+    return Path("config.example.yaml")
+
+
+async def _until_signalled(services: list[lifecycle.Service]) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    watchers = [asyncio.create_task(s.wait()) for s in services] + [asyncio.create_task(stop.wait())]
+    await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+    for task in watchers:
+        task.cancel()
+    for service in reversed(services):
+        await service.stop()
+    failed = [s for s in services if s.failure is not None]
+    if failed:
+        raise errors.HeadraceError(f"{failed[0].name} stopped: {failed[0].failure!r}")
+
+
+async def _up(args: argparse.Namespace) -> None:
+    from services.api.service import Api
+    from services.dispatcher.service import Dispatcher
+    from services.projector.service import Projector
+    from services.runner.service import Runner
+
+    state_dir = Path(args.state_dir).resolve()
+    token, created = embedded.admin_token(state_dir)
+    env = {**os.environ, "HEADRACE_ADMIN_TOKEN": token, "HEADRACE_STATE_DIR": str(state_dir)}
+    config = config_mod.load(_config_path(args.config), env=env)
+    logging.configure(config.log_level)
+    if not any(t.token == token for t in config.api.tokens):
+        admin = config_mod.Token(token=token, scopes=frozenset({"*"}), name="admin (state dir)")
+        config = dataclasses.replace(config, api=dataclasses.replace(config.api, tokens=(*config.api.tokens, admin)))
+    nats = None
+    if not config.nats_url:
+        nats = embedded.EmbeddedNats(state_dir, sync_interval=config.nats_sync_interval)
+        config = dataclasses.replace(config, nats_url=await nats.start())
+    database_url, pg = await embedded.resolve_postgres(config.database_url, state_dir)
+    config = dataclasses.replace(config, database_url=database_url)
+    services: list[lifecycle.Service] = [
+        Projector(config), Dispatcher(config), Runner(config), Api(config, port=args.port),
+    ]
+    try:
+        for service in services:
+            await service.start()
+        api = services[-1]
+        assert isinstance(api, Api)
+        print(f"Headrace is up: {api.url}", flush=True)
+        if created:
+            print(f"Admin token (shown once, kept in {state_dir / 'admin.token'}): {token}", flush=True)
+        else:
+            print(f"Admin token: in {state_dir / 'admin.token'}", flush=True)
+        print(f"  curl -H \"Authorization: Bearer $(cat {state_dir / 'admin.token'})\" {api.url}/healthz", flush=True)
+        await _until_signalled(services)
+    finally:
+        for service in reversed(services):
+            await service.stop()
+        if nats is not None:
+            await nats.stop()
+        if pg is not None:
+            await pg.stop()
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    config = config_mod.load(_config_path(args.config))
+    logging.configure(config.log_level)
+    return config
+
+
+async def _single(args: argparse.Namespace) -> None:
+    config = _load(args)
+    if not config.nats_url:
+        raise errors.ConfigError("NATS_URL (or nats.url) is required to run one service alone; `headrace up` embeds one")
+    needs_db = args.command in ("api", "projector")
+    if needs_db and not config.database_url:
+        raise errors.ConfigError("DATABASE_URL (or database.url) is required for the api and the projector")
+    service: lifecycle.Service
+    if args.command == "api":
+        from services.api.service import Api
+        service = Api(config)
+    elif args.command == "dispatcher":
+        from services.dispatcher.service import Dispatcher
+        service = Dispatcher(config)
+    elif args.command == "projector":
+        from services.projector.service import Projector
+        service = Projector(config)
+    else:
+        from services.runner.service import Runner
+        service = Runner(config, plugins=args.plugins)
+    await service.start()
+    print(f"headrace {args.command} started", flush=True)
+    await _until_signalled([service])
+
+
+async def _rebuild(args: argparse.Namespace) -> None:
+    from services.core import bus as bus_mod
+    from services.core import db
+    from services.projector import rebuild
+
+    config = _load(args)
+    if not config.nats_url or not config.database_url:
+        raise errors.ConfigError("rebuild needs NATS_URL and DATABASE_URL")
+    bus = await bus_mod.Bus.connect(config.nats_url, name=config_mod.instance_name("rebuild"))
+    try:
+        pool = await db.connect_and_migrate(config.database_url, max_size=1)
+        await pool.close()
+        stats = await rebuild.rebuild(bus, config.database_url)
+    finally:
+        await bus.close()
+    print(f"rebuilt read models from {stats['events']} events (checkpoint {stats['checkpoint']}) "
+          f"in {stats['seconds']}s", flush=True)
+
+
+async def _check(args: argparse.Namespace) -> None:
+    config = config_mod.load(_config_path(args.config), env={**os.environ, "HEADRACE_ADMIN_TOKEN": "x" * 16})
+    print(f"{config.path}: ok ({len(config.plugins)} plugins configured)")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[None]]] = {
+    "up": _up, "api": _single, "dispatcher": _single, "runner": _single, "projector": _single,
+    "rebuild": _rebuild, "check-config": _check,
+}
+
+
+def _run(coro: Awaitable[None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        asyncio.run(coro)  # type: ignore[arg-type]
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(coro)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _run(COMMANDS[args.command](args))
+    except KeyboardInterrupt:
+        return 130
+    except errors.HeadraceError as exc:
+        if args.verbose:
+            raise
+        chain, cause = [str(exc)], exc.__cause__
+        while cause is not None:
+            chain.append(str(cause) or type(cause).__name__)
+            cause = cause.__cause__
+        print("headrace: error: " + ": ".join(dict.fromkeys(chain)), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

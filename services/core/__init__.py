@@ -1,0 +1,1 @@
+"""Shared vocabulary of every Headrace service: envelope, subjects, bus, config, db, logging, errors."""

@@ -1,0 +1,222 @@
+"""The event bus: one NATS connection, the JetStream topology of the architecture, and
+publish/read helpers. The only module (besides the consumers' fetch loops) that touches
+nats-py; driver errors are re-raised as `errors.TransientError` / `errors.Conflict`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from services.core import envelope, errors, logging, subjects
+
+log = logging.get("bus")
+
+DAY_S = 86400.0
+DUPLICATE_WINDOW_S = 120.0
+
+
+class Bus:
+    """A connected NATS client with its JetStream context."""
+
+    def __init__(self, nc: Client, *, replicas: int = 1) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=10)
+        self.replicas = replicas
+        self._kv: dict[str, KeyValue] = {}
+        self._obj: dict[str, ObjectStore] = {}
+
+    @classmethod
+    async def connect(cls, url: str, *, name: str, replicas: int = 1, connect_timeout_s: float = 5) -> Bus:
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats_error", error=str(exc) or type(exc).__name__)
+
+        async def on_disconnect() -> None:
+            log.warning("nats_disconnected")
+
+        async def on_reconnect() -> None:
+            log.info("nats_reconnected")
+
+        try:
+            nc = await nats.connect(
+                url,
+                name=name,
+                connect_timeout=connect_timeout_s,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                pending_size=64 * 1024 * 1024,
+            )
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"cannot connect to NATS at {url}: {exc}") from exc
+        return cls(nc, replicas=replicas)
+
+    async def close(self) -> None:
+        if self.nc.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.drain(), timeout=5)
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+
+    # --- topology -------------------------------------------------------
+
+    def stream_configs(self) -> list[api.StreamConfig]:
+        common: dict[str, Any] = {
+            "storage": api.StorageType.FILE,
+            "num_replicas": self.replicas,
+            "duplicate_window": DUPLICATE_WINDOW_S,
+        }
+        return [
+            api.StreamConfig(
+                name=subjects.COMMANDS, subjects=[subjects.ALL_COMMANDS],
+                retention=api.RetentionPolicy.LIMITS, max_age=7 * DAY_S, allow_direct=True, **common,
+            ),
+            api.StreamConfig(
+                name=subjects.EVENTS, subjects=[subjects.ALL_EVENTS],
+                retention=api.RetentionPolicy.LIMITS, allow_direct=True, **common,
+            ),
+            api.StreamConfig(
+                name=subjects.WORK, subjects=[subjects.ALL_WORK],
+                retention=api.RetentionPolicy.WORK_QUEUE, **common,
+            ),
+            api.StreamConfig(
+                name=subjects.INGEST, subjects=[subjects.ALL_INGEST],
+                retention=api.RetentionPolicy.LIMITS, max_age=7 * DAY_S, allow_direct=True, **common,
+            ),
+        ]
+
+    async def ensure_topology(self, *, dedupe_ttl_s: float = DAY_S, extra_object_stores: Iterable[str] = ()) -> None:
+        """Create or update the streams, KV buckets and object stores; safe to call from every process."""
+        try:
+            for config in self.stream_configs():
+                try:
+                    await self.js.add_stream(config)
+                except nats.js.errors.BadRequestError:
+                    await self.js.update_stream(config)
+            await self._ensure_kv(subjects.KV_DEDUPE, ttl=dedupe_ttl_s)
+            await self._ensure_kv(subjects.KV_PLUGIN_STATE, ttl=None)
+            await self._ensure_kv(subjects.KV_AGENTS, ttl=300.0)
+            for bucket in (subjects.OBJ_RESPONSES, *extra_object_stores):
+                await self.object_store(bucket)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"cannot set up JetStream: {exc}") from exc
+
+    async def _ensure_kv(self, bucket: str, *, ttl: float | None) -> KeyValue:
+        config = api.KeyValueConfig(
+            bucket=bucket, ttl=ttl, replicas=self.replicas, storage=api.StorageType.FILE, history=1
+        )
+        try:
+            kv = await self.js.create_key_value(config)
+        except nats.js.errors.BadRequestError:
+            kv = await self.js.key_value(bucket)
+        self._kv[bucket] = kv
+        return kv
+
+    async def kv(self, bucket: str) -> KeyValue:
+        if bucket not in self._kv:
+            self._kv[bucket] = await self.js.key_value(bucket)
+        return self._kv[bucket]
+
+    async def object_store(self, bucket: str) -> ObjectStore:
+        if bucket not in self._obj:
+            try:
+                self._obj[bucket] = await self.js.create_object_store(
+                    bucket, config=api.ObjectStoreConfig(
+                        bucket=bucket, replicas=self.replicas, storage=api.StorageType.FILE
+                    )
+                )
+            except nats.js.errors.BadRequestError:
+                self._obj[bucket] = await self.js.object_store(bucket)
+        return self._obj[bucket]
+
+    # --- publishing -----------------------------------------------------
+
+    async def publish(self, subject: str, env: envelope.Envelope, *, timeout_s: float = 10) -> api.PubAck:
+        """Publish and wait for the PubAck; a duplicate id answers with the original's ack."""
+        try:
+            return await self.js.publish(
+                subject, envelope.encode(env), timeout=timeout_s, headers={subjects.MSG_ID: env.id}
+            )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == 10071:
+                raise errors.Conflict(f"wrong last sequence on {subject}") from exc
+            raise errors.TransientError(f"publish to {subject} failed: {exc}") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"publish to {subject} failed: {exc}") from exc
+
+    async def publish_all(self, items: Iterable[tuple[str, envelope.Envelope]]) -> list[api.PubAck]:
+        """Publish several messages pipelined and wait for every PubAck (in order)."""
+        try:
+            futures = [
+                await self.js.publish_async(subject, envelope.encode(env), headers={subjects.MSG_ID: env.id})
+                for subject, env in items
+            ]
+            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout=30))
+        except nats.js.errors.APIError as exc:
+            raise errors.TransientError(f"publish failed: {exc}") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"publish failed: {exc}") from exc
+
+    # --- reading --------------------------------------------------------
+
+    async def last_message(self, stream: str, subject: str) -> tuple[int, envelope.Envelope] | None:
+        """The last message on `subject` in `stream` as (stream_seq, envelope), or None."""
+        try:
+            raw = await self.js.get_last_msg(stream, subject, direct=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"read of {subject} failed: {exc}") from exc
+        if raw.data is None:
+            return None
+        return int(raw.seq or 0), envelope.decode(raw.data)
+
+    async def history(self, stream: str, subject_filter: str, *, limit: int = 10_000) -> list[tuple[int, envelope.Envelope]]:
+        """Every message matching `subject_filter` in `stream`, oldest first (bounded by `limit`)."""
+        out: list[tuple[int, envelope.Envelope]] = []
+        seq = 0
+        try:
+            while len(out) < limit:
+                try:
+                    raw = await self.js.get_msg(stream, seq=seq + 1, subject=subject_filter, next=True, direct=True)
+                except nats.js.errors.NotFoundError:
+                    break
+                if raw.seq is None or raw.data is None:
+                    break
+                seq = int(raw.seq)
+                out.append((seq, envelope.decode(raw.data)))
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"read of {subject_filter} failed: {exc}") from exc
+        return out
+
+    async def stream_last_seq(self, stream: str) -> int:
+        try:
+            info = await self.js.stream_info(stream)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"stream info {stream} failed: {exc}") from exc
+        return int(info.state.last_seq)
+
+    async def pending_work(self, plugin: str | None = None) -> int:
+        """Work items waiting in WORK (all, or one plugin's)."""
+        try:
+            if plugin is None:
+                info = await self.js.stream_info(subjects.WORK)
+                return int(info.state.messages)
+            info = await self.js.stream_info(subjects.WORK, subjects_filter=subjects.plugin_work(plugin))
+            return sum((info.state.subjects or {}).values())
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"stream info WORK failed: {exc}") from exc

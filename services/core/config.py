@@ -1,0 +1,300 @@
+"""Config loader: YAML (Ductile's shape) → `${ENV}` substitution → includes → schema check →
+a frozen `Config`. The only module that reads the process environment.
+
+Merging of included files: maps merge key by key (later wins), arrays append, scalars replace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.core import durations, errors, schemas
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PLUGIN_ROOT = REPO_ROOT / "plugins"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+DEFAULT_TIMEOUTS_S = {"poll": 60.0, "handle": 120.0, "health": 10.0, "init": 30.0}
+DEFAULT_COMMAND_TIMEOUT_S = 120.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Token:
+    token: str
+    scopes: frozenset[str]
+    name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    backoff_base_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitBreaker:
+    threshold: int = 3
+    reset_after_s: float = 1800.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PluginConfig:
+    name: str
+    enabled: bool = True
+    #: None = take it from the manifest (concurrency_safe → max_workers, else 1)
+    parallelism: int | None = None
+    notify_on_complete: bool = False
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    secrets: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    retry: RetryPolicy = RetryPolicy()
+    timeouts_s: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    schedules: tuple[Mapping[str, Any], ...] = ()
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+
+    def timeout_s(self, command: str) -> float:
+        if command in self.timeouts_s:
+            return self.timeouts_s[command]
+        return DEFAULT_TIMEOUTS_S.get(command, DEFAULT_COMMAND_TIMEOUT_S)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ApiConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_concurrent_sync: int = 10
+    max_body_bytes: int = 1024 * 1024
+    tokens: tuple[Token, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    #: the file it was loaded from (None when built from a dict)
+    path: Path | None
+    service_name: str = "headrace"
+    log_level: str = "info"
+    dedupe_ttl_s: float = 86400.0
+    job_log_retention_s: float = 30 * 86400.0
+    max_workers: int = max(1, (os.cpu_count() or 2) - 1)
+    state_dir: Path = Path(".state")
+    plugin_roots: tuple[Path, ...] = (DEFAULT_PLUGIN_ROOT,)
+    api: ApiConfig = ApiConfig()
+    plugins: Mapping[str, PluginConfig] = dataclasses.field(default_factory=dict)
+    pipelines: tuple[Mapping[str, Any], ...] = ()
+    webhooks: tuple[Mapping[str, Any], ...] = ()
+    agents: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    offload_threshold_bytes: int = 100 * 1024
+    offload_bucket: str = "laddr"
+    nats_url: str | None = None
+    nats_replicas: int = 1
+    nats_sync_interval: str = "always"
+    database_url: str | None = None
+    #: the merged document after substitution, before defaults (for /config/view)
+    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def plugin(self, name: str) -> PluginConfig:
+        """The plugin's config; a plugin found on disk but absent from the file runs with defaults."""
+        return self.plugins.get(name) or PluginConfig(name=name)
+
+
+def substitute_env(text: str, env: Mapping[str, str], *, where: str) -> str:
+    """Replace `${VAR}` and `${VAR:-default}`; an unset variable without default is an error."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise errors.ConfigError(f"{where}: environment variable ${{{name}}} is not set")
+
+    # comment lines are left alone: a `${VAR}` in a comment is documentation, not a reference
+    return "".join(
+        line if line.lstrip().startswith("#") else _ENV_REF.sub(replace, line) for line in text.splitlines(True)
+    )
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (comments, blank lines and `export ` prefixes allowed)."""
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        out[key.strip()] = value.strip().strip("'\"")
+    return out
+
+
+def merge(base: Any, extra: Any) -> Any:
+    """Maps merge key by key (later wins), arrays append, scalars replace."""
+    if isinstance(base, dict) and isinstance(extra, dict):
+        out = dict(base)
+        for key, value in extra.items():
+            out[key] = merge(base[key], value) if key in base else value
+        return out
+    if isinstance(base, list) and isinstance(extra, list):
+        return base + extra
+    return extra
+
+
+def _read_yaml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    # `include:` paths are never substituted: read them from the raw text first.
+    try:
+        raw_doc = yaml.safe_load(text) or {}
+        doc = yaml.safe_load(substitute_env(text, env, where=str(path))) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise errors.ConfigError(f"{path}: invalid YAML{at}: {problem}") from exc
+    if not isinstance(doc, dict):
+        raise errors.ConfigError(f"{path}: the top level must be a mapping")
+    if isinstance(raw_doc, dict) and "include" in raw_doc:
+        doc["include"] = raw_doc["include"]
+    return doc
+
+
+def _expand_includes(doc: dict[str, Any], base_dir: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    includes = doc.pop("include", None) or []
+    if not isinstance(includes, list):
+        raise errors.ConfigError("include: must be a list of files or directories")
+    merged = doc
+    for entry in includes:
+        target = (base_dir / str(entry)).resolve()
+        files = sorted(target.glob("*.yaml")) if target.is_dir() else [target]
+        for file in files:
+            merged = merge(merged, _expand_includes(_read_yaml(file, env), file.parent, env))
+    return merged
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, merge, substitute and validate the config at `path`."""
+    path = Path(path).resolve()
+    environ: dict[str, str] = dict(os.environ if env is None else env)
+    first = _read_yaml(path, environ)
+    env_files = (first.get("environment_vars") or {}).get("include") or []
+    for name in env_files:
+        file = (path.parent / str(name)).resolve()
+        if file.is_file():
+            for key, value in load_env_file(file).items():
+                environ.setdefault(key, value)
+    if env_files:
+        first = _read_yaml(path, environ)
+    doc = _expand_includes(first, path.parent, environ)
+    return from_dict(doc, path=path, env=environ)
+
+
+def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Validate a config document and build the frozen `Config`."""
+    environ = dict(os.environ if env is None else env)
+    problems = schemas.violations("config", doc)
+    if problems:
+        where = f"{path}: " if path else ""
+        raise errors.ConfigError(where + "invalid config: " + "; ".join(problems))
+    base_dir = path.parent if path else Path.cwd()
+    try:
+        return _build(doc, path=path, base_dir=base_dir, env=environ)
+    except ValueError as exc:
+        raise errors.ConfigError(f"{path or 'config'}: {exc}") from exc
+
+
+def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mapping[str, str]) -> Config:
+    service = doc.get("service") or {}
+    api = doc.get("api") or {}
+    host, _, port = (api.get("listen") or "127.0.0.1:8080").rpartition(":")
+    tokens = tuple(
+        Token(token=t["token"], scopes=frozenset(t["scopes"]), name=t.get("name"))
+        for t in (api.get("auth") or {}).get("tokens") or []
+    )
+    max_workers = int(service.get("max_workers") or max(1, (os.cpu_count() or 2) - 1))
+    plugins = {name: _plugin(name, spec or {}, max_workers) for name, spec in (doc.get("plugins") or {}).items()}
+    roots = tuple((base_dir / r).resolve() for r in doc.get("plugin_roots") or []) or (DEFAULT_PLUGIN_ROOT,)
+    nats = doc.get("nats") or {}
+    database = doc.get("database") or {}
+    offload = doc.get("offload") or {}
+    state_dir = env.get("HEADRACE_STATE_DIR") or service.get("state_dir") or ".state"
+    return Config(
+        path=path,
+        service_name=service.get("name", "headrace"),
+        log_level=service.get("log_level", "info"),
+        dedupe_ttl_s=durations.parse_seconds(service.get("dedupe_ttl", "24h")),
+        job_log_retention_s=durations.parse_seconds(service.get("job_log_retention", "30d")),
+        max_workers=max_workers,
+        state_dir=(base_dir / state_dir).resolve(),
+        plugin_roots=roots,
+        api=ApiConfig(
+            enabled=api.get("enabled", True),
+            host=host or "127.0.0.1",
+            port=int(port),
+            max_concurrent_sync=int(api.get("max_concurrent_sync", 10)),
+            max_body_bytes=int(api.get("max_body_bytes", 1024 * 1024)),
+            tokens=tokens,
+        ),
+        plugins=plugins,
+        pipelines=tuple(doc.get("pipelines") or ()),
+        webhooks=tuple(doc.get("webhooks") or ()),
+        agents=dict(doc.get("agents") or {}),
+        offload_threshold_bytes=int(offload.get("threshold_bytes", 100 * 1024)),
+        offload_bucket=offload.get("bucket", "laddr"),
+        nats_url=env.get("NATS_URL") or nats.get("url") or None,
+        nats_replicas=int(nats.get("replicas", 1)),
+        nats_sync_interval=str(nats.get("sync_interval", "always")),
+        database_url=env.get("DATABASE_URL") or database.get("url") or None,
+        raw=doc,
+    )
+
+
+def _plugin(name: str, spec: Mapping[str, Any], max_workers: int) -> PluginConfig:
+    retry = spec.get("retry") or {}
+    breaker = spec.get("circuit_breaker") or {}
+    parallelism = spec.get("parallelism")
+    if parallelism is not None and parallelism > max_workers:
+        raise ValueError(f"plugins.{name}.parallelism: {parallelism} exceeds service.max_workers {max_workers}")
+    return PluginConfig(
+        name=name,
+        enabled=spec.get("enabled", True),
+        parallelism=parallelism,
+        notify_on_complete=spec.get("notify_on_complete", False),
+        config=dict(spec.get("config") or {}),
+        secrets=dict(spec.get("secrets") or {}),
+        retry=RetryPolicy(
+            max_attempts=int(retry.get("max_attempts", 4)),
+            backoff_base_s=durations.parse_seconds(retry.get("backoff_base", "30s")),
+        ),
+        timeouts_s={k: durations.parse_seconds(v) for k, v in (spec.get("timeouts") or {}).items()},
+        schedules=tuple(spec.get("schedules") or ()),
+        circuit_breaker=CircuitBreaker(
+            threshold=int(breaker.get("threshold", 3)),
+            reset_after_s=durations.parse_seconds(breaker.get("reset_after", "30m")),
+        ),
+    )
+
+
+PLUGIN_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
+
+
+def plugin_base_env() -> dict[str, str]:
+    """The minimal environment a plugin subprocess gets: never the gateway's own secrets."""
+    env = {key: os.environ[key] for key in PLUGIN_ENV_ALLOWLIST if key in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
+
+
+def instance_name(role: str) -> str:
+    """`<role>/<host>-<pid>`: the `source` of the envelopes a process publishes."""
+    return f"{role}/{os.uname().nodename}-{os.getpid()}"

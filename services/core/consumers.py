@@ -1,0 +1,87 @@
+"""Durable pull consumers: create-or-bind by name, and a fetch loop that hands batches to a
+handler. A fetch timeout is normal ("nothing yet"); the handler acks what it finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from services.core import bus as bus_mod
+from services.core import logging
+
+log = logging.get("consumers")
+
+BatchHandler = Callable[[list[Msg]], Awaitable[None]]
+
+
+async def ensure_pull(
+    bus: bus_mod.Bus,
+    *,
+    stream: str,
+    durable: str,
+    filter_subjects: list[str],
+    ack_wait_s: float = 30.0,
+    max_ack_pending: int = 1000,
+    max_deliver: int = -1,
+    deliver_policy: api.DeliverPolicy = api.DeliverPolicy.ALL,
+) -> JetStreamContext.PullSubscription:
+    """Create (or update) the durable pull consumer and bind to it."""
+    config = api.ConsumerConfig(
+        durable_name=durable,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        max_ack_pending=max_ack_pending,
+        max_deliver=max_deliver,
+        deliver_policy=deliver_policy,
+        filter_subject=filter_subjects[0] if len(filter_subjects) == 1 else None,
+        filter_subjects=filter_subjects if len(filter_subjects) > 1 else None,
+        max_waiting=512,
+        num_replicas=bus.replicas if bus.replicas > 1 else None,
+    )
+    try:
+        await bus.js.add_consumer(stream, config)
+    except nats.js.errors.BadRequestError:
+        # exists with other settings: update what may change
+        await bus.js.add_consumer(stream, config)
+    return await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
+
+
+async def fetch_loop(
+    sub: JetStreamContext.PullSubscription,
+    handler: BatchHandler,
+    stop: asyncio.Event,
+    *,
+    batch: int = 100,
+    wait_s: float = 1.0,
+    name: str,
+    capacity: Callable[[], Awaitable[int]] | None = None,
+) -> None:
+    """Fetch batches until `stop` is set. `capacity` (if given) bounds each batch and waits for room."""
+    while not stop.is_set():
+        size = batch
+        if capacity is not None:
+            size = min(batch, await capacity())
+            if size <= 0:
+                continue
+        try:
+            msgs = await sub.fetch(size, timeout=wait_s)
+        except (TimeoutError, nats.errors.TimeoutError):
+            continue
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+            return
+        except nats.errors.Error as exc:
+            log.warning("fetch_failed", consumer=name, error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            await handler(msgs)
+        except Exception:
+            # The batch stays unacked and is redelivered after ack_wait; keep the loop alive.
+            log.exception("batch_handler_failed", consumer=name, size=len(msgs))
+            await asyncio.sleep(0.5)

@@ -1,0 +1,82 @@
+"""Postgres access: the asyncpg pool (search_path = the read-model schema) and migrations.
+
+Only the projector writes rows; every service may apply migrations at start (DDL under an
+advisory lock, idempotent) so the API can answer as soon as it is up.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.core import errors, logging
+
+log = logging.get("db")
+
+SCHEMA = "headrace"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "projector" / "migrations"
+MIGRATION_LOCK = 0x4845_4144  # "HEAD": serialises migrations across processes
+PROJECTION_LOCK = 0x5052_4F4A  # "PROJ": one batch writer at a time, rebuild's swap included
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(url: str, *, schema: str = SCHEMA, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            server_settings={"search_path": schema, "application_name": "headrace"},
+            command_timeout=30,
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise errors.TransientError(f"cannot connect to Postgres: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+def migration_files() -> list[Path]:
+    return sorted(MIGRATIONS_DIR.glob("*.sql"))
+
+
+async def migrate(conn: asyncpg.Connection, schema: str = SCHEMA) -> list[str]:
+    """Apply every migration not yet applied inside `schema`; returns the names applied."""
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"bad schema name {schema!r}")
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await conn.execute(f"SET LOCAL search_path TO {schema}")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for file in migration_files():
+            if file.name in done:
+                continue
+            await conn.execute(file.read_text())
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", file.name)
+            applied.append(file.name)
+    if applied:
+        log.info("migrations_applied", schema=schema, names=applied)
+    return applied
+
+
+async def connect_and_migrate(url: str, **pool_args: Any) -> asyncpg.Pool:
+    pool = await create_pool(url, **pool_args)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return pool

@@ -1,0 +1,112 @@
+"""Every wire name in one place: stream, subject, KV bucket, consumer and header names.
+
+Subjects carry the aggregate id, so one job's history is one subject filter.
+Handlers build subjects with these functions, never by formatting strings inline.
+"""
+
+from __future__ import annotations
+
+# Streams
+COMMANDS = "COMMANDS"
+EVENTS = "EVENTS"
+WORK = "WORK"
+INGEST = "INGEST"
+
+# KV buckets and object stores
+KV_DEDUPE = "dedupe"
+KV_PLUGIN_STATE = "plugin_state"
+KV_AGENTS = "agents"
+OBJ_RESPONSES = "responses"
+
+# Durable consumer names
+DISPATCHER_COMMANDS = "dispatcher-commands"
+DISPATCHER_OUTCOMES = "dispatcher-outcomes"
+DISPATCHER_INGEST = "dispatcher-ingest"
+
+# Headers
+MSG_ID = "Nats-Msg-Id"
+
+ALL_COMMANDS = "cmd.>"
+ALL_EVENTS = "evt.>"
+ALL_WORK = "work.>"
+ALL_INGEST = "ingest.>"
+
+
+def _token(value: str) -> str:
+    """Guard a subject token: NATS tokens may not hold '.', '*', '>' or whitespace."""
+    if not value or any(c in value for c in ".*> \t\r\n"):
+        raise ValueError(f"invalid subject token: {value!r}")
+    return value
+
+
+def job_command(job_id: str, action: str) -> str:
+    """cmd.job.<job_id>.<action>, e.g. cmd.job.0192….submit."""
+    return f"cmd.job.{_token(job_id)}.{_token(action)}"
+
+
+def system_command(action: str) -> str:
+    return f"cmd.system.{_token(action)}"
+
+
+def job_event(job_id: str, short_type: str) -> str:
+    """evt.job.<job_id>.<short_type>, e.g. evt.job.0192….succeeded."""
+    return f"evt.job.{_token(job_id)}.{_token(short_type)}"
+
+
+def job_events(job_id: str) -> str:
+    """Filter for every event of one job."""
+    return f"evt.job.{_token(job_id)}.>"
+
+
+def trace_event(job_id: str, short_type: str) -> str:
+    return f"evt.trace.{_token(job_id)}.{_token(short_type)}"
+
+
+def plugin_event(plugin: str, short_type: str) -> str:
+    return f"evt.plugin.{_token(plugin)}.{_token(short_type)}"
+
+
+def system_event(short_type: str) -> str:
+    return f"evt.system.{_token(short_type)}"
+
+
+def event_subject(event_type: str, aggregate_id: str) -> str:
+    """The subject of an event of `event_type` ("job.succeeded") about `aggregate_id`."""
+    family, _, short = event_type.partition(".")
+    if family == "job":
+        return job_event(aggregate_id, short)
+    if family == "trace":
+        return trace_event(aggregate_id, short)
+    if family == "plugin":
+        return plugin_event(aggregate_id, short)
+    if family == "system":
+        return system_event(short)
+    raise ValueError(f"no subject family for event type {event_type!r}")
+
+
+def work(plugin: str, command: str) -> str:
+    """work.<plugin>.<command>: a runner mailbox."""
+    return f"work.{_token(plugin)}.{_token(command)}"
+
+
+def plugin_work(plugin: str) -> str:
+    """Filter for every work item of one plugin (one pull consumer per plugin)."""
+    return f"work.{_token(plugin)}.>"
+
+
+def runner_consumer(plugin: str) -> str:
+    """Durable name of the pull consumer every runner of `plugin` binds to."""
+    return f"runner-{_token(plugin)}"
+
+
+def ingest(event_type: str) -> str:
+    """ingest.<type>: where outside systems publish their events."""
+    return f"ingest.{event_type}"
+
+
+def parse_job_subject(subject: str) -> tuple[str, str] | None:
+    """evt.job.<id>.<type> or cmd.job.<id>.<action> → (id, type); None for any other subject."""
+    parts = subject.split(".")
+    if len(parts) == 4 and parts[1] == "job":
+        return parts[2], parts[3]
+    return None

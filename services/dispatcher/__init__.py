@@ -1,0 +1,1 @@
+"""Dispatcher: every decision about a job (accept, route, retry, dead-letter, schedules)."""

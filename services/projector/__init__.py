@@ -1,0 +1,1 @@
+"""Projector: the Postgres read models of the event log, and `headrace rebuild`."""

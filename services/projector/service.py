@@ -1,0 +1,86 @@
+"""Projector service: evt.> (ordered, from checkpoint+1) → read-model rows + checkpoint,
+one transaction per batch. Nothing else writes Postgres rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from services.core import bus as bus_mod
+from services.core import config as config_mod
+from services.core import db, errors, lifecycle, logging
+from services.projector import projection, stream_reader
+
+log = logging.get("projector")
+
+RETRY_DELAY_S = 1.0
+
+
+class Projector(lifecycle.Service):
+    name = "projector"
+
+    def __init__(self, config: config_mod.Config, *, bus: bus_mod.Bus | None = None,
+                 pool: asyncpg.Pool | None = None, batch_size: int = 500) -> None:
+        super().__init__()
+        self.config = config
+        self.bus = bus
+        self.pool = pool
+        self._own_bus = bus is None
+        self._own_pool = pool is None
+        self.batch_size = batch_size
+        self.position = 0
+        self._advanced = asyncio.Condition()
+
+    async def start(self) -> None:
+        if self.bus is None:
+            assert self.config.nats_url, "NATS_URL is not set"
+            self.bus = await bus_mod.Bus.connect(self.config.nats_url, name=config_mod.instance_name("projector"),
+                                                 replicas=self.config.nats_replicas)
+        await self.bus.ensure_topology(dedupe_ttl_s=self.config.dedupe_ttl_s)
+        if self.pool is None:
+            assert self.config.database_url, "DATABASE_URL is not set"
+            self.pool = await db.connect_and_migrate(self.config.database_url, max_size=4)
+        else:
+            async with self.pool.acquire() as conn:
+                await db.migrate(conn)
+        self.spawn("project", self._run())
+
+    async def close(self) -> None:
+        if self._own_pool and self.pool is not None:
+            await self.pool.close()
+        if self._own_bus and self.bus is not None:
+            await self.bus.close()
+
+    async def _run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                await self._project()
+            except (asyncpg.PostgresError, OSError, errors.TransientError, asyncpg.InterfaceError) as exc:
+                log.warning("projection_interrupted", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(RETRY_DELAY_S)
+
+    async def _project(self) -> None:
+        assert self.pool is not None and self.bus is not None
+        async with self.pool.acquire() as conn:
+            start = await projection.checkpoint(conn)
+        await self._moved_to(start)
+        async with stream_reader.EventReader(self.bus, start_seq=start + 1, batch_size=self.batch_size) as reader:
+            while not self.stop_event.is_set():
+                batch = await reader.next_batch()
+                if not batch:
+                    continue
+                async with self.pool.acquire() as conn:
+                    position = await projection.apply_batch(conn, batch)
+                await self._moved_to(position)
+
+    async def _moved_to(self, position: int) -> None:
+        async with self._advanced:
+            self.position = position
+            self._advanced.notify_all()
+
+    async def wait_for(self, seq: int, timeout_s: float = 10.0) -> None:
+        """Read-your-writes for tests and embedders: wait until the events up to `seq` are projected."""
+        async with self._advanced:
+            await asyncio.wait_for(self._advanced.wait_for(lambda: self.position >= seq), timeout=timeout_s)

@@ -1,0 +1,46 @@
+-- name: load_jobs
+-- The job rows a batch touches.
+SELECT job_id, plugin, command, status, submitted_by, payload, result, last_error, attempt, parent_job_id,
+       correlation_id, pipeline, step_id, created_at, started_at, completed_at, last_seq
+FROM jobs WHERE job_id = ANY($1::text[]);
+
+-- name: load_attempts
+-- The attempt rows a batch touches.
+SELECT log_id, job_id, attempt, plugin, command, status, submitted_by, created_at, started_at, completed_at,
+       last_error, stderr, result, logs, last_seq
+FROM job_logs WHERE log_id = ANY($1::text[]);
+
+-- name: upsert_job
+-- Insert or replace a job row, never going back in the event log.
+INSERT INTO jobs (job_id, plugin, command, status, submitted_by, payload, result, last_error, attempt, parent_job_id,
+                  correlation_id, pipeline, step_id, created_at, started_at, completed_at, last_seq)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+ON CONFLICT (job_id) DO UPDATE SET
+    plugin = EXCLUDED.plugin, command = EXCLUDED.command, status = EXCLUDED.status,
+    submitted_by = EXCLUDED.submitted_by, payload = EXCLUDED.payload, result = EXCLUDED.result,
+    last_error = EXCLUDED.last_error, attempt = EXCLUDED.attempt, parent_job_id = EXCLUDED.parent_job_id,
+    correlation_id = EXCLUDED.correlation_id, pipeline = EXCLUDED.pipeline, step_id = EXCLUDED.step_id,
+    created_at = EXCLUDED.created_at, started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at,
+    last_seq = EXCLUDED.last_seq
+WHERE jobs.last_seq < EXCLUDED.last_seq;
+
+-- name: upsert_attempt
+-- Insert or replace one attempt's /job-logs row.
+INSERT INTO job_logs (log_id, job_id, attempt, plugin, command, status, submitted_by, created_at, started_at,
+                      completed_at, last_error, stderr, result, logs, last_seq)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ON CONFLICT (log_id) DO UPDATE SET
+    status = EXCLUDED.status, submitted_by = EXCLUDED.submitted_by, created_at = EXCLUDED.created_at,
+    started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, last_error = EXCLUDED.last_error,
+    stderr = EXCLUDED.stderr, result = EXCLUDED.result, logs = EXCLUDED.logs, last_seq = EXCLUDED.last_seq
+WHERE job_logs.last_seq < EXCLUDED.last_seq;
+
+-- name: lock_projection
+-- One batch writer at a time across projectors and rebuild's swap.
+SELECT pg_advisory_xact_lock($1);
+
+-- name: read_checkpoint
+SELECT stream_seq FROM checkpoint WHERE name = 'events';
+
+-- name: write_checkpoint
+UPDATE checkpoint SET stream_seq = $1 WHERE name = 'events';

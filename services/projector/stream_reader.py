@@ -1,0 +1,59 @@
+"""Read the EVENTS stream in order from a given sequence, in batches: an ordered consumer
+(no server-side state to clean up), used by the live projector and by rebuild.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import nats.errors
+from nats.js import api
+
+from services.core import bus as bus_mod
+from services.core import envelope, logging, subjects
+
+log = logging.get("stream_reader")
+
+
+class EventReader:
+    def __init__(self, bus: bus_mod.Bus, *, start_seq: int, batch_size: int = 500) -> None:
+        self.bus = bus
+        self.start_seq = max(1, start_seq)
+        self.batch_size = batch_size
+        self._sub: object | None = None
+
+    async def __aenter__(self) -> EventReader:
+        config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start_seq)
+        self._sub = await self.bus.js.subscribe(
+            subjects.ALL_EVENTS, stream=subjects.EVENTS, ordered_consumer=True, config=config,
+            pending_msgs_limit=100_000,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()  # type: ignore[attr-defined]
+
+    async def next_batch(self, *, wait_s: float = 0.5) -> list[tuple[int, envelope.Envelope]]:
+        """Up to `batch_size` events; [] when nothing arrived within `wait_s`."""
+        sub = self._sub
+        assert sub is not None
+        out: list[tuple[int, envelope.Envelope]] = []
+        try:
+            msg = await sub.next_msg(timeout=wait_s)  # type: ignore[attr-defined]
+        except (TimeoutError, nats.errors.TimeoutError):
+            return out
+        while True:
+            seq = msg.metadata.sequence.stream
+            try:
+                out.append((seq, envelope.decode(msg.data)))
+            except envelope.DecodeError as exc:
+                log.error("event_undecodable", seq=seq, subject=msg.subject, error=str(exc))
+            if len(out) >= self.batch_size or sub.pending_msgs == 0:  # type: ignore[attr-defined]
+                break
+            try:
+                msg = await sub.next_msg(timeout=0.05)  # type: ignore[attr-defined]
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+        return out

@@ -1,0 +1,1 @@
+"""Runner: executes one attempt of a job (Ductile protocol-2 subprocess or in-process Python plugin)."""

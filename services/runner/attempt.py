@@ -1,0 +1,104 @@
+"""One attempt of one job: work item in, events out. Pure assembly of the events an
+`Outcome` produces (logs, emitted events, state updates, the outcome itself), with
+deterministic ids so a redelivered work item cannot publish anything twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from services.core import envelope, subjects
+from services.runner import protocol
+
+Published = list[tuple[str, envelope.Envelope]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkItem:
+    job_id: str
+    plugin: str
+    command: str
+    payload: dict[str, Any]
+    attempt: int
+    timeout_s: float
+    submitted_by: str = "api"
+    event: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    correlation_id: str | None = None
+
+    @classmethod
+    def from_envelope(cls, env: envelope.Envelope, *, num_delivered: int) -> WorkItem:
+        data = env.data
+        assert env.job_id is not None, "work item without job_id"
+        return cls(
+            job_id=env.job_id,
+            plugin=data["plugin"],
+            command=data["command"],
+            payload=data.get("payload") or {},
+            # a redelivery means an earlier attempt was lost with its runner: it counts
+            attempt=int(data.get("attempt", 1)) + max(0, num_delivered - 1),
+            timeout_s=float(data["timeout_s"]),
+            submitted_by=data.get("submitted_by", "api"),
+            event=data.get("event"),
+            context=data.get("context"),
+            correlation_id=env.correlation_id or env.job_id,
+        )
+
+
+def _event(item: WorkItem, short: str, data: dict[str, Any], *, source: str, suffix: str = "") -> tuple[str, envelope.Envelope]:
+    env = envelope.make(
+        f"job.{short}", source=source, job_id=item.job_id, data=data,
+        id=f"{item.job_id}:{item.attempt}:{short}{suffix}",
+        causation_id=item.job_id, correlation_id=item.correlation_id,
+    )
+    return subjects.job_event(item.job_id, short), env
+
+
+def started_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelope]:
+    runner = source.partition("/")[2] or source
+    return _event(item, "started", {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
+                                    "runner": runner}, source=source)
+
+
+def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, state: dict[str, Any] | None = None) -> Published:
+    """Every event of a finished attempt, in the order they must be stored."""
+    out: Published = []
+    response = outcome.response or {}
+    for i, line in enumerate(response.get("logs") or []):
+        out.append(_event(item, "log", {"attempt": item.attempt, "level": str(line.get("level", "info")),
+                                        "message": str(line.get("message", ""))}, source=source, suffix=f":{i}"))
+    if outcome.status == "succeeded":
+        for i, emitted in enumerate(response.get("events") or []):
+            env = envelope.make(
+                "plugin.emitted", source=source, job_id=item.job_id,
+                id=f"{item.job_id}:{item.attempt}:emitted:{i}",
+                causation_id=item.job_id, correlation_id=item.correlation_id,
+                data={"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
+                      "type": emitted["type"], "payload": emitted.get("payload") or {},
+                      "dedupe_key": emitted.get("dedupe_key")},
+            )
+            out.append((subjects.plugin_event(item.plugin, "emitted"), env))
+        updates = response.get("state_updates")
+        if updates:
+            env = envelope.make(
+                "plugin.state_updated", source=source, job_id=item.job_id,
+                id=f"{item.job_id}:{item.attempt}:state_updated",
+                causation_id=item.job_id, correlation_id=item.correlation_id,
+                data={"plugin": item.plugin, "updates": updates, "state": state or {}},
+            )
+            out.append((subjects.plugin_event(item.plugin, "state_updated"), env))
+    common = {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
+              "duration_ms": outcome.duration_ms, "stderr": outcome.stderr or None}
+    if outcome.status == "succeeded":
+        out.append(_event(item, "succeeded", {**common, "result": response}, source=source))
+    elif outcome.status == "timed_out":
+        out.append(_event(item, "timed_out", {**common, "error": outcome.error or "timed out", "retry": outcome.retry},
+                          source=source))
+    elif outcome.status == "cancelled":
+        out.append(_event(item, "cancelled", {**common, "reason": outcome.error or "cancelled"}, source=source))
+    else:
+        out.append(_event(item, "failed", {**common, "error": outcome.error or "failed", "retry": outcome.retry,
+                                           "exit_code": outcome.exit_code, "result": outcome.response},
+                          source=source))
+    return out

@@ -1,0 +1,146 @@
+"""Subprocess supervision for protocol-2 plugins: own process group, minimal environment,
+capped stdout/stderr, a deadline enforced by SIGTERM → grace → SIGKILL on the whole group.
+
+Input: the executable, the request bytes, a deadline. Output: a `RawRun` — what the process
+did, never an exception for anything the plugin does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+
+STDOUT_CAP_BYTES = 10 * 1024 * 1024
+STDERR_CAP_BYTES = 64 * 1024
+TERM_GRACE_S = 5.0
+#: after the main process exits, how long stray children may hold the pipes open
+PIPE_DRAIN_GRACE_S = 0.5
+TRUNCATED_MARK = "\n…[truncated]"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawRun:
+    stdout: bytes
+    stderr: str
+    exit_code: int | None
+    timed_out: bool
+    stdout_truncated: bool
+    duration_ms: int
+    #: set when the process could not be started at all
+    spawn_error: str | None = None
+    cancelled: bool = False
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
+    """Read to EOF, keeping the first `cap` bytes and draining (not keeping) the rest."""
+    kept = bytearray()
+    truncated = False
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            break
+        room = cap - len(kept)
+        if room > 0:
+            kept += chunk[:room]
+        if len(chunk) > room:
+            truncated = True
+    return bytes(kept), truncated
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def run(
+    executable: Path,
+    request: bytes,
+    *,
+    timeout_s: float,
+    env: dict[str, str],
+    cwd: Path,
+    cancel: asyncio.Event | None = None,
+    term_grace_s: float = TERM_GRACE_S,
+) -> RawRun:
+    """Run one plugin process to completion, deadline or cancellation."""
+    started = time.monotonic()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(executable),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=str(cwd),
+            env=env,
+            start_new_session=True,  # its own process group: we signal the whole group
+        )
+    except OSError as exc:
+        return RawRun(b"", "", None, False, False, 0, spawn_error=f"cannot start {executable}: {exc.strerror or exc}")
+    pgid = proc.pid
+    assert proc.stdin and proc.stdout and proc.stderr
+    stdout_task = asyncio.create_task(_read_capped(proc.stdout, STDOUT_CAP_BYTES))
+    stderr_task = asyncio.create_task(_read_capped(proc.stderr, STDERR_CAP_BYTES))
+
+    async def feed() -> None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(request)
+            await proc.stdin.drain()
+        with contextlib.suppress(Exception):
+            proc.stdin.close()
+
+    feeder = asyncio.create_task(feed())
+    timed_out = cancelled = False
+    waiter = asyncio.create_task(proc.wait())
+    stoppers: set[asyncio.Task[object]] = {waiter}
+    cancel_task = asyncio.create_task(cancel.wait()) if cancel is not None else None
+    if cancel_task is not None:
+        stoppers.add(cancel_task)
+    done, _ = await asyncio.wait(stoppers, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    if waiter not in done:
+        if cancel_task is not None and cancel_task in done:
+            cancelled = True
+        else:
+            timed_out = True
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=term_grace_s)
+        except TimeoutError:
+            _signal_group(pgid, signal.SIGKILL)
+            await waiter
+    if cancel_task is not None:
+        cancel_task.cancel()
+    # Children that outlive the plugin may still hold the pipes: give them a moment, then end the group.
+    readers = asyncio.gather(stdout_task, stderr_task)
+    try:
+        (stdout, stdout_truncated), (stderr, stderr_truncated) = await asyncio.wait_for(
+            asyncio.shield(readers), timeout=PIPE_DRAIN_GRACE_S
+        )
+    except TimeoutError:
+        _signal_group(pgid, signal.SIGKILL)
+        try:
+            (stdout, stdout_truncated), (stderr, stderr_truncated) = await asyncio.wait_for(readers, timeout=1.0)
+        except TimeoutError:
+            # A child left the group (setsid) and keeps the pipe open: stop listening to it.
+            stdout_task.cancel()
+            stderr_task.cancel()
+            stdout, stdout_truncated, stderr, stderr_truncated = b"", False, b"", False
+    else:
+        _signal_group(pgid, signal.SIGKILL)  # reap any stray children still in the group
+    feeder.cancel()
+    stderr_text = stderr.decode("utf-8", "replace")
+    if stderr_truncated:
+        stderr_text += TRUNCATED_MARK
+    return RawRun(
+        stdout=stdout,
+        stderr=stderr_text,
+        exit_code=proc.returncode,
+        timed_out=timed_out,
+        stdout_truncated=stdout_truncated,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        cancelled=cancelled,
+    )
