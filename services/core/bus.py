@@ -67,8 +67,10 @@ class Bus:
     async def close(self) -> None:
         if self.nc.is_closed:
             return
+        # every publish was awaited to its PubAck already: flush and close (drain would wait
+        # out the server-side expiry of our pending pull requests)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.nc.drain(), timeout=5)
+            await self.nc.flush(timeout=1)
         with contextlib.suppress(Exception):
             await self.nc.close()
 

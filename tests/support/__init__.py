@@ -1,0 +1,1 @@
+"""Test support: real nats-server and Postgres fixtures, an in-process stack, HTTP helpers."""

@@ -1,0 +1,178 @@
+"""An in-process Headrace stack for tests (the `headrace up` wiring, minus embedded infra),
+plus an HTTP client that speaks to it exactly as curl would, and a factory for config files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import yaml
+
+from services.api.service import Api
+from services.core import config as config_mod
+from services.core import lifecycle
+from services.dispatcher.service import Dispatcher
+from services.projector.service import Projector
+from services.runner.service import Runner
+from tests.support.infra import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_PLUGINS = REPO / "tests" / "plugins"
+
+TOKENS = {
+    "admin": ("test-admin-token-000", ["*"]),
+    "plugin_ro": ("test-plugin-ro-token", ["plugin:ro"]),
+    "plugin_rw": ("test-plugin-rw-token", ["plugin:rw"]),
+    "jobs_ro": ("test-jobs-ro-token-0", ["jobs:ro"]),
+    "jobs_rw": ("test-jobs-rw-token-0", ["jobs:rw"]),
+    "events_ro": ("test-events-ro-token", ["events:ro"]),
+}
+ADMIN = TOKENS["admin"][0]
+FINAL = frozenset({"succeeded", "failed", "timed_out", "dead", "skipped", "cancelled"})
+
+
+def config_doc(*, plugins: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
+    """A config document with the test tokens and both plugin roots; `sections` override top-level keys."""
+    doc: dict[str, Any] = {
+        "service": {"name": "headrace-test", "log_level": "warning", "max_workers": 4},
+        "plugin_roots": [str(REPO / "plugins"), str(TEST_PLUGINS)],
+        "api": {
+            "listen": "127.0.0.1:0",
+            "auth": {"tokens": [{"name": k, "token": t, "scopes": s} for k, (t, s) in TOKENS.items()]},
+        },
+        "plugins": plugins if plugins is not None else {"echo": {"parallelism": 2}, "echo_py": {"parallelism": 4}},
+    }
+    doc.update(sections)
+    return doc
+
+
+def write_config(path: Path, doc: dict[str, Any], *, nats_url: str, database_url: str) -> config_mod.Config:
+    """Write `doc` as YAML and load it the way a process would (NATS_URL / DATABASE_URL from env)."""
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url}
+    return config_mod.load(path, env=env)
+
+
+class Client:
+    """HTTP as curl would: real sockets, JSON in and out."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def request(self, method: str, path: str, *, token: str | None = ADMIN, json: Any = None,
+                      data: bytes | str | None = None, headers: dict[str, str] | None = None,
+                      ) -> tuple[int, Any]:
+        hdrs = dict(headers or {})
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        if json is not None:
+            data = orjson.dumps(json)
+            hdrs.setdefault("Content-Type", "application/json")
+        async with self.session.request(method, self.base_url + path, data=data, headers=hdrs) as resp:
+            raw = await resp.read()
+            try:
+                body = orjson.loads(raw) if raw else None
+            except orjson.JSONDecodeError:
+                body = raw.decode("utf-8", "replace")
+            return resp.status, body
+
+    async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.request("POST", path, **kw)
+
+    async def submit(self, plugin: str, command: str, payload: dict[str, Any] | None = None,
+                     *, token: str = ADMIN) -> str:
+        status, body = await self.post(f"/plugin/{plugin}/{command}", json={"payload": payload or {}}, token=token)
+        assert status == 202, (status, body)
+        return body["job_id"]
+
+    async def wait_job(self, job_id: str, statuses: frozenset[str] | set[str] = FINAL,
+                       timeout_s: float = 20.0) -> dict[str, Any]:
+        async def reached() -> dict[str, Any] | None:
+            status, body = await self.get(f"/job/{job_id}")
+            assert status == 200, (status, body)
+            return body if body["status"] in statuses else None
+
+        return await wait_until(reached, timeout_s=timeout_s, what=f"job {job_id} to reach {sorted(statuses)}")
+
+
+class Stack:
+    """The four services in this process, sharing the test's event loop."""
+
+    def __init__(self, config: config_mod.Config) -> None:
+        self.config = config
+        self.projector = Projector(config)
+        self.dispatcher = Dispatcher(config)
+        self.runner = Runner(config)
+        self.api = Api(config, port=0)
+        self.services: list[lifecycle.Service] = [self.projector, self.dispatcher, self.runner, self.api]
+        self.client: Client | None = None
+
+    async def start(self) -> Stack:
+        for service in self.services:
+            await service.start()
+        self.client = Client(self.api.url)
+        return self
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                await service.stop()
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+
+class ServiceProcess:
+    """One `headrace <service>` in its own OS process, for crash tests."""
+
+    def __init__(self, command: str, *, config_path: Path, nats_url: str, database_url: str,
+                 extra_args: list[str] | None = None, log_path: Path | None = None) -> None:
+        self.command = command
+        self.args = [sys.executable, "-m", "services.cli", "-c", str(config_path), command, *(extra_args or [])]
+        self.env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url,
+                    "PYTHONPATH": str(REPO)}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.args, env=self.env, cwd=str(REPO), stdout=out, stderr=out,
+                                     start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye."""
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    async def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        for _ in range(200):
+            if self.proc.poll() is not None:
+                return self.proc.returncode
+            await asyncio.sleep(0.05)
+        self.kill()
+        return self.proc.returncode
