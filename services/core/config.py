@@ -182,19 +182,27 @@ def _expand_includes(doc: dict[str, Any], base_dir: Path, env: Mapping[str, str]
     return merged
 
 
+def _env_file_names(path: Path) -> list[str]:
+    """`environment_vars.include` read before substitution (the files may define the variables)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    section = raw.get("environment_vars") if isinstance(raw, dict) else None
+    names = section.get("include") if isinstance(section, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read, merge, substitute and validate the config at `path`."""
     path = Path(path).resolve()
     environ: dict[str, str] = dict(os.environ if env is None else env)
-    first = _read_yaml(path, environ)
-    env_files = (first.get("environment_vars") or {}).get("include") or []
-    for name in env_files:
-        file = (path.parent / str(name)).resolve()
+    for name in _env_file_names(path):
+        file = (path.parent / name).resolve()
         if file.is_file():
             for key, value in load_env_file(file).items():
                 environ.setdefault(key, value)
-    if env_files:
-        first = _read_yaml(path, environ)
+    first = _read_yaml(path, environ)
     doc = _expand_includes(first, path.parent, environ)
     return from_dict(doc, path=path, env=environ)
 

@@ -38,7 +38,7 @@ class Dispatcher(lifecycle.Service):
             filter_subjects=[subjects.ALL_COMMANDS], ack_wait_s=30, max_ack_pending=10_000,
         )
         self.spawn("commands", consumers.fetch_loop(commands, self._on_commands, self.stop_event,
-                                                    batch=256, name="commands"))
+                                                    batch=256, name="commands", wait_s=0.5))
         log.info("dispatcher_started", plugins=sorted(self.catalog.plugins))
 
     async def close(self) -> None:

@@ -65,17 +65,20 @@ def write_config(path: Path, doc: dict[str, Any], *, nats_url: str, database_url
 class Client:
     """HTTP as curl would: real sockets, JSON in and out."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, *, token: str = ADMIN) -> None:
         self.base_url = base_url
+        self.token = token
         self.session = aiohttp.ClientSession()
 
     async def close(self) -> None:
         await self.session.close()
 
-    async def request(self, method: str, path: str, *, token: str | None = ADMIN, json: Any = None,
+    async def request(self, method: str, path: str, *, token: str | None = "default", json: Any = None,
                       data: bytes | str | None = None, headers: dict[str, str] | None = None,
                       ) -> tuple[int, Any]:
         hdrs = dict(headers or {})
+        if token == "default":
+            token = self.token
         if token is not None:
             hdrs["Authorization"] = f"Bearer {token}"
         if json is not None:
@@ -96,7 +99,7 @@ class Client:
         return await self.request("POST", path, **kw)
 
     async def submit(self, plugin: str, command: str, payload: dict[str, Any] | None = None,
-                     *, token: str = ADMIN) -> str:
+                     *, token: str = "default") -> str:
         status, body = await self.post(f"/plugin/{plugin}/{command}", json={"payload": payload or {}}, token=token)
         assert status == 202, (status, body)
         return body["job_id"]
