@@ -1,0 +1,41 @@
+# Headrace: one image for every service (`headrace up|api|dispatcher|runner|projector|rebuild`).
+#
+#   docker build -t headrace .
+#   docker run -p 8080:8080 -v headrace-data:/data -e DATABASE_URL=postgresql://… headrace
+#
+# The code finds schemas/, plugins/ and the SQL migrations relative to services/ (the repo
+# layout), so the repo is copied to /app and installed in editable mode: `headrace` runs
+# /app/services, next to /app/schemas and /app/plugins.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first, from pyproject.toml alone, so code changes do not reinstall them.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY . /app
+RUN pip install --no-deps -e . \
+    && useradd --system --create-home --home-dir /home/headrace --shell /usr/sbin/nologin headrace \
+    && mkdir -p /data \
+    && chown headrace /data
+
+USER headrace
+
+# `headrace up` keeps its embedded NATS store and admin token here; the default config
+# listens on 0.0.0.0:8080 (compose.yaml passes -c /config/config.yaml instead).
+ENV HEADRACE_STATE_DIR=/data \
+    HEADRACE_CONFIG=/app/deploy/standalone.yaml
+VOLUME ["/data"]
+EXPOSE 8080
+
+ENTRYPOINT ["headrace"]
+CMD ["up"]
