@@ -29,16 +29,19 @@ def _parser() -> argparse.ArgumentParser:
                         help="config file (env HEADRACE_CONFIG; default ./config.yaml, else config.example.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run everything in one process tree, with embedded NATS (and Postgres)")
+    # -c/--config is accepted after the subcommand too (`headrace up --config x.yaml`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", dest="config_after", default=None, help=argparse.SUPPRESS)
+    up = sub.add_parser("up", parents=[common], help="run everything in one process tree, with embedded NATS (and Postgres)")
     up.add_argument("--state-dir", default=os.environ.get("HEADRACE_STATE_DIR", ".state"),
                     help="where NATS data, ports and the admin token live (env HEADRACE_STATE_DIR)")
     up.add_argument("--port", type=int, default=None, help="API port (default: api.listen)")
     for name in ("api", "dispatcher", "projector"):
-        sub.add_parser(name, help=f"run the {name} alone (needs NATS_URL and DATABASE_URL)")
-    runner = sub.add_parser("runner", help="run a runner alone (needs NATS_URL)")
+        sub.add_parser(name, parents=[common], help=f"run the {name} alone (needs NATS_URL and DATABASE_URL)")
+    runner = sub.add_parser("runner", parents=[common], help="run a runner alone (needs NATS_URL)")
     runner.add_argument("--plugin", action="append", dest="plugins", help="serve only these plugins (repeatable)")
-    sub.add_parser("rebuild", help="re-project the whole event log into fresh read models")
-    sub.add_parser("check-config", help="validate the config file and exit")
+    sub.add_parser("rebuild", parents=[common], help="re-project the whole event log into fresh read models")
+    sub.add_parser("check-config", parents=[common], help="validate the config file and exit")
     return parser
 
 
@@ -183,6 +186,7 @@ def _run(coro: Awaitable[None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.config = getattr(args, "config_after", None) or args.config
     try:
         _run(COMMANDS[args.command](args))
     except KeyboardInterrupt:

@@ -7,7 +7,19 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from services.api import auth, bodies, jobs, plugins, state, system
+from services.api import (
+    analytics,
+    auth,
+    bodies,
+    config_view,
+    discovery,
+    job_actions,
+    jobs,
+    listing,
+    plugins,
+    state,
+    system,
+)
 from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
@@ -15,7 +27,8 @@ from services.core import errors, logging
 
 log = logging.get("api")
 
-RESOURCES = (system.routes, plugins.routes, jobs.routes)
+RESOURCES = (system.routes, plugins.routes, jobs.routes, job_actions.routes, discovery.routes, listing.routes,
+             analytics.routes, config_view.routes)
 
 
 def error_response(exc: errors.ApiError) -> web.Response:

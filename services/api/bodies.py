@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -17,9 +20,10 @@ async def json_object(request: web.Request, *, required: bool = False) -> dict[s
     limit = request.app[MAX_BODY_BYTES]
     if request.content_length is not None and request.content_length > limit:
         raise errors.PayloadTooLarge(f"request body exceeds {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise errors.PayloadTooLarge(f"request body exceeds {limit} bytes")
+    try:
+        raw = await request.read()  # cached by aiohttp: the idempotency fingerprint reads the same bytes
+    except web.HTTPRequestEntityTooLarge:
+        raise errors.PayloadTooLarge(f"request body exceeds {limit} bytes") from None
     if not raw.strip():
         if required:
             raise errors.BadRequest("request body must be a JSON object")
@@ -66,3 +70,37 @@ def bool_param(request: web.Request, name: str, *, default: bool = False) -> boo
     if lowered in ("0", "false", "no", "off"):
         return False
     raise errors.BadRequest(f"query parameter '{name}' must be a boolean (true/false)", parameter=name)
+
+
+def choice_param(request: web.Request, name: str, allowed: Sequence[str],
+                 aliases: Mapping[str, str] | None = None) -> str | None:
+    """One of `allowed` (or an alias of one), None when absent; otherwise 400 listing the allowed values."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    value = (aliases or {}).get(raw, raw)
+    if value not in allowed:
+        accepted = [*allowed, *(aliases or {})]
+        raise errors.BadRequest(f"query parameter '{name}' must be one of {', '.join(accepted)}",
+                                parameter=name, allowed=accepted)
+    return value
+
+
+_SPACED_OFFSET = re.compile(r"^(.*\d) (\d\d:?\d\d)$")
+
+
+def time_param(request: web.Request, name: str) -> datetime | None:
+    """An RFC 3339 timestamp with a zone (Z or an offset), None when absent; otherwise 400 naming it."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    # an unescaped '+' in a query string arrives as a space: "…T10:00:00 02:00" meant "+02:00"
+    text = _SPACED_OFFSET.sub(r"\1+\2", raw.strip())
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise errors.BadRequest(f"query parameter '{name}' must be an RFC 3339 timestamp "
+                                "(e.g. 2026-02-21T10:00:00Z)", parameter=name)
+    return moment

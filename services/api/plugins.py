@@ -1,17 +1,29 @@
 """POST /plugin/{plugin}/{command}: direct execution of one plugin command (one job).
 
 401 without a token, 404 for an unknown/disabled plugin or command, 403 when the token
-may not call it (plugin:ro calls only `read` commands), 400 for a bad body, else 202.
+may not call it (plugin:ro calls only `read` commands), 400 for a bad body or a payload
+that violates the command's `input_schema`, else 202.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
 from aiohttp import web
 
-from services.api import auth, bodies, state, submit
-from services.core import errors
+from services.api import auth, bodies, idempotency, state, submit
+from services.core import catalog as catalog_mod
+from services.core import errors, schemas
 
 routes = web.RouteTableDef()
+
+MAX_VIOLATIONS = 20
+
+#: (plugin, command) -> (the schema it was compiled from, its validator); recompiled when a
+#: reloaded catalog hands over a different schema object
+_VALIDATORS: dict[tuple[str, str], tuple[Mapping[str, Any], jsonschema.protocols.Validator]] = {}
 
 
 def resolve_command(st: state.ApiState, plugin: str, command: str) -> tuple[str, str]:
@@ -27,6 +39,33 @@ def resolve_command(st: state.ApiState, plugin: str, command: str) -> tuple[str,
     return plugin, command
 
 
+def input_validator(plugin: str, spec: catalog_mod.Command) -> jsonschema.protocols.Validator | None:
+    """The compiled validator of the command's input_schema (cached); None when any object goes."""
+    schema = spec.input_schema
+    if not schema:
+        return None
+    key = (plugin, spec.name)
+    cached = _VALIDATORS.get(key)
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    _VALIDATORS[key] = (schema, validator)
+    return validator
+
+
+def check_payload(plugin: str, spec: catalog_mod.Command, payload: dict[str, Any]) -> None:
+    """400 listing `path: message` violations when `payload` does not match the input_schema."""
+    validator = input_validator(plugin, spec)
+    if validator is None:
+        return
+    found = sorted(validator.iter_errors(payload), key=lambda e: list(map(str, e.absolute_path)))
+    if found:
+        raise errors.BadRequest(
+            f"payload does not match the input_schema of {plugin}.{spec.name}",
+            violations=[f"{schemas.error_path(e)}: {e.message}" for e in found[:MAX_VIOLATIONS]],
+        )
+
+
 @routes.post("/plugin/{plugin}/{command}")
 async def run_command(request: web.Request) -> web.Response:
     principal = auth.authenticate(request)
@@ -38,8 +77,11 @@ async def run_command(request: web.Request) -> web.Response:
         auth.check(principal, "plugin:rw")
     body = await bodies.json_object(request)
     payload = bodies.optional_object(body, "payload")
+    check_payload(plugin, spec, payload)
     event = {"type": "api.trigger", "payload": payload} if command == "handle" else None
-    job_id = await submit.submit_job(st, plugin=plugin, command=command, payload=payload, event=event)
-    return web.json_response(
-        {"job_id": job_id, "status": "queued", "plugin": plugin, "command": command}, status=202
-    )
+
+    async def create(job_id: str) -> tuple[int, dict[str, Any]]:
+        await submit.submit_job(st, plugin=plugin, command=command, payload=payload, event=event, job_id=job_id)
+        return 202, {"job_id": job_id, "status": "queued", "plugin": plugin, "command": command}
+
+    return await idempotency.respond(request, principal, create)

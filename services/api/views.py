@@ -46,3 +46,24 @@ def job_summary(row: dict[str, Any]) -> dict[str, Any]:
 
 
 timestamp = _ts
+
+
+def job_log(row: dict[str, Any], *, include_result: bool = False) -> dict[str, Any]:
+    """One entry of GET /job-logs (one attempt); the result only when asked for."""
+    out = {
+        "job_id": row["job_id"],
+        "log_id": row["log_id"],
+        "plugin": row["plugin"],
+        "command": row["command"],
+        "status": row["status"],
+        "attempt": row["attempt"],
+        "submitted_by": row["submitted_by"],
+        "created_at": _ts(row["created_at"]),
+        "completed_at": _ts(row.get("completed_at")),
+        "last_error": row.get("last_error"),
+        "stderr": row.get("stderr"),
+        "logs": row.get("logs") or [],
+    }
+    if include_result:
+        out["result"] = row.get("result")
+    return out

@@ -47,9 +47,10 @@ class Bus:
         async def on_reconnect() -> None:
             log.info("nats_reconnected")
 
+        servers = [part.strip() for part in url.split(",") if part.strip()]
         try:
             nc = await nats.connect(
-                url,
+                servers,
                 name=name,
                 connect_timeout=connect_timeout_s,
                 max_reconnect_attempts=-1,
@@ -92,7 +93,7 @@ class Bus:
                 retention=api.RetentionPolicy.LIMITS, allow_direct=True, **common,
             ),
             api.StreamConfig(
-                name=subjects.WORK, subjects=[subjects.ALL_WORK],
+                name=subjects.WORK, subjects=[subjects.ALL_WORK, subjects.ALL_DELAYED],
                 retention=api.RetentionPolicy.WORK_QUEUE, **common,
             ),
             api.StreamConfig(
@@ -112,6 +113,7 @@ class Bus:
             await self._ensure_kv(subjects.KV_DEDUPE, ttl=dedupe_ttl_s)
             await self._ensure_kv(subjects.KV_PLUGIN_STATE, ttl=None)
             await self._ensure_kv(subjects.KV_AGENTS, ttl=300.0)
+            await self._ensure_kv(subjects.KV_BREAKERS, ttl=None)
             for bucket in (subjects.OBJ_RESPONSES, *extra_object_stores):
                 await self.object_store(bucket)
         except (nats.errors.Error, TimeoutError) as exc:

@@ -83,6 +83,8 @@ class Config:
     dedupe_ttl_s: float = 86400.0
     job_log_retention_s: float = 30 * 86400.0
     max_workers: int = max(1, (os.cpu_count() or 2) - 1)
+    #: a work item's lease: runners heartbeat within it; a dead runner's job is redelivered after it
+    work_lease_s: float = 30.0
     state_dir: Path = Path(".state")
     plugin_roots: tuple[Path, ...] = (DEFAULT_PLUGIN_ROOT,)
     api: ApiConfig = ApiConfig()
@@ -243,6 +245,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
         dedupe_ttl_s=durations.parse_seconds(service.get("dedupe_ttl", "24h")),
         job_log_retention_s=durations.parse_seconds(service.get("job_log_retention", "30d")),
         max_workers=max_workers,
+        work_lease_s=durations.parse_seconds(service.get("work_lease", "30s")),
         state_dir=(base_dir / state_dir).resolve(),
         plugin_roots=roots,
         api=ApiConfig(

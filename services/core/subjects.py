@@ -16,12 +16,14 @@ INGEST = "INGEST"
 KV_DEDUPE = "dedupe"
 KV_PLUGIN_STATE = "plugin_state"
 KV_AGENTS = "agents"
+KV_BREAKERS = "breakers"
 OBJ_RESPONSES = "responses"
 
 # Durable consumer names
 DISPATCHER_COMMANDS = "dispatcher-commands"
 DISPATCHER_OUTCOMES = "dispatcher-outcomes"
 DISPATCHER_INGEST = "dispatcher-ingest"
+DISPATCHER_DELAYS = "dispatcher-delays"
 
 # Headers
 MSG_ID = "Nats-Msg-Id"
@@ -29,6 +31,7 @@ MSG_ID = "Nats-Msg-Id"
 ALL_COMMANDS = "cmd.>"
 ALL_EVENTS = "evt.>"
 ALL_WORK = "work.>"
+ALL_DELAYED = "delay.>"
 ALL_INGEST = "ingest.>"
 
 
@@ -87,6 +90,19 @@ def event_subject(event_type: str, aggregate_id: str) -> str:
 def work(plugin: str, command: str) -> str:
     """work.<plugin>.<command>: a runner mailbox."""
     return f"work.{_token(plugin)}.{_token(command)}"
+
+
+def delayed_work(plugin: str, command: str) -> str:
+    """delay.work.<plugin>.<command>: a work item parked (in the WORK stream) until its due time."""
+    return f"delay.work.{_token(plugin)}.{_token(command)}"
+
+
+def cancel_signal(job_id: str) -> str:
+    """ctl.cancel.<job_id>: a plain NATS message telling the runner holding the job to stop it."""
+    return f"ctl.cancel.{_token(job_id)}"
+
+
+ALL_CANCEL_SIGNALS = "ctl.cancel.*"
 
 
 def plugin_work(plugin: str) -> str:

@@ -48,8 +48,24 @@ def work_item(job_id: str, data: dict[str, Any], *, attempt: int, config: config
     return subjects.work(plugin, command), env
 
 
+def skipped(cmd: envelope.Envelope, *, reason: str, source: str, **details: Any) -> Published:
+    """A job that is recorded but never runs (duplicate, open circuit): `job.skipped` with the reason."""
+    job_id = cmd.job_id
+    assert job_id is not None
+    data = cmd.data
+    env = envelope.make(
+        "job.skipped", source=source, job_id=job_id, id=f"{job_id}:skipped", causation_id=cmd.id,
+        correlation_id=cmd.correlation_id or job_id,
+        data={"reason": reason, "plugin": data.get("plugin"), "command": data.get("command"),
+              "payload": data.get("payload") or {}, "submitted_by": data.get("submitted_by", "api"),
+              "created_at": cmd.time, "parent_job_id": data.get("parent_job_id"), **details},
+    )
+    return [(subjects.job_event(job_id, "skipped"), env)]
+
+
 def decide_submit(cmd: envelope.Envelope, catalog: catalog_mod.Catalog, config: config_mod.Config,
                   *, source: str) -> Published:
+    """Accept (queued + work item) or reject a submit; dedupe and breakers are checked by the caller."""
     job_id = cmd.job_id
     if not job_id:
         return []
@@ -61,16 +77,23 @@ def decide_submit(cmd: envelope.Envelope, catalog: catalog_mod.Catalog, config: 
                             causation_id=cmd.id, correlation_id=correlation_id,
                             data={"reason": reason, "command": data})
         return [(subjects.job_event(job_id, "rejected"), env)]
+    out: Published = []
+    retry_of = data.get("retry_of")
+    if retry_of:
+        requeued = envelope.make("job.requeued", source=source, job_id=retry_of, id=f"{retry_of}:requeued:{job_id}",
+                                 causation_id=cmd.id, correlation_id=retry_of, data={"new_job_id": job_id})
+        out.append((subjects.job_event(retry_of, "requeued"), requeued))
     queued_data = {
         "plugin": data["plugin"], "command": data["command"], "payload": data.get("payload") or {},
         "submitted_by": data.get("submitted_by", "api"), "attempt": 1, "created_at": cmd.time,
         "event": data.get("event"), "context": data.get("context"),
         "parent_job_id": data.get("parent_job_id"), "pipeline": data.get("pipeline"),
-        "step_id": data.get("step_id"),
+        "step_id": data.get("step_id"), "retry_of": retry_of, "dedupe_key": data.get("dedupe_key"),
     }
     queued = envelope.make("job.queued", source=source, job_id=job_id, id=f"{job_id}:queued",
                            causation_id=cmd.id, correlation_id=correlation_id, data=queued_data)
     return [
+        *out,
         (subjects.job_event(job_id, "queued"), queued),
         work_item(job_id, data, attempt=1, config=config, source=source, correlation_id=correlation_id),
     ]

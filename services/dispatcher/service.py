@@ -1,19 +1,34 @@
-"""Dispatcher service: cmd.> → decisions → evt.* and work.*; acks a command only after
-everything it caused is stored (publish, then ack), so a crash means redelivery, and the
-deterministic event ids make the second publish a no-op.
+"""Dispatcher service: the thin I/O shell around the pure decisions.
+
+    cmd.>                          → submit / cancel decisions → evt.job.* + work.*
+    evt.job.*.{failed,timed_out}   → retry (delayed work) or dead letter; breakers
+    evt.job.*.succeeded            → breakers
+    delay.>                        → due work items released onto work.*
+
+Every input is acked only after everything it caused is stored (publish, then ack); the
+deterministic event ids make a redelivered input's second publish a no-op.
 """
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
+import nats.js.errors
+import orjson
 from nats.aio.msg import Msg
+from nats.js import api
 
 from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 from services.core import consumers, envelope, lifecycle, logging, subjects
-from services.dispatcher import decisions
+from services.dispatcher import breaker, cancels, decisions, retries
+from services.projector import read_models
 
 log = logging.get("dispatcher")
+
+OUTCOME_SUBJECTS = ["evt.job.*.failed", "evt.job.*.timed_out", "evt.job.*.succeeded"]
 
 
 class Dispatcher(lifecycle.Service):
@@ -33,17 +48,33 @@ class Dispatcher(lifecycle.Service):
             self.bus = await bus_mod.Bus.connect(self.config.nats_url, name=self.source,
                                                  replicas=self.config.nats_replicas)
         await self.bus.ensure_topology(dedupe_ttl_s=self.config.dedupe_ttl_s)
+        # outcomes first: no failure may slip by before we listen; NEW so a first start never
+        # re-decides the outcomes of an old event log
+        outcomes = await consumers.ensure_pull(
+            self.bus, stream=subjects.EVENTS, durable=subjects.DISPATCHER_OUTCOMES, filter_subjects=OUTCOME_SUBJECTS,
+            ack_wait_s=30, max_ack_pending=10_000, deliver_policy=api.DeliverPolicy.NEW,
+        )
+        delays = await consumers.ensure_pull(
+            self.bus, stream=subjects.WORK, durable=subjects.DISPATCHER_DELAYS, filter_subjects=[subjects.ALL_DELAYED],
+            ack_wait_s=30, max_ack_pending=100_000,
+        )
         commands = await consumers.ensure_pull(
             self.bus, stream=subjects.COMMANDS, durable=subjects.DISPATCHER_COMMANDS,
             filter_subjects=[subjects.ALL_COMMANDS], ack_wait_s=30, max_ack_pending=10_000,
         )
-        self.spawn("commands", consumers.fetch_loop(commands, self._on_commands, self.stop_event,
-                                                    batch=256, name="commands", wait_s=0.5))
+        self.spawn("outcomes", consumers.fetch_loop(outcomes, self._on_outcomes, self.stop_event, batch=256,
+                                                    name="outcomes", wait_s=0.5))
+        self.spawn("delays", consumers.fetch_loop(delays, self._on_delayed, self.stop_event, batch=256,
+                                                  name="delays", wait_s=0.5))
+        self.spawn("commands", consumers.fetch_loop(commands, self._on_commands, self.stop_event, batch=256,
+                                                    name="commands", wait_s=0.5))
         log.info("dispatcher_started", plugins=sorted(self.catalog.plugins))
 
     async def close(self) -> None:
         if self._own_bus and self.bus is not None:
             await self.bus.close()
+
+    # --- commands -------------------------------------------------------------
 
     async def _on_commands(self, msgs: list[Msg]) -> None:
         assert self.bus is not None
@@ -55,10 +86,140 @@ class Dispatcher(lifecycle.Service):
                 log.error("command_undecodable", subject=msg.subject, error=str(exc))
                 continue
             if cmd.type == "job.submit":
-                out.extend(decisions.decide_submit(cmd, self.catalog, self.config, source=self.source))
+                out.extend(await self._submit(cmd))
+            elif cmd.type == "job.cancel":
+                out.extend(cancels.decide_cancel(cmd, await self._job_state(cmd.job_id), source=self.source))
+                if cmd.job_id:
+                    await self.bus.nc.publish(subjects.cancel_signal(cmd.job_id), b"")
             else:
                 log.warning("command_unknown", type=cmd.type, subject=msg.subject)
         if out:
             await self.bus.publish_all(out)
         for msg in msgs:
+            await msg.ack()
+
+    async def _submit(self, cmd: envelope.Envelope) -> decisions.Published:
+        data = cmd.data
+        if decisions.rejection_reason(data, self.catalog, self.config) is None:
+            dedupe_key = data.get("dedupe_key")
+            if dedupe_key:
+                original = await self._claim_dedupe(str(dedupe_key), data["plugin"], data["command"], cmd.job_id or "")
+                if original is not None:
+                    return decisions.skipped(cmd, reason=f"duplicate of job {original} (dedupe_key {dedupe_key!r})",
+                                             source=self.source, duplicate_of=original, dedupe_key=dedupe_key)
+            admitted, why = await self._admit(data["plugin"], data["command"])
+            if not admitted:
+                return decisions.skipped(cmd, reason=why, source=self.source)
+        return decisions.decide_submit(cmd, self.catalog, self.config, source=self.source)
+
+    async def _claim_dedupe(self, dedupe_key: str, plugin: str, command: str, job_id: str) -> str | None:
+        """None when this job owns the key (first, or a redelivery of the first); else the owner's job id."""
+        assert self.bus is not None
+        kv = await self.bus.kv(subjects.KV_DEDUPE)
+        digest = hashlib.sha256(f"{dedupe_key}\x00{plugin}\x00{command}".encode()).hexdigest()
+        key = f"dk.{digest}"
+        try:
+            await kv.create(key, job_id.encode())
+            return None
+        except nats.js.errors.KeyWrongLastSequenceError:
+            entry = await kv.get(key)
+            owner = (entry.value or b"").decode()
+            return None if owner == job_id else owner
+
+    # --- breakers -------------------------------------------------------------
+
+    async def _breaker(self, plugin: str, command: str) -> tuple[Any, breaker.BreakerState]:
+        assert self.bus is not None
+        kv = await self.bus.kv(subjects.KV_BREAKERS)
+        try:
+            entry = await kv.get(breaker.key(plugin, command))
+        except nats.js.errors.KeyNotFoundError:
+            return kv, breaker.BreakerState()
+        return kv, breaker.BreakerState.from_dict(orjson.loads(entry.value or b"{}"))
+
+    async def _admit(self, plugin: str, command: str) -> tuple[bool, str]:
+        kv, state = await self._breaker(plugin, command)
+        if state.state == "closed":
+            return True, ""
+        policy = self.config.plugin(plugin).circuit_breaker
+        admitted, new = breaker.admit(state, reset_after_s=policy.reset_after_s)
+        if new != state:
+            await kv.put(breaker.key(plugin, command), orjson.dumps(new.to_dict()))
+        if admitted:
+            return True, ""
+        return False, f"circuit open for {plugin}.{command} after {state.failures} consecutive failures"
+
+    async def _record_outcome(self, env: envelope.Envelope) -> None:
+        plugin, command = env.data.get("plugin"), env.data.get("command")
+        if not isinstance(plugin, str) or not isinstance(command, str):
+            return
+        kv, state = await self._breaker(plugin, command)
+        policy = self.config.plugin(plugin).circuit_breaker
+        new = breaker.record(state, succeeded=env.type == "job.succeeded", threshold=policy.threshold)
+        if new != state:
+            await kv.put(breaker.key(plugin, command), orjson.dumps(new.to_dict()))
+            if new.state == "open" and state.state != "open":
+                log.warning("circuit_opened", plugin=plugin, command=command, failures=new.failures)
+
+    # --- outcomes and delays --------------------------------------------------
+
+    async def _job_state(self, job_id: str | None) -> dict[str, Any] | None:
+        """The job folded from its events in the log (the dispatcher reads no database)."""
+        assert self.bus is not None
+        if not job_id:
+            return None
+        row: dict[str, Any] | None = None
+        for seq, env in await self.bus.history(subjects.EVENTS, subjects.job_events(job_id)):
+            row = read_models.evolve_job(row, seq, env)
+        return row
+
+    async def _on_outcomes(self, msgs: list[Msg]) -> None:
+        assert self.bus is not None
+        for msg in msgs:
+            try:
+                env = envelope.decode(msg.data)
+            except envelope.DecodeError as exc:
+                log.error("event_undecodable", subject=msg.subject, error=str(exc))
+                await msg.ack()
+                continue
+            await self._record_outcome(env)
+            if env.type in ("job.failed", "job.timed_out") and env.job_id:
+                out = await self._after_failure(env)
+                if out:
+                    await self.bus.publish_all(out)
+            await msg.ack()
+
+    async def _after_failure(self, env: envelope.Envelope) -> decisions.Published:
+        assert self.bus is not None and env.job_id is not None
+        job = await self._job_state(env.job_id)
+        attempt = int(env.data.get("attempt", 1))
+        if job is not None and (job["status"] in ("dead", "cancelled", "succeeded") or job["attempt"] > attempt):
+            return []  # already decided (a redelivered outcome), or overtaken
+        if await self.bus.last_message(subjects.EVENTS, subjects.job_event(env.job_id, "cancel_requested")):
+            return []
+        queued = await self.bus.last_message(subjects.EVENTS, subjects.job_event(env.job_id, "queued"))
+        out = retries.decide_outcome(env, queued[1] if queued else None, self.config, source=self.source)
+        log.info("attempt_failed", job_id=env.job_id, plugin=env.data.get("plugin"), attempt=attempt,
+                 decision=out[0][1].type if out else None)
+        return out
+
+    async def _on_delayed(self, msgs: list[Msg]) -> None:
+        assert self.bus is not None
+        now = envelope.now()
+        for msg in msgs:
+            try:
+                parked = envelope.decode(msg.data)
+                due = envelope.parse_time(parked.data["not_before"])
+            except (envelope.DecodeError, KeyError, ValueError) as exc:
+                log.error("delayed_item_invalid", subject=msg.subject, error=str(exc))
+                await msg.term()
+                continue
+            wait_s = (due - now).total_seconds()
+            if wait_s > 0:
+                await msg.nak(delay=wait_s)
+                continue
+            cancelled = parked.job_id and await self.bus.last_message(
+                subjects.EVENTS, subjects.job_event(parked.job_id, "cancel_requested"))
+            if not cancelled:
+                await self.bus.publish(*retries.release(parked))
             await msg.ack()

@@ -105,7 +105,7 @@ def evolve_job(row: Row | None, seq: int, env: envelope.Envelope) -> Row | None:
 
 def evolve_attempt(row: Row | None, seq: int, env: envelope.Envelope, job: Row | None) -> Row | None:
     """The per-attempt /job-logs row after `env`; None for events that are not about an attempt."""
-    if env.job_id is None or env.type not in ("job.started", "job.log", *OUTCOME_STATUS):
+    if attempt_key(env) is None:
         return row
     data = env.data
     attempt = int(data.get("attempt") or 1)
@@ -142,6 +142,9 @@ def evolve_attempt(row: Row | None, seq: int, env: envelope.Envelope, job: Row |
 
 
 def attempt_key(env: envelope.Envelope) -> tuple[str, int] | None:
+    """(job_id, attempt) of an event about one attempt; None otherwise (a job cancelled in the queue had none)."""
     if env.job_id is None or env.type not in ("job.started", "job.log", *OUTCOME_STATUS):
+        return None
+    if env.type == "job.cancelled" and env.data.get("while") == "queued":
         return None
     return env.job_id, int(env.data.get("attempt") or 1)

@@ -28,7 +28,7 @@ class WorkItem:
     correlation_id: str | None = None
 
     @classmethod
-    def from_envelope(cls, env: envelope.Envelope, *, num_delivered: int) -> WorkItem:
+    def from_envelope(cls, env: envelope.Envelope) -> WorkItem:
         data = env.data
         assert env.job_id is not None, "work item without job_id"
         return cls(
@@ -36,8 +36,7 @@ class WorkItem:
             plugin=data["plugin"],
             command=data["command"],
             payload=data.get("payload") or {},
-            # a redelivery means an earlier attempt was lost with its runner: it counts
-            attempt=int(data.get("attempt", 1)) + max(0, num_delivered - 1),
+            attempt=int(data.get("attempt", 1)),
             timeout_s=float(data["timeout_s"]),
             submitted_by=data.get("submitted_by", "api"),
             event=data.get("event"),
@@ -59,6 +58,19 @@ def started_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelop
     runner = source.partition("/")[2] or source
     return _event(item, "started", {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
                                     "runner": runner}, source=source)
+
+
+def cancelled_event(item: WorkItem, *, reason: str, source: str) -> tuple[str, envelope.Envelope]:
+    return _event(item, "cancelled", {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
+                                      "reason": reason}, source=source)
+
+
+def lost_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelope]:
+    """The record of an attempt whose runner died mid-run: failed, retryable, marked lost."""
+    return _event(item, "failed", {
+        "plugin": item.plugin, "command": item.command, "attempt": item.attempt, "retry": True, "lost": True,
+        "error": f"attempt {item.attempt} was lost: its runner stopped while the plugin ran",
+    }, source=source)
 
 
 def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, state: dict[str, Any] | None = None) -> Published:

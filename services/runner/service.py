@@ -19,10 +19,11 @@ from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 from services.core import consumers, envelope, lifecycle, logging, subjects
-from services.runner import attempt, inprocess, protocol, supervision
+from services.runner import attempt, heartbeat, inprocess, preflight, protocol, supervision
 
 log = logging.get("runner")
 
+#: how long a delivered work item stays leased without an ack or an in-progress heartbeat
 ACK_WAIT_S = 30.0
 HEARTBEAT_S = ACK_WAIT_S / 3
 
@@ -39,8 +40,12 @@ class Runner(lifecycle.Service):
     name = "runner"
 
     def __init__(self, config: config_mod.Config, *, bus: bus_mod.Bus | None = None,
-                 plugins: list[str] | None = None) -> None:
+                 plugins: list[str] | None = None, ack_wait_s: float | None = None,
+                 heartbeat_s: float | None = None) -> None:
         super().__init__()
+        self.ack_wait_s = ack_wait_s or config.work_lease_s
+        #: in-progress acks while a plugin runs; None = a third of the ack wait
+        self.heartbeat_s = heartbeat_s
         self.config = config
         self.bus = bus
         self._own_bus = bus is None
@@ -63,11 +68,19 @@ class Runner(lifecycle.Service):
             limit = parallelism_of(plugin, manifest, self.config.max_workers)
             sub = await consumers.ensure_pull(
                 self.bus, stream=subjects.WORK, durable=subjects.runner_consumer(name),
-                filter_subjects=[subjects.plugin_work(name)], ack_wait_s=ACK_WAIT_S, max_ack_pending=limit,
+                filter_subjects=[subjects.plugin_work(name)], ack_wait_s=self.ack_wait_s, max_ack_pending=limit,
             )
             local = asyncio.Semaphore(limit)
             self.spawn(f"plugin:{name}", self._mailbox(name, sub, local, limit))
+        await self.bus.nc.subscribe(subjects.ALL_CANCEL_SIGNALS, cb=self._on_cancel_signal)
+        self.spawn("presence", heartbeat.Presence(self).run())
         log.info("runner_started", plugins=sorted(self.catalog.plugins), source=self.source)
+
+    async def _on_cancel_signal(self, msg: Msg) -> None:
+        """ctl.cancel.<job_id>: stop the plugin if this runner holds the job (like a deadline)."""
+        cancel = self.running.get(msg.subject.rpartition(".")[2])
+        if cancel is not None:
+            cancel.set()
 
     async def close(self) -> None:
         if self._own_bus and self.bus is not None:
@@ -118,12 +131,20 @@ class Runner(lifecycle.Service):
         assert self.bus is not None
         try:
             env = envelope.decode(msg.data)
-            item = attempt.WorkItem.from_envelope(env, num_delivered=msg.metadata.num_delivered or 1)
+            item = attempt.WorkItem.from_envelope(env)
         except (envelope.DecodeError, KeyError, TypeError, ValueError, AssertionError) as exc:
             log.error("work_item_invalid", error=str(exc), subject=msg.subject)
             await msg.term()
             return
         bound = log.bind(job_id=item.job_id, plugin=item.plugin, command=item.command, attempt=item.attempt)
+        run, recorded = await preflight.check(self.bus, item, num_delivered=msg.metadata.num_delivered or 1,
+                                              source=self.source)
+        if not run:
+            if recorded:
+                await self.bus.publish_all(recorded)
+            await msg.ack_sync()
+            bound.info("attempt_not_run", recorded=[env.type for _, env in recorded])
+            return
         manifest = self.catalog.get(item.plugin)
         plugin_config = self.config.plugin(item.plugin)
         await self.bus.publish(*attempt.started_event(item, source=self.source))
@@ -166,8 +187,9 @@ class Runner(lifecycle.Service):
 
     async def _heartbeat(self, msg: Msg) -> None:
         """Keep the lease while the plugin runs: a 10-minute plugin is not redelivered."""
+        interval = self.heartbeat_s or self.ack_wait_s / 3
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(interval)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 

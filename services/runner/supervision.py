@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 STDOUT_CAP_BYTES = 10 * 1024 * 1024
 STDERR_CAP_BYTES = 64 * 1024
@@ -36,20 +37,39 @@ class RawRun:
     cancelled: bool = False
 
 
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
-    """Read to EOF, keeping the first `cap` bytes and draining (not keeping) the rest."""
-    kept = bytearray()
-    truncated = False
-    while True:
-        chunk = await stream.read(65536)
-        if not chunk:
-            break
-        room = cap - len(kept)
-        if room > 0:
-            kept += chunk[:room]
-        if len(chunk) > room:
-            truncated = True
-    return bytes(kept), truncated
+class _Capture:
+    """What was read from one pipe so far: kept even when reading is abandoned midway."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        self.truncated = False
+
+    async def drain(self, stream: asyncio.StreamReader) -> None:
+        """Read to EOF, keeping the first `cap` bytes and draining (not keeping) the rest."""
+        while True:
+            chunk = await stream.read(65536)
+            if not chunk:
+                break
+            room = self.cap - len(self.data)
+            if room > 0:
+                self.data += chunk[:room]
+            if len(chunk) > room:
+                self.truncated = True
+
+
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Resolves `exited` the moment the process exits. `Process.wait()` on asyncio's own loop
+    (before 3.12) also waits for every pipe to close, which a grandchild can delay forever."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -69,8 +89,10 @@ async def run(
 ) -> RawRun:
     """Run one plugin process to completion, deadline or cancellation."""
     started = time.monotonic()
+    loop = asyncio.get_running_loop()
     try:
-        proc = await asyncio.create_subprocess_exec(
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitAwareProtocol(2**16, loop),
             str(executable),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -81,10 +103,12 @@ async def run(
         )
     except OSError as exc:
         return RawRun(b"", "", None, False, False, 0, spawn_error=f"cannot start {executable}: {exc.strerror or exc}")
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
     pgid = proc.pid
     assert proc.stdin and proc.stdout and proc.stderr
-    stdout_task = asyncio.create_task(_read_capped(proc.stdout, STDOUT_CAP_BYTES))
-    stderr_task = asyncio.create_task(_read_capped(proc.stderr, STDERR_CAP_BYTES))
+    out, err = _Capture(STDOUT_CAP_BYTES), _Capture(STDERR_CAP_BYTES)
+    stdout_task = asyncio.create_task(out.drain(proc.stdout))
+    stderr_task = asyncio.create_task(err.drain(proc.stderr))
 
     async def feed() -> None:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -95,8 +119,8 @@ async def run(
 
     feeder = asyncio.create_task(feed())
     timed_out = cancelled = False
-    waiter = asyncio.create_task(proc.wait())
-    stoppers: set[asyncio.Task[object]] = {waiter}
+    waiter = protocol.exited
+    stoppers: set[asyncio.Future[Any]] = {waiter}
     cancel_task = asyncio.create_task(cancel.wait()) if cancel is not None else None
     if cancel_task is not None:
         stoppers.add(cancel_task)
@@ -117,30 +141,29 @@ async def run(
     # Children that outlive the plugin may still hold the pipes: give them a moment, then end the group.
     readers = asyncio.gather(stdout_task, stderr_task)
     try:
-        (stdout, stdout_truncated), (stderr, stderr_truncated) = await asyncio.wait_for(
-            asyncio.shield(readers), timeout=PIPE_DRAIN_GRACE_S
-        )
+        await asyncio.wait_for(asyncio.shield(readers), timeout=PIPE_DRAIN_GRACE_S)
     except TimeoutError:
         _signal_group(pgid, signal.SIGKILL)
         try:
-            (stdout, stdout_truncated), (stderr, stderr_truncated) = await asyncio.wait_for(readers, timeout=1.0)
+            await asyncio.wait_for(readers, timeout=1.0)
         except TimeoutError:
-            # A child left the group (setsid) and keeps the pipe open: stop listening to it.
+            # A child left the group (setsid) and keeps the pipe open: stop listening to it,
+            # keeping what the plugin wrote before it exited.
             stdout_task.cancel()
             stderr_task.cancel()
-            stdout, stdout_truncated, stderr, stderr_truncated = b"", False, b"", False
     else:
         _signal_group(pgid, signal.SIGKILL)  # reap any stray children still in the group
+    transport.close()  # release the pipes even if an escaped child still holds their other end
     feeder.cancel()
-    stderr_text = stderr.decode("utf-8", "replace")
-    if stderr_truncated:
+    stderr_text = bytes(err.data).decode("utf-8", "replace")
+    if err.truncated:
         stderr_text += TRUNCATED_MARK
     return RawRun(
-        stdout=stdout,
+        stdout=bytes(out.data),
         stderr=stderr_text,
         exit_code=proc.returncode,
         timed_out=timed_out,
-        stdout_truncated=stdout_truncated,
+        stdout_truncated=out.truncated,
         duration_ms=int((time.monotonic() - started) * 1000),
         cancelled=cancelled,
     )

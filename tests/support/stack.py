@@ -37,7 +37,8 @@ TOKENS = {
     "events_ro": ("test-events-ro-token", ["events:ro"]),
 }
 ADMIN = TOKENS["admin"][0]
-FINAL = frozenset({"succeeded", "failed", "timed_out", "dead", "skipped", "cancelled"})
+#: a failed or timed-out attempt is always followed by the dispatcher's retry or dead letter
+FINAL = frozenset({"succeeded", "dead", "skipped", "cancelled"})
 
 
 def config_doc(*, plugins: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:

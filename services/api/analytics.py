@@ -1,0 +1,169 @@
+"""GET /analytics/queue (live: JetStream and runner heartbeats) and GET /analytics/summary
+(the last 24 hours of the jobs read model). Both need the `*` scope.
+
+Queue depth comes from one `stream_info` of WORK grouped by subject (`work.<plugin>.<cmd>`
+waiting or in flight, `delay.work.<plugin>.<cmd>` parked for a retry backoff); in-flight
+counts and parallelism from each plugin's durable runner consumer; runners from the
+`runner.*` presence records in the `agents` KV bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+import orjson
+from aiohttp import web
+
+from services.api import auth, state, views
+from services.core import envelope, errors, subjects
+from services.projector import read_models
+from services.runner import heartbeat
+
+routes = web.RouteTableDef()
+
+WINDOW_HOURS = 24
+STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "dead", "skipped", "cancelled")
+
+SUMMARY_SQL = """
+SELECT plugin, status, GROUPING(plugin) AS all_plugins, GROUPING(status) AS all_statuses, count(*) AS n,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) AS p50,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - started_at) * 1000) AS p95
+FROM jobs
+WHERE created_at >= now() - make_interval(hours => $1)
+GROUP BY GROUPING SETS ((plugin, status), (plugin), ())
+"""
+
+
+async def _nats(coro: Any, what: str) -> Any:
+    try:
+        return await coro
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise errors.TransientError(f"{what} failed: {exc}") from exc
+
+
+async def _consumer(st: state.ApiState, plugin: str) -> tuple[int, int | None]:
+    """(in flight, max_ack_pending) of the plugin's runner consumer; (0, None) when no runner made one yet."""
+    try:
+        info = await st.bus.js.consumer_info(subjects.WORK, subjects.runner_consumer(plugin))
+    except nats.js.errors.NotFoundError:
+        return 0, None
+    except ValueError:  # a plugin name that cannot be a subject token has no consumer
+        return 0, None
+    return int(info.num_ack_pending or 0), info.config.max_ack_pending
+
+
+async def _runners(st: state.ApiState) -> list[dict[str, Any]]:
+    """The presence records of the runners seen recently."""
+    kv = await st.bus.kv(subjects.KV_AGENTS)
+    bucket_stream = f"KV_{subjects.KV_AGENTS}"
+    prefix = f"$KV.{subjects.KV_AGENTS}."
+    info = await st.bus.js.stream_info(bucket_stream, subjects_filter=prefix + heartbeat.KEY_PREFIX + "*")
+    keys = [subject[len(prefix):] for subject in (info.state.subjects or {})]
+
+    async def read(key: str) -> dict[str, Any] | None:
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.NotFoundError:  # deleted on a clean stop, or expired
+            return None
+        if not entry.value:
+            return None
+        try:
+            record = orjson.loads(entry.value)
+        except orjson.JSONDecodeError:
+            return None
+        return record if isinstance(record, dict) and record.get("kind") == "runner" else None
+
+    now = envelope.now()
+    records = await asyncio.gather(*(read(key) for key in keys))
+    return [r for r in records if r is not None and heartbeat.is_fresh(r, now)]
+
+
+@routes.get("/analytics/queue")
+async def queue(request: web.Request) -> web.Response:
+    auth.require(request, "*")
+    st = state.of(request)
+    info = await _nats(st.bus.js.stream_info(subjects.WORK, subjects_filter=">"), "stream info WORK")
+    waiting: dict[str, int] = {}
+    delayed: dict[str, int] = {}
+    for subject, n in (info.state.subjects or {}).items():
+        parts = subject.split(".")
+        if len(parts) >= 2 and parts[0] == "work":
+            waiting[parts[1]] = waiting.get(parts[1], 0) + int(n)
+        elif len(parts) >= 3 and parts[0] == "delay" and parts[1] == "work":
+            delayed[parts[2]] = delayed.get(parts[2], 0) + int(n)
+    names = sorted({*(p for p in st.catalog.plugins if st.config.plugin(p).enabled), *waiting, *delayed})
+    consumers = await _nats(asyncio.gather(*(_consumer(st, name) for name in names)), "consumer info")
+    runners = await _nats(_runners(st), "runner heartbeats")
+
+    plugins: dict[str, dict[str, Any]] = {}
+    for name, (in_flight, parallelism) in zip(names, consumers, strict=True):
+        # a work-queue stream holds an item until it is acked: what is not in flight is waiting
+        plugins[name] = {
+            "queued": max(0, waiting.get(name, 0) - in_flight),
+            "in_flight": in_flight,
+            "delayed": delayed.get(name, 0),
+            "parallelism": parallelism,
+        }
+    capacity = sum(int(r.get("capacity") or 0) for r in runners)
+    busy = sum(int(r.get("busy") or 0) for r in runners)
+    body = {
+        "queue_depth": sum(p["queued"] for p in plugins.values()),
+        "in_flight": sum(p["in_flight"] for p in plugins.values()),
+        "plugins": plugins,
+        "runners": {
+            "count": len(runners),
+            "capacity": capacity,
+            "busy": busy,
+            "utilisation": round(busy / capacity, 4) if capacity else 0.0,
+            "instances": [
+                {k: r.get(k) for k in ("instance", "plugins", "capacity", "busy", "last_seen")} for r in runners
+            ],
+        },
+        "timestamp": views.timestamp(envelope.now()),
+    }
+    return web.json_response(body, dumps=state.dumps)
+
+
+def _stats(by_status: dict[str, int], p50: float | None, p95: float | None) -> dict[str, Any]:
+    final = sum(n for status, n in by_status.items() if status in read_models.FINAL_STATUSES)
+    return {
+        "total": sum(by_status.values()),
+        "by_status": by_status,
+        "success_rate": round(by_status.get("succeeded", 0) / final, 4) if final else None,
+        "duration_ms": {
+            "p50": round(p50, 1) if p50 is not None else None,
+            "p95": round(p95, 1) if p95 is not None else None,
+        },
+    }
+
+
+@routes.get("/analytics/summary")
+async def summary(request: web.Request) -> web.Response:
+    auth.require(request, "*")
+    st = state.of(request)
+    rows = await st.pool.fetch(SUMMARY_SQL, WINDOW_HOURS)
+    overall_counts = dict.fromkeys(STATUSES, 0)
+    per_plugin_counts: dict[str, dict[str, int]] = {}
+    percentiles: dict[str | None, tuple[float | None, float | None]] = {None: (None, None)}
+    for row in rows:
+        if row["all_plugins"]:
+            percentiles[None] = (row["p50"], row["p95"])
+        elif row["all_statuses"]:
+            percentiles[row["plugin"]] = (row["p50"], row["p95"])
+        else:
+            counts = per_plugin_counts.setdefault(row["plugin"], dict.fromkeys(STATUSES, 0))
+            counts[row["status"]] = counts.get(row["status"], 0) + row["n"]
+            overall_counts[row["status"]] = overall_counts.get(row["status"], 0) + row["n"]
+    body = {
+        "window_hours": WINDOW_HOURS,
+        **_stats(overall_counts, *percentiles[None]),
+        "plugins": {
+            name: _stats(counts, *percentiles.get(name, (None, None)))
+            for name, counts in sorted(per_plugin_counts.items())
+        },
+        "timestamp": views.timestamp(envelope.now()),
+    }
+    return web.json_response(body, dumps=state.dumps)

@@ -1,0 +1,111 @@
+"""GET /config/view (`*` scope): the loaded configuration with its secrets redacted.
+
+Rules, applied to the merged document after `${ENV}` substitution (so substituted secrets
+are covered too):
+
+- any key, at any depth and in any case, containing one of `SENSITIVE_WORDS` has every
+  string or number beneath it replaced by "[REDACTED]" (booleans and nulls stay: they
+  are switches, not secrets, and the structure stays readable);
+- `api.auth.tokens` keeps one entry per token with its name and scopes only: the token
+  value is dropped, not even shown redacted;
+- a password inside a URL (`postgresql://user:pw@host/db`, `nats://u:pw@host`) is redacted
+  wherever the URL appears.
+
+`compiled_routes` summarises each configured pipeline (`{name: {"on", "steps"}}`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from services.api import auth, state
+
+routes = web.RouteTableDef()
+
+REDACTED = "[REDACTED]"
+SENSITIVE_WORDS = ("secret", "key", "token", "password", "passwd", "api_key", "credential", "auth", "private")
+#: maps whose keys are names chosen by the operator (plugins.<name>, agents.<name>), not fields
+NAME_MAPS = frozenset({("plugins",), ("agents",)})
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<password>[^/\s@]+)(?P<tail>@)")
+
+
+def sensitive(key: object) -> bool:
+    lowered = str(key).lower()
+    return any(word in lowered for word in SENSITIVE_WORDS)
+
+
+def _scrub_string(value: str) -> str:
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}{m['tail']}", value)
+
+
+def redact_all(value: Any) -> Any:
+    """Every string and number beneath a sensitive key."""
+    if isinstance(value, Mapping):
+        return {str(k): redact_all(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_all(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    return REDACTED
+
+
+def redact(value: Any, path: tuple[str, ...] = ()) -> Any:
+    """The document with the values of sensitive keys redacted (recursively)."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            key = str(key)
+            if path in NAME_MAPS:  # a plugin or agent name is a name, not a field
+                out[key] = redact(item, (*path, key))
+            elif path == ("api",) and key == "auth":
+                out[key] = {"tokens": _tokens(item.get("tokens") if isinstance(item, Mapping) else None)}
+            else:
+                out[key] = redact_all(item) if sensitive(key) else redact(item, (*path, key))
+        return out
+    if isinstance(value, list | tuple):
+        return [redact(v, (*path, "[]")) for v in value]
+    if isinstance(value, str):
+        return _scrub_string(value)
+    return value
+
+
+def _tokens(tokens: Any) -> list[dict[str, Any]]:
+    """`api.auth.tokens` without the token values."""
+    out: list[dict[str, Any]] = []
+    for entry in tokens if isinstance(tokens, list) else []:
+        if isinstance(entry, Mapping):
+            name = entry.get("name")
+            out.append({"name": _scrub_string(str(name)) if name is not None else None,
+                        "scopes": [str(s) for s in entry.get("scopes") or []]})
+    return out
+
+
+def view(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The redacted document, with `api.auth` rendered as the token names and scopes only."""
+    return redact(raw)
+
+
+def compiled_routes(pipelines: Any) -> dict[str, dict[str, Any]]:
+    """One entry per configured pipeline (the compiled routing table arrives with pipelines)."""
+    out: dict[str, dict[str, Any]] = {}
+    for pipeline in pipelines or ():
+        if isinstance(pipeline, Mapping) and pipeline.get("name"):
+            steps = pipeline.get("steps")
+            out[str(pipeline["name"])] = {
+                "on": redact(pipeline.get("on"), ("pipelines", "[]", "on")),
+                "steps": len(steps) if isinstance(steps, list) else 0,
+            }
+    return out
+
+
+@routes.get("/config/view")
+async def config_view(request: web.Request) -> web.Response:
+    auth.require(request, "*")
+    st = state.of(request)
+    body = view(st.config.raw)
+    body["compiled_routes"] = compiled_routes(st.config.raw.get("pipelines"))
+    return web.json_response(body, dumps=state.dumps)
