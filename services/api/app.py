@@ -5,6 +5,7 @@ error middleware that renders `errors.ApiError` (and anything unexpected) as JSO
 from __future__ import annotations
 
 import asyncpg
+import nats.errors
 from aiohttp import web
 
 from services.api import (
@@ -55,6 +56,9 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         if exc.status >= 400 and exc.content_type != "application/json":
             return web.json_response({"error": exc.reason, "code": "http_error"}, status=exc.status)
         raise
+    except (nats.errors.Error, TimeoutError) as exc:
+        log.warning("nats_unavailable", path=request.path, error=str(exc) or type(exc).__name__)
+        return error_response(errors.ServiceUnavailable("the event bus (NATS) is unavailable; retry shortly"))
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
         log.warning("postgres_unavailable", path=request.path, error=str(exc))
         return error_response(errors.ServiceUnavailable("the read-model database is unavailable"))

@@ -5,6 +5,7 @@ handler. A fetch timeout is normal ("nothing yet"); the handler acks what it fin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import nats.errors
@@ -82,6 +83,10 @@ async def fetch_loop(
         try:
             await handler(msgs)
         except Exception:
-            # The batch stays unacked and is redelivered after ack_wait; keep the loop alive.
+            # Hand the unfinished batch back for a prompt redelivery (handlers are idempotent);
+            # whatever the nak cannot reach is redelivered after ack_wait anyway.
             log.exception("batch_handler_failed", consumer=name, size=len(msgs))
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=0.5)
             await asyncio.sleep(0.5)
