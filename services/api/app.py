@@ -4,6 +4,8 @@ error middleware that renders `errors.ApiError` (and anything unexpected) as JSO
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import nats.errors
 from aiohttp import web
@@ -17,6 +19,7 @@ from services.api import (
     job_actions,
     jobs,
     listing,
+    pipelines,
     plugins,
     state,
     system,
@@ -29,7 +32,7 @@ from services.core import errors, logging
 log = logging.get("api")
 
 RESOURCES = (system.routes, plugins.routes, jobs.routes, job_actions.routes, discovery.routes, listing.routes,
-             analytics.routes, config_view.routes)
+             analytics.routes, config_view.routes, pipelines.routes)
 
 
 def error_response(exc: errors.ApiError) -> web.Response:
@@ -76,6 +79,7 @@ def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Poo
         source=config_mod.instance_name("api"),
     )
     app[auth.TABLE] = auth.TokenTable(config.api.tokens)
+    app[pipelines.SYNC_SLOTS] = asyncio.Semaphore(config.api.max_concurrent_sync)
     for routes in RESOURCES:
         app.add_routes(routes)
     return app

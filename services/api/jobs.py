@@ -37,11 +37,14 @@ async def load_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
         folded = read_models.evolve_job(folded, seq, env)
     if folded is not None:
         return folded
-    submitted = await st.bus.last_message(subjects.COMMANDS, subjects.job_command(job_id, "submit"))
-    if submitted is None:
-        return None
-    _, cmd = submitted
-    return read_models.new_job_row(job_id, {**cmd.data, "created_at": cmd.time}, cmd)
+    for action in ("submit", "run"):  # a plugin job, or a pipeline's root
+        submitted = await st.bus.last_message(subjects.COMMANDS, subjects.job_command(job_id, action))
+        if submitted is not None:
+            _, cmd = submitted
+            data = cmd.data if action == "submit" else {"plugin": "pipeline", "command": cmd.data.get("pipeline"),
+                                                        **cmd.data}
+            return read_models.new_job_row(job_id, {**data, "created_at": cmd.time}, cmd)
+    return None
 
 
 @routes.get("/job/{job_id}")

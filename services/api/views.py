@@ -67,3 +67,20 @@ def job_log(row: dict[str, Any], *, include_result: bool = False) -> dict[str, A
     if include_result:
         out["result"] = row.get("result")
     return out
+
+
+def tree_node(row: dict[str, Any]) -> dict[str, Any]:
+    """One entry of GET /job/{id}/tree."""
+    return {
+        "job_id": row["job_id"],
+        "parent_job_id": row.get("parent_job_id"),
+        "plugin": row["plugin"],
+        "command": row["command"],
+        "status": row["status"],
+        "step_id": row.get("step_id"),
+        "pipeline": row.get("pipeline"),
+        "result": row.get("result"),
+        "last_error": row.get("last_error"),
+        "started_at": _ts(row.get("started_at")),
+        "completed_at": _ts(row.get("completed_at")),
+    }

@@ -114,6 +114,7 @@ class Bus:
             await self._ensure_kv(subjects.KV_PLUGIN_STATE, ttl=None)
             await self._ensure_kv(subjects.KV_AGENTS, ttl=300.0)
             await self._ensure_kv(subjects.KV_BREAKERS, ttl=None)
+            await self._ensure_kv(subjects.KV_TREES, ttl=7 * DAY_S)
             for bucket in (subjects.OBJ_RESPONSES, *extra_object_stores):
                 await self.object_store(bucket)
         except (nats.errors.Error, TimeoutError) as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from services.core import durations, errors, schemas
+from services.core import catalog, durations, errors, pipelines, schemas
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PLUGIN_ROOT = REPO_ROOT / "plugins"
@@ -100,6 +100,8 @@ class Config:
     database_url: str | None = None
     #: the merged document after substitution, before defaults (for /config/view)
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: the compiled pipelines (services.core.pipelines.Compiled), validated against the plugin catalog
+    routes: Any = None
 
     def plugin(self, name: str) -> PluginConfig:
         """The plugin's config; a plugin found on disk but absent from the file runs with defaults."""
@@ -218,9 +220,11 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
         raise errors.ConfigError(where + "invalid config: " + "; ".join(problems))
     base_dir = path.parent if path else Path.cwd()
     try:
-        return _build(doc, path=path, base_dir=base_dir, env=environ)
+        built = _build(doc, path=path, base_dir=base_dir, env=environ)
+        routes = pipelines.compile_all(built.pipelines, catalog.scan(built.plugin_roots))
     except ValueError as exc:
         raise errors.ConfigError(f"{path or 'config'}: {exc}") from exc
+    return dataclasses.replace(built, routes=routes)
 
 
 def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mapping[str, str]) -> Config:

@@ -17,6 +17,7 @@ KV_DEDUPE = "dedupe"
 KV_PLUGIN_STATE = "plugin_state"
 KV_AGENTS = "agents"
 KV_BREAKERS = "breakers"
+KV_TREES = "trees"
 OBJ_RESPONSES = "responses"
 
 # Durable consumer names
@@ -45,6 +46,11 @@ def _token(value: str) -> str:
 def job_command(job_id: str, action: str) -> str:
     """cmd.job.<job_id>.<action>, e.g. cmd.job.0192….submit."""
     return f"cmd.job.{_token(job_id)}.{_token(action)}"
+
+
+def pipeline_command(root_job_id: str) -> str:
+    """cmd.job.<root>.run: start a pipeline whose root job is <root>."""
+    return job_command(root_job_id, "run")
 
 
 def system_command(action: str) -> str:

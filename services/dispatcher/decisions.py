@@ -58,7 +58,8 @@ def skipped(cmd: envelope.Envelope, *, reason: str, source: str, **details: Any)
         correlation_id=cmd.correlation_id or job_id,
         data={"reason": reason, "plugin": data.get("plugin"), "command": data.get("command"),
               "payload": data.get("payload") or {}, "submitted_by": data.get("submitted_by", "api"),
-              "created_at": cmd.time, "parent_job_id": data.get("parent_job_id"), **details},
+              "created_at": cmd.time, "parent_job_id": data.get("parent_job_id"), "route": data.get("route"),
+              "pipeline": data.get("pipeline"), "step_id": data.get("step_id"), **details},
     )
     return [(subjects.job_event(job_id, "skipped"), env)]
 
@@ -89,6 +90,7 @@ def decide_submit(cmd: envelope.Envelope, catalog: catalog_mod.Catalog, config: 
         "event": data.get("event"), "context": data.get("context"),
         "parent_job_id": data.get("parent_job_id"), "pipeline": data.get("pipeline"),
         "step_id": data.get("step_id"), "retry_of": retry_of, "dedupe_key": data.get("dedupe_key"),
+        "route": data.get("route"),
     }
     queued = envelope.make("job.queued", source=source, job_id=job_id, id=f"{job_id}:queued",
                            causation_id=cmd.id, correlation_id=correlation_id, data=queued_data)

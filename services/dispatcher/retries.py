@@ -7,6 +7,7 @@ restarted dispatcher still delivers it when it falls due.
 
 from __future__ import annotations
 
+import functools
 import random
 from datetime import timedelta
 from typing import Any
@@ -25,11 +26,13 @@ def backoff_s(base_s: float, attempt: int, *, rand: random.Random | None = None)
 
 
 def dead_event(job_id: str, *, attempt: int, error: str, last_status: str, reason: str, source: str,
-               correlation_id: str | None) -> tuple[str, envelope.Envelope]:
+               correlation_id: str | None, plugin: str | None = None,
+               command: str | None = None) -> tuple[str, envelope.Envelope]:
     env = envelope.make(
         "job.dead", source=source, job_id=job_id, id=f"{job_id}:dead", causation_id=job_id,
         correlation_id=correlation_id,
-        data={"attempt": attempt, "error": error, "last_status": last_status, "reason": reason},
+        data={"attempt": attempt, "error": error, "last_status": last_status, "reason": reason, "plugin": plugin,
+              "command": command},
     )
     return subjects.job_event(job_id, "dead"), env
 
@@ -45,17 +48,14 @@ def decide_outcome(outcome: envelope.Envelope, queued: envelope.Envelope | None,
     last_status = outcome.type.removeprefix("job.")
     correlation_id = outcome.correlation_id or job_id
     policy = config.plugin(str(data.get("plugin"))).retry
+    dead = functools.partial(dead_event, job_id, attempt=attempt, error=error, last_status=last_status, source=source,
+                             correlation_id=correlation_id, plugin=data.get("plugin"), command=data.get("command"))
     if data.get("retry") is False:
-        return [dead_event(job_id, attempt=attempt, error=error, last_status=last_status,
-                           reason="permanent failure (not retryable)", source=source, correlation_id=correlation_id)]
+        return [dead(reason="permanent failure (not retryable)")]
     if attempt >= policy.max_attempts:
-        return [dead_event(job_id, attempt=attempt, error=error, last_status=last_status,
-                           reason=f"retries exhausted after {attempt} attempt(s)", source=source,
-                           correlation_id=correlation_id)]
+        return [dead(reason=f"retries exhausted after {attempt} attempt(s)")]
     if queued is None:
-        return [dead_event(job_id, attempt=attempt, error=error, last_status=last_status,
-                           reason="the job's queued event is missing; cannot retry", source=source,
-                           correlation_id=correlation_id)]
+        return [dead(reason="the job's queued event is missing; cannot retry")]
     delay_s = backoff_s(policy.backoff_base_s, attempt, rand=rand)
     due = envelope.parse_time(outcome.time) + timedelta(seconds=delay_s)
     next_attempt = attempt + 1

@@ -23,12 +23,14 @@ from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 from services.core import consumers, envelope, lifecycle, logging, subjects
-from services.dispatcher import breaker, cancels, decisions, retries
+from services.dispatcher import breaker, cancels, decisions, pipeline_runs, retries
 from services.projector import read_models
 
 log = logging.get("dispatcher")
 
-OUTCOME_SUBJECTS = ["evt.job.*.failed", "evt.job.*.timed_out", "evt.job.*.succeeded"]
+OUTCOME_SUBJECTS = ["evt.job.*.failed", "evt.job.*.timed_out", "evt.job.*.succeeded", "evt.job.*.dead",
+                    "evt.job.*.skipped", "evt.job.*.cancelled", "evt.job.*.rejected"]
+ROUTED_FINALS = frozenset(pipeline_runs.FINAL_CHILD)
 
 
 class Dispatcher(lifecycle.Service):
@@ -41,6 +43,8 @@ class Dispatcher(lifecycle.Service):
         self._own_bus = bus is None
         self.source = config_mod.instance_name("dispatcher")
         self.catalog = catalog_mod.scan(config.plugin_roots)
+        self.runs: pipeline_runs.PipelineRuns | None = None
+        self._breakers: dict[str, breaker.BreakerState] = {}
 
     async def start(self) -> None:
         if self.bus is None:
@@ -48,6 +52,7 @@ class Dispatcher(lifecycle.Service):
             self.bus = await bus_mod.Bus.connect(self.config.nats_url, name=self.source,
                                                  replicas=self.config.nats_replicas)
         await self.bus.ensure_topology(dedupe_ttl_s=self.config.dedupe_ttl_s)
+        self.runs = pipeline_runs.PipelineRuns(self.bus, self.config, source=self.source, decide_submit=self._submit)
         # outcomes first: no failure may slip by before we listen; NEW so a first start never
         # re-decides the outcomes of an old event log
         outcomes = await consumers.ensure_pull(
@@ -87,6 +92,8 @@ class Dispatcher(lifecycle.Service):
                 continue
             if cmd.type == "job.submit":
                 out.extend(await self._submit(cmd))
+            elif cmd.type == "pipeline.run":
+                out.extend(await self._run_pipeline(cmd))
             elif cmd.type == "job.cancel":
                 out.extend(cancels.decide_cancel(cmd, await self._job_state(cmd.job_id), source=self.source))
                 if cmd.job_id:
@@ -97,6 +104,21 @@ class Dispatcher(lifecycle.Service):
             await self.bus.publish_all(out)
         for msg in msgs:
             await msg.ack()
+
+    async def _run_pipeline(self, cmd: envelope.Envelope) -> decisions.Published:
+        assert self.runs is not None and cmd.job_id is not None
+        name = str(cmd.data.get("pipeline"))
+        pipeline = self.runs.compiled.get(name)
+        if pipeline is None:
+            env = envelope.make("job.rejected", source=self.source, job_id=cmd.job_id, id=f"{cmd.job_id}:rejected",
+                                causation_id=cmd.id, correlation_id=cmd.job_id,
+                                data={"reason": f"unknown pipeline {name!r}",
+                                      "command": {"plugin": "pipeline", "command": name, **cmd.data}})
+            return [(subjects.job_event(cmd.job_id, "rejected"), env)]
+        event = {"type": cmd.data.get("trigger") or "api.trigger", "payload": cmd.data.get("payload") or {}}
+        return await self.runs.start(pipeline, cmd.job_id, event=event,
+                                     submitted_by=str(cmd.data.get("submitted_by") or "api"),
+                                     parent_job_id=None, correlation_id=cmd.job_id, depth=0)
 
     async def _submit(self, cmd: envelope.Envelope) -> decisions.Published:
         data = cmd.data
@@ -129,13 +151,22 @@ class Dispatcher(lifecycle.Service):
     # --- breakers -------------------------------------------------------------
 
     async def _breaker(self, plugin: str, command: str) -> tuple[Any, breaker.BreakerState]:
+        """The breaker state: read from KV once, then kept here (this dispatcher writes every change)."""
         assert self.bus is not None
         kv = await self.bus.kv(subjects.KV_BREAKERS)
-        try:
-            entry = await kv.get(breaker.key(plugin, command))
-        except nats.js.errors.KeyNotFoundError:
-            return kv, breaker.BreakerState()
-        return kv, breaker.BreakerState.from_dict(orjson.loads(entry.value or b"{}"))
+        key = breaker.key(plugin, command)
+        if key not in self._breakers:
+            try:
+                entry = await kv.get(key)
+                self._breakers[key] = breaker.BreakerState.from_dict(orjson.loads(entry.value or b"{}"))
+            except nats.js.errors.KeyNotFoundError:
+                self._breakers[key] = breaker.BreakerState()
+        return kv, self._breakers[key]
+
+    async def _save_breaker(self, kv: Any, plugin: str, command: str, state: breaker.BreakerState) -> None:
+        key = breaker.key(plugin, command)
+        self._breakers[key] = state
+        await kv.put(key, orjson.dumps(state.to_dict()))
 
     async def _admit(self, plugin: str, command: str) -> tuple[bool, str]:
         kv, state = await self._breaker(plugin, command)
@@ -144,7 +175,7 @@ class Dispatcher(lifecycle.Service):
         policy = self.config.plugin(plugin).circuit_breaker
         admitted, new = breaker.admit(state, reset_after_s=policy.reset_after_s)
         if new != state:
-            await kv.put(breaker.key(plugin, command), orjson.dumps(new.to_dict()))
+            await self._save_breaker(kv, plugin, command, new)
         if admitted:
             return True, ""
         return False, f"circuit open for {plugin}.{command} after {state.failures} consecutive failures"
@@ -157,7 +188,7 @@ class Dispatcher(lifecycle.Service):
         policy = self.config.plugin(plugin).circuit_breaker
         new = breaker.record(state, succeeded=env.type == "job.succeeded", threshold=policy.threshold)
         if new != state:
-            await kv.put(breaker.key(plugin, command), orjson.dumps(new.to_dict()))
+            await self._save_breaker(kv, plugin, command, new)
             if new.state == "open" and state.state != "open":
                 log.warning("circuit_opened", plugin=plugin, command=command, failures=new.failures)
 
@@ -182,12 +213,29 @@ class Dispatcher(lifecycle.Service):
                 log.error("event_undecodable", subject=msg.subject, error=str(exc))
                 await msg.ack()
                 continue
-            await self._record_outcome(env)
-            if env.type in ("job.failed", "job.timed_out") and env.job_id:
+            if env.data.get("pipeline_root") or not env.job_id:
+                await msg.ack()  # a pipeline's root job: decided here already
+                continue
+            out: decisions.Published = []
+            if env.type in ("job.succeeded", "job.failed", "job.timed_out"):
+                await self._record_outcome(env)
+            if env.type in ("job.failed", "job.timed_out"):
                 out = await self._after_failure(env)
-                if out:
-                    await self.bus.publish_all(out)
+            elif env.type in ROUTED_FINALS and self.runs is not None and self.runs.compiled.pipelines:
+                out = await self.runs.after_job(env, await self._job_spec(env))
+            if out:
+                await self.bus.publish_all(out)
             await msg.ack()
+
+    async def _job_spec(self, env: envelope.Envelope) -> dict[str, Any] | None:
+        """What the job was submitted with (its queued event; a job that never queued carries it itself)."""
+        assert self.bus is not None and env.job_id is not None
+        if env.type == "job.rejected":
+            return env.data.get("command")
+        if env.type == "job.skipped":
+            return env.data
+        queued = await self.bus.last_message(subjects.EVENTS, subjects.job_event(env.job_id, "queued"))
+        return queued[1].data if queued else None
 
     async def _after_failure(self, env: envelope.Envelope) -> decisions.Published:
         assert self.bus is not None and env.job_id is not None
