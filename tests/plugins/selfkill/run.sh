@@ -1,0 +1,4 @@
+#!/bin/sh
+# selfkill: SIGKILLs itself.
+cat > /dev/null
+kill -9 $$
