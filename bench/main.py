@@ -65,7 +65,7 @@ class Row:
     ratio_text: str | None = None
 
     def cells(self) -> list[str]:
-        ratio = self.ratio_text or (f"{self.ratio:.0%}" if self.ratio is not None else "—")
+        ratio = self.ratio_text or (f"{self.ratio:.1%}" if self.ratio is not None else "—")
         if self.goal is None:
             goal = "—"
         else:
