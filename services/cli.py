@@ -77,12 +77,13 @@ async def _up(args: argparse.Namespace) -> None:
 
     state_dir = Path(args.state_dir).resolve()
     token, created = embedded.admin_token(state_dir)
-    env = {**os.environ, "HEADRACE_ADMIN_TOKEN": token, "HEADRACE_STATE_DIR": str(state_dir)}
-    config = config_mod.load(_config_path(args.config), env=env)
+    # the process environment, so that POST /system/reload re-reads the file the same way
+    os.environ["HEADRACE_ADMIN_TOKEN"] = token
+    os.environ["HEADRACE_STATE_DIR"] = str(state_dir)
+    config = config_mod.load(_config_path(args.config))
     logging.configure(config.log_level)
-    if not any(t.token == token for t in config.api.tokens):
-        admin = config_mod.Token(token=token, scopes=frozenset({"*"}), name="admin (state dir)")
-        config = dataclasses.replace(config, api=dataclasses.replace(config.api, tokens=(*config.api.tokens, admin)))
+    config = config.with_runtime_token(
+        config_mod.Token(token=token, scopes=frozenset({"*"}), name="admin (state dir)"))
     nats = None
     if not config.nats_url:
         nats = embedded.EmbeddedNats(state_dir, sync_interval=config.nats_sync_interval)

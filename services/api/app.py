@@ -16,13 +16,23 @@ from services.api import (
     bodies,
     config_view,
     discovery,
+    events,
+    ingest,
     job_actions,
     jobs,
+    laddr_agents,
+    laddr_jobs,
+    laddr_prompts,
+    laddr_responses,
+    laddr_traces,
     listing,
     pipelines,
     plugins,
+    reload,
+    scheduler,
     state,
     system,
+    webhooks,
 )
 from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
@@ -32,7 +42,9 @@ from services.core import errors, logging
 log = logging.get("api")
 
 RESOURCES = (system.routes, plugins.routes, jobs.routes, job_actions.routes, discovery.routes, listing.routes,
-             analytics.routes, config_view.routes, pipelines.routes)
+             analytics.routes, config_view.routes, pipelines.routes, reload.routes,
+             laddr_jobs.routes, laddr_prompts.routes, laddr_agents.routes, laddr_traces.routes, laddr_responses.routes,
+             events.routes, ingest.routes, scheduler.routes)
 
 
 def error_response(exc: errors.ApiError) -> web.Response:
@@ -82,4 +94,6 @@ def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Poo
     app[pipelines.SYNC_SLOTS] = asyncio.Semaphore(config.api.max_concurrent_sync)
     for routes in RESOURCES:
         app.add_routes(routes)
+    webhooks.add_routes(app, config)
+    events.setup(app)
     return app

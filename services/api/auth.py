@@ -23,6 +23,10 @@ def _digest(token: str) -> bytes:
 
 class TokenTable:
     def __init__(self, tokens: tuple[config_mod.Token, ...]) -> None:
+        self.replace(tokens)
+
+    def replace(self, tokens: tuple[config_mod.Token, ...]) -> None:
+        """Serve these tokens from now on (config reload)."""
         self._entries = [(_digest(t.token), t) for t in tokens]
 
     def find(self, presented: str) -> config_mod.Token | None:

@@ -11,7 +11,7 @@ are covered too):
 - a password inside a URL (`postgresql://user:pw@host/db`, `nats://u:pw@host`) is redacted
   wherever the URL appears.
 
-`compiled_routes` summarises each configured pipeline (`{name: {"on", "steps"}}`).
+`compiled_routes` shows each configured pipeline as compiled (`{name: {"on", "steps", ...}}`).
 """
 
 from __future__ import annotations
@@ -89,16 +89,23 @@ def view(raw: Mapping[str, Any]) -> dict[str, Any]:
     return redact(raw)
 
 
-def compiled_routes(pipelines: Any) -> dict[str, dict[str, Any]]:
-    """One entry per configured pipeline (the compiled routing table arrives with pipelines)."""
+def compiled_routes(pipelines: Any, compiled: Any = None) -> dict[str, dict[str, Any]]:
+    """One entry per configured pipeline: the compiled route (`Pipeline.describe()`) when the config
+    carries compiled routes, else what the raw entry says (`on` and the number of steps)."""
     out: dict[str, dict[str, Any]] = {}
+    known = getattr(compiled, "pipelines", None) or {}
     for pipeline in pipelines or ():
-        if isinstance(pipeline, Mapping) and pipeline.get("name"):
-            steps = pipeline.get("steps")
-            out[str(pipeline["name"])] = {
-                "on": redact(pipeline.get("on"), ("pipelines", "[]", "on")),
-                "steps": len(steps) if isinstance(steps, list) else 0,
-            }
+        if not isinstance(pipeline, Mapping) or not pipeline.get("name"):
+            continue
+        name = str(pipeline["name"])
+        steps = pipeline.get("steps")
+        entry: dict[str, Any] = {
+            "on": redact(pipeline.get("on"), ("pipelines", "[]", "on")),
+            "steps": len(steps) if isinstance(steps, list) else 0,
+        }
+        if name in known and hasattr(known[name], "describe"):
+            entry.update(redact(known[name].describe(), ("compiled_routes", name)))
+        out[name] = entry
     return out
 
 
@@ -107,5 +114,5 @@ async def config_view(request: web.Request) -> web.Response:
     auth.require(request, "*")
     st = state.of(request)
     body = view(st.config.raw)
-    body["compiled_routes"] = compiled_routes(st.config.raw.get("pipelines"))
+    body["compiled_routes"] = compiled_routes(st.config.raw.get("pipelines"), getattr(st.config, "routes", None))
     return web.json_response(body, dumps=state.dumps)

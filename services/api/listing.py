@@ -4,8 +4,14 @@ Both answer `{"<rows>": [...], "total": n, "total_is_estimate": bool}`. Counting
 matching row of a million-row table on each page view would cost more than the page
 itself, so `total` is exact up to `COUNT_CAP` matches and a planner estimate beyond it
 (flagged by `total_is_estimate`); an unfiltered listing of a table the statistics already
-know to be big skips the count altogether. Every filter is a fixed SQL clause with a
-bind parameter; nothing the caller sends is ever formatted into SQL.
+know to be big skips the count altogether.
+
+A full-text `query` (websearch syntax over last_error, stderr and result) orders by
+`ts_rank`, then recency, among the `RANK_WINDOW` most recent matches (reported as
+`rank_window`): ranking every match of a common word would read every matching row.
+
+Every filter is a fixed SQL clause with a bind parameter; nothing the caller sends is ever
+formatted into SQL. Indexes for each filter combination: migrations/002_listing_indexes.sql.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ DEFAULT_LIMIT = 50
 JOBS_MAX_LIMIT = 1000
 LOGS_MAX_LIMIT = 200
 #: `total` is exact up to this many matching rows, an estimate beyond
-COUNT_CAP = 10_000
+COUNT_CAP = 1000
+#: a full-text query ranks at most this many of the most recent matches (or offset + limit, if more)
+RANK_WINDOW = 1000
 
 JOBS_PAGE_SQL = """
 SELECT job_id, plugin, command, status, attempt, created_at, started_at, completed_at
@@ -41,10 +49,20 @@ LOG_COLUMNS = ("job_id, log_id, plugin, command, status, attempt, submitted_by, 
 LOGS_PAGE_SQL = """
 SELECT {columns}
 FROM job_logs {where}
-ORDER BY {rank}completed_at DESC NULLS LAST, log_id DESC
+ORDER BY completed_at DESC NULLS LAST, log_id DESC
 LIMIT ${limit} OFFSET ${offset}
 """
-LOGS_RANK = "ts_rank(search, websearch_to_tsquery('simple', ${query})) DESC, "
+#: with a full-text query: rank (ts_rank, then recency) the RANK_WINDOW most recent matches
+LOGS_RANKED_SQL = """
+SELECT {columns}
+FROM (
+    SELECT {columns}, search FROM job_logs {where}
+    ORDER BY completed_at DESC NULLS LAST, log_id DESC
+    LIMIT ${window}
+) AS recent
+ORDER BY ts_rank(search, websearch_to_tsquery('simple', ${query})) DESC, completed_at DESC NULLS LAST, log_id DESC
+LIMIT ${limit} OFFSET ${offset}
+"""
 #: attempts of dead jobs: an attempt row never says "dead" itself (its own outcome was failed or timed_out)
 LOGS_OF_DEAD_JOBS = "EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = job_logs.job_id AND j.status = 'dead')"
 
@@ -183,12 +201,19 @@ async def job_logs_page(conn: asyncpg.Connection, filters: Filters, limit: int, 
     bound full-text query."""
     total, estimated = await count(conn, "job_logs", filters)
     page = Filters(list(filters.clauses), list(filters.args))
-    rank = LOGS_RANK.format(query=query_param) if query_param is not None else ""
-    sql = LOGS_PAGE_SQL.format(
-        columns=LOG_COLUMNS + (", result" if include_result else ""), where=page.where, rank=rank,
-        limit=page.param(limit), offset=page.param(offset),
-    )
+    columns = LOG_COLUMNS + (", result" if include_result else "")
+    if query_param is None:
+        sql = LOGS_PAGE_SQL.format(columns=columns, where=page.where, limit=page.param(limit),
+                                   offset=page.param(offset))
+    else:
+        sql = LOGS_RANKED_SQL.format(columns=columns, where=page.where, query=query_param,
+                                     window=page.param(rank_window(limit, offset)),
+                                     limit=page.param(limit), offset=page.param(offset))
     return await conn.fetch(sql, *page.args), total, estimated
+
+
+def rank_window(limit: int, offset: int) -> int:
+    return max(RANK_WINDOW, limit + offset)
 
 
 @routes.get("/job-logs")
@@ -199,8 +224,8 @@ async def list_job_logs(request: web.Request) -> web.Response:
     async with st.pool.acquire() as conn:
         rows, total, estimated = await job_logs_page(conn, filters, limit, offset, query_param=query_param,
                                                      include_result=include_result)
-    return web.json_response(
-        {"logs": [views.job_log(dict(r), include_result=include_result) for r in rows], "total": total,
-         "total_is_estimate": estimated},
-        dumps=state.dumps,
-    )
+    body: dict[str, Any] = {"logs": [views.job_log(dict(r), include_result=include_result) for r in rows],
+                            "total": total, "total_is_estimate": estimated}
+    if query_param is not None:
+        body["rank_window"] = rank_window(limit, offset)
+    return web.json_response(body, dumps=state.dumps)

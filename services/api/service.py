@@ -6,9 +6,10 @@ import asyncpg
 from aiohttp import web
 
 from services.api import app as app_mod
+from services.api import reload, state
 from services.core import bus as bus_mod
 from services.core import config as config_mod
-from services.core import db, lifecycle, logging
+from services.core import db, lifecycle, logging, reloads
 
 log = logging.get("api")
 
@@ -43,6 +44,8 @@ class Api(lifecycle.Service):
             assert self.config.database_url, "DATABASE_URL is not set"
             self.pool = await db.connect_and_migrate(self.config.database_url, max_size=10)
         self.app = app_mod.create_app(self.config, bus=self.bus, pool=self.pool)
+        await reloads.listen(self.bus, lambda: self.app[state.STATE].config, self._apply_config,  # type: ignore[index]
+                             service=self.name)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.api.host, self.port, backlog=1024, reuse_address=True)
@@ -51,6 +54,11 @@ class Api(lifecycle.Service):
             server = site._server
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("api_listening", url=self.url)
+
+    async def _apply_config(self, fresh: config_mod.Config) -> None:
+        assert self.app is not None
+        reload.apply(self.app, fresh)
+        self.config = fresh
 
     async def close(self) -> None:
         if self.runner is not None:

@@ -115,6 +115,7 @@ class Bus:
             await self._ensure_kv(subjects.KV_AGENTS, ttl=300.0)
             await self._ensure_kv(subjects.KV_BREAKERS, ttl=None)
             await self._ensure_kv(subjects.KV_TREES, ttl=7 * DAY_S)
+            await self._ensure_kv(subjects.KV_TOOL_CACHE, ttl=DAY_S)
             for bucket in (subjects.OBJ_RESPONSES, *extra_object_stores):
                 await self.object_store(bucket)
         except (nats.errors.Error, TimeoutError) as exc:
@@ -148,14 +149,37 @@ class Bus:
                 self._obj[bucket] = await self.js.object_store(bucket)
         return self._obj[bucket]
 
+    async def put_object(self, bucket: str, key: str, data: bytes) -> int:
+        """Store `data` under `key` (replacing it); returns its size in bytes."""
+        try:
+            store = await self.object_store(bucket)
+            info = await store.put(key, data)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"object store {bucket}: put {key} failed: {exc}") from exc
+        return int(info.size or 0)
+
+    async def get_object(self, bucket: str, key: str) -> bytes | None:
+        """The object's bytes; None when it (or its bucket) is gone."""
+        try:
+            store = self._obj.get(bucket) or await self.js.object_store(bucket)
+            result = await store.get(key)
+        except nats.js.errors.NotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"object store {bucket}: get {key} failed: {exc}") from exc
+        return bytes(result.data or b"")
+
     # --- publishing -----------------------------------------------------
 
-    async def publish(self, subject: str, env: envelope.Envelope, *, timeout_s: float = 10) -> api.PubAck:
-        """Publish and wait for the PubAck; a duplicate id answers with the original's ack."""
+    async def publish(self, subject: str, env: envelope.Envelope, *, timeout_s: float = 10,
+                      expected_last_subject_seq: int | None = None) -> api.PubAck:
+        """Publish and wait for the PubAck; a duplicate id answers with the original's ack.
+        With `expected_last_subject_seq`, raise Conflict unless that is the subject's last sequence (0: empty)."""
+        headers = {subjects.MSG_ID: env.id}
+        if expected_last_subject_seq is not None:
+            headers[subjects.EXPECTED_LAST_SUBJECT_SEQ] = str(expected_last_subject_seq)
         try:
-            return await self.js.publish(
-                subject, envelope.encode(env), timeout=timeout_s, headers={subjects.MSG_ID: env.id}
-            )
+            return await self.js.publish(subject, envelope.encode(env), timeout=timeout_s, headers=headers)
         except nats.js.errors.APIError as exc:
             if exc.err_code == 10071:
                 raise errors.Conflict(f"wrong last sequence on {subject}") from exc

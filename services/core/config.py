@@ -7,15 +7,20 @@ Merging of included files: maps merge key by key (later wins), arrays append, sc
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
+from services.core import agents as agents_mod
 from services.core import catalog, durations, errors, pipelines, schemas
+from services.core import schedules as schedules_mod
+from services.core import webhooks as webhooks_mod
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PLUGIN_ROOT = REPO_ROOT / "plugins"
@@ -85,12 +90,16 @@ class Config:
     max_workers: int = max(1, (os.cpu_count() or 2) - 1)
     #: a work item's lease: runners heartbeat within it; a dead runner's job is redelivered after it
     work_lease_s: float = 30.0
+    #: how often runners write their presence (and their agents') to the agents KV bucket
+    heartbeat_interval_s: float = 5.0
     state_dir: Path = Path(".state")
     plugin_roots: tuple[Path, ...] = (DEFAULT_PLUGIN_ROOT,)
     api: ApiConfig = ApiConfig()
     plugins: Mapping[str, PluginConfig] = dataclasses.field(default_factory=dict)
     pipelines: tuple[Mapping[str, Any], ...] = ()
     webhooks: tuple[Mapping[str, Any], ...] = ()
+    #: webhook name → its HMAC secret, resolved at load from `secret_ref` (a `secrets:` entry or an env var)
+    webhook_secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     agents: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     offload_threshold_bytes: int = 100 * 1024
     offload_bucket: str = "laddr"
@@ -102,6 +111,15 @@ class Config:
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: the compiled pipelines (services.core.pipelines.Compiled), validated against the plugin catalog
     routes: Any = None
+    #: tokens the process added at start (e.g. `headrace up`'s state-dir admin token); kept across reloads
+    runtime_tokens: tuple[Token, ...] = ()
+
+    def with_runtime_token(self, token: Token) -> Config:
+        """This config plus a token that does not come from the file."""
+        if any(t.token == token.token for t in self.api.tokens):
+            return self
+        return dataclasses.replace(self, api=dataclasses.replace(self.api, tokens=(*self.api.tokens, token)),
+                                   runtime_tokens=(*self.runtime_tokens, token))
 
     def plugin(self, name: str) -> PluginConfig:
         """The plugin's config; a plugin found on disk but absent from the file runs with defaults."""
@@ -186,6 +204,24 @@ def _expand_includes(doc: dict[str, Any], base_dir: Path, env: Mapping[str, str]
     return merged
 
 
+def reload(current: Config, env: Mapping[str, str] | None = None) -> Config:
+    """Re-read `current`'s file; what the process set at start (runtime tokens, the embedded NATS and
+    Postgres URLs) carries over. Raises ConfigError and changes nothing when the file is invalid."""
+    if current.path is None:
+        raise errors.ConfigError("this configuration was not loaded from a file")
+    fresh = load(current.path, env=env)
+    fresh = dataclasses.replace(fresh, nats_url=fresh.nats_url or current.nats_url,
+                                database_url=fresh.database_url or current.database_url)
+    for token in current.runtime_tokens:
+        fresh = fresh.with_runtime_token(token)
+    return fresh
+
+
+def fingerprint(config: Config) -> str:
+    """A short hash of the loaded document (secrets included, so it is never logged as text)."""
+    return hashlib.sha256(orjson.dumps(config.raw, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
 def _env_file_names(path: Path) -> list[str]:
     """`environment_vars.include` read before substitution (the files may define the variables)."""
     try:
@@ -221,7 +257,11 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
     base_dir = path.parent if path else Path.cwd()
     try:
         built = _build(doc, path=path, base_dir=base_dir, env=environ)
-        routes = pipelines.compile_all(built.pipelines, catalog.scan(built.plugin_roots))
+        found = catalog.scan(built.plugin_roots)
+        routes = pipelines.compile_all(built.pipelines, found)
+        commands_of = {name: manifest.commands for name, manifest in found.plugins.items()}
+        webhooks_mod.check_plugins(webhooks_mod.parse_all(built.webhooks), commands_of)
+        schedules_mod.check_commands(schedules_mod.parse_all(doc.get("plugins") or {}), commands_of)
     except ValueError as exc:
         raise errors.ConfigError(f"{path or 'config'}: {exc}") from exc
     return dataclasses.replace(built, routes=routes)
@@ -241,7 +281,10 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
     nats = doc.get("nats") or {}
     database = doc.get("database") or {}
     offload = doc.get("offload") or {}
+    agents_mod.parse_all(doc.get("agents") or {})  # shape problems the schema cannot express
     state_dir = env.get("HEADRACE_STATE_DIR") or service.get("state_dir") or ".state"
+    schedules_mod.parse_all(doc.get("plugins") or {})  # cron strings, exactly one of every/cron/at/after
+    hooks = webhooks_mod.parse_all(doc.get("webhooks") or ())
     return Config(
         path=path,
         service_name=service.get("name", "headrace"),
@@ -250,6 +293,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
         job_log_retention_s=durations.parse_seconds(service.get("job_log_retention", "30d")),
         max_workers=max_workers,
         work_lease_s=durations.parse_seconds(service.get("work_lease", "30s")),
+        heartbeat_interval_s=durations.parse_seconds(service.get("heartbeat_interval", "5s")) or 5.0,
         state_dir=(base_dir / state_dir).resolve(),
         plugin_roots=roots,
         api=ApiConfig(
@@ -263,6 +307,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
         plugins=plugins,
         pipelines=tuple(doc.get("pipelines") or ()),
         webhooks=tuple(doc.get("webhooks") or ()),
+        webhook_secrets=webhooks_mod.resolve_secrets(hooks, doc.get("secrets") or {}, env),
         agents=dict(doc.get("agents") or {}),
         offload_threshold_bytes=int(offload.get("threshold_bytes", 100 * 1024)),
         offload_bucket=offload.get("bucket", "laddr"),

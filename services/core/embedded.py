@@ -178,12 +178,12 @@ class EmbeddedPostgres:
             cmd = self._as_owner([self._tool("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
             if os.geteuid() == 0:
                 shutil.chown(data, user=cmd[2])
-            await asyncio.to_thread(subprocess.run, cmd, check=True, capture_output=True)
+            await _run_tool(cmd)
         cmd = self._as_owner([
             self._tool("pg_ctl"), "-D", str(data), "-l", str(self.dir / "postgres.log"), "-w",
             "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start",
         ])
-        await asyncio.to_thread(subprocess.run, cmd, check=True, capture_output=True)
+        await _run_tool(cmd)
         (self.dir / "port").write_text(str(self.port))
         self.started = True
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
@@ -193,6 +193,14 @@ class EmbeddedPostgres:
             return
         cmd = self._as_owner([self._tool("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "stop"])
         await asyncio.to_thread(subprocess.run, cmd, check=False, capture_output=True)
+
+
+async def _run_tool(cmd: list[str]) -> None:
+    done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        tool = cmd[4] if cmd[0] == "runuser" else cmd[0]
+        raise errors.HeadraceError(f"{Path(tool).name} failed: {detail[0]}")
 
 
 def _user_exists(name: str) -> bool:

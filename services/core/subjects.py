@@ -18,6 +18,8 @@ KV_PLUGIN_STATE = "plugin_state"
 KV_AGENTS = "agents"
 KV_BREAKERS = "breakers"
 KV_TREES = "trees"
+#: results of `idempotent: true` tool commands, reused by agents within their tool_cache_ttl
+KV_TOOL_CACHE = "tool_cache"
 OBJ_RESPONSES = "responses"
 
 # Durable consumer names
@@ -28,12 +30,16 @@ DISPATCHER_DELAYS = "dispatcher-delays"
 
 # Headers
 MSG_ID = "Nats-Msg-Id"
+#: optimistic concurrency on one subject: the publish fails unless the subject's last sequence is this
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
 ALL_COMMANDS = "cmd.>"
 ALL_EVENTS = "evt.>"
 ALL_WORK = "work.>"
 ALL_DELAYED = "delay.>"
 ALL_INGEST = "ingest.>"
+ALL_SCHEDULE_EVENTS = "evt.schedule.>"
+INGEST_REJECTED = "evt.ingest.rejected"
 
 
 def _token(value: str) -> str:
@@ -79,6 +85,17 @@ def system_event(short_type: str) -> str:
     return f"evt.system.{_token(short_type)}"
 
 
+def ingest_event(short_type: str) -> str:
+    """evt.ingest.<short_type>: what became of an event from outside (`accepted`, `rejected`)."""
+    return f"evt.ingest.{_token(short_type)}"
+
+
+def schedule_event(plugin: str, schedule_id: str) -> str:
+    """evt.schedule.<plugin>.<id>: every decision of one schedule (armed, fired, skipped), in order;
+    its last message is the schedule's state."""
+    return f"evt.schedule.{_token(plugin)}.{_token(schedule_id)}"
+
+
 def event_subject(event_type: str, aggregate_id: str) -> str:
     """The subject of an event of `event_type` ("job.succeeded") about `aggregate_id`."""
     family, _, short = event_type.partition(".")
@@ -90,6 +107,8 @@ def event_subject(event_type: str, aggregate_id: str) -> str:
         return plugin_event(aggregate_id, short)
     if family == "system":
         return system_event(short)
+    if family == "ingest":
+        return ingest_event(short)
     raise ValueError(f"no subject family for event type {event_type!r}")
 
 
@@ -121,9 +140,19 @@ def runner_consumer(plugin: str) -> str:
     return f"runner-{_token(plugin)}"
 
 
+def agent_consumer(agent: str) -> str:
+    """Durable name of the pull consumer (work.agent.<agent>) every runner serving `agent` binds to."""
+    return f"agent-{_token(agent)}"
+
+
 def ingest(event_type: str) -> str:
     """ingest.<type>: where outside systems publish their events."""
     return f"ingest.{event_type}"
+
+
+def ingest_type(subject: str) -> str:
+    """The event type an ingest subject claims: ingest.order.created → order.created."""
+    return subject.removeprefix("ingest.")
 
 
 def parse_job_subject(subject: str) -> tuple[str, str] | None:

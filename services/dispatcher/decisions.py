@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.core import agents, envelope, subjects
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
-from services.core import envelope, subjects
 
 Published = list[tuple[str, envelope.Envelope]]
 
@@ -20,6 +20,8 @@ def rejection_reason(data: dict[str, Any], catalog: catalog_mod.Catalog, config:
     plugin, command = data.get("plugin"), data.get("command")
     if not isinstance(plugin, str) or not isinstance(command, str):
         return "plugin and command must be strings"
+    if plugin in agents.RESERVED:  # agent runs and prompts: services/core/agents.py
+        return agents.rejection_reason(data, catalog, config)
     manifest = catalog.get(plugin)
     if manifest is None:
         return f"unknown plugin {plugin!r}"

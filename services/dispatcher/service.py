@@ -4,6 +4,8 @@
     evt.job.*.{failed,timed_out}   → retry (delayed work) or dead letter; breakers
     evt.job.*.succeeded            → breakers
     delay.>                        → due work items released onto work.*
+    ingest.>                       → evt.ingest.accepted + pipelines, or evt.ingest.rejected  (ingest.py)
+    the clock                      → scheduled jobs, decisions on evt.schedule.*               (schedules.py)
 
 Every input is acked only after everything it caused is stored (publish, then ack); the
 deterministic event ids make a redelivered input's second publish a no-op.
@@ -22,8 +24,8 @@ from nats.js import api
 from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
-from services.core import consumers, envelope, lifecycle, logging, subjects
-from services.dispatcher import breaker, cancels, decisions, pipeline_runs, retries
+from services.core import consumers, envelope, lifecycle, logging, reloads, subjects
+from services.dispatcher import breaker, cancels, decisions, ingest, pipeline_runs, retries, schedules
 from services.projector import read_models
 
 log = logging.get("dispatcher")
@@ -36,8 +38,12 @@ ROUTED_FINALS = frozenset(pipeline_runs.FINAL_CHILD)
 class Dispatcher(lifecycle.Service):
     name = "dispatcher"
 
-    def __init__(self, config: config_mod.Config, *, bus: bus_mod.Bus | None = None) -> None:
+    def __init__(self, config: config_mod.Config, *, bus: bus_mod.Bus | None = None,
+                 clock: schedules.Clock | None = None, schedule_interval_s: float = 1.0) -> None:
         super().__init__()
+        self.clock = clock or schedules.utc_now
+        self.schedule_interval_s = schedule_interval_s
+        self.scheduler: schedules.Scheduler | None = None
         self.config = config
         self.bus = bus
         self._own_bus = bus is None
@@ -53,6 +59,7 @@ class Dispatcher(lifecycle.Service):
                                                  replicas=self.config.nats_replicas)
         await self.bus.ensure_topology(dedupe_ttl_s=self.config.dedupe_ttl_s)
         self.runs = pipeline_runs.PipelineRuns(self.bus, self.config, source=self.source, decide_submit=self._submit)
+        await reloads.listen(self.bus, lambda: self.config, self._apply_config, service=self.name)
         # outcomes first: no failure may slip by before we listen; NEW so a first start never
         # re-decides the outcomes of an old event log
         outcomes = await consumers.ensure_pull(
@@ -73,7 +80,21 @@ class Dispatcher(lifecycle.Service):
                                                   name="delays", wait_s=0.5))
         self.spawn("commands", consumers.fetch_loop(commands, self._on_commands, self.stop_event, batch=256,
                                                     name="commands", wait_s=0.5))
+        events_in = ingest.IngestConsumer(self.bus, lambda: self.runs, source=self.source)
+        self.spawn("ingest", consumers.fetch_loop(await events_in.subscribe(), events_in.on_batch, self.stop_event,
+                                                  batch=256, name="ingest", wait_s=0.5))
+        self.scheduler = schedules.Scheduler(self.bus, lambda: self.config, submit=self._submit,
+                                             job_state=self._job_state, source=self.source, clock=self.clock,
+                                             interval_s=self.schedule_interval_s)
+        self.spawn("schedules", self.scheduler.run(self.stop_event))
         log.info("dispatcher_started", plugins=sorted(self.catalog.plugins))
+
+    async def _apply_config(self, fresh: config_mod.Config) -> None:
+        """A reloaded config: plugins, retry and breaker policies, pipelines."""
+        assert self.bus is not None
+        self.config = fresh
+        self.catalog = catalog_mod.scan(fresh.plugin_roots)
+        self.runs = pipeline_runs.PipelineRuns(self.bus, fresh, source=self.source, decide_submit=self._submit)
 
     async def close(self) -> None:
         if self._own_bus and self.bus is not None:

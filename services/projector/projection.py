@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from services.core import db, envelope
-from services.projector import read_models
+from services.projector import ingest_rows, read_models, trace_rows
 from services.projector.sql import queries
 
 Batch = Sequence[tuple[int, envelope.Envelope]]
@@ -31,6 +31,8 @@ async def apply_batch(conn: asyncpg.Connection, batch: Batch) -> int:
         if not fresh:
             return done
         await _apply_jobs(conn, fresh)
+        await _apply_traces(conn, fresh)
+        await _apply_ingest_rejections(conn, fresh)
         last = fresh[-1][0]
         await conn.execute(queries["write_checkpoint"], last)
         return last
@@ -69,3 +71,15 @@ async def _apply_jobs(conn: asyncpg.Connection, batch: Batch) -> None:
             queries["upsert_attempt"],
             [tuple(attempts[a][c] for c in read_models.ATTEMPT_COLUMNS) for a in sorted(touched_attempts)],
         )
+
+
+async def _apply_traces(conn: asyncpg.Connection, batch: Batch) -> None:
+    rows = [row for seq, env in batch if (row := trace_rows.trace_row(seq, env)) is not None]
+    if rows:
+        await conn.executemany(queries["insert_trace"], rows)
+
+
+async def _apply_ingest_rejections(conn: asyncpg.Connection, batch: Batch) -> None:
+    rows = [row for seq, env in batch if (row := ingest_rows.rejection_row(seq, env)) is not None]
+    if rows:
+        await conn.executemany(ingest_rows.INSERT_SQL, rows)

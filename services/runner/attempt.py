@@ -73,10 +73,13 @@ def lost_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelope]:
     }, source=source)
 
 
-def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, state: dict[str, Any] | None = None) -> Published:
-    """Every event of a finished attempt, in the order they must be stored."""
+def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, state: dict[str, Any] | None = None,
+                   stored_result: Any = None) -> Published:
+    """Every event of a finished attempt, in the order they must be stored. `stored_result` replaces the
+    response as the outcome's `result` (the offload pointer of a large one, services/core/offload.py)."""
     out: Published = []
     response = outcome.response or {}
+    result = stored_result if stored_result is not None else outcome.response
     for i, line in enumerate(response.get("logs") or []):
         out.append(_event(item, "log", {"attempt": item.attempt, "level": str(line.get("level", "info")),
                                         "message": str(line.get("message", ""))}, source=source, suffix=f":{i}"))
@@ -103,7 +106,8 @@ def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, st
     common = {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
               "duration_ms": outcome.duration_ms, "stderr": outcome.stderr or None}
     if outcome.status == "succeeded":
-        out.append(_event(item, "succeeded", {**common, "result": response}, source=source))
+        out.append(_event(item, "succeeded", {**common, "result": result if result is not None else {}},
+                          source=source))
     elif outcome.status == "timed_out":
         out.append(_event(item, "timed_out", {**common, "error": outcome.error or "timed out", "retry": outcome.retry},
                           source=source))
@@ -111,6 +115,6 @@ def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, st
         out.append(_event(item, "cancelled", {**common, "reason": outcome.error or "cancelled"}, source=source))
     else:
         out.append(_event(item, "failed", {**common, "error": outcome.error or "failed", "retry": outcome.retry,
-                                           "exit_code": outcome.exit_code, "result": outcome.response},
+                                           "exit_code": outcome.exit_code, "result": result},
                           source=source))
     return out

@@ -4,6 +4,10 @@ seen) and deletes the key when it stops cleanly. Liveness is not domain state, s
 in KV (the bucket's TTL sweeps away runners that died without a goodbye), not in events.
 
 `GET /analytics/queue` reads these records; `is_fresh` is the shared rule for "alive".
+
+A runner serving agents also puts `agent.<name>` for each (`GET /api/agents` reads them). Those
+keys are shared by every runner of the agent and are not deleted on a clean stop, so an agent
+nobody serves any more shows as stale with its `last_seen`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ DEFAULT_INTERVAL_S = 5.0
 #: a runner is counted while its last beat is younger than this many intervals
 FRESH_INTERVALS = 3
 KEY_PREFIX = "runner."
+AGENT_KEY_PREFIX = "agent."
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -39,6 +44,10 @@ def instance_id() -> str:
 
 def key_for(instance: str) -> str:
     return KEY_PREFIX + instance
+
+
+def agent_key(agent: str) -> str:
+    return AGENT_KEY_PREFIX + agent
 
 
 def is_fresh(record: dict[str, Any], now: datetime) -> bool:
@@ -82,10 +91,16 @@ class Presence:
             "last_seen": envelope.rfc3339(envelope.now()),
         }
 
+    def agent_record(self, agent: str) -> dict[str, Any]:
+        return {"kind": "agent", "agent": agent, "instance": self.instance, "interval_s": self.interval_s,
+                "last_seen": envelope.rfc3339(envelope.now())}
+
     async def beat(self) -> None:
         assert self.runner.bus is not None
         kv = await self.runner.bus.kv(subjects.KV_AGENTS)
         await kv.put(self.key, orjson.dumps(self.record()))
+        for agent in getattr(self.runner, "agents_served", ()):
+            await kv.put(agent_key(agent), orjson.dumps(self.agent_record(agent)))
 
     async def clear(self) -> None:
         assert self.runner.bus is not None

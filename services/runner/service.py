@@ -15,17 +15,17 @@ import nats.errors
 import orjson
 from nats.aio.msg import Msg
 
+from services.core import agents as agents_mod
 from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
-from services.core import consumers, envelope, lifecycle, logging, subjects
-from services.runner import attempt, heartbeat, inprocess, preflight, protocol, supervision
+from services.core import consumers, envelope, lifecycle, logging, offload, reloads, subjects
+from services.runner import attempt, builtin, heartbeat, inprocess, preflight, protocol, supervision
 
 log = logging.get("runner")
 
 #: how long a delivered work item stays leased without an ack or an in-progress heartbeat
 ACK_WAIT_S = 30.0
-HEARTBEAT_S = ACK_WAIT_S / 3
 
 
 def parallelism_of(plugin: config_mod.PluginConfig, manifest: catalog_mod.Manifest, max_workers: int) -> int:
@@ -54,6 +54,13 @@ class Runner(lifecycle.Service):
         self.catalog = catalog_mod.scan(config.plugin_roots)
         self.slots = asyncio.Semaphore(config.max_workers)
         self.running: dict[str, asyncio.Event] = {}
+        self._mailboxes: set[str] = set()
+        #: job id → the deliveries of the attempt this runner is executing (acked together with its outcome)
+        self._held: dict[str, list[Msg]] = {}
+        #: agent runs and prompts (services/runner/builtin.py); set up in start
+        self.builtin: builtin.Runtime | None = None
+        #: the agents this runner has a mailbox for (heartbeat.Presence writes `agent.<name>` for each)
+        self.agents_served: list[str] = []
 
     async def start(self) -> None:
         if self.bus is None:
@@ -61,20 +68,60 @@ class Runner(lifecycle.Service):
             self.bus = await bus_mod.Bus.connect(self.config.nats_url, name=self.source,
                                                  replicas=self.config.nats_replicas)
         await self.bus.ensure_topology(dedupe_ttl_s=self.config.dedupe_ttl_s)
+        await self._open_mailboxes()
+        await self._open_builtin_mailboxes()
+        await reloads.listen(self.bus, lambda: self.config, self._apply_config, service=self.name)
+        await self.bus.nc.subscribe(subjects.ALL_CANCEL_SIGNALS, cb=self._on_cancel_signal)
+        self.spawn("presence", heartbeat.Presence(self, interval_s=self.config.heartbeat_interval_s).run())
+        log.info("runner_started", plugins=sorted(self.catalog.plugins), source=self.source)
+
+    async def _open_mailboxes(self) -> None:
+        """One mailbox per enabled plugin that has none yet."""
+        assert self.bus is not None
         for name, manifest in sorted(self.catalog.plugins.items()):
             plugin = self.config.plugin(name)
-            if not plugin.enabled or (self.only_plugins and name not in self.only_plugins):
+            if name in self._mailboxes or not plugin.enabled or (self.only_plugins and name not in self.only_plugins):
+                continue
+            if name in agents_mod.RESERVED:
+                log.warning("plugin_name_reserved", plugin=name, path=str(manifest.directory))
                 continue
             limit = parallelism_of(plugin, manifest, self.config.max_workers)
             sub = await consumers.ensure_pull(
                 self.bus, stream=subjects.WORK, durable=subjects.runner_consumer(name),
                 filter_subjects=[subjects.plugin_work(name)], ack_wait_s=self.ack_wait_s, max_ack_pending=limit,
             )
-            local = asyncio.Semaphore(limit)
-            self.spawn(f"plugin:{name}", self._mailbox(name, sub, local, limit))
-        await self.bus.nc.subscribe(subjects.ALL_CANCEL_SIGNALS, cb=self._on_cancel_signal)
-        self.spawn("presence", heartbeat.Presence(self).run())
-        log.info("runner_started", plugins=sorted(self.catalog.plugins), source=self.source)
+            self._mailboxes.add(name)
+            self.spawn(f"plugin:{name}", self._mailbox(name, sub, asyncio.Semaphore(limit), limit))
+
+    async def _apply_config(self, fresh: config_mod.Config) -> None:
+        """A reloaded config: plugin config, secrets and timeouts now; newly enabled plugins get a mailbox."""
+        self.config = fresh
+        self.catalog = catalog_mod.scan(fresh.plugin_roots)
+        await self._open_mailboxes()
+        await self._open_builtin_mailboxes()
+
+    async def _open_builtin_mailboxes(self) -> None:
+        """Agent runs (one mailbox per agent: work.agent.<name>) and prompts (work.prompt.>)."""
+        assert self.bus is not None
+        self.builtin = builtin.Runtime(bus=self.bus, config=self.config, catalog=self.catalog, source=self.source)
+        for agent, found in self.builtin.problems().items():
+            log.error("agent_misconfigured", agent=agent, problems=found)
+        serves = not self.only_plugins or not self.only_plugins.isdisjoint(agents_mod.RESERVED)
+        if not serves:
+            return
+        boxes = [(f"agent:{name}", subjects.agent_consumer(name), subjects.work(agents_mod.AGENT, name),
+                  spec.parallelism or self.config.max_workers) for name, spec in self.builtin.agents.items()]
+        boxes.append((agents_mod.PROMPT, subjects.runner_consumer(agents_mod.PROMPT),
+                      subjects.plugin_work(agents_mod.PROMPT), self.config.max_workers))
+        for key, durable, subject, limit in boxes:
+            if key in self._mailboxes:
+                continue
+            sub = await consumers.ensure_pull(self.bus, stream=subjects.WORK, durable=durable, filter_subjects=[subject],
+                                              ack_wait_s=self.ack_wait_s, max_ack_pending=limit)
+            self._mailboxes.add(key)
+            # agent runs and prompts mostly wait on child jobs: they must not hold the shared slots
+            self.spawn(key, self._mailbox(key, sub, asyncio.Semaphore(limit), limit, shared_slots=False))
+        self.agents_served = sorted(self.builtin.agents)
 
     async def _on_cancel_signal(self, msg: Msg) -> None:
         """ctl.cancel.<job_id>: stop the plugin if this runner holds the job (like a deadline)."""
@@ -86,7 +133,8 @@ class Runner(lifecycle.Service):
         if self._own_bus and self.bus is not None:
             await self.bus.close()
 
-    async def _mailbox(self, plugin: str, sub: Any, local: asyncio.Semaphore, limit: int) -> None:
+    async def _mailbox(self, plugin: str, sub: Any, local: asyncio.Semaphore, limit: int, *,
+                       shared_slots: bool = True) -> None:
         """Fetch only as many work items as there are free slots, so none waits here unleased."""
         inflight: set[asyncio.Task[None]] = set()
         while not self.stop_event.is_set():
@@ -107,7 +155,7 @@ class Runner(lifecycle.Service):
                 msgs = []
                 await asyncio.sleep(0.5)
             for msg in msgs:
-                task = asyncio.create_task(self._run_one(msg, local))
+                task = asyncio.create_task(self._run_one(msg, local, shared_slots=shared_slots))
                 inflight.add(task)
                 task.add_done_callback(inflight.discard)
             for _ in range(reserved - len(msgs)):
@@ -116,9 +164,9 @@ class Runner(lifecycle.Service):
         if inflight:
             await asyncio.wait(inflight, timeout=30)
 
-    async def _run_one(self, msg: Msg, local: asyncio.Semaphore) -> None:
+    async def _run_one(self, msg: Msg, local: asyncio.Semaphore, *, shared_slots: bool = True) -> None:
         try:
-            async with self.slots:
+            async with self.slots if shared_slots else contextlib.nullcontext():
                 await self._execute(msg)
         except Exception:
             log.exception("attempt_crashed")
@@ -136,6 +184,11 @@ class Runner(lifecycle.Service):
             log.error("work_item_invalid", error=str(exc), subject=msg.subject)
             await msg.term()
             return
+        if item.job_id in self._held:
+            # redelivered to this very runner while it still runs the attempt (a late heartbeat):
+            # keep this delivery leased too and ack it with the outcome
+            self._held[item.job_id].append(msg)
+            return
         bound = log.bind(job_id=item.job_id, plugin=item.plugin, command=item.command, attempt=item.attempt)
         run, recorded = await preflight.check(self.bus, item, num_delivered=msg.metadata.num_delivered or 1,
                                               source=self.source)
@@ -148,14 +201,18 @@ class Runner(lifecycle.Service):
         manifest = self.catalog.get(item.plugin)
         plugin_config = self.config.plugin(item.plugin)
         await self.bus.publish(*attempt.started_event(item, source=self.source))
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        held = self._held[item.job_id] = [msg]
+        heartbeat = asyncio.create_task(self._heartbeat(held))
         cancel = asyncio.Event()
         self.running[item.job_id] = cancel
         try:
-            if manifest is None or item.command not in manifest.commands:
+            if item.plugin in agents_mod.RESERVED and self.builtin is not None:
+                state: dict[str, Any] = {}
+                outcome = await self.builtin.execute(item, cancel)
+            elif manifest is None or item.command not in manifest.commands:
                 outcome = protocol.Outcome(status="failed", retry=False,
                                            error=f"plugin {item.plugin!r} has no command {item.command!r} on this runner")
-                state: dict[str, Any] = {}
+                state = {}
             else:
                 state = await self._load_state(item.plugin)
                 request = protocol.build_request(
@@ -164,6 +221,9 @@ class Runner(lifecycle.Service):
                     context=item.context, event=item.event, timeout_s=item.timeout_s,
                 )
                 outcome = await self._invoke(manifest, request, item.timeout_s, cancel)
+        except BaseException:
+            self._held.pop(item.job_id, None)
+            raise
         finally:
             heartbeat.cancel()
             self.running.pop(item.job_id, None)
@@ -171,9 +231,23 @@ class Runner(lifecycle.Service):
         if outcome.status == "succeeded" and (outcome.response or {}).get("state_updates"):
             new_state = {**state, **outcome.response["state_updates"]}  # type: ignore[index]
             await self._save_state(item.plugin, new_state)
-        await self.bus.publish_all(attempt.outcome_events(item, outcome, source=self.source, state=new_state))
-        await msg.ack_sync()
+        stored = await self._stored_result(item, outcome)
+        try:
+            await self.bus.publish_all(attempt.outcome_events(item, outcome, source=self.source, state=new_state,
+                                                              stored_result=stored))
+            for delivery in held:
+                await delivery.ack_sync()
+        finally:
+            self._held.pop(item.job_id, None)
         bound.info("attempt_finished", status=outcome.status, duration_ms=outcome.duration_ms, error=outcome.error)
+
+    async def _stored_result(self, item: attempt.WorkItem, outcome: protocol.Outcome) -> Any:
+        """The result as the outcome event carries it: itself, or a pointer when it is over the offload threshold."""
+        if outcome.response is None or outcome.status not in ("succeeded", "failed"):
+            return None
+        key = offload.key_for(item.job_id, attempt=None if outcome.status == "succeeded" else item.attempt)
+        return await offload.maybe_offload(self.bus, outcome.response, threshold_bytes=self.config.offload_threshold_bytes,
+                                           bucket=self.config.offload_bucket, key=key)
 
     async def _invoke(self, manifest: catalog_mod.Manifest, request: dict[str, Any], timeout_s: float,
                       cancel: asyncio.Event) -> protocol.Outcome:
@@ -185,13 +259,14 @@ class Runner(lifecycle.Service):
         )
         return protocol.interpret_run(raw, timeout_s=timeout_s)
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _heartbeat(self, deliveries: list[Msg]) -> None:
         """Keep the lease while the plugin runs: a 10-minute plugin is not redelivered."""
         interval = self.heartbeat_s or self.ack_wait_s / 3
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            for delivery in list(deliveries):
+                with contextlib.suppress(Exception):
+                    await delivery.in_progress()
 
     async def _load_state(self, plugin: str) -> dict[str, Any]:
         assert self.bus is not None

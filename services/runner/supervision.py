@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -77,6 +78,12 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+#: `setpriv --pdeathsig` makes the kernel SIGKILL the plugin when its runner dies (SIGKILL included),
+#: so a crashed runner leaves no orphan finishing an attempt that is about to be retried
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_RUNNER: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
+
+
 async def run(
     executable: Path,
     request: bytes,
@@ -93,6 +100,7 @@ async def run(
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _ExitAwareProtocol(2**16, loop),
+            *_DIE_WITH_RUNNER,
             str(executable),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

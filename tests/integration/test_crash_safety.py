@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ async def submit_many(client: stack.Client, n: int, *, plugin: str = "echo_py", 
     async def one(i: int) -> str:
         key = {"Idempotency-Key": f"load-{uuid.uuid4()}"}
         async with gate:
-            for _ in range(200):
+            deadline = asyncio.get_running_loop().time() + 90  # a restarting NATS may take a while on a busy box
+            while asyncio.get_running_loop().time() < deadline:
                 try:
                     status, body = await client.post(f"/plugin/{plugin}/poll", json={"payload": {"message": str(i)}},
                                                      headers=key)
@@ -65,11 +67,24 @@ async def all_succeeded(database_url: str, job_ids: list[str]) -> bool:
     return done == len(job_ids)
 
 
+async def _marker_lines(path: Path) -> bool:
+    return path.exists() and bool(path.read_text().strip())
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as f:  # a zombie awaiting its (dead) parent's reaper counts as gone
+        return f.read().split()[2] == "Z"
+
+
 async def test_sigkilled_runner_mid_plugin_is_retried_and_succeeds_once(
     make_config: Any, nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
     config = make_config(plugins={"napper": FAST}, service={"log_level": "warning", "max_workers": 2,
-                                                               "work_lease": "2s"})
+                                                               "work_lease": "3s"})
     projector, dispatcher, api = Projector(config), Dispatcher(config), Api(config, port=0)
     for service in (projector, dispatcher, api):
         await service.start()
@@ -78,9 +93,13 @@ async def test_sigkilled_runner_mid_plugin_is_retried_and_succeeds_once(
     client = stack.Client(api.url)
     marker = tmp_path / "starts"
     try:
-        job_id = await client.submit("napper", "poll", {"seconds": 3, "marker": str(marker)})
+        job_id = await client.submit("napper", "poll", {"seconds": 4, "marker": str(marker)})
         await client.wait_job(job_id, {"running"}, timeout_s=30)
+        await infra.wait_until(lambda: _marker_lines(marker), timeout_s=10, what="the plugin started")
+        orphan_pid = int(marker.read_text().split()[1])
         runner.kill()
+        # the plugin dies with its runner: no orphan finishes an attempt that is about to be retried
+        await infra.wait_until(lambda: _gone(orphan_pid), timeout_s=5, what="the plugin to die with its runner")
         runner = stack.ServiceProcess("runner", config_path=config.path, nats_url=nats_url,
                                       database_url=database_url, log_path=tmp_path / "runner2.log").start()
         done = await client.wait_job(job_id, timeout_s=60)

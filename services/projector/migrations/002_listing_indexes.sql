@@ -8,6 +8,9 @@ CREATE INDEX jobs_plugin_created_idx ON jobs (plugin, created_at DESC, job_id DE
 CREATE INDEX jobs_plugin_status_idx ON jobs (plugin, status, created_at DESC, job_id DESC);
 CREATE INDEX jobs_plugin_command_status_idx ON jobs (plugin, command, status, created_at DESC, job_id DESC);
 CREATE INDEX jobs_command_idx ON jobs (command, created_at DESC);
+-- /job-logs?status=dead joins the attempts to the jobs that ended dead: probe this small
+-- partial index (index-only) instead of the jobs heap
+CREATE INDEX jobs_dead_idx ON jobs (job_id) WHERE status = 'dead';
 
 -- /job-logs: ORDER BY completed_at DESC NULLS LAST, log_id DESC. The 001 indexes sort
 -- completed_at DESC (NULLS FIRST), an order these queries never ask for: replace them.

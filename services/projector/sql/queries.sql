@@ -44,3 +44,9 @@ SELECT stream_seq FROM checkpoint WHERE name = 'events';
 
 -- name: write_checkpoint
 UPDATE checkpoint SET stream_seq = $1 WHERE name = 'events';
+
+-- name: insert_trace
+-- One trace row per evt.trace.* event; the id is its stream sequence, so a replay overlap is a no-op.
+INSERT INTO traces (id, job_id, agent_name, event_type, payload, timestamp)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (id) DO NOTHING;

@@ -1,0 +1,166 @@
+"""Laddr: GET /api/health (open), POST/GET /api/jobs, GET /api/jobs/{id}, POST /api/jobs/{id}/replay.
+
+`pipeline_name` names an agent (the job is an agent run: plugin "agent", command = the name) or,
+failing that, a configured pipeline (a `pipeline.run` command, as POST /pipeline/{name} async).
+GET /api/jobs lists root jobs (no parent: tool calls and prompt steps show in their tree).
+Replay with `reexecute: true` (the default) submits the same plugin, command and inputs as a new
+job that names the original (`original_job_id`); `reexecute: false` answers with the recorded
+result and runs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from services.api import auth, bodies, idempotency, jobs, laddr_common, state, submit, system, views
+from services.core import agents as agents_mod
+from services.core import envelope, errors, subjects
+
+routes = web.RouteTableDef()
+
+FINAL = frozenset({"succeeded", "dead", "skipped", "cancelled"})
+LIST_SQL = """
+SELECT job_id, plugin, command, status, payload, created_at, completed_at
+FROM jobs WHERE parent_job_id IS NULL
+ORDER BY created_at DESC, job_id DESC LIMIT $1 OFFSET $2
+"""
+
+
+async def _check(what: str, kind: str, probe: Any) -> dict[str, Any]:
+    try:
+        await asyncio.wait_for(probe, timeout=system.CHECK_TIMEOUT_S)
+    except Exception as exc:  # any failure of the check is the answer
+        return {"type": kind, "status": "error", "error": f"{what}: {exc or type(exc).__name__}"}
+    return {"type": kind, "status": "ok"}
+
+
+async def _storage(st: state.ApiState) -> None:
+    store = await st.bus.object_store(st.config.offload_bucket)
+    await store.status()
+
+
+async def _message_bus(st: state.ApiState) -> None:
+    ok, _, error = await system.check_nats(st)
+    if not ok:
+        raise errors.TransientError(error or "NATS check failed")
+
+
+@routes.get("/api/health")
+async def health(request: web.Request) -> web.Response:
+    st = state.of(request)
+    database, storage, bus = await asyncio.gather(
+        _check("postgres", "postgresql", st.pool.fetchval("SELECT 1")),
+        _check(f"object store {st.config.offload_bucket}", "nats-object-store", _storage(st)),
+        _check("nats", "nats-jetstream", _message_bus(st)),
+    )
+    components = {"database": database, "storage": storage, "message_bus": bus}
+    ok = all(c["status"] == "ok" for c in components.values())
+    return web.json_response({"status": "ok" if ok else "degraded", "version": system.version(),
+                              "components": components}, status=200 if ok else 503, dumps=state.dumps)
+
+
+def _pipeline(st: state.ApiState, name: str) -> Any:
+    return st.config.routes.get(name) if st.config.routes else None
+
+
+@routes.post("/api/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    principal = auth.require(request, "jobs:rw")
+    st = state.of(request)
+    body = await bodies.json_object(request, required=True)
+    name = body.get("pipeline_name")
+    if not isinstance(name, str) or not name:
+        raise errors.BadRequest("'pipeline_name' (an agent or pipeline name) is required", field="pipeline_name")
+    inputs = bodies.optional_object(body, "inputs")
+    is_agent = name in agents_mod.specs(st.config)
+    if is_agent:
+        laddr_common.agent(st, name)  # 409 when its tools cannot run
+    elif _pipeline(st, name) is None:
+        raise errors.NotFound(f"no agent or pipeline named {name!r}", pipeline_name=name,
+                              agents=sorted(agents_mod.specs(st.config)))
+
+    async def create(job_id: str) -> tuple[int, dict[str, Any]]:
+        if is_agent:
+            await laddr_common.submit_agent(st, name, inputs, job_id=job_id, submitted_by="laddr")
+        else:
+            cmd = envelope.make("pipeline.run", source=st.source, job_id=job_id, id=f"{job_id}:run",
+                                correlation_id=job_id,
+                                data={"pipeline": name, "payload": inputs, "submitted_by": "laddr"})
+            await st.bus.publish(subjects.pipeline_command(job_id), cmd)
+        return 202, {"job_id": job_id, "status": "queued", "pipeline_name": name,
+                     "created_at": views.timestamp(envelope.now())}
+
+    return await idempotency.respond(request, principal, create)
+
+
+@routes.get("/api/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    auth.require(request, "jobs:ro")
+    st = state.of(request)
+    limit = bodies.int_param(request, "limit", default=50, minimum=1, maximum=1000)
+    offset = bodies.int_param(request, "offset", default=0, minimum=0)
+    rows = [dict(r) for r in await st.pool.fetch(LIST_SQL, limit, offset)]
+    return web.json_response([
+        {"job_id": r["job_id"], "pipeline_name": laddr_common.pipeline_name(r), "status": laddr_common.status(r),
+         "created_at": views.timestamp(r["created_at"]), "completed_at": views.timestamp(r.get("completed_at"))}
+        for r in rows
+    ], dumps=state.dumps)
+
+
+async def _existing(st: state.ApiState, job_id: str) -> dict[str, Any]:
+    row = await jobs.load_job(st, job_id)
+    if row is None:
+        raise errors.NotFound(f"job {job_id!r} not found")
+    return row
+
+
+@routes.get("/api/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    auth.require(request, "jobs:ro")
+    st = state.of(request)
+    row = await _existing(st, request.match_info["job_id"])
+    return web.json_response(await laddr_common.job_view(st, row), dumps=state.dumps)
+
+
+@routes.post("/api/jobs/{job_id}/replay")
+async def replay(request: web.Request) -> web.Response:
+    principal = auth.require(request, "jobs:rw")
+    st = state.of(request)
+    row = await _existing(st, request.match_info["job_id"])
+    body = await bodies.json_object(request)
+    reexecute = body.get("reexecute", True)
+    if not isinstance(reexecute, bool):
+        raise errors.BadRequest("'reexecute' must be a boolean", field="reexecute")
+    original = row["job_id"]
+    if not reexecute:
+        if row["status"] not in FINAL:
+            raise errors.Conflict(f"job {original} is {row['status']}: there is no recorded result to replay yet",
+                                  status=row["status"])
+        return web.json_response({
+            "job_id": original, "status": laddr_common.status(row), "result": await laddr_common.outputs(st, row),
+            "error": row.get("last_error") if row["status"] != "succeeded" else None, "replayed": True,
+            "reexecuted": False, "original_job_id": original,
+        }, dumps=state.dumps)
+    if row["plugin"] == agents_mod.AGENT:
+        laddr_common.agent(st, row["command"])
+    queued = await st.bus.last_message(subjects.EVENTS, subjects.job_event(original, "queued"))
+    spec = queued[1].data if queued else row
+
+    async def create(job_id: str) -> tuple[int, dict[str, Any]]:
+        if row["plugin"] == "pipeline":
+            cmd = envelope.make("pipeline.run", source=st.source, job_id=job_id, id=f"{job_id}:run",
+                                correlation_id=job_id, data={"pipeline": row["command"], "payload": row.get("payload")
+                                                             or {}, "submitted_by": "replay",
+                                                             "original_job_id": original})
+            await st.bus.publish(subjects.pipeline_command(job_id), cmd)
+        else:
+            await submit.submit_job(st, plugin=row["plugin"], command=row["command"], payload=spec.get("payload") or {},
+                                    event=spec.get("event"), context=spec.get("context"), submitted_by="replay",
+                                    job_id=job_id, extra={"original_job_id": original})
+        return 202, {"job_id": job_id, "status": "queued", "result": None, "replayed": True, "reexecuted": True,
+                     "original_job_id": original}
+
+    return await idempotency.respond(request, principal, create)

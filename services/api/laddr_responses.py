@@ -1,0 +1,31 @@
+"""Laddr: GET /api/responses/{task_id}/resolved — a job's result, fetched back from the object
+store when it was offloaded (services/core/offload.py).
+
+`offloaded` and `pointer` say where it was; `data` is the result (the plugin's or agent's
+`result`). Unknown task → 404; a pointer whose object is gone → 502. GET /job/{id} shows the
+pointer itself, not the data: large results are fetched only here (and by /api/jobs/{id}).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.api import auth, jobs, laddr_common, state
+from services.core import errors, offload
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/responses/{task_id}/resolved")
+async def resolved(request: web.Request) -> web.Response:
+    auth.require(request, "jobs:ro")
+    st = state.of(request)
+    task_id = request.match_info["task_id"]
+    row = await jobs.load_job(st, task_id)
+    if row is None:
+        raise errors.NotFound(f"task {task_id!r} not found")
+    stored = row.get("result")
+    pointer = stored["pointer"] if offload.is_pointer(stored) else None
+    data = laddr_common.inner(await laddr_common.resolve(st, task_id, stored)) if stored is not None else None
+    return web.json_response({"task_id": task_id, "status": laddr_common.status(row), "offloaded": pointer is not None,
+                              "pointer": pointer, "data": data}, dumps=state.dumps)

@@ -1,0 +1,118 @@
+"""Laddr: GET /api/traces (limit, job_id, agent), /api/traces/grouped, /api/traces/{id}, GET /api/metrics.
+
+Traces are rows of the `traces` table (projected from `evt.trace.*`; the id is the event's
+stream sequence). Every metric is one SQL aggregate over `jobs` or `traces`, except
+`active_agents_count`, which counts the agents GET /api/agents shows as active.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.api import auth, bodies, laddr_agents, state, views
+from services.core import envelope, errors
+
+routes = web.RouteTableDef()
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+COLUMNS = "id, job_id, agent_name, event_type, payload, timestamp"
+LIST_SQL = f"SELECT {COLUMNS} FROM traces {{where}} ORDER BY id DESC LIMIT ${{limit}}"
+GROUPED_SQL = f"""
+WITH recent AS (
+    SELECT job_id, max(id) AS last_id FROM traces GROUP BY job_id ORDER BY last_id DESC LIMIT $1
+)
+SELECT {COLUMNS}, recent.last_id FROM traces JOIN recent USING (job_id)
+ORDER BY recent.last_id DESC, traces.id
+"""
+ONE_SQL = f"SELECT {COLUMNS} FROM traces WHERE id = $1"
+JOB_METRICS_SQL = """
+SELECT count(*) AS total_jobs,
+       count(*) FILTER (WHERE status = 'succeeded') AS completed_jobs,
+       count(*) FILTER (WHERE status IN ('failed', 'timed_out', 'dead')) AS failed_jobs,
+       count(*) FILTER (WHERE status IN ('queued', 'running')) AS active_jobs,
+       coalesce(avg(extract(epoch FROM completed_at - created_at) * 1000) FILTER (WHERE status = 'succeeded'), 0)
+           AS avg_latency_ms
+FROM jobs
+"""
+TRACE_METRICS_SQL = """
+SELECT count(*) FILTER (WHERE event_type = 'cache_hit') AS cache_hits,
+       count(*) FILTER (WHERE event_type = 'tool_call') AS tool_calls,
+       coalesce(sum((payload->>'total_tokens')::bigint) FILTER (WHERE event_type = 'llm_usage'), 0) AS total_tokens
+FROM traces
+"""
+
+
+def trace_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "job_id": row["job_id"], "agent_name": row["agent_name"],
+            "event_type": row["event_type"], "payload": row["payload"], "timestamp": views.timestamp(row["timestamp"])}
+
+
+@routes.get("/api/traces")
+async def list_traces(request: web.Request) -> web.Response:
+    auth.require(request, "jobs:ro")
+    st = state.of(request)
+    limit = bodies.int_param(request, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    clauses, args = [], []
+    for column, parameter in (("job_id", "job_id"), ("agent_name", "agent")):
+        value = request.query.get(parameter)
+        if value:
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    args.append(limit)
+    sql = LIST_SQL.format(where="WHERE " + " AND ".join(clauses) if clauses else "", limit=len(args))
+    rows = await st.pool.fetch(sql, *args)
+    return web.json_response({"traces": [trace_view(dict(r)) for r in rows]}, dumps=state.dumps)
+
+
+@routes.get("/api/traces/grouped")
+async def grouped_traces(request: web.Request) -> web.Response:
+    auth.require(request, "jobs:ro")
+    st = state.of(request)
+    limit = bodies.int_param(request, "limit", default=50, minimum=1, maximum=MAX_LIMIT)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in await st.pool.fetch(GROUPED_SQL, limit):
+        groups.setdefault(row["job_id"], []).append(trace_view(dict(row)))
+    out = [{"job_id": job_id, "trace_count": len(traces),
+            "agents": sorted({t["agent_name"] for t in traces if t["agent_name"]}),
+            "start_time": traces[0]["timestamp"], "end_time": traces[-1]["timestamp"], "traces": traces}
+           for job_id, traces in groups.items()]
+    return web.json_response({"grouped_traces": out}, dumps=state.dumps)
+
+
+@routes.get("/api/traces/{trace_id}")
+async def get_trace(request: web.Request) -> web.Response:
+    auth.require(request, "jobs:ro")
+    raw = request.match_info["trace_id"]
+    try:
+        trace_id = int(raw)
+    except ValueError:
+        raise errors.BadRequest(f"trace id must be an integer, not {raw!r}") from None
+    row = await state.of(request).pool.fetchrow(ONE_SQL, trace_id)
+    if row is None:
+        raise errors.NotFound(f"trace {trace_id} not found")
+    return web.json_response(trace_view(dict(row)), dumps=state.dumps)
+
+
+@routes.get("/api/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    auth.require(request, "jobs:ro")
+    st = state.of(request)
+    job_metrics = await st.pool.fetchrow(JOB_METRICS_SQL)
+    trace_metrics = await st.pool.fetchrow(TRACE_METRICS_SQL)
+    seen = await laddr_agents.presence(st)
+    active = sum(1 for record in seen.values() if laddr_agents.liveness(record)[0] == "active")
+    return web.json_response({
+        "total_jobs": job_metrics["total_jobs"],
+        "completed_jobs": job_metrics["completed_jobs"],
+        "failed_jobs": job_metrics["failed_jobs"],
+        "active_jobs": job_metrics["active_jobs"],
+        "avg_latency_ms": round(float(job_metrics["avg_latency_ms"]), 3),
+        "active_agents_count": active,
+        "cache_hits": trace_metrics["cache_hits"],
+        "tool_calls": trace_metrics["tool_calls"],
+        "total_tokens": int(trace_metrics["total_tokens"]),
+        "timestamp": envelope.rfc3339(envelope.now()),
+    }, dumps=state.dumps)

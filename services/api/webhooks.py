@@ -1,0 +1,86 @@
+"""Webhooks: `POST <path>` of each configured `webhooks[i]` (no bearer token: the signature is
+the authentication).
+
+    valid HMAC-SHA256 of the raw body in `signature_header` (`sha256=<hex>` or bare hex)
+        → 202 {"job_id"}: a job for the webhook's plugin and command (default `handle`) with
+          event {type: "webhook.<name>" (or webhook.<name>.<event_header value>), payload: the
+          JSON body, or {"raw": text} when it is not a JSON object}
+    missing or wrong signature → 403        body over 1 MiB → 413        unknown path → 404
+
+The secret is resolved at config load (`Config.webhook_secrets`); comparison is constant time.
+Routes are registered at app creation from the config; each request looks its webhook up in
+the config in force (so a reload changes secrets, plugins and commands of existing paths).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from services.api import state, submit
+from services.core import errors, logging
+from services.core import webhooks as hooks_mod
+
+log = logging.get("api.webhooks")
+
+SUBMITTED_BY = "webhook"
+
+
+def _find(st: state.ApiState, path: str) -> hooks_mod.Webhook | None:
+    for hook in hooks_mod.parse_all(st.config.webhooks):
+        if hook.path == path:
+            return hook
+    return None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body, refusing (413) anything over `limit` bytes without reading it all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.PayloadTooLarge(f"webhook body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise errors.PayloadTooLarge(f"webhook body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def payload_of(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return parsed
+    return {"raw": body.decode("utf-8", "replace")}
+
+
+async def receive(request: web.Request) -> web.Response:
+    st = state.of(request)
+    hook = _find(st, request.path)
+    if hook is None:  # removed by a reload
+        raise errors.NotFound(f"no route for {request.method} {request.path}")
+    body = await _read_body(request, hooks_mod.MAX_BODY_BYTES)
+    secret = st.config.webhook_secrets.get(hook.name)
+    if secret is None or not hooks_mod.signature_valid(secret, body, request.headers.get(hook.signature_header)):
+        log.warning("webhook_signature_invalid", webhook=hook.name, header=hook.signature_header,
+                    present=hook.signature_header in request.headers)
+        raise errors.Forbidden(f"invalid or missing signature in {hook.signature_header}")
+    payload = payload_of(body)
+    event_type = hook.event_type(request.headers.get(hook.event_header) if hook.event_header else None)
+    event = {"type": event_type, "payload": payload}
+    job_id = await submit.submit_job(st, plugin=hook.plugin, command=hook.command, payload=payload,
+                                     submitted_by=SUBMITTED_BY, event=event)
+    log.info("webhook_accepted", webhook=hook.name, job_id=job_id, event_type=event_type)
+    return web.json_response({"job_id": job_id, "status": "queued", "plugin": hook.plugin, "command": hook.command,
+                              "event_type": event_type}, status=202, dumps=state.dumps)
+
+
+def add_routes(app: web.Application, config: Any) -> None:
+    """A POST route per configured webhook path (call from create_app, after the API's own routes)."""
+    for hook in hooks_mod.parse_all(config.webhooks):
+        app.router.add_post(hook.path, receive)

@@ -1,0 +1,141 @@
+"""An agent's tools: plugin commands offered to the model as functions, and the execution of one
+tool call as a child job of the agent's job (or a cache hit).
+
+The agent loop calls `Toolbox.schemas()` for the request and `Toolbox.call(call, iteration, index)`
+for each tool call the model makes; it gets back the text of the tool message. Traces:
+`tool_call`, then `tool_result` / `tool_error` (a failed child, bad arguments, an unknown tool —
+the model is told and may react), or `cache_hit` when an `idempotent: true` command's result for
+the same payload is younger than the agent's `tool_cache_ttl` (no child job then).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import jsonschema
+import nats.errors
+import nats.js.errors
+import orjson
+
+from services.core import agents as agents_mod
+from services.core import catalog as catalog_mod
+from services.core import logging, subjects
+from services.runner import builtin, llm, traces
+
+log = logging.get("runner.tools")
+
+JSONDict = dict[str, Any]
+#: a cached result must fit in one KV message with room to spare
+CACHE_MAX_BYTES = 256 * 1024
+
+
+def cache_key(plugin: str, command: str, payload: JSONDict) -> str:
+    digest = hashlib.sha256(f"{plugin}\x00{command}\x00".encode()
+                            + orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"tc.{digest}"
+
+
+def tool_message(value: Any) -> str:
+    """The content of a tool message: text as it is, anything else as JSON."""
+    return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+
+
+class Toolbox:
+    def __init__(self, run: builtin.Run, spec: agents_mod.AgentSpec) -> None:
+        self.run = run
+        self.spec = spec
+        self.by_function = spec.tool_names()
+
+    def command(self, tool: str) -> catalog_mod.Command | None:
+        plugin, _, command = tool.partition(".")
+        manifest = self.run.catalog.get(plugin)
+        return manifest.commands.get(command) if manifest is not None else None
+
+    def schemas(self) -> list[JSONDict]:
+        out: list[JSONDict] = []
+        for function, tool in self.by_function.items():
+            spec = self.command(tool)
+            if spec is not None:
+                out.append(llm.tool_schema(function, spec.description or f"{tool}", spec.input_schema))
+        return out
+
+    async def call(self, call: llm.ToolCall, *, iteration: int, index: int) -> str:
+        tracer = self.run.tracer
+        tool = self.by_function.get(call.name)
+        spec = self.command(tool) if tool else None
+        if tool is None or spec is None:
+            return await self._error(call, tool or call.name, f"unknown tool {call.name!r}; available: "
+                                     + ", ".join(sorted(self.by_function)), iteration=iteration)
+        try:
+            arguments = orjson.loads(call.arguments or "{}")
+        except orjson.JSONDecodeError:
+            return await self._error(call, tool, f"arguments are not JSON: {call.arguments[:200]!r}",
+                                     iteration=iteration)
+        if not isinstance(arguments, dict):
+            return await self._error(call, tool, "arguments must be a JSON object", iteration=iteration)
+        if spec.input_schema:
+            found = list(jsonschema.validators.validator_for(spec.input_schema)(spec.input_schema).iter_errors(arguments))
+            if found:
+                return await self._error(call, tool, "arguments do not match the input_schema: "
+                                         + "; ".join(e.message for e in found[:5]), iteration=iteration)
+        plugin, _, command = tool.partition(".")
+        await tracer.emit("tool_call", {"tool": tool, "call_id": call.id, "iteration": iteration,
+                                        "arguments": traces.preview(arguments)})
+        cacheable = spec.idempotent and self.spec.tool_cache_ttl_s > 0
+        key = cache_key(plugin, command, arguments)
+        if cacheable:
+            hit = await self._cached(key)
+            if hit is not None:
+                await tracer.emit("cache_hit", {"tool": tool, "call_id": call.id, "key": key,
+                                                "age_s": round(time.time() - float(hit["at"]), 3),
+                                                "result": traces.preview(hit["result"])})
+                return tool_message(hit["result"])
+        item = self.run.item
+        seed = f"{item.job_id}:{item.attempt}:tool:{iteration}:{index}"
+        child_id = agents_mod.child_job_id(seed)
+        started = time.monotonic()
+        final = await self.run.run_child(child_id=child_id, command_id=seed, plugin=plugin, command=command,
+                                         payload=arguments, submitted_by="agent",
+                                         context={"agent": self.spec.name, "tool_call_id": call.id})
+        duration_ms = int((time.monotonic() - started) * 1000)
+        if final.type != "job.succeeded":
+            return await self._error(call, tool, builtin.child_error(final), iteration=iteration,
+                                     child_job_id=child_id)
+        result = await self.run.child_result(final)
+        await tracer.emit("tool_result", {"tool": tool, "call_id": call.id, "child_job_id": child_id,
+                                          "duration_ms": duration_ms, "result": traces.preview(result)})
+        if cacheable:
+            await self._store(key, result)
+        return tool_message(result)
+
+    async def _error(self, call: llm.ToolCall, tool: str, error: str, *, iteration: int,
+                     child_job_id: str | None = None) -> str:
+        await self.run.tracer.emit("tool_error", {"tool": tool, "call_id": call.id, "iteration": iteration,
+                                                  "child_job_id": child_job_id, "error": error})
+        return orjson.dumps({"error": error}).decode()
+
+    async def _cached(self, key: str) -> JSONDict | None:
+        """A fresh cached result; the cache is best effort, so an unreachable bucket is a miss."""
+        try:
+            kv = await self.run.bus.kv(subjects.KV_TOOL_CACHE)
+            entry = await kv.get(key)
+        except (nats.errors.Error, TimeoutError):
+            return None
+        try:
+            record = orjson.loads(entry.value or b"{}")
+        except orjson.JSONDecodeError:
+            return None
+        fresh = time.time() - float(record.get("at") or 0) <= self.spec.tool_cache_ttl_s
+        return record if fresh and "result" in record else None
+
+    async def _store(self, key: str, result: Any) -> None:
+        raw = orjson.dumps({"at": time.time(), "result": result}, default=str)
+        if len(raw) > CACHE_MAX_BYTES:
+            return
+        try:
+            kv = await self.run.bus.kv(subjects.KV_TOOL_CACHE)
+            await kv.put(key, raw)
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("tool_cache_store_failed", job_id=self.run.item.job_id, key=key, error=str(exc))
