@@ -28,6 +28,10 @@ log = logging.get("runner")
 ACK_WAIT_S = 30.0
 
 
+async def _no_state() -> dict[str, Any]:
+    return {}
+
+
 def parallelism_of(plugin: config_mod.PluginConfig, manifest: catalog_mod.Manifest, max_workers: int) -> int:
     if not manifest.concurrency_safe:
         return 1
@@ -190,15 +194,18 @@ class Runner(lifecycle.Service):
             self._held[item.job_id].append(msg)
             return
         bound = log.bind(job_id=item.job_id, plugin=item.plugin, command=item.command, attempt=item.attempt)
-        run, recorded = await preflight.check(self.bus, item, num_delivered=msg.metadata.num_delivered or 1,
-                                              source=self.source)
+        manifest = self.catalog.get(item.plugin)
+        # two reads at once: is the attempt still wanted, and the plugin's state (round trips are the cost here)
+        (run, recorded), state = await asyncio.gather(
+            preflight.check(self.bus, item, num_delivered=msg.metadata.num_delivered or 1, source=self.source),
+            self._load_state(item.plugin) if manifest is not None else _no_state(),
+        )
         if not run:
             if recorded:
                 await self.bus.publish_all(recorded)
             await msg.ack_sync()
             bound.info("attempt_not_run", recorded=[env.type for _, env in recorded])
             return
-        manifest = self.catalog.get(item.plugin)
         plugin_config = self.config.plugin(item.plugin)
         await self.bus.publish(*attempt.started_event(item, source=self.source))
         held = self._held[item.job_id] = [msg]
@@ -207,14 +214,11 @@ class Runner(lifecycle.Service):
         self.running[item.job_id] = cancel
         try:
             if item.plugin in agents_mod.RESERVED and self.builtin is not None:
-                state: dict[str, Any] = {}
                 outcome = await self.builtin.execute(item, cancel)
             elif manifest is None or item.command not in manifest.commands:
                 outcome = protocol.Outcome(status="failed", retry=False,
                                            error=f"plugin {item.plugin!r} has no command {item.command!r} on this runner")
-                state = {}
             else:
-                state = await self._load_state(item.plugin)
                 request = protocol.build_request(
                     job_id=item.job_id, command=item.command, config=dict(plugin_config.config),
                     secrets=dict(plugin_config.secrets), state=state, payload=item.payload,
@@ -236,7 +240,9 @@ class Runner(lifecycle.Service):
             await self.bus.publish_all(attempt.outcome_events(item, outcome, source=self.source, state=new_state,
                                                               stored_result=stored))
             for delivery in held:
-                await delivery.ack_sync()
+                # no need to wait for the ack's confirmation: the outcome is stored, and a lost ack only
+                # means a redelivery that preflight recognises as done
+                await delivery.ack()
         finally:
             self._held.pop(item.job_id, None)
         bound.info("attempt_finished", status=outcome.status, duration_ms=outcome.duration_ms, error=outcome.error)
