@@ -207,7 +207,9 @@ class Runner(lifecycle.Service):
             bound.info("attempt_not_run", recorded=[env.type for _, env in recorded])
             return
         plugin_config = self.config.plugin(item.plugin)
-        await self.bus.publish(*attempt.started_event(item, source=self.source))
+        # `started` is stored while the plugin already runs; it is awaited before the outcome is published,
+        # so the log still holds them in order
+        started = asyncio.ensure_future(self.bus.publish(*attempt.started_event(item, source=self.source)))
         held = self._held[item.job_id] = [msg]
         heartbeat = asyncio.create_task(self._heartbeat(held))
         cancel = asyncio.Event()
@@ -227,6 +229,7 @@ class Runner(lifecycle.Service):
                 outcome = await self._invoke(manifest, request, item.timeout_s, cancel)
         except BaseException:
             self._held.pop(item.job_id, None)
+            started.cancel()
             raise
         finally:
             heartbeat.cancel()
@@ -237,6 +240,7 @@ class Runner(lifecycle.Service):
             await self._save_state(item.plugin, new_state)
         stored = await self._stored_result(item, outcome)
         try:
+            await started
             await self.bus.publish_all(attempt.outcome_events(item, outcome, source=self.source, state=new_state,
                                                               stored_result=stored))
             for delivery in held:
