@@ -49,9 +49,14 @@ async def test_a_nats_ingested_event_starts_its_pipeline(make_config: Any, start
     root = routing.derived_id(ingest.cause_id(ack.seq), "on_order")
     done = await wait_root(s, root)
     assert done["status"] == "succeeded" and done["submitted_by"] == "ingest" and done["plugin"] == "pipeline"
-    status, tree = await s.client.get(f"/job/{root}/tree")
-    assert status == 200
-    step = next(n for n in tree if n["step_id"] == "ack")
+    client = s.client
+
+    async def projected() -> Any:
+        status, tree = await client.get(f"/job/{root}/tree")
+        assert status == 200
+        return next((n for n in tree if n["step_id"] == "ack" and n["status"] == "succeeded"), None)
+
+    step = await wait_until(projected, timeout_s=15, what="the pipeline's step projected")
     assert step["result"]["result"]["echo"] == {"id": 42, "order": 42, "note": "order 42"}
 
     second = routing.derived_id(ingest.cause_id(ack.seq + 1), "on_order")
