@@ -35,14 +35,8 @@ class Api(lifecycle.Service):
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        if self.bus is None:
-            assert self.config.nats_url, "NATS_URL is not set"
-            self.bus = await bus_mod.Bus.connect(self.config.nats_url, name=config_mod.instance_name("api"),
-                                                 replicas=self.config.nats_replicas)
-        await self.bus.ensure_topology(dedupe_ttl_s=self.config.dedupe_ttl_s)
-        if self.pool is None:
-            assert self.config.database_url, "DATABASE_URL is not set"
-            self.pool = await db.connect_and_migrate(self.config.database_url, max_size=10)
+        self.bus = await bus_mod.open_for(self.config, name=config_mod.instance_name("api"), bus=self.bus)
+        self.pool = await db.pool_for(self.config, pool=self.pool, max_size=10)
         self.app = app_mod.create_app(self.config, bus=self.bus, pool=self.pool)
         await reloads.listen(self.bus, lambda: self.app[state.STATE].config, self._apply_config,  # type: ignore[index]
                              service=self.name)

@@ -18,12 +18,23 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from services.core import config as config_mod
 from services.core import envelope, errors, logging, subjects
 
 log = logging.get("bus")
 
 DAY_S = 86400.0
 DUPLICATE_WINDOW_S = 120.0
+
+
+async def open_for(config: config_mod.Config, *, name: str, bus: Bus | None = None) -> Bus:
+    """`bus`, or a new connection to the config's NATS; either way with the topology in place."""
+    if bus is None:
+        if not config.nats_url:
+            raise errors.ConfigError("NATS_URL (or nats.url) is not set")
+        bus = await Bus.connect(config.nats_url, name=name, replicas=config.nats_replicas)
+    await bus.ensure_topology(dedupe_ttl_s=config.dedupe_ttl_s)
+    return bus
 
 
 class Bus:

@@ -75,6 +75,17 @@ async def migrate(conn: asyncpg.Connection, schema: str = SCHEMA) -> list[str]:
     return applied
 
 
+async def pool_for(config: Any, *, pool: asyncpg.Pool | None = None, max_size: int = 10) -> asyncpg.Pool:
+    """`pool` (migrations applied), or a new pool to the config's database."""
+    if pool is not None:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        return pool
+    if not config.database_url:
+        raise errors.ConfigError("DATABASE_URL (or database.url) is not set")
+    return await connect_and_migrate(config.database_url, max_size=max_size)
+
+
 async def connect_and_migrate(url: str, **pool_args: Any) -> asyncpg.Pool:
     pool = await create_pool(url, **pool_args)
     async with pool.acquire() as conn:

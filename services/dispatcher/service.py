@@ -53,11 +53,7 @@ class Dispatcher(lifecycle.Service):
         self._breakers: dict[str, breaker.BreakerState] = {}
 
     async def start(self) -> None:
-        if self.bus is None:
-            assert self.config.nats_url, "NATS_URL is not set"
-            self.bus = await bus_mod.Bus.connect(self.config.nats_url, name=self.source,
-                                                 replicas=self.config.nats_replicas)
-        await self.bus.ensure_topology(dedupe_ttl_s=self.config.dedupe_ttl_s)
+        self.bus = await bus_mod.open_for(self.config, name=self.source, bus=self.bus)
         self.runs = pipeline_runs.PipelineRuns(self.bus, self.config, source=self.source, decide_submit=self._submit)
         await reloads.listen(self.bus, lambda: self.config, self._apply_config, service=self.name)
         # outcomes first: no failure may slip by before we listen; NEW so a first start never

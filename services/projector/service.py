@@ -34,17 +34,8 @@ class Projector(lifecycle.Service):
         self._advanced = asyncio.Condition()
 
     async def start(self) -> None:
-        if self.bus is None:
-            assert self.config.nats_url, "NATS_URL is not set"
-            self.bus = await bus_mod.Bus.connect(self.config.nats_url, name=config_mod.instance_name("projector"),
-                                                 replicas=self.config.nats_replicas)
-        await self.bus.ensure_topology(dedupe_ttl_s=self.config.dedupe_ttl_s)
-        if self.pool is None:
-            assert self.config.database_url, "DATABASE_URL is not set"
-            self.pool = await db.connect_and_migrate(self.config.database_url, max_size=4)
-        else:
-            async with self.pool.acquire() as conn:
-                await db.migrate(conn)
+        self.bus = await bus_mod.open_for(self.config, name=config_mod.instance_name("projector"), bus=self.bus)
+        self.pool = await db.pool_for(self.config, pool=self.pool, max_size=4)
         self.spawn("project", self._run())
 
     async def close(self) -> None:

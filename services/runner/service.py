@@ -67,11 +67,7 @@ class Runner(lifecycle.Service):
         self.agents_served: list[str] = []
 
     async def start(self) -> None:
-        if self.bus is None:
-            assert self.config.nats_url, "NATS_URL is not set"
-            self.bus = await bus_mod.Bus.connect(self.config.nats_url, name=self.source,
-                                                 replicas=self.config.nats_replicas)
-        await self.bus.ensure_topology(dedupe_ttl_s=self.config.dedupe_ttl_s)
+        self.bus = await bus_mod.open_for(self.config, name=self.source, bus=self.bus)
         await self._open_mailboxes()
         await self._open_builtin_mailboxes()
         await reloads.listen(self.bus, lambda: self.config, self._apply_config, service=self.name)
