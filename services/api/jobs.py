@@ -11,8 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from services.api import auth, state, views
-from services.core import errors, subjects
-from services.projector import read_models
+from services.core import errors, jobstate, subjects
 
 routes = web.RouteTableDef()
 
@@ -34,7 +33,7 @@ async def load_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
         return None
     folded: dict[str, Any] | None = None
     for seq, env in await st.bus.history(subjects.EVENTS, subjects.job_events(job_id), limit=1000):
-        folded = read_models.evolve_job(folded, seq, env)
+        folded = jobstate.evolve_job(folded, seq, env)
     if folded is not None:
         return folded
     for action in ("submit", "run"):  # a plugin job, or a pipeline's root
@@ -43,7 +42,7 @@ async def load_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
             _, cmd = submitted
             data = cmd.data if action == "submit" else {"plugin": "pipeline", "command": cmd.data.get("pipeline"),
                                                         **cmd.data}
-            return read_models.new_job_row(job_id, {**data, "created_at": cmd.time}, cmd)
+            return jobstate.new_job_row(job_id, {**data, "created_at": cmd.time}, cmd)
     return None
 
 

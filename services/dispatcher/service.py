@@ -24,9 +24,8 @@ from nats.js import api
 from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
-from services.core import consumers, envelope, lifecycle, logging, reloads, subjects
+from services.core import consumers, envelope, jobstate, lifecycle, logging, reloads, subjects
 from services.dispatcher import breaker, cancels, decisions, ingest, pipeline_runs, retries, schedules
-from services.projector import read_models
 
 log = logging.get("dispatcher")
 
@@ -218,7 +217,7 @@ class Dispatcher(lifecycle.Service):
             return None
         row: dict[str, Any] | None = None
         for seq, env in await self.bus.history(subjects.EVENTS, subjects.job_events(job_id)):
-            row = read_models.evolve_job(row, seq, env)
+            row = jobstate.evolve_job(row, seq, env)
         return row
 
     async def _on_outcomes(self, msgs: list[Msg]) -> None:

@@ -1,16 +1,15 @@
-"""Pure folds of job events into read-model rows: `evolve_job(row, seq, env) -> row` and
-`evolve_attempt(row, seq, env) -> row`. The projector loads the rows a batch touches,
-folds the batch through these, and writes them back; rebuild uses the very same folds.
+"""Pure folds of events into read-model rows: the job fold (`services.core.jobstate.evolve_job`)
+and `evolve_attempt(row, seq, env, job) -> row` for /job-logs. The projector loads the rows a
+batch touches, folds the batch through these, and writes them back; rebuild uses the same folds.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from services.core import envelope, jobstate
+from services.core.jobstate import FINAL_STATUSES, OUTCOME_STATUS, Row, evolve_job, new_job_row
 
-from services.core import envelope
-
-Row = dict[str, Any]
+__all__ = ["ATTEMPT_COLUMNS", "FINAL_STATUSES", "JOB_COLUMNS", "OUTCOME_STATUS", "attempt_key", "evolve_attempt",
+           "evolve_job", "new_job_row"]
 
 JOB_COLUMNS = (
     "job_id", "plugin", "command", "status", "submitted_by", "payload", "result", "last_error", "attempt",
@@ -20,87 +19,6 @@ ATTEMPT_COLUMNS = (
     "log_id", "job_id", "attempt", "plugin", "command", "status", "submitted_by", "created_at", "started_at",
     "completed_at", "last_error", "stderr", "result", "logs", "last_seq",
 )
-
-#: outcome event type → the status it gives the job (and the attempt)
-OUTCOME_STATUS = {
-    "job.succeeded": "succeeded",
-    "job.failed": "failed",
-    "job.timed_out": "timed_out",
-    "job.cancelled": "cancelled",
-}
-FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "dead", "skipped", "cancelled"})
-
-
-def _time(env: envelope.Envelope) -> datetime:
-    return envelope.parse_time(env.time)
-
-
-def new_job_row(job_id: str, data: dict[str, Any], env: envelope.Envelope) -> Row:
-    return {
-        "job_id": job_id,
-        "plugin": data.get("plugin") or "unknown",
-        "command": data.get("command") or "unknown",
-        "status": "queued",
-        "submitted_by": data.get("submitted_by") or "api",
-        "payload": data.get("payload"),
-        "result": None,
-        "last_error": None,
-        "attempt": int(data.get("attempt") or 1),
-        "parent_job_id": data.get("parent_job_id"),
-        "correlation_id": env.correlation_id or job_id,
-        "pipeline": data.get("pipeline"),
-        "step_id": data.get("step_id"),
-        "created_at": envelope.parse_time(data["created_at"]) if data.get("created_at") else _time(env),
-        "started_at": None,
-        "completed_at": None,
-        "last_seq": 0,
-    }
-
-
-def evolve_job(row: Row | None, seq: int, env: envelope.Envelope) -> Row | None:
-    """The job row after `env` (stream sequence `seq`); None when the event says nothing about a job row."""
-    job_id = env.job_id
-    if job_id is None or not env.type.startswith("job."):
-        return row
-    data = env.data
-    if row is None:
-        if env.type == "job.rejected":
-            cmd = data.get("command") or {}
-            row = new_job_row(job_id, cmd, env)
-        elif env.type == "job.log":
-            return None
-        else:
-            row = new_job_row(job_id, data, env)
-    elif seq <= row["last_seq"]:
-        return row  # already applied (redelivery or replay overlap)
-    row = dict(row)
-    row["last_seq"] = seq
-    kind = env.type
-    if kind == "job.queued":
-        for key in ("plugin", "command", "submitted_by", "payload", "parent_job_id", "pipeline", "step_id"):
-            if data.get(key) is not None:
-                row[key] = data[key]
-        if data.get("created_at"):
-            row["created_at"] = envelope.parse_time(data["created_at"])
-    elif kind == "job.started":
-        row.update(status="running", attempt=int(data.get("attempt", row["attempt"])), started_at=_time(env),
-                   completed_at=None)
-    elif kind in OUTCOME_STATUS:
-        row.update(status=OUTCOME_STATUS[kind], attempt=int(data.get("attempt", row["attempt"])),
-                   completed_at=_time(env))
-        if kind == "job.succeeded":
-            row.update(result=data.get("result"), last_error=None)
-        else:
-            row.update(last_error=data.get("error") or data.get("reason"), result=data.get("result") or row["result"])
-    elif kind == "job.retry_scheduled":
-        row.update(status="queued", attempt=int(data.get("attempt", row["attempt"])))
-    elif kind == "job.dead":
-        row.update(status="dead", last_error=data.get("error") or row["last_error"], completed_at=_time(env))
-    elif kind == "job.skipped":
-        row.update(status="skipped", last_error=data.get("reason"), completed_at=_time(env))
-    elif kind == "job.rejected":
-        row.update(status="failed", last_error=f"rejected: {data.get('reason')}", completed_at=_time(env))
-    return row
 
 
 def evolve_attempt(row: Row | None, seq: int, env: envelope.Envelope, job: Row | None) -> Row | None:
@@ -118,7 +36,7 @@ def evolve_attempt(row: Row | None, seq: int, env: envelope.Envelope, job: Row |
             "command": data.get("command") or (job or {}).get("command") or "unknown",
             "status": "running",
             "submitted_by": (job or {}).get("submitted_by") or "api",
-            "created_at": (job or {}).get("created_at") or _time(env),
+            "created_at": (job or {}).get("created_at") or jobstate.event_time(env),
             "started_at": None,
             "completed_at": None,
             "last_error": None,
@@ -132,11 +50,11 @@ def evolve_attempt(row: Row | None, seq: int, env: envelope.Envelope, job: Row |
     row = dict(row)
     row["last_seq"] = seq
     if env.type == "job.started":
-        row["started_at"] = _time(env)
+        row["started_at"] = jobstate.event_time(env)
     elif env.type == "job.log":
         row["logs"] = [*row["logs"], {"level": data.get("level", "info"), "message": data.get("message", "")}]
     else:
-        row.update(status=OUTCOME_STATUS[env.type], completed_at=_time(env), stderr=data.get("stderr"),
+        row.update(status=OUTCOME_STATUS[env.type], completed_at=jobstate.event_time(env), stderr=data.get("stderr"),
                    last_error=data.get("error") or data.get("reason"), result=data.get("result"))
     return row
 

@@ -108,7 +108,7 @@ async def test_emitted_event_starts_a_pipeline(make_config: Any, start_stack: An
     for job_id in (matching, other):
         await s.client.wait_job(job_id)
     root = routing.derived_id(f"{matching}:0", "on_handled")
-    done = await s.client.wait_job(root, {"succeeded", "failed"})
+    done = await s.client.wait_job(root, {"succeeded", "failed"}, may_not_exist_yet=True)
     assert done["status"] == "succeeded" and done["parent_job_id"] == matching
     status, _ = await s.client.get(f"/job/{routing.derived_id(f'{other}:0', 'on_handled')}")
     assert status == 404  # the pipeline-level if kept it out
@@ -121,7 +121,7 @@ async def test_on_hook_pipeline_fires_on_job_failed(make_config: Any, start_stac
     job_id = await s.client.submit("flaky", "poll", {"counter_file": str(tmp_path / "n")})
     await s.client.wait_job(job_id, {"dead"})
     root = routing.derived_id(job_id, "hook", "alert")
-    done = await s.client.wait_job(root, {"succeeded", "failed"})
+    done = await s.client.wait_job(root, {"succeeded", "failed"}, may_not_exist_yet=True)
     assert done["status"] == "succeeded"
     status, tree = await s.client.get(f"/job/{root}/tree")
     assert status == 200

@@ -106,9 +106,13 @@ class Client:
         return body["job_id"]
 
     async def wait_job(self, job_id: str, statuses: frozenset[str] | set[str] = FINAL,
-                       timeout_s: float = 20.0) -> dict[str, Any]:
+                       timeout_s: float = 20.0, *, may_not_exist_yet: bool = False) -> dict[str, Any]:
+        """Poll GET /job until it reaches one of `statuses`. A job the system creates on its own
+        (a pipeline started by an event) may 404 until then when `may_not_exist_yet`."""
         async def reached() -> dict[str, Any] | None:
             status, body = await self.get(f"/job/{job_id}")
+            if status == 404 and may_not_exist_yet:
+                return None
             assert status == 200, (status, body)
             return body if body["status"] in statuses else None
 
