@@ -28,19 +28,22 @@ routes = web.RouteTableDef()
 WINDOW_HOURS = 24
 STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "dead", "skipped", "cancelled")
 
-SUMMARY_COUNTS_SQL = """
-SELECT plugin, status, count(*) AS n
-FROM jobs
-WHERE created_at >= now() - make_interval(hours => $1)
-GROUP BY plugin, status
-"""
-#: p50 and p95 (one float8 sort per group) of completed_at - started_at, per plugin and overall
-SUMMARY_DURATIONS_SQL = """
-SELECT plugin, GROUPING(plugin) AS all_plugins,
+#: one scan of the window: per-status counts and the p50/p95 of completed_at - started_at (NULLs,
+#: i.e. jobs that never ran or have not finished, are ignored), per plugin and overall (plugin NULL)
+SUMMARY_SQL = """
+SELECT plugin, GROUPING(plugin) AS all_plugins, count(*) AS total,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'timed_out') AS timed_out,
+       count(*) FILTER (WHERE status = 'dead') AS dead,
+       count(*) FILTER (WHERE status = 'skipped') AS skipped,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (
            ORDER BY date_part('epoch', completed_at - started_at) * 1000) AS pct
 FROM jobs
-WHERE created_at >= now() - make_interval(hours => $1) AND started_at IS NOT NULL AND completed_at IS NOT NULL
+WHERE created_at >= now() - make_interval(hours => $1)
 GROUP BY GROUPING SETS ((plugin), ())
 """
 
@@ -135,10 +138,10 @@ async def queue(request: web.Request) -> web.Response:
     return web.json_response(body, dumps=state.dumps)
 
 
-def _stats(by_status: dict[str, int], p50: float | None, p95: float | None) -> dict[str, Any]:
+def _stats(by_status: dict[str, int], p50: float | None, p95: float | None, *, total: int) -> dict[str, Any]:
     final = sum(n for status, n in by_status.items() if status in read_models.FINAL_STATUSES)
     return {
-        "total": sum(by_status.values()),
+        "total": total,
         "by_status": by_status,
         "success_rate": round(by_status.get("succeeded", 0) / final, 4) if final else None,
         "duration_ms": {
@@ -148,11 +151,15 @@ def _stats(by_status: dict[str, int], p50: float | None, p95: float | None) -> d
     }
 
 
-async def summary_rows(conn: asyncpg.Connection, hours: int = WINDOW_HOURS) -> tuple[list[Any], list[Any]]:
-    """(counts per plugin and status, duration percentiles per plugin and overall) of the window."""
-    counts = await conn.fetch(SUMMARY_COUNTS_SQL, hours)
-    durations = await conn.fetch(SUMMARY_DURATIONS_SQL, hours)
-    return counts, durations
+async def summary_rows(conn: asyncpg.Connection, hours: int = WINDOW_HOURS) -> list[asyncpg.Record]:
+    """One row per plugin and one overall row (all_plugins) for the last `hours`."""
+    return await conn.fetch(SUMMARY_SQL, hours)
+
+
+def _row_stats(row: asyncpg.Record) -> dict[str, Any]:
+    by_status = {status: int(row[status]) for status in STATUSES}
+    p50, p95 = row["pct"] or (None, None)
+    return _stats(by_status, p50, p95, total=int(row["total"]))
 
 
 @routes.get("/analytics/summary")
@@ -160,24 +167,14 @@ async def summary(request: web.Request) -> web.Response:
     auth.require(request, "*")
     st = state.of(request)
     async with st.pool.acquire() as conn:
-        count_rows, duration_rows = await summary_rows(conn)
-    overall_counts = dict.fromkeys(STATUSES, 0)
-    per_plugin_counts: dict[str, dict[str, int]] = {}
-    for row in count_rows:
-        counts = per_plugin_counts.setdefault(row["plugin"], dict.fromkeys(STATUSES, 0))
-        counts[row["status"]] = counts.get(row["status"], 0) + row["n"]
-        overall_counts[row["status"]] = overall_counts.get(row["status"], 0) + row["n"]
-    percentiles: dict[str | None, tuple[float | None, float | None]] = {None: (None, None)}
-    for row in duration_rows:
-        p50, p95 = row["pct"] or (None, None)
-        percentiles[None if row["all_plugins"] else row["plugin"]] = (p50, p95)
+        rows = await summary_rows(conn)
+    overall = next((r for r in rows if r["all_plugins"]), None)
+    empty = _stats(dict.fromkeys(STATUSES, 0), None, None, total=0)
     body = {
         "window_hours": WINDOW_HOURS,
-        **_stats(overall_counts, *percentiles[None]),
-        "plugins": {
-            name: _stats(counts, *percentiles.get(name, (None, None)))
-            for name, counts in sorted(per_plugin_counts.items())
-        },
+        **(_row_stats(overall) if overall is not None else empty),
+        "plugins": {r["plugin"]: _row_stats(r) for r in sorted(rows, key=lambda r: r["plugin"] or "")
+                    if not r["all_plugins"]},
         "timestamp": views.timestamp(envelope.now()),
     }
     return web.json_response(body, dumps=state.dumps)

@@ -32,6 +32,8 @@ STATUS_ALIASES = {"pending": "queued", "ok": "succeeded", "error": "failed"}
 DEFAULT_LIMIT = 50
 JOBS_MAX_LIMIT = 1000
 LOGS_MAX_LIMIT = 200
+#: deeper pages cost a scan of everything before them: page by time bounds instead
+MAX_OFFSET = 1_000_000
 #: `total` is exact up to this many matching rows, an estimate beyond
 COUNT_CAP = 1000
 #: a full-text query ranks at most this many of the most recent matches (or offset + limit, if more)
@@ -98,9 +100,6 @@ class Filters:
         if value is not None:
             self.clauses.append(f"{column} {op} ${self.param(value)}")
 
-    def raw(self, clause: str) -> None:
-        self.clauses.append(clause)
-
     def text_search(self, query: str) -> int:
         """Match job_logs.search against a web-search-style query; returns the query's parameter number."""
         n = self.param(query)
@@ -145,7 +144,7 @@ def jobs_query(request: web.Request) -> tuple[Filters, int, int]:
     """Filters, limit and offset of a GET /jobs (400 naming a bad parameter)."""
     status = status_param(request)
     limit = bodies.int_param(request, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=JOBS_MAX_LIMIT)
-    offset = bodies.int_param(request, "offset", default=0, minimum=0)
+    offset = bodies.int_param(request, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
     filters = Filters()
     filters.equal("plugin", request.query.get("plugin") or None)
     filters.equal("command", request.query.get("command") or None)
@@ -181,7 +180,7 @@ def logs_query(request: web.Request) -> tuple[Filters, int | None, int, int, boo
     since = bodies.time_param(request, "from")
     until = bodies.time_param(request, "to")
     limit = bodies.int_param(request, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=LOGS_MAX_LIMIT)
-    offset = bodies.int_param(request, "offset", default=0, minimum=0)
+    offset = bodies.int_param(request, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
     include_result = bodies.bool_param(request, "include_result")
     query = (request.query.get("query") or "").strip() or None
     filters = Filters()
