@@ -97,6 +97,10 @@ async def run(
     """Run one plugin process to completion, deadline or cancellation."""
     started = time.monotonic()
     loop = asyncio.get_running_loop()
+    # checked here because with setpriv in front, a missing entrypoint would be setpriv's exit code, not an OSError
+    if not os.access(executable, os.X_OK) or not executable.is_file():
+        reason = "no such file" if not executable.exists() else "not an executable file (chmod +x?)"
+        return RawRun(b"", "", None, False, False, 0, spawn_error=f"cannot start {executable}: {reason}")
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _ExitAwareProtocol(2**16, loop),

@@ -34,10 +34,11 @@ def test_env_substitution_with_defaults_and_missing(tmp_path: Path) -> None:
 
 def test_includes_merge_maps_append_arrays(tmp_path: Path) -> None:
     (tmp_path / "extra").mkdir()
-    write(tmp_path / "extra" / "a.yaml", "plugins: {echo: {parallelism: 3}}\npipelines: [{name: b}]\n")
+    write(tmp_path / "extra" / "a.yaml",
+          "plugins: {echo: {parallelism: 3}}\npipelines: [{name: b, steps: [{uses: echo}]}]\n")
     f = write(tmp_path / "config.yaml",
               "include: [extra]\nservice: {max_workers: 4}\nplugins: {echo: {enabled: true, parallelism: 1}}\n"
-              "pipelines: [{name: a}]\n")
+              "pipelines: [{name: a, steps: [{uses: echo}]}]\n")
     cfg = config.load(f, env={})
     assert cfg.plugins["echo"].parallelism == 3 and cfg.plugins["echo"].enabled
     assert [p["name"] for p in cfg.pipelines] == ["a", "b"]
