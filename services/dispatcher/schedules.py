@@ -82,7 +82,7 @@ class Scheduler:
         self.source = source
         self.clock = clock or utc_now
         self.interval_s = interval_s
-        self._parsed: tuple[int, tuple[specs.Schedule, ...]] | None = None
+        self._parsed: tuple[config_mod.Config, tuple[specs.Schedule, ...]] | None = None
         self._states: dict[str, specs.State] = {}
         #: fires claimed whose job submit has not gone through yet (retried every tick)
         self._unsubmitted: dict[str, envelope.Envelope] = {}
@@ -90,9 +90,9 @@ class Scheduler:
     def schedules(self) -> tuple[specs.Schedule, ...]:
         """The schedules of the current config's enabled plugins (re-parsed after a reload)."""
         config = self.config()
-        if self._parsed is None or self._parsed[0] != id(config):
+        if self._parsed is None or self._parsed[0] is not config:
             parsed = specs.parse_all(config.raw.get("plugins") or {})
-            self._parsed = (id(config), tuple(s for s in parsed if config.plugin(s.plugin).enabled))
+            self._parsed = (config, tuple(s for s in parsed if config.plugin(s.plugin).enabled))
         return self._parsed[1]
 
     async def run(self, stop: asyncio.Event) -> None:
