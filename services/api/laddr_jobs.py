@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import auth, bodies, idempotency, jobs, laddr_common, state, submit, system, views
+from services.api import auth, bodies, idempotency, laddr_common, state, submit, system, views
 from services.core import agents as agents_mod
 from services.core import envelope, errors, subjects
 
@@ -111,7 +111,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def _existing(st: state.ApiState, job_id: str) -> dict[str, Any]:
-    row = await jobs.load_job(st, job_id)
+    row = await laddr_common.fresh_job(st, job_id)
     if row is None:
         raise errors.NotFound(f"job {job_id!r} not found")
     return row

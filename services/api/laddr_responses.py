@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.api import auth, jobs, laddr_common, state
+from services.api import auth, laddr_common, state
 from services.core import errors, offload
 
 routes = web.RouteTableDef()
@@ -21,7 +21,7 @@ async def resolved(request: web.Request) -> web.Response:
     auth.require(request, "jobs:ro")
     st = state.of(request)
     task_id = request.match_info["task_id"]
-    row = await jobs.load_job(st, task_id)
+    row = await laddr_common.fresh_job(st, task_id)
     if row is None:
         raise errors.NotFound(f"task {task_id!r} not found")
     stored = row.get("result")

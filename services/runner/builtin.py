@@ -56,7 +56,11 @@ class Run:
                             causation_id=item.job_id, correlation_id=item.correlation_id, data=data)
 
         async def submit() -> None:
-            await self.bus.publish(subjects.job_command(child_id, "submit"), cmd)
+            # a retried attempt re-attaches to a child submitted before (JetStream's duplicate window is
+            # only minutes long, the COMMANDS stream keeps submits for days)
+            subject = subjects.job_command(child_id, "submit")
+            if await self.bus.last_message(subjects.COMMANDS, subject) is None:
+                await self.bus.publish(subject, cmd)
 
         self.open_children.add(child_id)
         final = await job_waits.wait_final(self.bus, child_id, timeout_s=None, before=submit)

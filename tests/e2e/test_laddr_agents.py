@@ -252,3 +252,31 @@ async def test_agent_liveness_goes_stale_after_its_runner_is_sigkilled(make_conf
     finally:
         runner.kill()
         await s.stop()
+
+
+async def test_pipeline_name_resolves_to_a_pipeline_when_no_agent_has_it(make_config: Any, start_stack: Any,
+                                                                         fake: FakeLLM) -> None:
+    pipes = [{"name": "greet", "steps": [{"id": "hello", "uses": "echo_py"}]}]
+    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), pipelines=pipes,
+                                             agents={"helper": laddr.agent(fake, "m-h")}))
+    status, body = await s.client.post("/api/jobs", json={"pipeline_name": "greet", "inputs": {"name": "Ada"}})
+    assert status == 202 and body["pipeline_name"] == "greet", body
+    done = await s.client.wait_job(body["job_id"])
+    assert done["status"] == "succeeded" and done["plugin"] == "pipeline"
+    status, view = await s.client.get(f"/api/jobs/{body['job_id']}")
+    assert view["pipeline_name"] == "greet" and view["status"] == "completed" and view["inputs"] == {"name": "Ada"}
+    assert view["token_usage"]["total_tokens"] == 0
+
+
+async def test_an_agent_that_never_answers_stops_at_max_iterations(make_config: Any, start_stack: Any,
+                                                                   fake: FakeLLM) -> None:
+    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
+        "looper": laddr.agent(fake, "m-loop", tools=["echo_py.poll"], max_iterations=2)}))
+    for _ in range(2):
+        fake.script("m-loop", fake_llm.tool_calls(("echo_py__poll", {"message": "again"})))
+    status, body = await s.client.post("/api/jobs", json={"pipeline_name": "looper", "inputs": {"message": "go"}})
+    assert status == 202
+    done = await s.client.wait_job(body["job_id"], {"dead"})
+    assert done["attempt"] == 1 and "reached max_iterations (2)" in done["last_error"]
+    trail = await laddr.traces(s, body["job_id"])
+    assert [t["event_type"] for t in trail].count("tool_call") == 2 and trail[-1]["event_type"] == "task_error"

@@ -92,6 +92,7 @@ async def test_single_mode_and_bad_prompt_requests(make_config: Any, start_stack
     status, body = await s.client.post("/api/prompts", json={"prompt_name": "writer", "inputs": {"message": "hi"}})
     assert status == 202 and body["mode"] == "single" and body["agent"] == "writer" and body["agents"] == ["writer"]
     await s.client.wait_job(body["prompt_id"])
+    await laddr.projected(s)  # token usage is summed from the traces table
     status, view = await s.client.get(f"/api/prompts/{body['prompt_id']}")
     assert view["outputs"]["result"] == "m-writer: hi" and view["token_usage"]["total_tokens"] == 10
     cases = [

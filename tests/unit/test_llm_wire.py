@@ -139,3 +139,12 @@ def test_the_example_config_ships_an_offline_agent() -> None:
     demo = agents.specs(example)["demo"]
     assert demo.llm.offline and demo.tools == ("echo_py.poll", "echo_py.health")
     assert example.plugin("agent").retry.max_attempts == 3
+
+
+def test_offload_section_is_validated() -> None:
+    loaded = config_mod.from_dict({"plugin_roots": [], "offload": {"threshold_bytes": 0, "bucket": "big-results"}},
+                                  env={})
+    assert loaded.offload_threshold_bytes == 0 and loaded.offload_bucket == "big-results"
+    for bad in ({"bucket": "a.b"}, {"threshold_bytes": -1}, {"bucket": ""}):
+        with pytest.raises(errors.ConfigError, match="offload"):
+            config_mod.from_dict({"plugin_roots": [], "offload": bad}, env={})
