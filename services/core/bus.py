@@ -243,6 +243,14 @@ class Bus:
             raise errors.TransientError(f"read of {subject_filter} failed: {exc}") from exc
         return out
 
+    async def stream_identity(self, stream: str) -> str:
+        """What tells one incarnation of a stream from another: its creation time."""
+        try:
+            info = await self.js.stream_info(stream)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"stream info {stream} failed: {exc}") from exc
+        return str(info.created)
+
     async def stream_last_seq(self, stream: str) -> int:
         try:
             info = await self.js.stream_info(stream)

@@ -43,6 +43,7 @@ async def rebuild(bus: bus_mod.Bus, database_url: str, *, batch_size: int = 2000
         await conn.execute(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")
         await db.migrate(conn, REBUILD_SCHEMA)
         await conn.execute(f"SET search_path TO {REBUILD_SCHEMA}")
+        await conn.execute(queries["write_log_identity"], await bus.stream_identity(subjects.EVENTS))
         async with stream_reader.EventReader(bus, start_seq=1, batch_size=batch_size) as reader:
             position, events = await _catch_up(bus, conn, reader, 0, 0)
             async with conn.transaction():

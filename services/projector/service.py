@@ -10,8 +10,9 @@ import asyncpg
 
 from services.core import bus as bus_mod
 from services.core import config as config_mod
-from services.core import db, errors, lifecycle, logging
-from services.projector import projection, stream_reader
+from services.core import db, errors, lifecycle, logging, subjects
+from services.projector import projection, rebuild, stream_reader
+from services.projector.sql import queries
 
 log = logging.get("projector")
 
@@ -54,8 +55,19 @@ class Projector(lifecycle.Service):
 
     async def _project(self) -> None:
         assert self.pool is not None and self.bus is not None
+        identity = await self.bus.stream_identity(subjects.EVENTS)
         async with self.pool.acquire() as conn:
             start = await projection.checkpoint(conn)
+            recorded = await conn.fetchval(queries["read_log_identity"])
+            if recorded is None:
+                await conn.execute(queries["write_log_identity"], identity)
+        if recorded is not None and recorded != identity:
+            # these rows come from another event log (a fresh NATS store on a reused database):
+            # re-project this one rather than skip its events up to a checkpoint that is not its own
+            log.warning("read_models_from_another_event_log", recorded=recorded, current=identity)
+            assert self.config.database_url, "DATABASE_URL is not set"
+            await rebuild.rebuild(self.bus, self.config.database_url)
+            return
         await self._moved_to(start)
         async with stream_reader.EventReader(self.bus, start_seq=start + 1, batch_size=self.batch_size) as reader:
             while not self.stop_event.is_set():

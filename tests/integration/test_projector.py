@@ -125,3 +125,43 @@ async def test_bus_history_reads_one_jobs_events_in_order(hr: stack.Stack, clien
     assert bus is not None
     types = [env.type for _, env in await bus.history(subjects.EVENTS, subjects.job_events(job_id))]
     assert types == ["job.queued", "job.started", "job.log", "job.succeeded"]
+
+
+async def test_read_models_of_another_event_log_are_re_projected(tmp_path: Path, database_url: str) -> None:
+    """A reused database with a fresh NATS store (a new state dir for `headrace up`): the projector must
+    not skip the new log's events up to the old log's checkpoint; it re-projects the log it is given."""
+    first_nats = infra.NatsServer(tmp_path / "first")
+    await first_nats.start()
+    config = stack.write_config(tmp_path / "a.yaml", stack.config_doc(), nats_url=first_nats.url,
+                                database_url=database_url)
+    s = await stack.Stack(config).start()
+    try:
+        assert s.client is not None
+        old_jobs = [await s.client.submit("echo_py", "poll", {"message": str(i)}) for i in range(5)]
+        for job_id in old_jobs:
+            await s.client.wait_job(job_id)
+        assert s.api.bus is not None
+        await s.projector.wait_for(await s.api.bus.stream_last_seq(subjects.EVENTS))
+    finally:
+        await s.stop()
+        await first_nats.stop()
+    assert len((await snapshot(database_url))[0]) == 5
+
+    second_nats = infra.NatsServer(tmp_path / "second")
+    await second_nats.start()
+    config = stack.write_config(tmp_path / "b.yaml", stack.config_doc(), nats_url=second_nats.url,
+                                database_url=database_url)
+    s = await stack.Stack(config).start()
+    try:
+        assert s.client is not None
+        new_job = await s.client.submit("echo_py", "poll", {"message": "new log"})
+        await s.client.wait_job(new_job)
+
+        async def only_the_new_log() -> bool:
+            jobs, _, _ = await snapshot(database_url)
+            return [j[0] for j in jobs] == [new_job] and jobs[0][3] == "succeeded"
+
+        await infra.wait_until(only_the_new_log, timeout_s=20, what="the read models of the new event log")
+    finally:
+        await s.stop()
+        await second_nats.stop()

@@ -50,3 +50,10 @@ UPDATE checkpoint SET stream_seq = $1 WHERE name = 'events';
 INSERT INTO traces (id, job_id, agent_name, event_type, payload, timestamp)
 VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (id) DO NOTHING;
+
+-- name: read_log_identity
+-- The event log (EVENTS stream creation time) these rows were projected from.
+SELECT stream_created FROM checkpoint WHERE name = 'events';
+
+-- name: write_log_identity
+UPDATE checkpoint SET stream_created = $1 WHERE name = 'events';
