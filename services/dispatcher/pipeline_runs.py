@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from services.core import bus as bus_mod
 from services.core import config as config_mod
-from services.core import envelope, logging, subjects
+from services.core import envelope, logging, offload, subjects
 from services.core import pipelines as pipelines_mod
 from services.dispatcher import routing, trees
 
@@ -157,6 +158,14 @@ class PipelineRuns:
         """Routing after any job's final event: advance its tree, start pipelines on its events, fire hooks."""
         out: Published = []
         queued = queued or {}
+        if env.type == "job.succeeded" and offload.is_pointer(env.data.get("result")):
+            # an offloaded result still routes on the events it carries
+            try:
+                resolved = await offload.resolve(self.bus, env.data["result"])
+            except offload.OffloadMissing as exc:
+                log.error("offloaded_result_missing", job_id=env.job_id, error=str(exc))
+            else:
+                env = dataclasses.replace(env, data={**env.data, "result": resolved})
         route = routing.Route.from_dict(queued.get("route"))
         if route is not None:
             out.extend(await self.advance(env, queued))

@@ -74,6 +74,14 @@ async def test_sync_pipeline_with_with_baggage_split_call_and_if(make_config: An
     assert status == 200 and child["submitted_by"] == "route" and child["parent_job_id"] == job_id
 
 
+async def test_offloaded_results_still_route_their_events(make_config: Any, start_stack: Any) -> None:
+    """With every result in the Object Store (threshold 0), steps still hand their emitted events on."""
+    s = await start_stack(make_config(plugins=PLUGINS, pipelines=MAIN, offload={"threshold_bytes": 0}))
+    status, body = await run_sync(s.client, "main", {"name": "Ola", "count": 9})
+    assert status == 200 and body["status"] == "succeeded"
+    assert sorted(n["step_id"] for n in body["tree"]) == sorted(["first", "left", "gate", "after_gate", "last", "last"])
+
+
 async def test_false_step_if_bypasses_the_step_and_continues(make_config: Any, start_stack: Any) -> None:
     s = await start_stack(make_config(plugins=PLUGINS, pipelines=MAIN))
     status, body = await run_sync(s.client, "main", {"name": "Bo", "count": 2})
