@@ -258,7 +258,7 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
     try:
         built = _build(doc, path=path, base_dir=base_dir, env=environ)
         found = catalog.scan(built.plugin_roots)
-        routes = pipelines.compile_all(built.pipelines, found)
+        routes = pipelines.compile_all(built.pipelines, found, agents=frozenset(built.agents))
         commands_of = {name: manifest.commands for name, manifest in found.plugins.items()}
         webhooks_mod.check_plugins(webhooks_mod.parse_all(built.webhooks), commands_of)
         schedules_mod.check_commands(schedules_mod.parse_all(doc.get("plugins") or {}), commands_of)

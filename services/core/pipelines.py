@@ -17,6 +17,8 @@ from services.core import durations, predicates, templates
 
 STEP_KINDS = ("uses", "call", "steps", "split", "relay")
 HOOKS = ("job.completed", "job.failed", "job.timed_out")
+#: the plugin name of agent runs (services.core.agents.AGENT)
+AGENT_PLUGIN = "agent"
 
 
 class PipelineError(ValueError):
@@ -81,9 +83,11 @@ class Compiled:
 
 
 class _Builder:
-    def __init__(self, raw: Mapping[str, Mapping[str, Any]], catalog: catalog_mod.Catalog) -> None:
+    def __init__(self, raw: Mapping[str, Mapping[str, Any]], catalog: catalog_mod.Catalog,
+                 agents: frozenset[str]) -> None:
         self.raw = raw
         self.catalog = catalog
+        self.agents = agents
 
     def build(self, name: str) -> Pipeline:
         spec = self.raw[name]
@@ -162,11 +166,15 @@ class _Builder:
             raise PipelineError(f"{where}.uses: must name a plugin")
         plugin, _, command = target.partition(".")
         command = command or "handle"
-        manifest = self.catalog.get(plugin)
-        if manifest is None:
-            raise PipelineError(f"{where}.uses: unknown plugin {plugin!r}")
-        if command not in manifest.commands:
-            raise PipelineError(f"{where}.uses: plugin {plugin!r} has no command {command!r}")
+        if plugin == AGENT_PLUGIN:  # `uses: agent.<name>` runs an LLM agent as the step
+            if command not in self.agents:
+                raise PipelineError(f"{where}.uses: unknown agent {command!r}")
+        else:
+            manifest = self.catalog.get(plugin)
+            if manifest is None:
+                raise PipelineError(f"{where}.uses: unknown plugin {plugin!r}")
+            if command not in manifest.commands:
+                raise PipelineError(f"{where}.uses: plugin {plugin!r} has no command {command!r}")
         if step_id in self.nodes:
             raise PipelineError(f"{where}: duplicate step id {step_id!r}")
         with_ = step.get("with")
@@ -236,7 +244,8 @@ def _check_baggage(spec: Any, where: str) -> None:
             raise PipelineError(f"{where}: baggage is claimed from payload.* paths, not {source!r}")
 
 
-def compile_all(raw_pipelines: Sequence[Mapping[str, Any]], catalog: catalog_mod.Catalog) -> Compiled:
+def compile_all(raw_pipelines: Sequence[Mapping[str, Any]], catalog: catalog_mod.Catalog,
+                agents: frozenset[str] = frozenset()) -> Compiled:
     """Compile every pipeline; raises PipelineError naming the first problem."""
     raw: dict[str, Mapping[str, Any]] = {}
     for i, spec in enumerate(raw_pipelines):
@@ -246,5 +255,5 @@ def compile_all(raw_pipelines: Sequence[Mapping[str, Any]], catalog: catalog_mod
         if name in raw:
             raise PipelineError(f"pipelines[{i}]: duplicate pipeline name {name!r}")
         raw[name] = spec
-    builder = _Builder(raw, catalog)
+    builder = _Builder(raw, catalog, agents)
     return Compiled(pipelines={name: builder.build(name) for name in raw})

@@ -82,6 +82,21 @@ async def test_offloaded_results_still_route_their_events(make_config: Any, star
     assert sorted(n["step_id"] for n in body["tree"]) == sorted(["first", "left", "gate", "after_gate", "last", "last"])
 
 
+async def test_an_agent_is_a_pipeline_step(make_config: Any, start_stack: Any) -> None:
+    agents = {"demo": {"role": "Echo", "goal": "Echo", "instructions": "Answer.", "llm": {"provider": "echo"},
+                       "tools": [], "max_iterations": 2}}
+    pipes = [{"name": "ask", "execution_mode": "synchronous", "timeout": "20s",
+              "steps": [{"id": "think", "uses": "agent.demo"}, {"id": "after", "uses": "echo_py"}]}]
+    s = await start_stack(make_config(plugins=PLUGINS, pipelines=pipes, agents=agents))
+    status, body = await run_sync(s.client, "ask", {"message": "hello agent"})
+    assert status == 200 and body["status"] == "succeeded", body
+    think = next(n for n in body["tree"] if n["step_id"] == "think")
+    after = next(n for n in body["tree"] if n["step_id"] == "after")
+    assert think["plugin"] == "agent" and think["command"] == "demo"
+    assert after["parent_job_id"] == think["job_id"]
+    assert "hello agent" in str(after["result"]["result"]["echo"])  # the agent's answer flowed on
+
+
 async def test_false_step_if_bypasses_the_step_and_continues(make_config: Any, start_stack: Any) -> None:
     s = await start_stack(make_config(plugins=PLUGINS, pipelines=MAIN))
     status, body = await run_sync(s.client, "main", {"name": "Bo", "count": 2})
@@ -203,6 +218,7 @@ async def test_unknown_pipeline_and_scopes(make_config: Any, start_stack: Any) -
     [
         ([{"name": "p", "steps": [{"uses": "nope"}]}], "pipelines.p.steps[0].uses: unknown plugin 'nope'"),
         ([{"name": "p", "steps": [{"uses": "echo.nope"}]}], "has no command 'nope'"),
+        ([{"name": "p", "steps": [{"uses": "agent.nobody"}]}], "unknown agent 'nobody'"),
         ([{"name": "p", "steps": [{"call": "q"}]}], "pipelines.p.steps[0].call: unknown pipeline 'q'"),
         ([{"name": "p", "steps": [{"id": "a", "uses": "echo"}, {"id": "a", "uses": "echo"}]}], "duplicate step id 'a'"),
         ([{"name": "p", "steps": [{"call": "q"}]}, {"name": "q", "steps": [{"call": "p"}]}], "needs max_depth"),
