@@ -56,12 +56,15 @@ class Projector(lifecycle.Service):
     async def _project(self) -> None:
         assert self.pool is not None and self.bus is not None
         identity = await self.bus.stream_identity(subjects.EVENTS)
+        last_seq = await self.bus.stream_last_seq(subjects.EVENTS)
         async with self.pool.acquire() as conn:
             start = await projection.checkpoint(conn)
             recorded = await conn.fetchval(queries["read_log_identity"])
-            if recorded is None:
+            if recorded is None and start <= last_seq:
                 await conn.execute(queries["write_log_identity"], identity)
-        if recorded is not None and recorded != identity:
+        # rows from another log: a different stream, or (rows older than this check) a checkpoint past its end
+        foreign = (recorded is not None and recorded != identity) or start > last_seq
+        if foreign:
             # these rows come from another event log (a fresh NATS store on a reused database):
             # re-project this one rather than skip its events up to a checkpoint that is not its own
             log.warning("read_models_from_another_event_log", recorded=recorded, current=identity)

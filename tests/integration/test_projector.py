@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from services.api.service import Api
 from services.core import bus as bus_mod
@@ -127,7 +128,9 @@ async def test_bus_history_reads_one_jobs_events_in_order(hr: stack.Stack, clien
     assert types == ["job.queued", "job.started", "job.log", "job.succeeded"]
 
 
-async def test_read_models_of_another_event_log_are_re_projected(tmp_path: Path, database_url: str) -> None:
+@pytest.mark.parametrize("rows_older_than_the_identity_check", [False, True])
+async def test_read_models_of_another_event_log_are_re_projected(tmp_path: Path, database_url: str,
+                                                                 rows_older_than_the_identity_check: bool) -> None:
     """A reused database with a fresh NATS store (a new state dir for `headrace up`): the projector must
     not skip the new log's events up to the old log's checkpoint; it re-projects the log it is given."""
     first_nats = infra.NatsServer(tmp_path / "first")
@@ -146,6 +149,12 @@ async def test_read_models_of_another_event_log_are_re_projected(tmp_path: Path,
         await s.stop()
         await first_nats.stop()
     assert len((await snapshot(database_url))[0]) == 5
+    if rows_older_than_the_identity_check:  # a database projected before the log identity was recorded
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("UPDATE headrace.checkpoint SET stream_created = NULL")
+        finally:
+            await conn.close()
 
     second_nats = infra.NatsServer(tmp_path / "second")
     await second_nats.start()
