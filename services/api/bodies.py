@@ -60,6 +60,17 @@ def int_param(request: web.Request, name: str, *, default: int, minimum: int = 0
     return value
 
 
+#: deeper pages than this are refused (400) rather than handed to Postgres as an out-of-range OFFSET
+MAX_OFFSET = 1_000_000
+
+
+def page(request: web.Request, *, default_limit: int = 50, max_limit: int = 1000) -> tuple[int, int]:
+    """(limit, offset) of a listing, each checked and bounded (400 naming the parameter)."""
+    limit = int_param(request, "limit", default=default_limit, minimum=1, maximum=max_limit)
+    offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
+    return limit, offset
+
+
 def bool_param(request: web.Request, name: str, *, default: bool = False) -> bool:
     raw = request.query.get(name)
     if raw is None or raw == "":

@@ -33,8 +33,7 @@ def rejection(row: dict[str, Any]) -> dict[str, Any]:
 async def list_rejected(request: web.Request) -> web.Response:
     auth.require(request, "events:ro")
     st = state.of(request)
-    limit = bodies.int_param(request, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    offset = bodies.int_param(request, "offset", default=0, minimum=0)
+    limit, offset = bodies.page(request, default_limit=DEFAULT_LIMIT, max_limit=MAX_LIMIT)
     rows = [rejection(dict(r)) for r in await st.pool.fetch(REJECTED_SQL, limit, offset)]
     return web.json_response({"events": rows, "count": len(rows), "limit": limit, "offset": offset},
                              dumps=state.dumps)

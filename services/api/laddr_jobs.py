@@ -100,8 +100,7 @@ async def create_job(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     auth.require(request, "jobs:ro")
     st = state.of(request)
-    limit = bodies.int_param(request, "limit", default=50, minimum=1, maximum=1000)
-    offset = bodies.int_param(request, "offset", default=0, minimum=0)
+    limit, offset = bodies.page(request)
     rows = [dict(r) for r in await st.pool.fetch(LIST_SQL, limit, offset)]
     return web.json_response([
         {"job_id": r["job_id"], "pipeline_name": laddr_common.pipeline_name(r), "status": laddr_common.status(r),

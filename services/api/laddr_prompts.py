@@ -81,8 +81,7 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
 async def list_prompts(request: web.Request) -> web.Response:
     auth.require(request, "jobs:ro")
     st = state.of(request)
-    limit = bodies.int_param(request, "limit", default=50, minimum=1, maximum=1000)
-    offset = bodies.int_param(request, "offset", default=0, minimum=0)
+    limit, offset = bodies.page(request)
     rows = [dict(r) for r in await st.pool.fetch(LIST_SQL, limit, offset)]
     return web.json_response({"prompts": [_summary(r) for r in rows], "limit": limit, "offset": offset},
                              dumps=state.dumps)

@@ -33,7 +33,7 @@ DEFAULT_LIMIT = 50
 JOBS_MAX_LIMIT = 1000
 LOGS_MAX_LIMIT = 200
 #: deeper pages cost a scan of everything before them: page by time bounds instead
-MAX_OFFSET = 1_000_000
+MAX_OFFSET = bodies.MAX_OFFSET
 #: `total` is exact up to this many matching rows, an estimate beyond
 COUNT_CAP = 1000
 #: a full-text query ranks at most this many of the most recent matches (or offset + limit, if more)
@@ -143,8 +143,7 @@ def status_param(request: web.Request) -> str | None:
 def jobs_query(request: web.Request) -> tuple[Filters, int, int]:
     """Filters, limit and offset of a GET /jobs (400 naming a bad parameter)."""
     status = status_param(request)
-    limit = bodies.int_param(request, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=JOBS_MAX_LIMIT)
-    offset = bodies.int_param(request, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
+    limit, offset = bodies.page(request, default_limit=DEFAULT_LIMIT, max_limit=JOBS_MAX_LIMIT)
     filters = Filters()
     filters.equal("plugin", request.query.get("plugin") or None)
     filters.equal("command", request.query.get("command") or None)
@@ -179,8 +178,7 @@ def logs_query(request: web.Request) -> tuple[Filters, int | None, int, int, boo
     status = status_param(request)
     since = bodies.time_param(request, "from")
     until = bodies.time_param(request, "to")
-    limit = bodies.int_param(request, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=LOGS_MAX_LIMIT)
-    offset = bodies.int_param(request, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
+    limit, offset = bodies.page(request, default_limit=DEFAULT_LIMIT, max_limit=LOGS_MAX_LIMIT)
     include_result = bodies.bool_param(request, "include_result")
     query = (request.query.get("query") or "").strip() or None
     filters = Filters()

@@ -95,3 +95,13 @@ async def test_discovery_index_and_health_are_open(client: Client) -> None:
     assert status == 200 and body["status"] == "ok"
     assert body["plugins_loaded"] >= 2 and body["queue_depth"] == 0
     assert {"uptime_seconds", "config_path", "binary_path", "version"} <= body.keys()
+
+
+async def test_huge_or_bad_paging_is_400_never_500(client: Client) -> None:
+    paged = ("?offset=100000000000000000000", "?limit=abc", "?limit=-1", "?offset=1.5")
+    for path, queries in [(p, paged) for p in ("/jobs", "/job-logs", "/api/jobs", "/api/prompts", "/events/rejected")] \
+            + [("/api/traces", paged[1:3])]:
+        for query in queries:
+            status, body = await client.get(path + query)
+            assert status == 400, (path, query, status, body)
+            assert "parameter" in body or "limit" in body["error"] or "offset" in body["error"]
