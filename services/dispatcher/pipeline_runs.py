@@ -35,6 +35,7 @@ class PipelineRuns:
         self.decide_submit = decide_submit
         self.compiled: pipelines_mod.Compiled = config.routes or pipelines_mod.Compiled(pipelines={})
         self.plugin_config = {name: dict(p.config) for name, p in config.plugins.items()}
+        self.tree_cache = trees.Cache()
 
     async def _kv(self) -> Any:
         return await self.bus.kv(subjects.KV_TREES)
@@ -70,7 +71,7 @@ class PipelineRuns:
                 trees.fail(state, step_id, error)
             return state
 
-        _, state = await trees.update(await self._kv(), root_id, mutate)
+        _, state = await trees.update(await self._kv(), root_id, mutate, self.tree_cache)
         out.extend(await self._children(dispatch))
         out.extend(self._finish_if_done(root_id, state))
         return out
@@ -116,7 +117,7 @@ class PipelineRuns:
             trees.close_job(state, job_id, status)
             return state
 
-        before, state = await trees.update(await self._kv(), route.root, mutate)
+        before, state = await trees.update(await self._kv(), route.root, mutate, self.tree_cache)
         if before is not None and before.get("done"):
             return []
         out = await self._children(dispatch)

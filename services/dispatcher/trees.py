@@ -48,22 +48,46 @@ def tree(state: State) -> list[dict[str, Any]]:
     return list(state["jobs"].values())
 
 
-async def update(kv: KeyValue, root: str, mutate: Callable[[State | None], State]) -> tuple[State | None, State]:
+class Cache:
+    """The last (revision, state) this dispatcher wrote per root: an update can go straight to the
+    compare-and-set without reading first. A stale entry just fails the CAS and is re-read."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self.entries: dict[str, tuple[int, State]] = {}
+
+    def get(self, root: str) -> tuple[int, State] | None:
+        return self.entries.get(root)
+
+    def put(self, root: str, revision: int, state: State) -> None:
+        if len(self.entries) >= self.size:
+            self.entries.pop(next(iter(self.entries)))
+        self.entries[root] = (revision, state)
+
+
+async def update(kv: KeyValue, root: str, mutate: Callable[[State | None], State],
+                 cache: Cache | None = None) -> tuple[State | None, State]:
     """Apply `mutate` with compare-and-set; returns (before, after)."""
+    cached = cache.get(root) if cache is not None else None
     for _ in range(100):
-        try:
-            entry = await kv.get(root)
-            before: State | None = orjson.loads(entry.value or b"{}")
-            revision = entry.revision
-        except nats.js.errors.KeyNotFoundError:
-            before, revision = None, 0
+        if cached is not None:
+            revision, before = cached[0], copy.deepcopy(cached[1])
+            cached = None
+        else:
+            try:
+                entry = await kv.get(root)
+                before, revision = orjson.loads(entry.value or b"{}"), entry.revision
+            except nats.js.errors.KeyNotFoundError:
+                before, revision = None, 0
         after = mutate(copy.deepcopy(before))
         try:
             if revision:
-                await kv.update(root, orjson.dumps(after), last=revision)
+                written = await kv.update(root, orjson.dumps(after), last=revision)
             else:
-                await kv.create(root, orjson.dumps(after))
+                written = await kv.create(root, orjson.dumps(after))
         except nats.js.errors.KeyWrongLastSequenceError:
             continue
+        if cache is not None:
+            cache.put(root, int(written), after)
         return before, after
     raise errors.TransientError(f"tree {root}: too many concurrent updates")

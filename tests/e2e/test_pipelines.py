@@ -146,6 +146,8 @@ async def test_on_hook_pipeline_fires_on_job_failed(make_config: Any, start_stac
     root = routing.derived_id(job_id, "hook", "alert")
     done = await s.client.wait_job(root, {"succeeded", "failed"}, may_not_exist_yet=True)
     assert done["status"] == "succeeded"
+    assert s.api.bus is not None  # the tree is read from the projection: let it catch up
+    await s.projector.wait_for(await s.api.bus.stream_last_seq("EVENTS"))
     status, tree = await s.client.get(f"/job/{root}/tree")
     assert status == 200
     notify = next(n for n in tree if n["step_id"] == "notify")
