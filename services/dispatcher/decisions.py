@@ -44,7 +44,7 @@ def work_item(job_id: str, data: dict[str, Any], *, attempt: int, config: config
             "plugin": plugin, "command": command, "payload": data.get("payload") or {},
             "attempt": attempt, "timeout_s": config.plugin(plugin).timeout_s(command),
             "submitted_by": data.get("submitted_by", "api"), "event": data.get("event"),
-            "context": data.get("context"),
+            "context": data.get("context"), "route": data.get("route"), "step_id": data.get("step_id"),
         },
     )
     return subjects.work(plugin, command), env

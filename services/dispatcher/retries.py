@@ -25,14 +25,17 @@ def backoff_s(base_s: float, attempt: int, *, rand: random.Random | None = None)
     return base_s * 2 ** (attempt - 1) + jitter
 
 
+ROUTING_KEYS = ("route", "step_id", "context")
+
+
 def dead_event(job_id: str, *, attempt: int, error: str, last_status: str, reason: str, source: str,
-               correlation_id: str | None, plugin: str | None = None,
-               command: str | None = None) -> tuple[str, envelope.Envelope]:
+               correlation_id: str | None, plugin: str | None = None, command: str | None = None,
+               routing: dict[str, Any] | None = None) -> tuple[str, envelope.Envelope]:
     env = envelope.make(
         "job.dead", source=source, job_id=job_id, id=f"{job_id}:dead", causation_id=job_id,
         correlation_id=correlation_id,
         data={"attempt": attempt, "error": error, "last_status": last_status, "reason": reason, "plugin": plugin,
-              "command": command},
+              "command": command, **(routing or {})},
     )
     return subjects.job_event(job_id, "dead"), env
 
@@ -49,7 +52,8 @@ def decide_outcome(outcome: envelope.Envelope, queued: envelope.Envelope | None,
     correlation_id = outcome.correlation_id or job_id
     policy = config.plugin(str(data.get("plugin"))).retry
     dead = functools.partial(dead_event, job_id, attempt=attempt, error=error, last_status=last_status, source=source,
-                             correlation_id=correlation_id, plugin=data.get("plugin"), command=data.get("command"))
+                             correlation_id=correlation_id, plugin=data.get("plugin"), command=data.get("command"),
+                             routing={k: data[k] for k in ROUTING_KEYS if k in data})
     if data.get("retry") is False:
         return [dead(reason="permanent failure (not retryable)")]
     if attempt >= policy.max_attempts:

@@ -248,7 +248,7 @@ class Dispatcher(lifecycle.Service):
         assert self.bus is not None and env.job_id is not None
         if env.type == "job.rejected":
             return env.data.get("command")
-        if env.type == "job.skipped":
+        if env.type == "job.skipped" or "route" in env.data:  # outcomes of attempts carry their routing
             return env.data
         queued = await self.bus.last_message(subjects.EVENTS, subjects.job_event(env.job_id, "queued"))
         return queued[1].data if queued else None

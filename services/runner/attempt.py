@@ -26,6 +26,14 @@ class WorkItem:
     event: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
     correlation_id: str | None = None
+    #: where a pipeline step's job sits (pipeline, root, depth) and its step id; handed back in the
+    #: outcome so the dispatcher can route on without reading the job's queued event
+    route: dict[str, Any] | None = None
+    step_id: str | None = None
+
+    def routing(self) -> dict[str, Any]:
+        """The routing facts an outcome event carries (`route` is None for a job outside any pipeline)."""
+        return {"route": self.route, "step_id": self.step_id, "context": self.context}
 
     @classmethod
     def from_envelope(cls, env: envelope.Envelope) -> WorkItem:
@@ -42,6 +50,8 @@ class WorkItem:
             event=data.get("event"),
             context=data.get("context"),
             correlation_id=env.correlation_id or env.job_id,
+            route=data.get("route"),
+            step_id=data.get("step_id"),
         )
 
 
@@ -62,14 +72,14 @@ def started_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelop
 
 def cancelled_event(item: WorkItem, *, reason: str, source: str) -> tuple[str, envelope.Envelope]:
     return _event(item, "cancelled", {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
-                                      "reason": reason}, source=source)
+                                      "reason": reason, **item.routing()}, source=source)
 
 
 def lost_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelope]:
     """The record of an attempt whose runner died mid-run: failed, retryable, marked lost."""
     return _event(item, "failed", {
         "plugin": item.plugin, "command": item.command, "attempt": item.attempt, "retry": True, "lost": True,
-        "error": f"attempt {item.attempt} was lost: its runner stopped while the plugin ran",
+        "error": f"attempt {item.attempt} was lost: its runner stopped while the plugin ran", **item.routing(),
     }, source=source)
 
 
@@ -104,7 +114,7 @@ def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, st
             )
             out.append((subjects.plugin_event(item.plugin, "state_updated"), env))
     common = {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
-              "duration_ms": outcome.duration_ms, "stderr": outcome.stderr or None}
+              "duration_ms": outcome.duration_ms, "stderr": outcome.stderr or None, **item.routing()}
     if outcome.status == "succeeded":
         out.append(_event(item, "succeeded", {**common, "result": result if result is not None else {}},
                           source=source))
