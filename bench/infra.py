@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -30,6 +31,20 @@ TOKEN = "bench-token-" + secrets.token_hex(8)
 
 #: process group ids of every child this run started (and has not yet seen exit)
 STARTED: set[int] = set()
+
+
+async def clean_up(steps: list[tuple[str, Any]], *, tmp: Path, keep: bool, say: Any) -> None:
+    """Await every cleanup step (reporting, not raising, what fails), kill stragglers, remove `tmp`."""
+    for what, step in steps:
+        try:
+            await step
+        except Exception as exc:
+            say(f"cleanup of {what} failed: {exc!r}")
+    kill_leftovers()
+    if keep:
+        say(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def kill_leftovers() -> None:

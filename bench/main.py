@@ -159,16 +159,7 @@ class Bench:
         steps.append(("processes", asyncio.gather(*(p.stop() for p in self.procs), return_exceptions=True)))
         steps.append(("nats-server", self.nats.stop()))
         steps.append(("database", self.db.drop()))
-        for what, step in steps:
-            try:
-                await step
-            except Exception as exc:
-                self.say(f"cleanup of {what} failed: {exc!r}")
-        infra.kill_leftovers()
-        if self.args.keep:
-            self.say(f"kept {self.tmp}")
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        await infra.clean_up(steps, tmp=self.tmp, keep=self.args.keep, say=self.say)
 
     # --- helpers --------------------------------------------------------
 
