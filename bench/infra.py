@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -45,6 +46,24 @@ async def clean_up(steps: list[tuple[str, Any]], *, tmp: Path, keep: bool, say: 
         say(f"kept {tmp}")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_main(name: str, amain: Any, *, tmp: Path, keep: bool) -> int:
+    """Run a benchmark's async main with the exit codes and last-resort cleanup every harness wants."""
+    try:
+        asyncio.run(amain)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(f"{name}: interrupted; cleaned up", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        kill_leftovers()
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 def kill_leftovers() -> None:

@@ -19,13 +19,11 @@ import datetime
 import io
 import os
 import pstats
-import shutil
 import signal
 import statistics
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -601,17 +599,4 @@ def main(argv: list[str] | None = None) -> int:
     hr_logging.configure("warning")
     os.environ.pop("HEADRACE_CONFIG", None)
     bench = Bench(args, selected)
-    try:
-        asyncio.run(_amain(bench))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("bench: interrupted; cleaned up", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        traceback.print_exc()
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        infra.kill_leftovers()
-        if not args.keep:
-            shutil.rmtree(bench.tmp, ignore_errors=True)
-    return 0
+    return infra.run_main("bench", _amain(bench), tmp=bench.tmp, keep=args.keep)

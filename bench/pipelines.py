@@ -32,13 +32,11 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import statistics
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -326,20 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     hr_logging.configure("warning")
     os.environ.pop("HEADRACE_CONFIG", None)
     bench = PipelineBench(args)
-    try:
-        asyncio.run(_amain(bench))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("bench.pipelines: interrupted; cleaned up", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        traceback.print_exc()
-        print(f"bench.pipelines: error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        infra.kill_leftovers()
-        if not args.keep:
-            shutil.rmtree(bench.tmp, ignore_errors=True)
-    return 0
+    return infra.run_main("bench.pipelines", _amain(bench), tmp=bench.tmp, keep=args.keep)
 
 
 if __name__ == "__main__":
