@@ -19,8 +19,7 @@ import orjson
 from aiohttp import web
 
 from services.api import auth, state, views
-from services.core import envelope, errors, subjects
-from services.projector import read_models
+from services.core import envelope, errors, jobstate, subjects
 from services.runner import heartbeat
 
 routes = web.RouteTableDef()
@@ -139,7 +138,7 @@ async def queue(request: web.Request) -> web.Response:
 
 
 def _stats(by_status: dict[str, int], p50: float | None, p95: float | None, *, total: int) -> dict[str, Any]:
-    final = sum(n for status, n in by_status.items() if status in read_models.FINAL_STATUSES)
+    final = sum(n for status, n in by_status.items() if status in jobstate.FINAL_STATUSES)
     return {
         "total": total,
         "by_status": by_status,

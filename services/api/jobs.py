@@ -31,9 +31,7 @@ async def load_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
         subjects.job_events(job_id)
     except ValueError:
         return None
-    folded: dict[str, Any] | None = None
-    for seq, env in await st.bus.history(subjects.EVENTS, subjects.job_events(job_id), limit=1000):
-        folded = jobstate.evolve_job(folded, seq, env)
+    folded = jobstate.fold(await st.bus.history(subjects.EVENTS, subjects.job_events(job_id), limit=1000))
     if folded is not None:
         return folded
     for action in ("submit", "run"):  # a plugin job, or a pipeline's root

@@ -9,8 +9,7 @@ from typing import Any
 
 from services.api import jobs, state, submit, views
 from services.core import agents as agents_mod
-from services.core import errors, offload, subjects
-from services.projector import read_models
+from services.core import errors, jobstate, offload, subjects
 
 #: read-model status → Laddr status (a failed or timed-out attempt is final only with job.dead,
 #: but the window before the dispatcher's retry decision is milliseconds; rejected jobs stay failed)
@@ -36,11 +35,9 @@ async def fresh_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
     """The job row, folded from the event log when the projection has not reached its outcome yet
     (a chat or a wait that saw the final event must not read an older row right after)."""
     row = await jobs.load_job(st, job_id)
-    if row is None or row["status"] in read_models.FINAL_STATUSES:
+    if row is None or row["status"] in jobstate.FINAL_STATUSES:
         return row
-    folded: dict[str, Any] | None = None
-    for seq, env in await st.bus.history(subjects.EVENTS, subjects.job_events(job_id), limit=1000):
-        folded = read_models.evolve_job(folded, seq, env)
+    folded = jobstate.fold(await st.bus.history(subjects.EVENTS, subjects.job_events(job_id), limit=1000))
     return folded if folded is not None and folded["last_seq"] > row.get("last_seq", 0) else row
 
 

@@ -7,6 +7,7 @@ reads a job's state from the log the same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -96,3 +97,11 @@ def evolve_job(row: Row | None, seq: int, env: envelope.Envelope) -> Row | None:
     return row
 
 
+
+
+def fold(history: Iterable[tuple[int, envelope.Envelope]]) -> Row | None:
+    """A job's row from its events in the log ((stream seq, envelope) pairs, oldest first); None without any."""
+    row: Row | None = None
+    for seq, env in history:
+        row = evolve_job(row, seq, env)
+    return row

@@ -215,10 +215,7 @@ class Dispatcher(lifecycle.Service):
         assert self.bus is not None
         if not job_id:
             return None
-        row: dict[str, Any] | None = None
-        for seq, env in await self.bus.history(subjects.EVENTS, subjects.job_events(job_id)):
-            row = jobstate.evolve_job(row, seq, env)
-        return row
+        return jobstate.fold(await self.bus.history(subjects.EVENTS, subjects.job_events(job_id)))
 
     async def _on_outcomes(self, msgs: list[Msg]) -> None:
         assert self.bus is not None
