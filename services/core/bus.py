@@ -258,13 +258,10 @@ class Bus:
             raise errors.TransientError(f"stream info {stream} failed: {exc}") from exc
         return int(info.state.last_seq)
 
-    async def pending_work(self, plugin: str | None = None) -> int:
-        """Work items waiting in WORK (all, or one plugin's)."""
+    async def pending_work(self) -> int:
+        """Work items waiting in WORK (due and parked for a retry)."""
         try:
-            if plugin is None:
-                info = await self.js.stream_info(subjects.WORK)
-                return int(info.state.messages)
-            info = await self.js.stream_info(subjects.WORK, subjects_filter=subjects.plugin_work(plugin))
-            return sum((info.state.subjects or {}).values())
+            info = await self.js.stream_info(subjects.WORK)
+            return int(info.state.messages)
         except (nats.errors.Error, TimeoutError) as exc:
             raise errors.TransientError(f"stream info WORK failed: {exc}") from exc

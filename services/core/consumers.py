@@ -61,17 +61,11 @@ async def fetch_loop(
     batch: int = 100,
     wait_s: float = 1.0,
     name: str,
-    capacity: Callable[[], Awaitable[int]] | None = None,
 ) -> None:
-    """Fetch batches until `stop` is set. `capacity` (if given) bounds each batch and waits for room."""
+    """Fetch batches until `stop` is set."""
     while not stop.is_set():
-        size = batch
-        if capacity is not None:
-            size = min(batch, await capacity())
-            if size <= 0:
-                continue
         try:
-            msgs = await sub.fetch(size, timeout=wait_s)
+            msgs = await sub.fetch(batch, timeout=wait_s)
         except (TimeoutError, nats.errors.TimeoutError):
             continue
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):

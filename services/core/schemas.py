@@ -32,6 +32,3 @@ def violations(name: str, document: Any) -> list[str]:
     errors = sorted(validator(name).iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
     return [f"{error_path(e)}: {e.message}" for e in errors]
 
-
-def exists(name: str) -> bool:
-    return (SCHEMA_DIR / f"{name}.json").is_file()

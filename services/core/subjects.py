@@ -59,9 +59,6 @@ def pipeline_command(root_job_id: str) -> str:
     return job_command(root_job_id, "run")
 
 
-def system_command(action: str) -> str:
-    return f"cmd.system.{_token(action)}"
-
 
 def job_event(job_id: str, short_type: str) -> str:
     """evt.job.<job_id>.<short_type>, e.g. evt.job.0192….succeeded."""
@@ -145,19 +142,8 @@ def agent_consumer(agent: str) -> str:
     return f"agent-{_token(agent)}"
 
 
-def ingest(event_type: str) -> str:
-    """ingest.<type>: where outside systems publish their events."""
-    return f"ingest.{event_type}"
-
 
 def ingest_type(subject: str) -> str:
     """The event type an ingest subject claims: ingest.order.created → order.created."""
     return subject.removeprefix("ingest.")
 
-
-def parse_job_subject(subject: str) -> tuple[str, str] | None:
-    """evt.job.<id>.<type> or cmd.job.<id>.<action> → (id, type); None for any other subject."""
-    parts = subject.split(".")
-    if len(parts) == 4 and parts[1] == "job":
-        return parts[2], parts[3]
-    return None

@@ -117,9 +117,7 @@ class PipelineRuns:
             trees.close_job(state, job_id, status)
             return state
 
-        before, state = await trees.update(await self._kv(), route.root, mutate, self.tree_cache)
-        if before is not None and before.get("done"):
-            return []
+        _, state = await trees.update(await self._kv(), route.root, mutate, self.tree_cache)
         out = await self._children(dispatch)
         out.extend(self._finish_if_done(route.root, state))
         return out

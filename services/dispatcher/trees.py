@@ -21,7 +21,7 @@ State = dict[str, Any]
 
 def new_state(pipeline: str, correlation_id: str) -> State:
     return {"pipeline": pipeline, "correlation_id": correlation_id, "open": [], "jobs": {}, "failed": None,
-            "result": None, "done": False}
+            "result": None}
 
 
 def add_children(state: State, children: list[tuple[str, str, str, str, str]]) -> None:

@@ -25,7 +25,6 @@ from services.runner import attempt, builtin, heartbeat, inprocess, preflight, p
 log = logging.get("runner")
 
 #: how long a delivered work item stays leased without an ack or an in-progress heartbeat
-ACK_WAIT_S = 30.0
 
 
 async def _no_state() -> dict[str, Any]:
