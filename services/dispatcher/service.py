@@ -198,11 +198,12 @@ class Dispatcher(lifecycle.Service):
 
     async def _record_outcome(self, env: envelope.Envelope) -> None:
         plugin, command = env.data.get("plugin"), env.data.get("command")
-        if not isinstance(plugin, str) or not isinstance(command, str):
-            return
+        succeeded = breaker.verdict(env.type, env.data)
+        if not isinstance(plugin, str) or not isinstance(command, str) or succeeded is None:
+            return  # a lost attempt (its runner died) is no failure of the plugin's
         kv, state = await self._breaker(plugin, command)
         policy = self.config.plugin(plugin).circuit_breaker
-        new = breaker.record(state, succeeded=env.type == "job.succeeded", threshold=policy.threshold)
+        new = breaker.record(state, succeeded=succeeded, threshold=policy.threshold)
         if new != state:
             await self._save_breaker(kv, plugin, command, new)
             if new.state == "open" and state.state != "open":
