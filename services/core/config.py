@@ -111,6 +111,9 @@ class Config:
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: the compiled pipelines (services.core.pipelines.Compiled), validated against the plugin catalog
     routes: Any = None
+    #: the plugin catalog (services.core.catalog.Catalog) scanned when this config was loaded: every
+    #: service serves from it, and it is part of the fingerprint, so a reload picks up new plugin dirs
+    catalog: Any = None
     #: tokens the process added at start (e.g. `headrace up`'s state-dir admin token); kept across reloads
     runtime_tokens: tuple[Token, ...] = ()
 
@@ -218,8 +221,15 @@ def reload(current: Config, env: Mapping[str, str] | None = None) -> Config:
 
 
 def fingerprint(config: Config) -> str:
-    """A short hash of the loaded document (secrets included, so it is never logged as text)."""
-    return hashlib.sha256(orjson.dumps(config.raw, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    """A short hash of the loaded document (secrets included, so it is never logged as text) and of the
+    plugin catalog it was loaded with (a reload that only adds a plugin directory changes it)."""
+    doc = {"config": config.raw, "catalog": catalog.signature(plugin_catalog(config))}
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def plugin_catalog(config: Config) -> catalog.Catalog:
+    """The catalog `config` was loaded with (scanned now for a config built by hand)."""
+    return config.catalog if config.catalog is not None else catalog.scan(config.plugin_roots)
 
 
 def _env_file_names(path: Path) -> list[str]:
@@ -264,7 +274,7 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
         schedules_mod.check_commands(schedules_mod.parse_all(doc.get("plugins") or {}), commands_of)
     except ValueError as exc:
         raise errors.ConfigError(f"{path or 'config'}: {exc}") from exc
-    return dataclasses.replace(built, routes=routes)
+    return dataclasses.replace(built, routes=routes, catalog=found)
 
 
 def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mapping[str, str]) -> Config:

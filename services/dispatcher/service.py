@@ -22,7 +22,6 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from services.core import bus as bus_mod
-from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 from services.core import consumers, envelope, jobstate, lifecycle, logging, reloads, subjects
 from services.dispatcher import breaker, cancels, decisions, ingest, pipeline_runs, retries, schedules
@@ -47,7 +46,7 @@ class Dispatcher(lifecycle.Service):
         self.bus = bus
         self._own_bus = bus is None
         self.source = config_mod.instance_name("dispatcher")
-        self.catalog = catalog_mod.scan(config.plugin_roots)
+        self.catalog = config_mod.plugin_catalog(config)
         self.runs: pipeline_runs.PipelineRuns | None = None
         self._breakers: dict[str, breaker.BreakerState] = {}
 
@@ -88,7 +87,7 @@ class Dispatcher(lifecycle.Service):
         """A reloaded config: plugins, retry and breaker policies, pipelines."""
         assert self.bus is not None
         self.config = fresh
-        self.catalog = catalog_mod.scan(fresh.plugin_roots)
+        self.catalog = config_mod.plugin_catalog(fresh)
         self.runs = pipeline_runs.PipelineRuns(self.bus, fresh, source=self.source, decide_submit=self._submit)
 
     async def close(self) -> None:

@@ -54,7 +54,7 @@ class Runner(lifecycle.Service):
         self._own_bus = bus is None
         self.only_plugins = set(plugins) if plugins else None
         self.source = config_mod.instance_name("runner")
-        self.catalog = catalog_mod.scan(config.plugin_roots)
+        self.catalog = config_mod.plugin_catalog(config)
         self.slots = asyncio.Semaphore(config.max_workers)
         self.running: dict[str, asyncio.Event] = {}
         self._mailboxes: set[str] = set()
@@ -95,7 +95,7 @@ class Runner(lifecycle.Service):
     async def _apply_config(self, fresh: config_mod.Config) -> None:
         """A reloaded config: plugin config, secrets and timeouts now; newly enabled plugins get a mailbox."""
         self.config = fresh
-        self.catalog = catalog_mod.scan(fresh.plugin_roots)
+        self.catalog = config_mod.plugin_catalog(fresh)
         await self._open_mailboxes()
         await self._open_builtin_mailboxes()
 
