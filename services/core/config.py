@@ -260,10 +260,11 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
 def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Validate a config document and build the frozen `Config`."""
     environ = dict(os.environ if env is None else env)
-    problems = schemas.violations("config", doc)
+    # messages name the path and the rule, never a value (values may be `${VAR}`-substituted secrets)
+    problems = schemas.violations("config", doc, values=False)
     if problems:
         where = f"{path}: " if path else ""
-        raise errors.ConfigError(where + "invalid config: " + "; ".join(problems))
+        raise errors.ConfigError(redact(where + "invalid config: " + "; ".join(problems), doc, environ))
     base_dir = path.parent if path else Path.cwd()
     try:
         built = _build(doc, path=path, base_dir=base_dir, env=environ)
@@ -273,8 +274,59 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
         webhooks_mod.check_plugins(webhooks_mod.parse_all(built.webhooks), commands_of)
         schedules_mod.check_commands(schedules_mod.parse_all(doc.get("plugins") or {}), commands_of)
     except ValueError as exc:
-        raise errors.ConfigError(f"{path or 'config'}: {exc}") from exc
+        # `from None`: the cause's text would be printed unredacted (`headrace check-config` prints causes)
+        raise errors.ConfigError(redact(f"{path or 'config'}: {exc}", doc, environ)) from None
     return dataclasses.replace(built, routes=routes, catalog=found)
+
+
+REDACTED = "<redacted>"
+#: shorter values are not searched for (tokens have at least 8 characters): they would garble messages
+_MIN_REDACTED_LEN = 8
+
+
+def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
+    """The values of every secret-bearing field of a config document: API tokens, `secrets:`,
+    plugins' `secrets`, agents' `llm.api_key`, and the environment variables webhooks' `secret_ref` name."""
+    found: list[Any] = []
+
+    def leaves(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for item in value.values():
+                leaves(item)
+        elif isinstance(value, list):
+            for item in value:
+                leaves(item)
+        else:
+            found.append(value)
+
+    api = doc.get("api")
+    auth = api.get("auth") if isinstance(api, Mapping) else None
+    tokens = auth.get("tokens") if isinstance(auth, Mapping) else None
+    for token in tokens if isinstance(tokens, list) else ():
+        if isinstance(token, Mapping):
+            found.append(token.get("token"))
+    leaves(doc.get("secrets"))
+    for section, key in (("plugins", "secrets"), ("agents", "llm")):
+        entries = doc.get(section)
+        for entry in entries.values() if isinstance(entries, Mapping) else ():
+            inner = entry.get(key) if isinstance(entry, Mapping) else None
+            if key == "llm":
+                inner = inner.get("api_key") if isinstance(inner, Mapping) else None
+            leaves(inner)
+    hooks = doc.get("webhooks")
+    for hook in hooks if isinstance(hooks, list) else ():
+        ref = hook.get("secret_ref") if isinstance(hook, Mapping) else None
+        if isinstance(ref, str) and ref in env:
+            found.append(env[ref])
+    return {str(v) for v in found if isinstance(v, str | int | float) and len(str(v)) >= _MIN_REDACTED_LEN}
+
+
+def redact(message: str, doc: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """`message` with every secret value of `doc` replaced: the last line of defence behind messages
+    that are written not to quote values in the first place."""
+    for value in sorted(secret_values(doc, env), key=len, reverse=True):
+        message = re.sub(rf"(?<![\w-])'?{re.escape(value)}'?(?![\w-])", REDACTED, message)
+    return message
 
 
 def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mapping[str, str]) -> Config:

@@ -90,3 +90,17 @@ async def test_a_plugin_directory_added_before_a_reload_runs_everywhere(make_con
     done = await infra.wait_until(runs, timeout_s=20, what="the new plugin's job")
     assert done["status"] == "succeeded", done
     assert s.dispatcher.catalog.get("latecomer") is not None and s.runner.catalog.get("latecomer") is not None
+
+
+async def test_a_refused_reload_names_path_and_rule_never_the_secret(make_config: Any, start_stack: Any) -> None:
+    config = make_config()
+    s = await start_stack(config)
+    doc = config_doc()
+    doc["api"]["auth"]["tokens"] += [{"token": "SHRTPW7", "scopes": ["*"]}]
+    doc["secrets"] = {"hook": 27182818284}
+    Path(config.path).write_text(yaml.safe_dump(doc))
+    status, body = await s.client.post("/system/reload")
+    assert status == 409, body
+    assert "api.auth.tokens[6].token: is too short (minimum 8 characters)" in body["error"]
+    assert "secrets.hook: must be of type string" in body["error"]
+    assert "SHRTPW7" not in str(body) and "27182818284" not in str(body)

@@ -120,7 +120,7 @@ async def test_a_webhook_secret_must_resolve(make_config: Any, monkeypatch: pyte
     without = {k: v for k, v in hook.items() if k != "secret_ref"}
     with pytest.raises(errors.ConfigError) as caught:
         make_config(webhooks=[without])
-    assert "webhooks.0" in caught.value.message and "secret_ref" in caught.value.message
+    assert "webhooks[0]: missing required key 'secret_ref'" in caught.value.message
 
     monkeypatch.setenv("HR_TEST_NO_SUCH_SECRET", "now it is set")
     with pytest.raises(errors.ConfigError) as caught:
