@@ -1,5 +1,5 @@
 """Config loader: YAML (Ductile's shape) → `${ENV}` substitution → includes → schema check →
-a frozen `Config`. The only module that reads the process environment.
+a frozen `Config`. Reads the process environment as captured at start (services/core/environment.py).
 
 Merging of included files: maps merge key by key (later wins), arrays append, scalars replace.
 """
@@ -18,7 +18,7 @@ import orjson
 import yaml
 
 from services.core import agents as agents_mod
-from services.core import catalog, durations, errors, pipelines, schemas
+from services.core import catalog, durations, environment, errors, pipelines, schemas
 from services.core import schedules as schedules_mod
 from services.core import webhooks as webhooks_mod
 
@@ -246,7 +246,7 @@ def _env_file_names(path: Path) -> list[str]:
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read, merge, substitute and validate the config at `path`."""
     path = Path(path).resolve()
-    environ: dict[str, str] = dict(os.environ if env is None else env)
+    environ: dict[str, str] = dict(environment.process_env() if env is None else env)
     for name in _env_file_names(path):
         file = (path.parent / name).resolve()
         if file.is_file():
@@ -259,7 +259,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
 
 def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Validate a config document and build the frozen `Config`."""
-    environ = dict(os.environ if env is None else env)
+    environ = dict(environment.process_env() if env is None else env)
     # messages name the path and the rule, never a value (values may be `${VAR}`-substituted secrets)
     problems = schemas.violations("config", doc, values=False)
     if problems:
@@ -407,14 +407,12 @@ def _plugin(name: str, spec: Mapping[str, Any], max_workers: int) -> PluginConfi
     )
 
 
-PLUGIN_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
+PLUGIN_ENV_ALLOWLIST = environment.PLUGIN_ENV_ALLOWLIST
 
 
 def plugin_base_env() -> dict[str, str]:
     """The minimal environment a plugin subprocess gets: never the gateway's own secrets."""
-    env = {key: os.environ[key] for key in PLUGIN_ENV_ALLOWLIST if key in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    return env
+    return environment.minimal(environment.process_env())
 
 
 def instance_name(role: str) -> str:
