@@ -92,6 +92,8 @@ class Config:
     work_lease_s: float = 30.0
     #: how often runners write their presence (and their agents') to the agents KV bucket
     heartbeat_interval_s: float = 5.0
+    #: who subprocess plugins run as when the runner is root (None: headrace-plugin, else nobody)
+    plugin_user: str | None = None
     state_dir: Path = Path(".state")
     plugin_roots: tuple[Path, ...] = (DEFAULT_PLUGIN_ROOT,)
     api: ApiConfig = ApiConfig()
@@ -356,6 +358,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
         max_workers=max_workers,
         work_lease_s=durations.parse_seconds(service.get("work_lease", "30s")),
         heartbeat_interval_s=durations.parse_seconds(service.get("heartbeat_interval", "5s")) or 5.0,
+        plugin_user=service.get("plugin_user"),
         state_dir=(base_dir / state_dir).resolve(),
         plugin_roots=roots,
         api=ApiConfig(
