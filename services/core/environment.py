@@ -94,7 +94,10 @@ def seal() -> None:
         env = {**minimal(full), **{k: full[k] for k in _EXEC_ONLY if k in full}, FD_VAR: str(fd)}
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, argv, env)
+        try:
+            os.execve(sys.executable, argv, env)
+        except OSError:
+            os.close(fd)  # cannot re-execute: scrub in place below
     _captured = full
     _scrub()
 
