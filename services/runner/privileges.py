@@ -90,10 +90,14 @@ def cannot_run(user: PluginUser, executable: Path) -> str | None:
         except OSError:
             return None  # the spawn reports a missing path itself
         if not _allows(st, user, search):
-            return (f"plugin user {user.name} (uid {user.uid}) may not enter {directory}: make the plugin "
-                    "directory and its parents searchable (chmod o+x), or set service.plugin_user")
+            return (
+                f"plugin user {user.name} (uid {user.uid}) may not enter {directory}: make the plugin "
+                "directory and its parents searchable (chmod o+x), or set service.plugin_user"
+            )
     st = path.stat()
     if not (_allows(st, user, search) and _allows(st, user, read)):
-        return (f"plugin user {user.name} (uid {user.uid}) may not read and execute {path} "
-                "(chmod o+rx), or set service.plugin_user")
+        return (
+            f"plugin user {user.name} (uid {user.uid}) may not read and execute {path} "
+            "(chmod o+rx), or set service.plugin_user"
+        )
     return None

@@ -41,8 +41,9 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-async def test_plugins_run_as_nobody_by_default(nats_url: str, database_url: str, tmp_path: Path,
-                                                start_stack: Any) -> None:
+async def test_plugins_run_as_nobody_by_default(
+    nats_url: str, database_url: str, tmp_path: Path, start_stack: Any
+) -> None:
     secret = tmp_path / "root-only"
     secret.write_text("x")
     secret.chmod(0o600)
@@ -56,16 +57,18 @@ async def test_plugins_run_as_nobody_by_default(nats_url: str, database_url: str
     assert seen["user"] == "nobody" and seen["opened"] == "Permission denied"
 
 
-async def test_a_configured_user_and_a_directory_it_may_not_enter(nats_url: str, database_url: str,
-                                                                  tmp_path: Path, start_stack: Any) -> None:
+async def test_a_configured_user_and_a_directory_it_may_not_enter(
+    nats_url: str, database_url: str, tmp_path: Path, start_stack: Any
+) -> None:
     hidden = tmp_path / "hidden"  # under the root-only pytest tmp dir
     shutil.copytree(stack.TEST_PLUGINS / "ids", hidden / "ids_hidden")
     manifest = hidden / "ids_hidden" / "manifest.yaml"
     manifest.write_text(manifest.read_text().replace("name: ids", "name: ids_hidden"))
     config = user_config(tmp_path, nats_url, database_url, plugin_user="4242")
     doc_roots = [*config.raw["plugin_roots"], str(hidden)]
-    config = stack.write_config(tmp_path / "c.yaml", {**config.raw, "plugin_roots": doc_roots},
-                                nats_url=nats_url, database_url=database_url)
+    config = stack.write_config(
+        tmp_path / "c.yaml", {**config.raw, "plugin_roots": doc_roots}, nats_url=nats_url, database_url=database_url
+    )
     s = await start_stack(config)
     done = await s.client.wait_job(await s.client.submit("ids", "poll"))
     assert done["status"] == "succeeded", done
@@ -76,18 +79,25 @@ async def test_a_configured_user_and_a_directory_it_may_not_enter(nats_url: str,
 
     bad = user_config(tmp_path, nats_url, database_url, plugin_user="no-such-user-here")
     from services.runner.service import Runner
+
     with pytest.raises(errors.ConfigError, match="no such user 'no-such-user-here'"):
         Runner(bad)
 
 
-async def test_a_dropped_plugin_still_dies_with_its_runner(nats_url: str, database_url: str, tmp_path: Path,
-                                                           shared_dir: Path) -> None:
+async def test_a_dropped_plugin_still_dies_with_its_runner(
+    nats_url: str, database_url: str, tmp_path: Path, shared_dir: Path
+) -> None:
     config = user_config(tmp_path, nats_url, database_url)
     services = [Projector(config), Dispatcher(config), Api(config, port=0)]
     for service in services:
         await service.start()
-    runner = stack.ServiceProcess("runner", config_path=config.path, nats_url=nats_url, database_url=database_url,
-                                  log_path=tmp_path / "runner.log").start()
+    runner = stack.ServiceProcess(
+        "runner",
+        config_path=config.path,
+        nats_url=nats_url,
+        database_url=database_url,
+        log_path=tmp_path / "runner.log",
+    ).start()
     client = stack.Client(services[-1].url)  # type: ignore[attr-defined]
     marker = shared_dir / "starts"
     try:

@@ -20,6 +20,19 @@ if payload.get("marker"):
     with open(payload["marker"], "a") as f:
         f.write(f"{request['job_id']} {os.getpid()}\n")
 time.sleep(float(payload.get("seconds", 0)))
-json.dump({"status": "ok", "result": {
-    "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(), "cwd": os.getcwd(),
-    "home": os.environ.get("HOME"), "user": os.environ.get("USER"), "opened": opened}}, sys.stdout)
+json.dump(
+    {
+        "status": "ok",
+        "result": {
+            "uid": os.getuid(),
+            "euid": os.geteuid(),
+            "gid": os.getgid(),
+            "groups": os.getgroups(),
+            "cwd": os.getcwd(),
+            "home": os.environ.get("HOME"),
+            "user": os.environ.get("USER"),
+            "opened": opened,
+        },
+    },
+    sys.stdout,
+)
