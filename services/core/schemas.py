@@ -92,6 +92,8 @@ def rule(error: jsonschema.ValidationError) -> str:
         return "unknown key " + ", ".join(map(repr, extra)) if extra else "has a key that is not allowed"
     if keyword == "propertyNames":
         return "has a key that is not allowed (" + _describe_schema(expected) + ")"
+    if keyword in ("anyOf", "oneOf") and isinstance(error.schema.get("title"), str):
+        return f"must be {error.schema['title']}"
     describe = _RULES.get(str(keyword))
     return describe(expected) if describe else f"breaks the {keyword!r} rule"
 

@@ -58,7 +58,9 @@ def test_env_files_preload_without_overriding(tmp_path: Path) -> None:
         ("api: {auth: {tokens: [{token: short, scopes: ['*']}]}}\n", "api.auth.tokens[0].token: is too short (minimum 8 characters)"),
         ("api: {auth: {tokens: [{token: long-enough-token, scopes: [root]}]}}\n", "api.auth.tokens[0].scopes[0]"),
         ("surprise: 1\n", "surprise"),
-        ("plugins: {echo: {retry: {backoff_base: soon}}}\n", "plugins.echo.retry.backoff_base"),
+        ("plugins: {echo: {retry: {backoff_base: soon}}}\n",
+         "plugins.echo.retry.backoff_base: must be a duration (seconds, or e.g. 500ms, 30s, 5m, 1h30m, 7d)"),
+        ("surprise: 1\n", "(root): unknown key 'surprise'"),
         ("service: {max_workers: 1}\nplugins: {echo: {parallelism: 2}}\n", "plugins.echo.parallelism"),
     ],
 )
