@@ -213,15 +213,21 @@ async def test_lost_attempts_never_open_the_circuit_breaker(
     marker = tmp_path / "starts"
     try:
         job_id = await client.submit("napper", "poll", {"seconds": 30, "marker": str(marker)})
+        assert dispatcher.bus is not None
+        bus = dispatcher.bus
+
+        async def started(n: int) -> bool:  # the plugin runs and its attempt is recorded as started
+            events = await bus.history(subjects.EVENTS, subjects.job_event(job_id, "started"))
+            return await _lines(marker, n) and len(events) >= n
+
         for lost in range(1, 4):  # three attempts lost in a row: past the threshold of 2
-            await infra.wait_until(lambda n=lost: _lines(marker, n), timeout_s=30, what=f"attempt {lost} started")
+            await infra.wait_until(lambda n=lost: started(n), timeout_s=30, what=f"attempt {lost} started")
             runner.kill()
             runner = spawn(lost)
         await infra.wait_until(lambda: _lines(marker, 4), timeout_s=30, what="attempt 4 started")
         job = await client.wait_job(job_id, {"running"}, timeout_s=10)
         assert job["attempt"] == 4
-        assert dispatcher.bus is not None
-        failed = await dispatcher.bus.history(subjects.EVENTS, subjects.job_event(job_id, "failed"))
+        failed = await bus.history(subjects.EVENTS, subjects.job_event(job_id, "failed"))
         assert [env.data.get("lost") for _, env in failed] == [True, True, True]
         # later jobs of the same command run: the breaker saw no plugin failure
         later = [await client.submit("napper", "poll", {"seconds": 0}) for _ in range(2)]
