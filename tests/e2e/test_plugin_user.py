@@ -22,7 +22,10 @@ from tests.integration.test_crash_safety import _gone, _marker_lines
 from tests.support import infra, stack
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the drop needs a root runner")
-NOBODY = pwd.getpwnam("nobody")
+try:  # the default plugin user: the dedicated one where it exists
+    NOBODY = pwd.getpwnam("headrace-plugin")
+except KeyError:
+    NOBODY = pwd.getpwnam("nobody")
 
 
 def user_config(tmp_path: Path, nats_url: str, database_url: str, **service: Any) -> Any:
@@ -54,7 +57,7 @@ async def test_plugins_run_as_nobody_by_default(
     assert (seen["uid"], seen["euid"], seen["gid"]) == (NOBODY.pw_uid, NOBODY.pw_uid, NOBODY.pw_gid)
     assert set(seen["groups"]) <= {NOBODY.pw_gid}  # root's supplementary groups are gone
     assert seen["cwd"] == str(stack.TEST_PLUGINS / "ids") and seen["home"] == NOBODY.pw_dir
-    assert seen["user"] == "nobody" and seen["opened"] == "Permission denied"
+    assert seen["user"] == NOBODY.pw_name and seen["opened"] == "Permission denied"
 
 
 async def test_a_configured_user_and_a_directory_it_may_not_enter(
