@@ -11,21 +11,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from services.core import config as config_mod
-from services.core import embedded, errors, lifecycle, logging
+from services.core import embedded, environment, errors, lifecycle, logging
 
 DEFAULT_CONFIG = "config.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
+    env = environment.process_env()
     parser = argparse.ArgumentParser(prog="headrace", description="Event-sourced job and agent gateway.")
-    parser.add_argument("-c", "--config", default=os.environ.get("HEADRACE_CONFIG"),
+    parser.add_argument("-c", "--config", default=env.get("HEADRACE_CONFIG"),
                         help="config file (env HEADRACE_CONFIG; default ./config.yaml, else config.example.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", dest="config_after", default=None, help=argparse.SUPPRESS)
     up = sub.add_parser("up", parents=[common], help="run everything in one process tree, with embedded NATS (and Postgres)")
-    up.add_argument("--state-dir", default=os.environ.get("HEADRACE_STATE_DIR", ".state"),
+    up.add_argument("--state-dir", default=env.get("HEADRACE_STATE_DIR", ".state"),
                     help="where NATS data, ports and the admin token live (env HEADRACE_STATE_DIR)")
     up.add_argument("--port", type=int, default=None, help="API port (default: api.listen)")
     for name in ("api", "dispatcher", "projector"):
@@ -77,9 +77,9 @@ async def _up(args: argparse.Namespace) -> None:
 
     state_dir = Path(args.state_dir).resolve()
     token, created = embedded.admin_token(state_dir)
-    # the process environment, so that POST /system/reload re-reads the file the same way
-    os.environ["HEADRACE_ADMIN_TOKEN"] = token
-    os.environ["HEADRACE_STATE_DIR"] = str(state_dir)
+    # the captured process environment (never the plugins'), so POST /system/reload re-reads the file the same way
+    environment.set_var("HEADRACE_ADMIN_TOKEN", token)
+    environment.set_var("HEADRACE_STATE_DIR", str(state_dir))
     config = config_mod.load(_config_path(args.config))
     logging.configure(config.log_level)
     config = config.with_runtime_token(
@@ -165,7 +165,8 @@ async def _rebuild(args: argparse.Namespace) -> None:
 
 
 async def _check(args: argparse.Namespace) -> None:
-    config = config_mod.load(_config_path(args.config), env={**os.environ, "HEADRACE_ADMIN_TOKEN": "x" * 16})
+    config = config_mod.load(_config_path(args.config),
+                             env={**environment.process_env(), "HEADRACE_ADMIN_TOKEN": "x" * 16})
     print(f"{config.path}: ok ({len(config.plugins)} plugins configured)")
 
 
@@ -186,6 +187,8 @@ def _run(coro: Awaitable[None]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a real process: keep the gateway's environment from in-process plugins and children
+        environment.seal()
     args = _parser().parse_args(argv)
     args.config = getattr(args, "config_after", None) or args.config
     try:

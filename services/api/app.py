@@ -87,7 +87,7 @@ def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Poo
     app = web.Application(middlewares=[error_middleware], client_max_size=config.api.max_body_bytes)
     app[bodies.MAX_BODY_BYTES] = config.api.max_body_bytes
     app[state.STATE] = state.ApiState(
-        config=config, catalog=catalog or catalog_mod.scan(config.plugin_roots), bus=bus, pool=pool,
+        config=config, catalog=catalog or config_mod.plugin_catalog(config), bus=bus, pool=pool,
         source=config_mod.instance_name("api"),
     )
     app[auth.TABLE] = auth.TokenTable(config.api.tokens)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.api import auth, state
-from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 from services.core import envelope, errors, reloads
 
@@ -18,7 +17,7 @@ def apply(app: web.Application, fresh: config_mod.Config) -> None:
     """Swap the config the API serves from (tokens, plugins, pipelines)."""
     st = app[state.STATE]
     st.config = fresh
-    st.catalog = catalog_mod.scan(fresh.plugin_roots)
+    st.catalog = config_mod.plugin_catalog(fresh)
     app[auth.TABLE].replace(fresh.api.tokens)
 
 

@@ -5,7 +5,10 @@ the authentication).
         → 202 {"job_id"}: a job for the webhook's plugin and command (default `handle`) with
           event {type: "webhook.<name>" (or webhook.<name>.<event_header value>), payload: the
           JSON body, or {"raw": text} when it is not a JSON object}
-    missing or wrong signature → 403        body over 1 MiB → 413        unknown path → 404
+    missing or wrong signature, or a signed timestamp outside `tolerance` → 403
+    body over 1 MiB → 413        unknown path → 404
+    a replay (same body digest or delivery id within `dedupe_window`) → the first delivery's
+        response with "duplicate": true and no new job (services/api/webhook_replays.py)
 
 The secret is resolved at config load (`Config.webhook_secrets`); comparison is constant time.
 Routes are registered at app creation from the config; each request looks its webhook up in
@@ -14,13 +17,14 @@ the config in force (so a reload changes secrets, plugins and commands of existi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from services.api import state, submit
-from services.core import errors, logging
+from services.api import state, submit, webhook_replays
+from services.core import errors, logging, subjects
 from services.core import webhooks as hooks_mod
 
 log = logging.get("api.webhooks")
@@ -66,18 +70,33 @@ async def receive(request: web.Request) -> web.Response:
         raise errors.NotFound(f"no route for {request.method} {request.path}")
     body = await _read_body(request, hooks_mod.MAX_BODY_BYTES)
     secret = st.config.webhook_secrets.get(hook.name)
-    if secret is None or not hooks_mod.signature_valid(secret, body, request.headers.get(hook.signature_header)):
-        log.warning("webhook_signature_invalid", webhook=hook.name, header=hook.signature_header,
-                    present=hook.signature_header in request.headers)
-        raise errors.Forbidden(f"invalid or missing signature in {hook.signature_header}")
+    try:
+        if secret is None:
+            raise hooks_mod.Refused(f"invalid or missing signature in {hook.signature_header}")
+        timestamp = hooks_mod.verify(hook, secret, body, request.headers, now=time.time())
+    except hooks_mod.Refused as exc:
+        log.warning("webhook_refused", webhook=hook.name, header=hook.signature_header,
+                    present=hook.signature_header in request.headers, reason=str(exc))
+        raise errors.Forbidden(str(exc)) from None
     payload = payload_of(body)
     event_type = hook.event_type(request.headers.get(hook.event_header) if hook.event_header else None)
     event = {"type": event_type, "payload": payload}
-    job_id = await submit.submit_job(st, plugin=hook.plugin, command=hook.command, payload=payload,
-                                     submitted_by=SUBMITTED_BY, event=event)
-    log.info("webhook_accepted", webhook=hook.name, job_id=job_id, event_type=event_type)
-    return web.json_response({"job_id": job_id, "status": "queued", "plugin": hook.plugin, "command": hook.command,
-                              "event_type": event_type}, status=202, dumps=state.dumps)
+
+    async def create(job_id: str) -> dict[str, Any]:
+        await submit.submit_job(st, plugin=hook.plugin, command=hook.command, payload=payload,
+                                submitted_by=SUBMITTED_BY, event=event, job_id=job_id)
+        return {"job_id": job_id, "status": "queued", "plugin": hook.plugin, "command": hook.command,
+                "event_type": event_type}
+
+    keys = hooks_mod.dedupe_keys(hook, body, request.headers, timestamp=timestamp)
+    answer = await webhook_replays.accept_once(await st.bus.kv(subjects.KV_DEDUPE), hook, keys, create)
+    if answer.duplicate:
+        log.info("webhook_replay_answered", webhook=hook.name, job_id=answer.body.get("job_id"))
+    else:
+        log.info("webhook_accepted", webhook=hook.name, job_id=answer.body["job_id"], event_type=event_type)
+    headers = {"Idempotent-Replayed": "true"} if answer.duplicate else None
+    return web.json_response({**answer.body, "duplicate": answer.duplicate}, status=202, headers=headers,
+                             dumps=state.dumps)
 
 
 def add_routes(app: web.Application, config: Any) -> None:

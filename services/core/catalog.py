@@ -6,11 +6,13 @@ is skipped and kept as an error for /healthz, never a crash.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import orjson
 import yaml
 
 from services.core import logging, schemas
@@ -129,3 +131,11 @@ def scan(roots: Iterable[Path]) -> Catalog:
                 continue
             found[manifest.name] = manifest
     return Catalog(plugins=found, errors=tuple(broken))
+
+
+def signature(catalog: Catalog) -> str:
+    """A hash of what the catalog holds (each plugin's directory and manifest, each broken manifest): two
+    processes that scanned the same plugin directories agree on it, and adding a plugin changes it."""
+    doc = {"plugins": {name: [str(m.directory), m.raw] for name, m in catalog.plugins.items()},
+           "errors": [[e.path, e.error] for e in catalog.errors]}
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()

@@ -1,5 +1,5 @@
 """Config loader: YAML (Ductile's shape) → `${ENV}` substitution → includes → schema check →
-a frozen `Config`. The only module that reads the process environment.
+a frozen `Config`. Reads the process environment as captured at start (services/core/environment.py).
 
 Merging of included files: maps merge key by key (later wins), arrays append, scalars replace.
 """
@@ -18,7 +18,7 @@ import orjson
 import yaml
 
 from services.core import agents as agents_mod
-from services.core import catalog, durations, errors, pipelines, schemas
+from services.core import catalog, durations, environment, errors, pipelines, schemas
 from services.core import schedules as schedules_mod
 from services.core import webhooks as webhooks_mod
 
@@ -92,6 +92,8 @@ class Config:
     work_lease_s: float = 30.0
     #: how often runners write their presence (and their agents') to the agents KV bucket
     heartbeat_interval_s: float = 5.0
+    #: who subprocess plugins run as when the runner is root (None: headrace-plugin, else nobody)
+    plugin_user: str | None = None
     state_dir: Path = Path(".state")
     plugin_roots: tuple[Path, ...] = (DEFAULT_PLUGIN_ROOT,)
     api: ApiConfig = ApiConfig()
@@ -111,6 +113,9 @@ class Config:
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     #: the compiled pipelines (services.core.pipelines.Compiled), validated against the plugin catalog
     routes: Any = None
+    #: the plugin catalog (services.core.catalog.Catalog) scanned when this config was loaded: every
+    #: service serves from it, and it is part of the fingerprint, so a reload picks up new plugin dirs
+    catalog: Any = None
     #: tokens the process added at start (e.g. `headrace up`'s state-dir admin token); kept across reloads
     runtime_tokens: tuple[Token, ...] = ()
 
@@ -218,8 +223,15 @@ def reload(current: Config, env: Mapping[str, str] | None = None) -> Config:
 
 
 def fingerprint(config: Config) -> str:
-    """A short hash of the loaded document (secrets included, so it is never logged as text)."""
-    return hashlib.sha256(orjson.dumps(config.raw, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    """A short hash of the loaded document (secrets included, so it is never logged as text) and of the
+    plugin catalog it was loaded with (a reload that only adds a plugin directory changes it)."""
+    doc = {"config": config.raw, "catalog": catalog.signature(plugin_catalog(config))}
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def plugin_catalog(config: Config) -> catalog.Catalog:
+    """The catalog `config` was loaded with (scanned now for a config built by hand)."""
+    return config.catalog if config.catalog is not None else catalog.scan(config.plugin_roots)
 
 
 def _env_file_names(path: Path) -> list[str]:
@@ -236,7 +248,7 @@ def _env_file_names(path: Path) -> list[str]:
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read, merge, substitute and validate the config at `path`."""
     path = Path(path).resolve()
-    environ: dict[str, str] = dict(os.environ if env is None else env)
+    environ: dict[str, str] = dict(environment.process_env() if env is None else env)
     for name in _env_file_names(path):
         file = (path.parent / name).resolve()
         if file.is_file():
@@ -249,11 +261,12 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
 
 def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Validate a config document and build the frozen `Config`."""
-    environ = dict(os.environ if env is None else env)
-    problems = schemas.violations("config", doc)
+    environ = dict(environment.process_env() if env is None else env)
+    # messages name the path and the rule, never a value (values may be `${VAR}`-substituted secrets)
+    problems = schemas.violations("config", doc, values=False)
     if problems:
         where = f"{path}: " if path else ""
-        raise errors.ConfigError(where + "invalid config: " + "; ".join(problems))
+        raise errors.ConfigError(redact(where + "invalid config: " + "; ".join(problems), doc, environ))
     base_dir = path.parent if path else Path.cwd()
     try:
         built = _build(doc, path=path, base_dir=base_dir, env=environ)
@@ -263,8 +276,59 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
         webhooks_mod.check_plugins(webhooks_mod.parse_all(built.webhooks), commands_of)
         schedules_mod.check_commands(schedules_mod.parse_all(doc.get("plugins") or {}), commands_of)
     except ValueError as exc:
-        raise errors.ConfigError(f"{path or 'config'}: {exc}") from exc
-    return dataclasses.replace(built, routes=routes)
+        # `from None`: the cause's text would be printed unredacted (`headrace check-config` prints causes)
+        raise errors.ConfigError(redact(f"{path or 'config'}: {exc}", doc, environ)) from None
+    return dataclasses.replace(built, routes=routes, catalog=found)
+
+
+REDACTED = "<redacted>"
+#: shorter values are not searched for (tokens have at least 8 characters): they would garble messages
+_MIN_REDACTED_LEN = 8
+
+
+def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
+    """The values of every secret-bearing field of a config document: API tokens, `secrets:`,
+    plugins' `secrets`, agents' `llm.api_key`, and the environment variables webhooks' `secret_ref` name."""
+    found: list[Any] = []
+
+    def leaves(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for item in value.values():
+                leaves(item)
+        elif isinstance(value, list):
+            for item in value:
+                leaves(item)
+        else:
+            found.append(value)
+
+    api = doc.get("api")
+    auth = api.get("auth") if isinstance(api, Mapping) else None
+    tokens = auth.get("tokens") if isinstance(auth, Mapping) else None
+    for token in tokens if isinstance(tokens, list) else ():
+        if isinstance(token, Mapping):
+            found.append(token.get("token"))
+    leaves(doc.get("secrets"))
+    for section, key in (("plugins", "secrets"), ("agents", "llm")):
+        entries = doc.get(section)
+        for entry in entries.values() if isinstance(entries, Mapping) else ():
+            inner = entry.get(key) if isinstance(entry, Mapping) else None
+            if key == "llm":
+                inner = inner.get("api_key") if isinstance(inner, Mapping) else None
+            leaves(inner)
+    hooks = doc.get("webhooks")
+    for hook in hooks if isinstance(hooks, list) else ():
+        ref = hook.get("secret_ref") if isinstance(hook, Mapping) else None
+        if isinstance(ref, str) and ref in env:
+            found.append(env[ref])
+    return {str(v) for v in found if isinstance(v, str | int | float) and len(str(v)) >= _MIN_REDACTED_LEN}
+
+
+def redact(message: str, doc: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """`message` with every secret value of `doc` replaced: the last line of defence behind messages
+    that are written not to quote values in the first place."""
+    for value in sorted(secret_values(doc, env), key=len, reverse=True):
+        message = re.sub(rf"(?<![\w-])'?{re.escape(value)}'?(?![\w-])", REDACTED, message)
+    return message
 
 
 def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mapping[str, str]) -> Config:
@@ -294,6 +358,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
         max_workers=max_workers,
         work_lease_s=durations.parse_seconds(service.get("work_lease", "30s")),
         heartbeat_interval_s=durations.parse_seconds(service.get("heartbeat_interval", "5s")) or 5.0,
+        plugin_user=service.get("plugin_user"),
         state_dir=(base_dir / state_dir).resolve(),
         plugin_roots=roots,
         api=ApiConfig(
@@ -345,14 +410,12 @@ def _plugin(name: str, spec: Mapping[str, Any], max_workers: int) -> PluginConfi
     )
 
 
-PLUGIN_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
+PLUGIN_ENV_ALLOWLIST = environment.PLUGIN_ENV_ALLOWLIST
 
 
 def plugin_base_env() -> dict[str, str]:
     """The minimal environment a plugin subprocess gets: never the gateway's own secrets."""
-    env = {key: os.environ[key] for key in PLUGIN_ENV_ALLOWLIST if key in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    return env
+    return environment.minimal(environment.process_env())
 
 
 def instance_name(role: str) -> str:

@@ -4,6 +4,11 @@ the HMAC-SHA256 signature check. Pure: the config loader hands in the environmen
 
 A webhook's secret is never a YAML literal: `secret_ref` names an entry of the top-level
 `secrets:` map (itself usually `${ENV}`-substituted) or, failing that, an environment variable.
+
+Replays: a `scheme` that signs a timestamp (`stripe`: `t=…,v1=…`; `slack`: `v0=` over
+`v0:<ts>:<body>`; `hmac` with a `timestamp_header`: over `<ts>.<body>`) is refused outside
+`tolerance`, and `dedupe_keys` names what identifies a delivery (its delivery id and its body
+digest) for the API's dedupe window (services/api/webhook_replays.py).
 """
 
 from __future__ import annotations
@@ -14,8 +19,19 @@ import hmac
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from services.core import durations
+
 DEFAULT_COMMAND = "handle"
 DEFAULT_SIGNATURE_HEADER = "X-Hub-Signature-256"
+#: scheme → (signature header, timestamp header) when the webhook names none
+SCHEME_HEADERS: dict[str, tuple[str, str | None]] = {
+    "hmac": (DEFAULT_SIGNATURE_HEADER, None),
+    "stripe": ("Stripe-Signature", None),  # the timestamp is inside the signature header
+    "slack": ("X-Slack-Signature", "X-Slack-Request-Timestamp"),
+}
+DEFAULT_TOLERANCE_S = 300.0
+DEFAULT_DELIVERY_HEADER = "X-GitHub-Delivery"
+DEFAULT_DEDUPE_WINDOW_S = 86400.0
 #: bodies over this are refused with 413
 MAX_BODY_BYTES = 1024 * 1024
 SIGNATURE_PREFIX = "sha256="
@@ -31,7 +47,22 @@ class Webhook:
     signature_header: str = DEFAULT_SIGNATURE_HEADER
     #: a request header whose value names the event (e.g. X-GitHub-Event): type "webhook.<name>.<value>"
     event_header: str | None = None
+    #: how the signature is made: "hmac" (of the body, or of `<ts>.<body>` with a timestamp_header),
+    #: "stripe" or "slack"
+    scheme: str = "hmac"
+    #: the header with the signed unix timestamp (None: the scheme signs none, or carries it in the signature)
+    timestamp_header: str | None = None
+    #: a signed timestamp further than this from now is refused (a replay of an old request)
+    tolerance_s: float = DEFAULT_TOLERANCE_S
+    #: a header naming the delivery (a sender's redelivery repeats it); None to dedupe on the body only
+    delivery_header: str | None = DEFAULT_DELIVERY_HEADER
+    #: a delivery seen within this long is answered with its first job, not a new one; 0 = off
+    dedupe_window_s: float = DEFAULT_DEDUPE_WINDOW_S
     where: str = ""
+
+    @property
+    def timestamped(self) -> bool:
+        return self.scheme in ("stripe", "slack") or self.timestamp_header is not None
 
     def event_type(self, header_value: str | None) -> str:
         value = (header_value or "").strip()
@@ -47,12 +78,25 @@ def parse_all(raw: Sequence[Mapping[str, Any]]) -> tuple[Webhook, ...]:
     paths: set[str] = set()
     for i, spec in enumerate(raw):
         where = f"webhooks[{i}] ({spec.get('name')})"
+        scheme = str(spec.get("scheme") or "hmac")
+        if scheme not in SCHEME_HEADERS:
+            raise ValueError(f"{where}: scheme must be one of {', '.join(SCHEME_HEADERS)}")
+        signature_default, timestamp_default = SCHEME_HEADERS[scheme]
+        delivery = spec.get("delivery_header", DEFAULT_DELIVERY_HEADER)
         hook = Webhook(
             name=str(spec["name"]), path=str(spec["path"]), plugin=str(spec["plugin"]),
             command=str(spec.get("command") or DEFAULT_COMMAND), secret_ref=str(spec.get("secret_ref") or ""),
-            signature_header=str(spec.get("signature_header") or DEFAULT_SIGNATURE_HEADER),
-            event_header=str(spec["event_header"]) if spec.get("event_header") else None, where=where,
+            signature_header=str(spec.get("signature_header") or signature_default),
+            event_header=str(spec["event_header"]) if spec.get("event_header") else None, scheme=scheme,
+            timestamp_header=str(spec.get("timestamp_header") or timestamp_default or "") or None,
+            tolerance_s=durations.parse_seconds(spec.get("tolerance", DEFAULT_TOLERANCE_S)),
+            delivery_header=str(delivery) if delivery else None,
+            dedupe_window_s=durations.parse_seconds(spec.get("dedupe_window", DEFAULT_DEDUPE_WINDOW_S)),
+            where=where,
         )
+        if scheme == "stripe" and hook.timestamp_header:
+            raise ValueError(f"{where}: scheme stripe carries its timestamp in the signature header "
+                             "(timestamp_header does not apply)")
         if hook.name in names:
             raise ValueError(f"{where}: duplicate webhook name {hook.name!r}")
         if hook.path in paths:
@@ -105,3 +149,67 @@ def signature_valid(secret: str, body: bytes, presented: str | None) -> bool:
 def sign(secret: str, body: bytes) -> str:
     """`sha256=<hex>`: what a sender puts in the signature header."""
     return SIGNATURE_PREFIX + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Refused(ValueError):
+    """The request is not an authentic, fresh delivery of this webhook (the message says why)."""
+
+
+def _hex(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _same(expected: str, given: str) -> bool:
+    return hmac.compare_digest(expected.encode(), given.strip().lower().encode("ascii", "replace"))
+
+
+def _timestamp(raw: str | None, what: str) -> int:
+    if raw is None or not raw.strip():
+        raise Refused(f"missing signed timestamp ({what})")
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise Refused(f"the signed timestamp ({what}) is not a unix time in seconds") from None
+
+
+def verify(hook: Webhook, secret: str, body: bytes, headers: Mapping[str, str], *, now: float) -> int | None:
+    """Check a delivery's signature and, where the scheme signs one, its timestamp's freshness.
+    Returns the signed timestamp (None when the scheme has none); raises Refused naming the problem."""
+    presented = headers.get(hook.signature_header)
+    if not presented:
+        raise Refused(f"invalid or missing signature in {hook.signature_header}")
+    ts: int | None = None
+    if hook.scheme == "stripe":
+        parts = [p.partition("=") for p in presented.split(",")]
+        ts = _timestamp(next((v for k, _, v in parts if k.strip() == "t"), None), f"t= in {hook.signature_header}")
+        expected = _hex(secret, str(ts).encode() + b"." + body)
+        valid = any(k.strip() == "v1" and _same(expected, v) for k, _, v in parts)
+    elif hook.scheme == "slack":
+        assert hook.timestamp_header is not None
+        ts = _timestamp(headers.get(hook.timestamp_header), hook.timestamp_header)
+        expected = _hex(secret, b"v0:" + str(ts).encode() + b":" + body)
+        given = presented.strip()
+        valid = given.lower().startswith("v0=") and _same(expected, given[3:])
+    elif hook.timestamp_header is not None:
+        ts = _timestamp(headers.get(hook.timestamp_header), hook.timestamp_header)
+        valid = signature_valid(secret, str(ts).encode() + b"." + body, presented)
+    else:
+        valid = signature_valid(secret, body, presented)
+    if not valid:
+        raise Refused(f"invalid or missing signature in {hook.signature_header}")
+    if ts is not None and abs(now - ts) > hook.tolerance_s:
+        raise Refused(f"the signed timestamp is {int(now - ts)}s from now, outside the tolerance of "
+                      f"{hook.tolerance_s:g}s (a replayed or delayed request)")
+    return ts
+
+
+def dedupe_keys(hook: Webhook, body: bytes, headers: Mapping[str, str], *, timestamp: int | None) -> list[str]:
+    """What identifies this delivery: its body digest (with the signed timestamp, when there is one: the
+    sender's own resend at another time is new, a replay is not) and its delivery id, when it names one.
+    The body digest is always a key: a delivery id is not signed, so a replayer could change it."""
+    signed = (f"{timestamp}." if timestamp is not None else "").encode() + body
+    keys = [f"body:{hashlib.sha256(signed).hexdigest()}"]
+    delivery = headers.get(hook.delivery_header) if hook.delivery_header else None
+    if delivery and delivery.strip():
+        keys.append(f"delivery:{delivery.strip()}")
+    return keys

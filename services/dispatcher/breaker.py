@@ -1,6 +1,9 @@
 """Circuit breaker per plugin command: opens after `threshold` consecutive failed attempts,
 skips new jobs while open, lets one job through (half-open) after `reset_after_s`, and
 closes on its success. Pure state transitions; the dispatcher persists them in KV.
+
+Only what the plugin did counts: an attempt recorded as lost (its runner died mid-run,
+services/runner/preflight.py) says nothing about the plugin and leaves the breaker as it is.
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ def admit(breaker: BreakerState, *, reset_after_s: float, now: float | None = No
     if breaker.state == "open" and breaker.opened_at is not None and now - breaker.opened_at >= reset_after_s:
         return True, dataclasses.replace(breaker, state="half_open")
     return False, breaker
+
+
+def verdict(event_type: str, data: dict[str, object]) -> bool | None:
+    """Did this outcome event show the plugin command working (True) or failing (False)? None when
+    it is not the plugin's doing: a lost attempt, or an event that is no attempt outcome."""
+    if data.get("lost") is True:
+        return None
+    if event_type == "job.succeeded":
+        return True
+    if event_type in ("job.failed", "job.timed_out"):
+        return False
+    return None
 
 
 def record(breaker: BreakerState, *, succeeded: bool, threshold: int, now: float | None = None) -> BreakerState:

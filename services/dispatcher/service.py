@@ -22,7 +22,6 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from services.core import bus as bus_mod
-from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 from services.core import consumers, envelope, jobstate, lifecycle, logging, reloads, subjects
 from services.dispatcher import breaker, cancels, decisions, ingest, pipeline_runs, retries, schedules
@@ -47,7 +46,7 @@ class Dispatcher(lifecycle.Service):
         self.bus = bus
         self._own_bus = bus is None
         self.source = config_mod.instance_name("dispatcher")
-        self.catalog = catalog_mod.scan(config.plugin_roots)
+        self.catalog = config_mod.plugin_catalog(config)
         self.runs: pipeline_runs.PipelineRuns | None = None
         self._breakers: dict[str, breaker.BreakerState] = {}
 
@@ -88,7 +87,7 @@ class Dispatcher(lifecycle.Service):
         """A reloaded config: plugins, retry and breaker policies, pipelines."""
         assert self.bus is not None
         self.config = fresh
-        self.catalog = catalog_mod.scan(fresh.plugin_roots)
+        self.catalog = config_mod.plugin_catalog(fresh)
         self.runs = pipeline_runs.PipelineRuns(self.bus, fresh, source=self.source, decide_submit=self._submit)
 
     async def close(self) -> None:
@@ -198,11 +197,12 @@ class Dispatcher(lifecycle.Service):
 
     async def _record_outcome(self, env: envelope.Envelope) -> None:
         plugin, command = env.data.get("plugin"), env.data.get("command")
-        if not isinstance(plugin, str) or not isinstance(command, str):
-            return
+        succeeded = breaker.verdict(env.type, env.data)
+        if not isinstance(plugin, str) or not isinstance(command, str) or succeeded is None:
+            return  # a lost attempt (its runner died) is no failure of the plugin's
         kv, state = await self._breaker(plugin, command)
         policy = self.config.plugin(plugin).circuit_breaker
-        new = breaker.record(state, succeeded=env.type == "job.succeeded", threshold=policy.threshold)
+        new = breaker.record(state, succeeded=succeeded, threshold=policy.threshold)
         if new != state:
             await self._save_breaker(kv, plugin, command, new)
             if new.state == "open" and state.state != "open":

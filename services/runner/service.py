@@ -19,8 +19,8 @@ from services.core import agents as agents_mod
 from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
-from services.core import consumers, envelope, lifecycle, logging, offload, reloads, subjects
-from services.runner import attempt, builtin, heartbeat, inprocess, preflight, protocol, supervision
+from services.core import consumers, envelope, errors, lifecycle, logging, offload, reloads, subjects
+from services.runner import attempt, builtin, heartbeat, inprocess, preflight, privileges, protocol, supervision
 
 log = logging.get("runner")
 
@@ -54,7 +54,7 @@ class Runner(lifecycle.Service):
         self._own_bus = bus is None
         self.only_plugins = set(plugins) if plugins else None
         self.source = config_mod.instance_name("runner")
-        self.catalog = catalog_mod.scan(config.plugin_roots)
+        self.catalog = config_mod.plugin_catalog(config)
         self.slots = asyncio.Semaphore(config.max_workers)
         self.running: dict[str, asyncio.Event] = {}
         self._mailboxes: set[str] = set()
@@ -64,6 +64,8 @@ class Runner(lifecycle.Service):
         self.builtin: builtin.Runtime | None = None
         #: the agents this runner has a mailbox for (heartbeat.Presence writes `agent.<name>` for each)
         self.agents_served: list[str] = []
+        #: who subprocess plugins run as (None: as this process), services/runner/privileges.py
+        self.plugin_user = privileges.resolve(config.plugin_user)
 
     async def start(self) -> None:
         self.bus = await bus_mod.open_for(self.config, name=self.source, bus=self.bus)
@@ -72,7 +74,11 @@ class Runner(lifecycle.Service):
         await reloads.listen(self.bus, lambda: self.config, self._apply_config, service=self.name)
         await self.bus.nc.subscribe(subjects.ALL_CANCEL_SIGNALS, cb=self._on_cancel_signal)
         self.spawn("presence", heartbeat.Presence(self, interval_s=self.config.heartbeat_interval_s).run())
-        log.info("runner_started", plugins=sorted(self.catalog.plugins), source=self.source)
+        log.info("runner_started", plugins=sorted(self.catalog.plugins), source=self.source,
+                 plugin_user=self.plugin_user.name if self.plugin_user else None)
+        if self.plugin_user is not None and any(m.is_python for m in self.catalog.plugins.values()):
+            log.warning("in_process_plugins_run_as_root", reason="protocol: python plugins share the runner's "
+                        "process and user; only subprocess plugins run as service.plugin_user")
 
     async def _open_mailboxes(self) -> None:
         """One mailbox per enabled plugin that has none yet."""
@@ -94,8 +100,12 @@ class Runner(lifecycle.Service):
 
     async def _apply_config(self, fresh: config_mod.Config) -> None:
         """A reloaded config: plugin config, secrets and timeouts now; newly enabled plugins get a mailbox."""
+        try:
+            self.plugin_user = privileges.resolve(fresh.plugin_user)
+        except errors.ConfigError as exc:
+            log.error("plugin_user_unchanged", error=exc.message)  # keep dropping to the previous user
         self.config = fresh
-        self.catalog = catalog_mod.scan(fresh.plugin_roots)
+        self.catalog = config_mod.plugin_catalog(fresh)
         await self._open_mailboxes()
         await self._open_builtin_mailboxes()
 
@@ -258,9 +268,15 @@ class Runner(lifecycle.Service):
                       cancel: asyncio.Event) -> protocol.Outcome:
         if manifest.is_python:
             return await inprocess.run(manifest, request, timeout_s=timeout_s, cancel=cancel)
+        executable, env, user = manifest.directory / manifest.entrypoint, config_mod.plugin_base_env(), self.plugin_user
+        if user is not None:
+            denied = privileges.cannot_run(user, executable)
+            if denied:
+                return protocol.Outcome(status="failed", error=denied, retry=False)
+            env = user.env(env)
         raw = await supervision.run(
-            manifest.directory / manifest.entrypoint, orjson.dumps(request), timeout_s=timeout_s,
-            env=config_mod.plugin_base_env(), cwd=manifest.directory, cancel=cancel,
+            executable, orjson.dumps(request), timeout_s=timeout_s, env=env, cwd=manifest.directory, cancel=cancel,
+            run_as=(user.uid, user.gid) if user is not None else None,
         )
         return protocol.interpret_run(raw, timeout_s=timeout_s)
 

@@ -81,7 +81,29 @@ def _signal_group(pgid: int, sig: int) -> None:
 #: `setpriv --pdeathsig` makes the kernel SIGKILL the plugin when its runner dies (SIGKILL included),
 #: so a crashed runner leaves no orphan finishing an attempt that is about to be retried
 _SETPRIV = shutil.which("setpriv")
-_DIE_WITH_RUNNER: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
+
+
+def _prefix(run_as: tuple[int, int] | None) -> tuple[str, ...]:
+    """setpriv in front of the plugin: the uid drop (when asked), then the death signal, which setpriv
+    sets after changing ids (a uid change clears it)."""
+    if not _SETPRIV:
+        return ()
+    drop = (f"--reuid={run_as[0]}", f"--regid={run_as[1]}", "--clear-groups") if run_as else ()
+    return (_SETPRIV, *drop, "--pdeathsig", "KILL", "--")
+
+
+def _drop_without_setpriv(run_as: tuple[int, int] | None) -> dict[str, Any]:
+    """Where there is no setpriv, the drop happens in the forked child (uvloop takes no user= argument)."""
+    if not run_as or _SETPRIV:
+        return {}
+    uid, gid = run_as
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    return {"preexec_fn": drop}
 
 
 async def run(
@@ -93,8 +115,10 @@ async def run(
     cwd: Path,
     cancel: asyncio.Event | None = None,
     term_grace_s: float = TERM_GRACE_S,
+    run_as: tuple[int, int] | None = None,
 ) -> RawRun:
-    """Run one plugin process to completion, deadline or cancellation."""
+    """Run one plugin process to completion, deadline or cancellation; as (uid, gid) `run_as`, with
+    no supplementary groups, when given (the runner is root)."""
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     # checked here because with setpriv in front, a missing entrypoint would be setpriv's exit code, not an OSError
@@ -104,7 +128,7 @@ async def run(
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _ExitAwareProtocol(2**16, loop),
-            *_DIE_WITH_RUNNER,
+            *_prefix(run_as),
             str(executable),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -112,6 +136,7 @@ async def run(
             cwd=str(cwd),
             env=env,
             start_new_session=True,  # its own process group: we signal the whole group
+            **_drop_without_setpriv(run_as),
         )
     except OSError as exc:
         return RawRun(b"", "", None, False, False, 0, spawn_error=f"cannot start {executable}: {exc.strerror or exc}")

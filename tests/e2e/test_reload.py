@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.support import infra
-from tests.support.stack import TOKENS, Client, config_doc
+from tests.support.stack import TEST_PLUGINS, TOKENS, Client, config_doc
 
 
 async def test_reload_applies_to_api_dispatcher_and_runner(make_config: Any, start_stack: Any,
@@ -60,3 +61,46 @@ async def test_reload_needs_the_star_scope(client: Client) -> None:
         assert status == 403
     status, _ = await client.post("/system/reload", token=None)
     assert status == 401
+
+
+async def test_a_plugin_directory_added_before_a_reload_runs_everywhere(make_config: Any, start_stack: Any,
+                                                                        tmp_path: Path) -> None:
+    """Only a plugin directory changes (the file stays byte for byte the same): API, dispatcher and
+    runner all take the new plugin, so a job of it is accepted, dispatched and run."""
+    root = tmp_path / "more_plugins"
+    root.mkdir()
+    config = make_config(plugins={"echo": {}}, plugin_roots=[*config_doc()["plugin_roots"], str(root)])
+    s = await start_stack(config)
+    status, _ = await s.client.post("/plugin/latecomer/poll", json={})
+    assert status == 404
+
+    plugin = root / "latecomer"
+    plugin.mkdir()
+    source = TEST_PLUGINS / "napper"
+    (plugin / "manifest.yaml").write_text((source / "manifest.yaml").read_text().replace("name: napper",
+                                                                                         "name: latecomer"))
+    shutil.copy2(source / "run.py", plugin / "run.py")
+    status, body = await s.client.post("/system/reload")
+    assert status == 200, body
+
+    async def runs() -> Any:
+        job_id = await s.client.submit("latecomer", "poll", {"seconds": 0})
+        return await s.client.wait_job(job_id, timeout_s=15)
+
+    done = await infra.wait_until(runs, timeout_s=20, what="the new plugin's job")
+    assert done["status"] == "succeeded", done
+    assert s.dispatcher.catalog.get("latecomer") is not None and s.runner.catalog.get("latecomer") is not None
+
+
+async def test_a_refused_reload_names_path_and_rule_never_the_secret(make_config: Any, start_stack: Any) -> None:
+    config = make_config()
+    s = await start_stack(config)
+    doc = config_doc()
+    doc["api"]["auth"]["tokens"] += [{"token": "SHRTPW7", "scopes": ["*"]}]
+    doc["secrets"] = {"hook": 27182818284}
+    Path(config.path).write_text(yaml.safe_dump(doc))
+    status, body = await s.client.post("/system/reload")
+    assert status == 409, body
+    assert "api.auth.tokens[6].token: is too short (minimum 8 characters)" in body["error"]
+    assert "secrets.hook: must be of type string" in body["error"]
+    assert "SHRTPW7" not in str(body) and "27182818284" not in str(body)

@@ -191,3 +191,55 @@ async def test_nats_restart_mid_load(tmp_path: Path, database_url: str) -> None:
     finally:
         await s.stop()
         await nats.stop()
+
+
+async def test_lost_attempts_never_open_the_circuit_breaker(
+    make_config: Any, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """Runners SIGKILLed mid-plugin lose attempts; that is not the plugin failing: no later job is skipped."""
+    config = make_config(plugins={"napper": {"retry": {"max_attempts": 6, "backoff_base": "0.2s"},
+                                             "circuit_breaker": {"threshold": 2, "reset_after": "1h"}}},
+                         service={"log_level": "warning", "max_workers": 2, "work_lease": "2s"})
+    projector, dispatcher, api = Projector(config), Dispatcher(config), Api(config, port=0)
+    for service in (projector, dispatcher, api):
+        await service.start()
+
+    def spawn(n: int) -> stack.ServiceProcess:
+        return stack.ServiceProcess("runner", config_path=config.path, nats_url=nats_url, database_url=database_url,
+                                    log_path=tmp_path / f"runner{n}.log").start()
+
+    runner = spawn(0)
+    client = stack.Client(api.url)
+    marker = tmp_path / "starts"
+    try:
+        job_id = await client.submit("napper", "poll", {"seconds": 30, "marker": str(marker)})
+        assert dispatcher.bus is not None
+        bus = dispatcher.bus
+
+        async def started(n: int) -> bool:  # the plugin runs and its attempt is recorded as started
+            events = await bus.history(subjects.EVENTS, subjects.job_event(job_id, "started"))
+            return await _lines(marker, n) and len(events) >= n
+
+        for lost in range(1, 4):  # three attempts lost in a row: past the threshold of 2
+            await infra.wait_until(lambda n=lost: started(n), timeout_s=30, what=f"attempt {lost} started")
+            runner.kill()
+            runner = spawn(lost)
+        await infra.wait_until(lambda: _lines(marker, 4), timeout_s=30, what="attempt 4 started")
+        job = await client.wait_job(job_id, {"running"}, timeout_s=10)
+        assert job["attempt"] == 4
+        failed = await bus.history(subjects.EVENTS, subjects.job_event(job_id, "failed"))
+        assert [env.data.get("lost") for _, env in failed] == [True, True, True]
+        # later jobs of the same command run: the breaker saw no plugin failure
+        later = [await client.submit("napper", "poll", {"seconds": 0}) for _ in range(2)]
+        for other in later:
+            done = await client.wait_job(other, timeout_s=30)
+            assert done["status"] == "succeeded", done
+    finally:
+        await client.close()
+        runner.kill()
+        for service in (api, dispatcher, projector):
+            await service.stop()
+
+
+async def _lines(path: Path, n: int) -> bool:
+    return path.exists() and len(path.read_text().splitlines()) >= n

@@ -42,9 +42,12 @@ FINAL = frozenset({"succeeded", "dead", "skipped", "cancelled"})
 
 
 def config_doc(*, plugins: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
-    """A config document with the test tokens and both plugin roots; `sections` override top-level keys."""
+    """A config document with the test tokens and both plugin roots; `sections` override top-level keys
+    (`service` is merged key by key)."""
     doc: dict[str, Any] = {
-        "service": {"name": "headrace-test", "log_level": "warning", "max_workers": 4},
+        # plugins stay root here: test plugins write into the (root-only) pytest tmp dirs; the drop to an
+        # unprivileged user is tested on its own (tests/e2e/test_plugin_user.py)
+        "service": {"name": "headrace-test", "log_level": "warning", "max_workers": 4, "plugin_user": "root"},
         "plugin_roots": [str(REPO / "plugins"), str(TEST_PLUGINS)],
         "api": {
             "listen": "127.0.0.1:0",
@@ -52,7 +55,8 @@ def config_doc(*, plugins: dict[str, Any] | None = None, **sections: Any) -> dic
         },
         "plugins": plugins if plugins is not None else {"echo": {"parallelism": 2}, "echo_py": {"parallelism": 4}},
     }
-    doc.update(sections)
+    # a test's `service` keys are merged in, so the plugin user above stays unless the test names one
+    doc.update({**sections, "service": {**doc["service"], **(sections.get("service") or {})}})
     return doc
 
 

@@ -55,10 +55,12 @@ def test_env_files_preload_without_overriding(tmp_path: Path) -> None:
     [
         ("plugins: {echo: {parallelism: zero}}\n", "plugins.echo.parallelism"),
         ("api: {listen: 'nonsense'}\n", "api.listen"),
-        ("api: {auth: {tokens: [{token: short, scopes: ['*']}]}}\n", "api.auth.tokens.0.token"),
-        ("api: {auth: {tokens: [{token: long-enough-token, scopes: [root]}]}}\n", "api.auth.tokens.0.scopes.0"),
+        ("api: {auth: {tokens: [{token: short, scopes: ['*']}]}}\n", "api.auth.tokens[0].token: is too short (minimum 8 characters)"),
+        ("api: {auth: {tokens: [{token: long-enough-token, scopes: [root]}]}}\n", "api.auth.tokens[0].scopes[0]"),
         ("surprise: 1\n", "surprise"),
-        ("plugins: {echo: {retry: {backoff_base: soon}}}\n", "plugins.echo.retry.backoff_base"),
+        ("plugins: {echo: {retry: {backoff_base: soon}}}\n",
+         "plugins.echo.retry.backoff_base: must be a duration (seconds, or e.g. 500ms, 30s, 5m, 1h30m, 7d)"),
+        ("surprise: 1\n", "(root): unknown key 'surprise'"),
         ("service: {max_workers: 1}\nplugins: {echo: {parallelism: 2}}\n", "plugins.echo.parallelism"),
     ],
 )
@@ -90,3 +92,53 @@ def test_durations() -> None:
     for bad in ("soon", "5 x", "", "-1s"):
         with pytest.raises(ValueError):
             parse_seconds(bad)
+
+
+SECRET_BEARING = """\
+secrets: {gh: GHSECRET-from-env, bad: 31415926535}
+api:
+  auth:
+    tokens:
+      - {token: first-token-000, scopes: ['*']}
+      - {token: 2718281828, scopes: ['*']}
+      - {token: SHRTPW7, scopes: ['*']}
+plugins:
+  echo: {secrets: {k: PLUGINSECRET1}, parallelism: PLUGINSECRET1}
+agents:
+  w: {llm: {provider: echo, api_key: 16180339887}}
+"""
+LEAKS = ("SHRTPW7", "2718281828", "31415926535", "PLUGINSECRET1", "16180339887")
+
+
+def test_config_errors_name_path_and_rule_never_a_secret(tmp_path: Path) -> None:
+    with pytest.raises(errors.ConfigError) as info:
+        config.load(write(tmp_path / "c.yaml", SECRET_BEARING), env={})
+    message = str(info.value)
+    assert "api.auth.tokens[2].token: is too short (minimum 8 characters)" in message
+    assert "api.auth.tokens[1].token: must be of type string" in message
+    assert "secrets.bad: must be of type string" in message and "agents.w.llm.api_key" in message
+    assert "plugins.echo.parallelism" in message
+    assert not [leak for leak in LEAKS if leak in message], message
+
+
+def test_our_own_checks_never_echo_a_secret(tmp_path: Path) -> None:
+    """A secret substituted into a field our own checks quote (here a schedule's timezone, an env mix-up)
+    is redacted from the message."""
+    text = ("api: {auth: {tokens: [{token: '${T}', scopes: ['*']}]}}\n"
+            "plugins: {echo: {schedules: [{id: a, every: 5m, command: poll, timezone: '${T}'}]}}\n")
+    with pytest.raises(errors.ConfigError) as info:
+        config.load(write(tmp_path / "c.yaml", text), env={"T": "Tok-Secret-123"})
+    assert "unknown timezone <redacted>" in str(info.value) and "Tok-Secret-123" not in str(info.value)
+    assert config.redact("quoting 'hunter2-secret' and hunter2-secret, not hunter2-secrets",
+                         {"secrets": {"s": "hunter2-secret"}}, {}) == \
+        "quoting <redacted> and <redacted>, not hunter2-secrets"
+    hook = {"webhooks": [{"secret_ref": "ENV_SECRET"}]}
+    assert config.redact("x env-secret-value y", hook, {"ENV_SECRET": "env-secret-value"}) == "x <redacted> y"
+
+
+def test_check_config_prints_no_secret(tmp_path: Path) -> None:
+    bad = write(tmp_path / "c.yaml", SECRET_BEARING)
+    proc = subprocess.run([sys.executable, "-m", "services.cli", "-c", str(bad), "check-config"], capture_output=True,
+                          text=True, cwd=REPO, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1 and "api.auth.tokens[2].token: is too short" in proc.stderr, proc.stderr
+    assert not [leak for leak in LEAKS if leak in proc.stdout + proc.stderr], proc.stderr

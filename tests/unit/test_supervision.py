@@ -215,3 +215,25 @@ async def test_unstartable_plugin_is_a_spawn_error(tmp_path: Path) -> None:
     assert result.spawn_error is not None and "cannot start" in result.spawn_error
     missing = await run(tmp_path / "missing")
     assert missing.spawn_error is not None
+
+
+def test_plugin_user_resolution() -> None:
+    import pwd
+
+    from services.core import errors
+    from services.runner import privileges
+
+    try:
+        nobody = pwd.getpwnam("headrace-plugin")  # the dedicated user wins where it exists
+    except KeyError:
+        nobody = pwd.getpwnam("nobody")
+    assert privileges.resolve("nobody", euid=1000) is None  # not root: plugins run as the runner
+    assert privileges.resolve("root", euid=0) is None and privileges.resolve("0", euid=0) is None
+    assert privileges.resolve(None, euid=0) == privileges.PluginUser(nobody.pw_uid, nobody.pw_gid, nobody.pw_name,
+                                                                     nobody.pw_dir)
+    assert privileges.resolve("54321", euid=0) == privileges.PluginUser(54321, 54321, "54321", "/")
+    with pytest.raises(errors.ConfigError, match="no such user"):
+        privileges.resolve("no-such-user-x", euid=0)
+    user = privileges.PluginUser(54321, 54321, "u", "/nonexistent")
+    assert user.env({"PATH": "/bin", "HOME": "/root"}) == {"PATH": "/bin", "HOME": "/nonexistent", "USER": "u",
+                                                           "LOGNAME": "u"}
