@@ -40,8 +40,9 @@ PLUGIN_ENV_ALLOWLIST = (
 )
 #: names the re-executed process finds its captured environment by (removed once read)
 FD_VAR = "HEADRACE_SEALED_ENV_FD"
-#: kept only across the re-exec, so the interpreter finds the same code
-_EXEC_ONLY = ("PYTHONPATH",)
+#: kept only across the re-exec, so the interpreter finds the same code and libraries (none is a secret;
+#: `_scrub` removes them from `os.environ` afterwards)
+_EXEC_ONLY = ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH")
 
 _captured: dict[str, str] | None = None
 
