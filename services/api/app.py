@@ -17,6 +17,7 @@ from services.api import (
     config_view,
     discovery,
     events,
+    guard,
     ingest,
     job_actions,
     jobs,
@@ -84,7 +85,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
 
 def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool,
                catalog: catalog_mod.Catalog | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.api.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware, guard.scope_guard], client_max_size=config.api.max_body_bytes)
     app[bodies.MAX_BODY_BYTES] = config.api.max_body_bytes
     app[state.STATE] = state.ApiState(
         config=config, catalog=catalog or catalog_mod.scan(config.plugin_roots), bus=bus, pool=pool,
@@ -96,4 +97,5 @@ def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Poo
         app.add_routes(routes)
     webhooks.add_routes(app, config)
     events.setup(app)
+    guard.check_table(app)
     return app

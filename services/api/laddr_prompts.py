@@ -63,7 +63,8 @@ async def create_prompt(request: web.Request) -> web.Response:
 
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
         await submit.submit_job(st, plugin=agents_mod.PROMPT, command=mode, submitted_by="laddr", job_id=job_id,
-                                payload={"prompt_name": prompt_name, "inputs": inputs, "agents": chain})
+                                payload={"prompt_name": prompt_name, "inputs": inputs, "agents": chain},
+                                authority=auth.authority(principal))
         return 202, {"prompt_id": job_id, "status": "running", "prompt_name": prompt_name, "agent": chain[0],
                      "mode": mode, "agents": chain}
 
