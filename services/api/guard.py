@@ -27,8 +27,11 @@ def rule_of(route: web.AbstractRoute) -> scopes.Rule | None:
 
 def unruled(app: web.Application) -> list[str]:
     """`METHOD path` of every registered route that has no rule."""
-    return [f"{r.method} {r.resource.canonical if r.resource else '?'}" for r in app.router.routes()
-            if r.method != "*" and rule_of(r) is None]
+    return [
+        f"{r.method} {r.resource.canonical if r.resource else '?'}"
+        for r in app.router.routes()
+        if r.method != "*" and rule_of(r) is None
+    ]
 
 
 def check_table(app: web.Application) -> None:

@@ -90,8 +90,10 @@ class Authority:
         if not isinstance(data, Mapping) or not isinstance(data.get("scopes"), list):
             return cls(principal=None, scopes=frozenset())
         principal = data.get("principal")
-        return cls(principal=principal if isinstance(principal, str) else None,
-                   scopes=frozenset(s for s in data["scopes"] if isinstance(s, str)))
+        return cls(
+            principal=principal if isinstance(principal, str) else None,
+            scopes=frozenset(s for s in data["scopes"] if isinstance(s, str)),
+        )
 
     def allows(self, needed: str | None) -> bool:
         return needed is None or grants(self.scopes, needed)
@@ -100,8 +102,9 @@ class Authority:
         return f"token {self.principal!r}" if self.principal else "the caller's token"
 
 
-def forbidden_reason(authority: Authority | None, catalog: catalog_mod.Catalog, plugin: str,
-                     command: str) -> str | None:
+def forbidden_reason(
+    authority: Authority | None, catalog: catalog_mod.Catalog, plugin: str, command: str
+) -> str | None:
     """Why `authority` may not run `plugin.command` (None when it may, or when the system runs it)."""
     if authority is None:
         return None
@@ -169,8 +172,9 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/jobs"): need("jobs:rw", work="pipeline: plugin:rw; agent: its tools by authority"),
     ("GET", "/api/jobs"): need("jobs:ro"),
     ("GET", "/api/jobs/{job_id}"): need("jobs:ro"),
-    ("POST", "/api/jobs/{job_id}/replay"): need("jobs:rw", work="re-execution: the job's work_scope; agents' "
-                                                                 "tools by authority"),
+    ("POST", "/api/jobs/{job_id}/replay"): need(
+        "jobs:rw", work="re-execution: the job's work_scope; agents' tools by authority"
+    ),
     ("POST", "/api/prompts"): need("jobs:rw", work="its agents' tools by authority"),
     ("GET", "/api/prompts"): need("jobs:ro"),
     ("GET", "/api/prompts/{prompt_id}"): need("jobs:ro"),

@@ -31,20 +31,30 @@ async def fake() -> AsyncIterator[FakeLLM]:
 async def _tool_children(s: Stack, job_id: str) -> list[dict[str, Any]]:
     await laddr.projected(s)
     assert s.api.pool is not None
-    return [dict(r) for r in await s.api.pool.fetch(
-        "SELECT plugin, command, status FROM jobs WHERE parent_job_id = $1 ORDER BY plugin, command", job_id)]
+    return [
+        dict(r)
+        for r in await s.api.pool.fetch(
+            "SELECT plugin, command, status FROM jobs WHERE parent_job_id = $1 ORDER BY plugin, command", job_id
+        )
+    ]
 
 
 def _tool_messages(fake: FakeLLM, model: str) -> list[Any]:
-    return [orjson.loads(m["content"]) if m["content"].startswith("{") else m["content"]
-            for r in fake.requests_for(model) for m in r["messages"] if m["role"] == "tool"]
+    return [
+        orjson.loads(m["content"]) if m["content"].startswith("{") else m["content"]
+        for r in fake.requests_for(model)
+        for m in r["messages"]
+        if m["role"] == "tool"
+    ]
 
 
 async def test_chat_with_jobs_ro_never_runs_a_write_tool(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
-        "helper": laddr.agent(fake, "m-chat", tools=["echo.poll", "echo.health"])}))
-    fake.script("m-chat", fake_llm.tool_calls(("echo__poll", {"message": "write!"})),
-                fake_llm.text("could not write"))
+    s: Stack = await start_stack(
+        make_config(
+            plugins=laddr.plugins(), agents={"helper": laddr.agent(fake, "m-chat", tools=["echo.poll", "echo.health"])}
+        )
+    )
+    fake.script("m-chat", fake_llm.tool_calls(("echo__poll", {"message": "write!"})), fake_llm.text("could not write"))
     status, body = await s.client.get("/api/agents/helper/chat?message=please%20write", token=TOKENS["jobs_ro"][0])
     assert status == 200 and body["status"] == "completed", body
     # the model was told, and nothing ran: no child job, no cache
@@ -61,20 +71,25 @@ async def test_chat_with_jobs_ro_never_runs_a_write_tool(make_config: Any, start
     status, body = await s.client.get("/api/agents/helper/chat?message=health", token=TOKENS["jobs_ro"][0])
     assert status == 200 and await _tool_children(s, body["task_id"]) == []
     # … and a token that may call both directly gets both run
-    fake.script("m-chat", fake_llm.tool_calls(("echo__poll", {"message": "w"}), ("echo__health", {})),
-                fake_llm.text("did both"))
+    fake.script(
+        "m-chat", fake_llm.tool_calls(("echo__poll", {"message": "w"}), ("echo__health", {})), fake_llm.text("did both")
+    )
     status, body = await s.client.get("/api/agents/helper/chat?message=both", token=TOKENS["laddr_rw"][0])
     assert status == 200 and body["result"] == "did both", body
     assert [(c["plugin"], c["command"], c["status"]) for c in await _tool_children(s, body["task_id"])] == [
-        ("echo", "health", "succeeded"), ("echo", "poll", "succeeded")]
+        ("echo", "health", "succeeded"),
+        ("echo", "poll", "succeeded"),
+    ]
 
 
 async def test_prompt_agents_carry_the_callers_authority(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
-        "poster": laddr.agent(fake, "m-post", tools=["echo.poll"])}))
+    s: Stack = await start_stack(
+        make_config(plugins=laddr.plugins(), agents={"poster": laddr.agent(fake, "m-post", tools=["echo.poll"])})
+    )
     fake.script("m-post", fake_llm.tool_calls(("echo__poll", {"message": "x"})), fake_llm.text("done"))
-    status, body = await s.client.post("/api/prompts", json={"prompt_name": "poster", "inputs": {"task": "post"}},
-                                       token=TOKENS["jobs_rw"][0])
+    status, body = await s.client.post(
+        "/api/prompts", json={"prompt_name": "poster", "inputs": {"task": "post"}}, token=TOKENS["jobs_rw"][0]
+    )
     assert status == 202, body
     done = await s.client.wait_job(body["prompt_id"], timeout_s=30)
     assert done["status"] == "succeeded"
@@ -86,10 +101,10 @@ async def test_prompt_agents_carry_the_callers_authority(make_config: Any, start
     assert await s.api.pool.fetchval("SELECT count(*) FROM jobs WHERE plugin = 'echo'") == 0
 
 
-async def test_laddr_job_replay_and_retry_need_the_scope_of_what_they_run(make_config: Any,
-                                                                         start_stack: Any) -> None:
-    s: Stack = await start_stack(make_config(
-        plugins={"echo": {}, "exit78": {"retry": {"max_attempts": 1}}}, pipelines=PIPELINES))
+async def test_laddr_job_replay_and_retry_need_the_scope_of_what_they_run(make_config: Any, start_stack: Any) -> None:
+    s: Stack = await start_stack(
+        make_config(plugins={"echo": {}, "exit78": {"retry": {"max_attempts": 1}}}, pipelines=PIPELINES)
+    )
     jobs_rw, both = TOKENS["jobs_rw"][0], TOKENS["laddr_rw"][0]
     # the direct routes answer 403 …
     assert (await s.client.post("/pipeline/shout", json={}, token=jobs_rw))[0] == 403
@@ -118,6 +133,7 @@ async def test_laddr_job_replay_and_retry_need_the_scope_of_what_they_run(make_c
 
     dead = await s.client.submit("exit78", "poll")
     assert (await s.client.wait_job(dead))["status"] == "dead"
+    await laddr.projected(s)  # retry reads the row
     status, body = await s.client.post(f"/job/{dead}/retry", token=jobs_rw)
     assert status == 403 and "plugin:rw" in body["error"], body
     status, body = await s.client.post(f"/job/{dead}/retry", token=both)
@@ -136,8 +152,9 @@ async def test_dispatcher_rejects_a_submit_beyond_its_authority(make_config: Any
     catalog = catalog_mod.scan(config.plugin_roots)
     reader = scopes.Authority(principal="reader", scopes=frozenset({"plugin:ro", "jobs:rw"}))
     ((_, rejected),) = decisions.decide_submit(_submit("echo", "poll", reader), catalog, config, source="t")
-    assert rejected.type == "job.rejected" and rejected.data["reason"].startswith("forbidden: token 'reader' lacks "
-                                                                                  "plugin:rw"), rejected.data
+    assert rejected.type == "job.rejected" and rejected.data["reason"].startswith(
+        "forbidden: token 'reader' lacks plugin:rw"
+    ), rejected.data
     out = decisions.decide_submit(_submit("echo", "health", reader), catalog, config, source="t")
     assert [env.type for _, env in out] == ["job.queued", "job.work"]
     # the authority rides on the queued event and the work item; the system's own jobs carry none
@@ -156,7 +173,12 @@ async def test_the_dispatchers_retry_keeps_the_authority(make_config: Any) -> No
     catalog = catalog_mod.scan(config.plugin_roots)
     caller = scopes.Authority(principal="caller", scopes=frozenset({"plugin:rw"}))
     _, queued = decisions.decide_submit(_submit("echo", "poll", caller), catalog, config, source="t")[0]
-    failed = envelope.make("job.failed", source="t", job_id="j1", id="j1:1:failed",
-                           data={"plugin": "echo", "command": "poll", "attempt": 1, "error": "boom", "retry": True})
+    failed = envelope.make(
+        "job.failed",
+        source="t",
+        job_id="j1",
+        id="j1:1:failed",
+        data={"plugin": "echo", "command": "poll", "attempt": 1, "error": "boom", "retry": True},
+    )
     (_, scheduled), (_, parked) = retries.decide_outcome(failed, queued, config, source="t")
     assert scheduled.type == "job.retry_scheduled" and parked.data["authority"] == caller.to_data()
