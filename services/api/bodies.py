@@ -46,6 +46,19 @@ def optional_object(body: dict[str, Any], field: str) -> dict[str, Any]:
     return value
 
 
+def payload(body: dict[str, Any]) -> dict[str, Any]:
+    """The `payload` of a `{"payload": {...}}` body (POST /plugin/..., /pipeline/...); {} when absent or null.
+
+    As in Ductile, keys next to `payload` are ignored. A body with keys but no `payload` (e.g. the bare
+    `{"message": "x"}`) is refused: Ductile would run it with an empty payload, silently."""
+    if body and "payload" not in body:
+        unknown = sorted(body)
+        raise errors.BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))}: the body is "
+                                '{"payload": {...}}; put the command\'s input under "payload"',
+                                field="payload", unknown_fields=unknown)
+    return optional_object(body, "payload")
+
+
 def int_param(request: web.Request, name: str, *, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":

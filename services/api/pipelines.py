@@ -43,7 +43,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
     st = state.of(request)
     pipeline = _pipeline(st, request.match_info["name"])
     body = await bodies.json_object(request)
-    payload = bodies.optional_object(body, "payload")
+    payload = bodies.payload(body)
     synchronous = pipeline.synchronous and not bodies.bool_param(request, "async")
     if synchronous and len(pipeline.entries) > 1:
         raise errors.BadRequest(f"pipeline {pipeline.name!r} fans out into {len(pipeline.entries)} entry steps; "

@@ -75,7 +75,7 @@ async def run_command(request: web.Request) -> web.Response:
     spec = st.catalog.plugins[plugin].commands[command]
     auth.check(principal, scopes.command_scope(spec.type))
     body = await bodies.json_object(request)
-    payload = bodies.optional_object(body, "payload")
+    payload = bodies.payload(body)
     check_payload(plugin, spec, payload)
     event = {"type": "api.trigger", "payload": payload} if command == "handle" else None
 
