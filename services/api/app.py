@@ -66,7 +66,8 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
             return error_response(errors.PayloadTooLarge())
         if exc.status == 405:
             return web.json_response({"error": f"method {request.method} not allowed on {request.path}",
-                                      "code": "method_not_allowed"}, status=405)
+                                      "code": "method_not_allowed"}, status=405,
+                                     headers={"Allow": exc.headers.get("Allow", "")})  # RFC 9110 requires it
         if exc.status == 404:
             return error_response(errors.NotFound(f"no route for {request.method} {request.path}"))
         if exc.status >= 400 and exc.content_type != "application/json":

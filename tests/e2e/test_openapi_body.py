@@ -56,3 +56,10 @@ async def test_a_bare_body_is_refused_naming_its_keys_and_runs_nothing(make_conf
     for raw in (b"", b"{}", b'{"payload": null}', b'{"payload": {"message": "Y"}, "note": "ignored"}'):
         status, body = await client.post("/plugin/echo/poll", data=raw, headers={"Content-Type": "application/json"})
         assert status == 202, (raw, body)
+
+
+async def test_a_wrong_method_is_405_with_allow(client: Client) -> None:
+    status, body = await client.request("PUT", "/plugin/echo/poll")
+    assert status == 405 and body["code"] == "method_not_allowed"
+    async with client.session.request("TRACE", client.base_url + "/plugin/echo/poll") as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "POST"  # RFC 9110; schemathesis checks it
