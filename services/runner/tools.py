@@ -3,8 +3,9 @@ tool call as a child job of the agent's job (or a cache hit).
 
 The agent loop calls `Toolbox.schemas()` for the request and `Toolbox.call(call, iteration, index)`
 for each tool call the model makes; it gets back the text of the tool message. Traces:
-`tool_call`, then `tool_result` / `tool_error` (a failed child, bad arguments, an unknown tool —
-the model is told and may react), or `cache_hit` when an `idempotent: true` command's result for
+`tool_call`, then `tool_result` / `tool_error` (a failed child, bad arguments, an unknown tool, a
+command beyond the scopes of the caller who started the run (`code: forbidden`, checked against the
+job's authority before anything runs; services/core/scopes.py) — the model is told and may react), or `cache_hit` when an `idempotent: true` command's result for
 the same payload is younger than the agent's `tool_cache_ttl` (no child job then).
 """
 
