@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from services.core import catalog as catalog_mod
-from services.core import envelope, scopes
+from services.core import envelope, job_waits, scopes, subjects
 from services.dispatcher import decisions, retries
 from tests.support import fake_llm, laddr
 from tests.support.fake_llm import FakeLLM
@@ -182,3 +182,29 @@ async def test_the_dispatchers_retry_keeps_the_authority(make_config: Any) -> No
     )
     (_, scheduled), (_, parked) = retries.decide_outcome(failed, queued, config, source="t")
     assert scheduled.type == "job.retry_scheduled" and parked.data["authority"] == caller.to_data()
+
+
+async def test_dispatcher_rejects_a_pipeline_run_beyond_its_authority(make_config: Any, start_stack: Any) -> None:
+    s: Stack = await start_stack(make_config(pipelines=PIPELINES))
+    assert s.api.bus is not None
+    outcomes = {}
+    for root, held in (("root-ro", {"jobs:rw", "plugin:ro"}), ("root-rw", {"plugin:rw"})):
+        authority = scopes.Authority(principal=root, scopes=frozenset(held))
+        cmd = envelope.make(
+            "pipeline.run",
+            source="test",
+            job_id=root,
+            id=f"{root}:run",
+            correlation_id=root,
+            data={"pipeline": "shout", "payload": {}, "submitted_by": "api", "authority": authority.to_data()},
+        )
+        final = await job_waits.wait_final(
+            s.api.bus,
+            root,
+            timeout_s=20,
+            before=lambda c=cmd, r=root: s.api.bus.publish(subjects.pipeline_command(r), c),
+        )
+        assert final is not None
+        outcomes[root] = (final.type, final.data.get("reason"))
+    assert outcomes["root-ro"][0] == "job.rejected" and "lacks plugin:rw" in outcomes["root-ro"][1], outcomes
+    assert outcomes["root-rw"][0] == "job.succeeded", outcomes
