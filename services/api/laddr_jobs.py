@@ -74,7 +74,7 @@ async def create_job(request: web.Request) -> web.Response:
     name = body.get("pipeline_name")
     if not isinstance(name, str) or not name:
         raise errors.BadRequest("'pipeline_name' (an agent or pipeline name) is required", field="pipeline_name")
-    inputs = bodies.optional_object(body, "inputs")
+    inputs = bodies.payload(body, "inputs", known=frozenset({"pipeline_name"}))
     is_agent = name in agents_mod.specs(st.config)
     if is_agent:
         laddr_common.agent(st, name)  # 409 when its tools cannot run

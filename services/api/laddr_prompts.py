@@ -57,7 +57,7 @@ async def create_prompt(request: web.Request) -> web.Response:
     st = state.of(request)
     body = await bodies.json_object(request, required=True)
     prompt_name, mode, chain = _chain(body)
-    inputs = bodies.optional_object(body, "inputs")
+    inputs = bodies.payload(body, "inputs", known=frozenset({"prompt_name", "mode", "agents"}))
     for name in chain:
         laddr_common.agent(st, name)  # 404 unknown, 409 misconfigured
 

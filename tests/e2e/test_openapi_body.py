@@ -49,7 +49,7 @@ async def test_a_bare_body_is_refused_naming_its_keys_and_runs_nothing(make_conf
         status, body = await client.post(path, json={"message": "X", "count": 2})
         assert status == 400, (path, body)
         assert body["code"] == "bad_request" and body["unknown_fields"] == ["count", "message"], body
-        assert "'message'" in body["error"] and '"payload"' in body["error"]
+        assert "'message'" in body["error"] and '"payload"' in body["error"], body
     status, listed = await client.get("/jobs")
     assert status == 200 and listed["total"] == 0, listed
     # as in Ductile: no body, {}, a null payload and keys next to `payload` are all fine
@@ -63,3 +63,25 @@ async def test_a_wrong_method_is_405_with_allow(client: Client) -> None:
     assert status == 405 and body["code"] == "method_not_allowed"
     async with client.session.request("TRACE", client.base_url + "/plugin/echo/poll") as resp:
         assert resp.status == 405 and resp.headers["Allow"] == "POST"  # RFC 9110; schemathesis checks it
+
+
+async def test_laddr_bodies_without_inputs_but_with_unknown_keys_are_refused(
+    make_config: Any, start_stack: Any
+) -> None:
+    s: Stack = await start_stack(make_config(agents={"demo": {"llm": {"provider": "echo"}}}))
+    client = s.client
+    assert client is not None
+    for path, body in (
+        ("/api/jobs", {"pipeline_name": "demo", "input": {"message": "X"}}),
+        ("/api/prompts", {"prompt_name": "demo", "message": "X"}),
+    ):
+        status, answer = await client.post(path, json=body)
+        assert status == 400 and answer["unknown_fields"] == sorted(set(body) - {"pipeline_name", "prompt_name"}), (
+            path,
+            answer,
+        )
+        assert '"inputs"' in answer["error"]
+    status, answer = await client.post(
+        "/api/jobs", json={"pipeline_name": "demo", "inputs": {"message": "X"}, "note": "ignored, as in Laddr"}
+    )
+    assert status == 202, answer
