@@ -17,6 +17,7 @@ from services.api import (
     config_view,
     discovery,
     events,
+    guard,
     ingest,
     job_actions,
     jobs,
@@ -65,7 +66,8 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
             return error_response(errors.PayloadTooLarge())
         if exc.status == 405:
             return web.json_response({"error": f"method {request.method} not allowed on {request.path}",
-                                      "code": "method_not_allowed"}, status=405)
+                                      "code": "method_not_allowed"}, status=405,
+                                     headers={"Allow": exc.headers.get("Allow", "")})  # RFC 9110 requires it
         if exc.status == 404:
             return error_response(errors.NotFound(f"no route for {request.method} {request.path}"))
         if exc.status >= 400 and exc.content_type != "application/json":
@@ -84,7 +86,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
 
 def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool,
                catalog: catalog_mod.Catalog | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.api.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware, guard.scope_guard], client_max_size=config.api.max_body_bytes)
     app[bodies.MAX_BODY_BYTES] = config.api.max_body_bytes
     app[state.STATE] = state.ApiState(
         config=config, catalog=catalog or config_mod.plugin_catalog(config), bus=bus, pool=pool,
@@ -96,4 +98,5 @@ def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Poo
         app.add_routes(routes)
     webhooks.add_routes(app, config)
     events.setup(app)
+    guard.check_table(app)
     return app

@@ -11,11 +11,12 @@ import hmac
 
 from aiohttp import web
 
+from services.core import catalog as catalog_mod
 from services.core import config as config_mod
-from services.core import errors
+from services.core import errors, scopes
 
-SCOPES = frozenset({"*", "plugin:ro", "plugin:rw", "jobs:ro", "jobs:rw", "events:ro", "events:rw"})
-_IMPLIED = {"plugin:ro": "plugin:rw", "jobs:ro": "jobs:rw", "events:ro": "events:rw"}
+SCOPES = frozenset(scopes.SCOPES)
+
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
@@ -38,8 +39,8 @@ class TokenTable:
         return found
 
 
-def grants(scopes: frozenset[str], needed: str) -> bool:
-    return "*" in scopes or needed in scopes or (needed in _IMPLIED and _IMPLIED[needed] in scopes)
+def grants(held: frozenset[str], needed: str) -> bool:
+    return scopes.grants(held, needed)
 
 
 def presented_token(request: web.Request, *, allow_query: bool = False) -> str | None:
@@ -79,3 +80,17 @@ def check(principal: config_mod.Token, *any_of: str) -> None:
     if not any(grants(principal.scopes, scope) for scope in any_of):
         raise errors.Forbidden(f"this token lacks the scope for this action (needs {' or '.join(any_of)})",
                                required_scopes=list(any_of))
+
+
+def authority(principal: config_mod.Token) -> scopes.Authority:
+    """The caller's authority, to travel with the work it causes (see services/core/scopes.py)."""
+    return scopes.Authority(principal=principal.name, scopes=frozenset(principal.scopes))
+
+
+def check_work(principal: config_mod.Token, catalog: catalog_mod.Catalog, plugin: str, command: str) -> None:
+    """403 unless the principal holds what the direct route for running `plugin.command` needs
+    (a replay, a retry or a Laddr job must not run what POST /plugin or /pipeline would refuse)."""
+    needed = scopes.work_scope(catalog, plugin, command)
+    if needed is not None and not grants(principal.scopes, needed):
+        raise errors.Forbidden(f"this token lacks {needed}, which running {plugin}.{command} needs",
+                               required_scopes=[needed])

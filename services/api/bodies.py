@@ -46,6 +46,20 @@ def optional_object(body: dict[str, Any], field: str) -> dict[str, Any]:
     return value
 
 
+def payload(body: dict[str, Any], field: str = "payload", known: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The work's input object `field` of a body (`payload` of POST /plugin/..., /pipeline/...; `inputs`
+    of the Laddr POSTs, whose other fields are `known`); {} when absent or null.
+
+    As in Ductile and Laddr, unknown keys next to `field` are ignored. A body with unknown keys but no
+    `field` (e.g. the bare `{"message": "x"}`) is refused: it would run with an empty input, silently."""
+    unknown = sorted(set(body) - known - {field})
+    if unknown and field not in body:
+        raise errors.BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))} and no {field!r}: put the "
+                                f'input under "{field}" ({{"{field}": {{...}}}})', field=field,
+                                unknown_fields=unknown)
+    return optional_object(body, field)
+
+
 def int_param(request: web.Request, name: str, *, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import auth, state, system
+from services.api import auth, idempotency, plugins, state, system
 from services.core import catalog as catalog_mod
 from services.core import durations, errors
 
@@ -21,12 +21,40 @@ routes = web.RouteTableDef()
 
 OPENAPI_VERSION = "3.1.0"
 TITLE = "Headrace Gateway"
-RESPONSES = {
-    "202": {"description": "Job queued"},
-    "400": {"description": "Bad request"},
-    "401": {"description": "Missing or invalid bearer token"},
-    "403": {"description": "Insufficient scope"},
-    "404": {"description": "Plugin or command not found"},
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "code"],
+    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+}
+QUEUED_SCHEMA = {
+    "type": "object",
+    "required": ["job_id", "status", "plugin", "command"],
+    "properties": {
+        "job_id": {"type": "string"},
+        "status": {"const": "queued"},
+        "plugin": {"type": "string"},
+        "command": {"type": "string"},
+    },
+}
+ERRORS = {
+    "400": "Bad request: malformed JSON, a body that is not an object, unknown fields without `payload`, "
+    "or a payload that violates the command's input_schema",
+    "401": "Missing or invalid bearer token",
+    "403": "Insufficient scope (plugin:ro runs `read` commands only, everything else needs plugin:rw)",
+    "404": "Plugin or command not found, or the plugin is disabled",
+    "409": "Idempotency-Key already used for a different request, or still in progress",
+    "413": "Request body too large",
+    "429": "Too many requests",
+    "503": "The event bus or the database is unavailable; retry shortly",
+}
+#: the Idempotency-Key header every work-creating POST reads (services/api/idempotency.py)
+IDEMPOTENCY_KEY = {
+    "name": idempotency.HEADER,
+    "in": "header",
+    "required": False,
+    "description": "The same key (per token) within service.dedupe_ttl returns the first response and creates "
+    "nothing; the same key with a different body is 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH, "pattern": "\\S"},
 }
 EXECUTION_MODES = {"async": "asynchronous", "sync": "synchronous"}
 AI_PLUGIN = {
@@ -122,19 +150,46 @@ async def get_plugin(request: web.Request) -> web.Response:
 # --- OpenAPI ---------------------------------------------------------------------------------------
 
 
+def request_body(plugin: str, command: catalog_mod.Command) -> dict[str, Any] | None:
+    """The body POST /plugin/{plugin}/{command} reads: `{"payload": <input_schema>}` (no requestBody
+    without an input_schema, as in Ductile). When the input_schema admits `{}`, the body may be left
+    out, be `{}` or carry `"payload": null` (all read as `{}`); other keys are ignored next to
+    `payload` and refused without it (bodies.payload)."""
+    schema = dict(command.input_schema or {})
+    if not schema:
+        return None
+    validator = plugins.input_validator(plugin, command)
+    empty_ok = validator is None or validator.is_valid({})
+    body: dict[str, Any] = {"type": "object"}
+    if empty_ok:
+        body["properties"] = {"payload": {"anyOf": [schema, {"type": "null"}]}}
+        body["anyOf"] = [{"required": ["payload"]}, {"maxProperties": 0}]
+    else:
+        body["properties"] = {"payload": schema}
+        body["required"] = ["payload"]
+    return {"required": not empty_ok, "content": {"application/json": {"schema": body}}}
+
+
+def responses() -> dict[str, Any]:
+    json_error = {"application/json": {"schema": ERROR_SCHEMA}}
+    out: dict[str, Any] = {"202": {"description": "Job queued", "content": {"application/json": {
+        "schema": QUEUED_SCHEMA}}}}
+    out.update({code: {"description": text, "content": json_error} for code, text in ERRORS.items()})
+    return out
+
+
 def operation(plugin: str, command: catalog_mod.Command) -> dict[str, Any]:
-    """The `post` operation of `/plugin/{plugin}/{command}`; no requestBody without an input_schema."""
+    """The `post` operation of `/plugin/{plugin}/{command}`."""
     op: dict[str, Any] = {
         "operationId": f"{plugin}__{command.name}",
         "summary": summary(plugin, command),
         "tags": [plugin],
+        "parameters": [IDEMPOTENCY_KEY],
     }
-    if command.input_schema:
-        op["requestBody"] = {
-            "required": False,
-            "content": {"application/json": {"schema": dict(command.input_schema)}},
-        }
-    op["responses"] = {code: dict(resp) for code, resp in RESPONSES.items()}
+    body = request_body(plugin, command)
+    if body is not None:
+        op["requestBody"] = body
+    op["responses"] = responses()
     op["security"] = [{"BearerAuth": []}]
     return op
 

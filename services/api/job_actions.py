@@ -52,6 +52,7 @@ async def retry(request: web.Request) -> web.Response:
     if row["status"] not in RETRYABLE:
         raise errors.Conflict(f"job {row['job_id']} is {row['status']}; only jobs that ended without success "
                               f"({', '.join(sorted(RETRYABLE))}) can be retried", status=row["status"])
+    auth.check_work(principal, st.catalog, row["plugin"], row["command"])  # as running it directly would
     original = row["job_id"]
     queued = await st.bus.last_message(subjects.EVENTS, subjects.job_event(original, "queued"))
     spec = queued[1].data if queued else row
@@ -60,7 +61,7 @@ async def retry(request: web.Request) -> web.Response:
         await submit.submit_job(
             st, plugin=row["plugin"], command=row["command"], payload=spec.get("payload") or {},
             event=spec.get("event"), context=spec.get("context"), submitted_by="retry", job_id=job_id,
-            extra={"retry_of": original},
+            extra={"retry_of": original}, authority=auth.authority(principal),
         )
         return 202, {"job_id": job_id, "status": "queued", "retry_of": original, "plugin": row["plugin"],
                      "command": row["command"]}

@@ -94,7 +94,7 @@ def _timeout(request: web.Request) -> float:
 
 @routes.get("/api/agents/{agent_name}/chat")
 async def chat(request: web.Request) -> web.Response:
-    auth.require(request, "jobs:ro")
+    principal = auth.require(request, "jobs:ro")
     st = state.of(request)
     name = request.match_info["agent_name"]
     laddr_common.agent(st, name)
@@ -106,7 +106,8 @@ async def chat(request: web.Request) -> web.Response:
     job_id = envelope.new_id()
 
     async def submit() -> None:
-        await laddr_common.submit_agent(st, name, {"message": message}, job_id=job_id, submitted_by="chat")
+        await laddr_common.submit_agent(st, name, {"message": message}, job_id=job_id, submitted_by="chat",
+                                        authority=auth.authority(principal))
 
     if not wait:
         await submit()

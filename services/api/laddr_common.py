@@ -9,7 +9,7 @@ from typing import Any
 
 from services.api import jobs, state, submit, views
 from services.core import agents as agents_mod
-from services.core import errors, jobstate, offload, subjects
+from services.core import errors, jobstate, offload, scopes, subjects
 
 #: read-model status → Laddr status (a failed or timed-out attempt is final only with job.dead,
 #: but the window before the dispatcher's retry decision is milliseconds; rejected jobs stay failed)
@@ -68,9 +68,10 @@ def agent(st: state.ApiState, name: str) -> agents_mod.AgentSpec:
 
 
 async def submit_agent(st: state.ApiState, name: str, inputs: dict[str, Any], *, job_id: str, submitted_by: str,
-                       extra: dict[str, Any] | None = None) -> str:
+                       authority: scopes.Authority, extra: dict[str, Any] | None = None) -> str:
+    """An agent run on behalf of `authority`: each tool call it makes is checked against it."""
     return await submit.submit_job(st, plugin=agents_mod.AGENT, command=name, payload=inputs,
-                                   submitted_by=submitted_by, job_id=job_id, extra=extra)
+                                   submitted_by=submitted_by, job_id=job_id, extra=extra, authority=authority)
 
 
 async def token_usage(st: state.ApiState, job_id: str) -> dict[str, Any]:

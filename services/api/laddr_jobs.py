@@ -17,7 +17,7 @@ from aiohttp import web
 
 from services.api import auth, bodies, idempotency, laddr_common, state, submit, system, views
 from services.core import agents as agents_mod
-from services.core import envelope, errors, subjects
+from services.core import envelope, errors, scopes, subjects
 
 routes = web.RouteTableDef()
 
@@ -74,21 +74,25 @@ async def create_job(request: web.Request) -> web.Response:
     name = body.get("pipeline_name")
     if not isinstance(name, str) or not name:
         raise errors.BadRequest("'pipeline_name' (an agent or pipeline name) is required", field="pipeline_name")
-    inputs = bodies.optional_object(body, "inputs")
+    inputs = bodies.payload(body, "inputs", known=frozenset({"pipeline_name"}))
     is_agent = name in agents_mod.specs(st.config)
     if is_agent:
         laddr_common.agent(st, name)  # 409 when its tools cannot run
     elif _pipeline(st, name) is None:
         raise errors.NotFound(f"no agent or pipeline named {name!r}", pipeline_name=name,
                               agents=sorted(agents_mod.specs(st.config)))
+    else:
+        auth.check(principal, scopes.PIPELINE)  # what POST /pipeline/{name} needs
+    authority = auth.authority(principal)
 
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
         if is_agent:
-            await laddr_common.submit_agent(st, name, inputs, job_id=job_id, submitted_by="laddr")
+            await laddr_common.submit_agent(st, name, inputs, job_id=job_id, submitted_by="laddr", authority=authority)
         else:
             cmd = envelope.make("pipeline.run", source=st.source, job_id=job_id, id=f"{job_id}:run",
                                 correlation_id=job_id,
-                                data={"pipeline": name, "payload": inputs, "submitted_by": "laddr"})
+                                data={"pipeline": name, "payload": inputs, "submitted_by": "laddr",
+                                      "authority": authority.to_data()})
             await st.bus.publish(subjects.pipeline_command(job_id), cmd)
         return 202, {"job_id": job_id, "status": "queued", "pipeline_name": name,
                      "created_at": views.timestamp(envelope.now())}
@@ -143,8 +147,10 @@ async def replay(request: web.Request) -> web.Response:
             "error": row.get("last_error") if row["status"] != "succeeded" else None, "replayed": True,
             "reexecuted": False, "original_job_id": original,
         }, dumps=state.dumps)
+    auth.check_work(principal, st.catalog, row["plugin"], row["command"])  # as running it directly would
     if row["plugin"] == agents_mod.AGENT:
         laddr_common.agent(st, row["command"])
+    authority = auth.authority(principal)
     queued = await st.bus.last_message(subjects.EVENTS, subjects.job_event(original, "queued"))
     spec = queued[1].data if queued else row
 
@@ -153,12 +159,13 @@ async def replay(request: web.Request) -> web.Response:
             cmd = envelope.make("pipeline.run", source=st.source, job_id=job_id, id=f"{job_id}:run",
                                 correlation_id=job_id, data={"pipeline": row["command"], "payload": row.get("payload")
                                                              or {}, "submitted_by": "replay",
-                                                             "original_job_id": original})
+                                                             "original_job_id": original,
+                                                             "authority": authority.to_data()})
             await st.bus.publish(subjects.pipeline_command(job_id), cmd)
         else:
             await submit.submit_job(st, plugin=row["plugin"], command=row["command"], payload=spec.get("payload") or {},
                                     event=spec.get("event"), context=spec.get("context"), submitted_by="replay",
-                                    job_id=job_id, extra={"original_job_id": original})
+                                    job_id=job_id, extra={"original_job_id": original}, authority=authority)
         return 202, {"job_id": job_id, "status": "queued", "result": None, "replayed": True, "reexecuted": True,
                      "original_job_id": original}
 

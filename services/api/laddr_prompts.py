@@ -57,13 +57,14 @@ async def create_prompt(request: web.Request) -> web.Response:
     st = state.of(request)
     body = await bodies.json_object(request, required=True)
     prompt_name, mode, chain = _chain(body)
-    inputs = bodies.optional_object(body, "inputs")
+    inputs = bodies.payload(body, "inputs", known=frozenset({"prompt_name", "mode", "agents"}))
     for name in chain:
         laddr_common.agent(st, name)  # 404 unknown, 409 misconfigured
 
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
         await submit.submit_job(st, plugin=agents_mod.PROMPT, command=mode, submitted_by="laddr", job_id=job_id,
-                                payload={"prompt_name": prompt_name, "inputs": inputs, "agents": chain})
+                                payload={"prompt_name": prompt_name, "inputs": inputs, "agents": chain},
+                                authority=auth.authority(principal))
         return 202, {"prompt_id": job_id, "status": "running", "prompt_name": prompt_name, "agent": chain[0],
                      "mode": mode, "agents": chain}
 

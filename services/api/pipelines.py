@@ -43,7 +43,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
     st = state.of(request)
     pipeline = _pipeline(st, request.match_info["name"])
     body = await bodies.json_object(request)
-    payload = bodies.optional_object(body, "payload")
+    payload = bodies.payload(body)
     synchronous = pipeline.synchronous and not bodies.bool_param(request, "async")
     if synchronous and len(pipeline.entries) > 1:
         raise errors.BadRequest(f"pipeline {pipeline.name!r} fans out into {len(pipeline.entries)} entry steps; "
@@ -55,7 +55,8 @@ async def run_pipeline(request: web.Request) -> web.Response:
     async def create(root_id: str) -> tuple[int, dict[str, Any]]:
         cmd = envelope.make("pipeline.run", source=st.source, job_id=root_id, id=f"{root_id}:run",
                             correlation_id=root_id, data={"pipeline": pipeline.name, "payload": payload,
-                                                          "submitted_by": "api"})
+                                                          "submitted_by": "api",
+                                                          "authority": auth.authority(principal).to_data()})
         if not synchronous:
             await st.bus.publish(subjects.pipeline_command(root_id), cmd)
             return 202, {"job_id": root_id, "status": "queued", "pipeline": pipeline.name}

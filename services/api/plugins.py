@@ -15,7 +15,7 @@ from aiohttp import web
 
 from services.api import auth, bodies, idempotency, state, submit
 from services.core import catalog as catalog_mod
-from services.core import errors, schemas
+from services.core import errors, schemas, scopes
 
 routes = web.RouteTableDef()
 
@@ -73,15 +73,15 @@ async def run_command(request: web.Request) -> web.Response:
     st = state.of(request)
     plugin, command = resolve_command(st, request.match_info["plugin"], request.match_info["command"])
     spec = st.catalog.plugins[plugin].commands[command]
-    if spec.type != "read":
-        auth.check(principal, "plugin:rw")
+    auth.check(principal, scopes.command_scope(spec.type))
     body = await bodies.json_object(request)
-    payload = bodies.optional_object(body, "payload")
+    payload = bodies.payload(body)
     check_payload(plugin, spec, payload)
     event = {"type": "api.trigger", "payload": payload} if command == "handle" else None
 
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
-        await submit.submit_job(st, plugin=plugin, command=command, payload=payload, event=event, job_id=job_id)
+        await submit.submit_job(st, plugin=plugin, command=command, payload=payload, event=event, job_id=job_id,
+                                authority=auth.authority(principal))
         return 202, {"job_id": job_id, "status": "queued", "plugin": plugin, "command": command}
 
     return await idempotency.respond(request, principal, create)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.api import state
-from services.core import envelope, subjects
+from services.core import envelope, scopes, subjects
 
 
 async def submit_job(
@@ -22,6 +22,7 @@ async def submit_job(
     context: dict[str, Any] | None = None,
     job_id: str | None = None,
     extra: dict[str, Any] | None = None,
+    authority: scopes.Authority | None = None,
 ) -> str:
     """Publish the submit command and wait for its PubAck; returns the job id."""
     job_id = job_id or envelope.new_id()
@@ -32,6 +33,8 @@ async def submit_job(
         data["context"] = context
     if extra:
         data.update(extra)
+    if authority is not None:  # on whose behalf: checked where its work (an agent's tool calls) is made
+        data["authority"] = authority.to_data()
     cmd = envelope.Envelope(
         id=f"{job_id}:submit", type="job.submit", time=envelope.rfc3339(envelope.now()), source=st.source,
         job_id=job_id, correlation_id=job_id, data=data,

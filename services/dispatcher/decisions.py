@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core import agents, envelope, subjects
+from services.core import agents, envelope, scopes, subjects
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 
@@ -31,7 +31,8 @@ def rejection_reason(data: dict[str, Any], catalog: catalog_mod.Catalog, config:
         return f"plugin {plugin!r} has no command {command!r}"
     if not isinstance(data.get("payload", {}), dict):
         return "payload must be an object"
-    return None
+    # work done on a caller's behalf (an agent's tool call, a retry, a replay) needs the caller's scope
+    return scopes.forbidden_reason(scopes.Authority.from_data(data.get("authority")), catalog, plugin, command)
 
 
 def work_item(job_id: str, data: dict[str, Any], *, attempt: int, config: config_mod.Config, source: str,
@@ -45,6 +46,7 @@ def work_item(job_id: str, data: dict[str, Any], *, attempt: int, config: config
             "attempt": attempt, "timeout_s": config.plugin(plugin).timeout_s(command),
             "submitted_by": data.get("submitted_by", "api"), "event": data.get("event"),
             "context": data.get("context"), "route": data.get("route"), "step_id": data.get("step_id"),
+            "authority": data.get("authority"),
         },
     )
     return subjects.work(plugin, command), env
@@ -92,7 +94,7 @@ def decide_submit(cmd: envelope.Envelope, catalog: catalog_mod.Catalog, config: 
         "event": data.get("event"), "context": data.get("context"),
         "parent_job_id": data.get("parent_job_id"), "pipeline": data.get("pipeline"),
         "step_id": data.get("step_id"), "retry_of": retry_of, "dedupe_key": data.get("dedupe_key"),
-        "route": data.get("route"),
+        "route": data.get("route"), "authority": data.get("authority"),
     }
     queued = envelope.make("job.queued", source=source, job_id=job_id, id=f"{job_id}:queued",
                            causation_id=cmd.id, correlation_id=correlation_id, data=queued_data)

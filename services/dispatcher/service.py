@@ -23,7 +23,7 @@ from nats.js import api
 
 from services.core import bus as bus_mod
 from services.core import config as config_mod
-from services.core import consumers, envelope, jobstate, lifecycle, logging, reloads, subjects
+from services.core import consumers, envelope, jobstate, lifecycle, logging, reloads, scopes, subjects
 from services.dispatcher import breaker, cancels, decisions, ingest, pipeline_runs, retries, schedules
 
 log = logging.get("dispatcher")
@@ -124,10 +124,14 @@ class Dispatcher(lifecycle.Service):
         assert self.runs is not None and cmd.job_id is not None
         name = str(cmd.data.get("pipeline"))
         pipeline = self.runs.compiled.get(name)
-        if pipeline is None:
+        authority = scopes.Authority.from_data(cmd.data.get("authority"))
+        reason = f"unknown pipeline {name!r}" if pipeline is None else None
+        if reason is None and authority is not None and not authority.allows(scopes.PIPELINE):
+            reason = f"forbidden: {authority.who()} lacks {scopes.PIPELINE}, which pipeline {name!r} needs"
+        if pipeline is None or reason is not None:
             env = envelope.make("job.rejected", source=self.source, job_id=cmd.job_id, id=f"{cmd.job_id}:rejected",
                                 causation_id=cmd.id, correlation_id=cmd.job_id,
-                                data={"reason": f"unknown pipeline {name!r}",
+                                data={"reason": reason,
                                       "command": {"plugin": "pipeline", "command": name, **cmd.data}})
             return [(subjects.job_event(cmd.job_id, "rejected"), env)]
         event = {"type": cmd.data.get("trigger") or "api.trigger", "payload": cmd.data.get("payload") or {}}

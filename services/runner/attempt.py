@@ -30,6 +30,8 @@ class WorkItem:
     #: outcome so the dispatcher can route on without reading the job's queued event
     route: dict[str, Any] | None = None
     step_id: str | None = None
+    #: on whose behalf the job runs (services/core/scopes.py); None = started by the system
+    authority: dict[str, Any] | None = None
 
     def routing(self) -> dict[str, Any]:
         """The routing facts an outcome event carries (`route` is None for a job outside any pipeline)."""
@@ -52,6 +54,7 @@ class WorkItem:
             correlation_id=env.correlation_id or env.job_id,
             route=data.get("route"),
             step_id=data.get("step_id"),
+            authority=data.get("authority"),
         )
 
 

@@ -52,6 +52,8 @@ class Run:
                                 "submitted_by": submitted_by, "parent_job_id": item.job_id}
         if context:
             data["context"] = context
+        if item.authority is not None:  # the child runs on the same caller's behalf (the dispatcher checks it)
+            data["authority"] = item.authority
         cmd = envelope.make("job.submit", source=self.source, job_id=child_id, id=command_id,
                             causation_id=item.job_id, correlation_id=item.correlation_id, data=data)
 

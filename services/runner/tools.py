@@ -3,8 +3,9 @@ tool call as a child job of the agent's job (or a cache hit).
 
 The agent loop calls `Toolbox.schemas()` for the request and `Toolbox.call(call, iteration, index)`
 for each tool call the model makes; it gets back the text of the tool message. Traces:
-`tool_call`, then `tool_result` / `tool_error` (a failed child, bad arguments, an unknown tool —
-the model is told and may react), or `cache_hit` when an `idempotent: true` command's result for
+`tool_call`, then `tool_result` / `tool_error` (a failed child, bad arguments, an unknown tool, a
+command beyond the scopes of the caller who started the run (`code: forbidden`, checked against the
+job's authority before anything runs; services/core/scopes.py) — the model is told and may react), or `cache_hit` when an `idempotent: true` command's result for
 the same payload is younger than the agent's `tool_cache_ttl` (no child job then).
 """
 
@@ -21,7 +22,7 @@ import orjson
 
 from services.core import agents as agents_mod
 from services.core import catalog as catalog_mod
-from services.core import logging, subjects
+from services.core import logging, scopes, subjects
 from services.runner import builtin, llm, traces
 
 log = logging.get("runner.tools")
@@ -47,6 +48,8 @@ class Toolbox:
         self.run = run
         self.spec = spec
         self.by_function = spec.tool_names()
+        #: the caller's authority: each tool call is checked against it before its child job is made
+        self.authority = scopes.Authority.from_data(run.item.authority)
 
     def command(self, tool: str) -> catalog_mod.Command | None:
         plugin, _, command = tool.partition(".")
@@ -81,6 +84,9 @@ class Toolbox:
                 return await self._error(call, tool, "arguments do not match the input_schema: "
                                          + "; ".join(e.message for e in found[:5]), iteration=iteration)
         plugin, _, command = tool.partition(".")
+        forbidden = scopes.forbidden_reason(self.authority, self.run.catalog, plugin, command)
+        if forbidden is not None:  # never run (nor served from the cache): the model is told and may react
+            return await self._error(call, tool, forbidden, iteration=iteration, code="forbidden")
         await tracer.emit("tool_call", {"tool": tool, "call_id": call.id, "iteration": iteration,
                                         "arguments": traces.preview(arguments)})
         cacheable = spec.idempotent and self.spec.tool_cache_ttl_s > 0
@@ -111,10 +117,13 @@ class Toolbox:
         return tool_message(result)
 
     async def _error(self, call: llm.ToolCall, tool: str, error: str, *, iteration: int,
-                     child_job_id: str | None = None) -> str:
-        await self.run.tracer.emit("tool_error", {"tool": tool, "call_id": call.id, "iteration": iteration,
-                                                  "child_job_id": child_job_id, "error": error})
-        return orjson.dumps({"error": error}).decode()
+                     child_job_id: str | None = None, code: str | None = None) -> str:
+        trace: JSONDict = {"tool": tool, "call_id": call.id, "iteration": iteration, "child_job_id": child_job_id,
+                           "error": error}
+        if code is not None:
+            trace["code"] = code
+        await self.run.tracer.emit("tool_error", trace)
+        return orjson.dumps({"error": error, "code": code} if code else {"error": error}).decode()
 
     async def _cached(self, key: str) -> JSONDict | None:
         """A fresh cached result; the cache is best effort, so an unreachable bucket is a miss."""

@@ -39,7 +39,7 @@ async def test_two_tool_agent_run_is_a_job_tree_with_traces_and_token_totals(mak
                 fake_llm.text("both tools answered", prompt_tokens=30, completion_tokens=6))
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "researcher",
                                                           "inputs": {"task": "use both tools"}},
-                                       token=TOKENS["jobs_rw"][0])
+                                       token=TOKENS["laddr_rw"][0])  # write tools need plugin:rw too
     assert status == 202 and body["status"] == "queued" and body["pipeline_name"] == "researcher", body
     job_id = body["job_id"]
     done = await s.client.wait_job(job_id)

@@ -122,7 +122,10 @@ async def test_retry_endpoint_requeues_a_dead_job_linked_to_the_original(make_co
     counter = tmp_path / "n"
     job_id = await s.client.submit("flaky", "poll", {"counter_file": str(counter), "succeed_on": 2})
     await s.client.wait_job(job_id, {"dead"})
+    # re-running flaky.poll (a write command) needs what POST /plugin/flaky/poll needs, besides jobs:rw
     status, body = await s.client.post(f"/job/{job_id}/retry", token=TOKENS["jobs_rw"][0])
+    assert status == 403 and body["required_scopes"] == ["plugin:rw"], body
+    status, body = await s.client.post(f"/job/{job_id}/retry", token=TOKENS["laddr_rw"][0])
     assert status == 202 and body["retry_of"] == job_id and body["job_id"] != job_id
     again = await s.client.wait_job(body["job_id"])
     assert again["status"] == "succeeded" and again["submitted_by"] == "retry"

@@ -35,6 +35,9 @@ TOKENS = {
     "jobs_ro": ("test-jobs-ro-token-0", ["jobs:ro"]),
     "jobs_rw": ("test-jobs-rw-token-0", ["jobs:rw"]),
     "events_ro": ("test-events-ro-token", ["events:ro"]),
+    "events_rw": ("test-events-rw-token", ["events:rw"]),
+    #: what a Laddr client that lets its agents run write tools needs
+    "laddr_rw": ("test-laddr-rw-token-0", ["jobs:rw", "plugin:rw"]),
 }
 ADMIN = TOKENS["admin"][0]
 #: a failed or timed-out attempt is always followed by the dispatcher's retry or dead letter

@@ -1,0 +1,93 @@
+"""Contract fuzzing: schemathesis over the OpenAPI documents the API serves (`/openapi.json` and
+every `/plugin/{name}/openapi.json`) against the real stack, with every check on (the response time
+capped at 5 s) and 0 failures, server errors included. Bounded: a fixed number of examples per
+operation, deterministic, well under 90 s in all.
+
+It runs schemathesis's engine from Python (`schemathesis.openapi.from_url` + `engine.from_schema`),
+i.e. every phase the CLI runs: examples, coverage (boundary values, missing and wrong-typed fields,
+undeclared methods, requests without auth), fuzzing (positive and negative data) and stateful.
+`case.call_and_validate` over hypothesis strategies covers only the fuzzing phase and misses the
+checks that need coverage-phase cases: it passed while the 405 answers lacked their `Allow`
+header, which the engine's `unsupported_method` check caught. schemathesis's pytest plugin is not
+used; the test is a plain pytest-asyncio test, so `filterwarnings = error` applies unchanged.
+
+The stack runs on the test's event loop and schemathesis calls the API synchronously (requests),
+so each run goes to a worker thread while the loop serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import schemathesis
+from schemathesis.engine import Status, StopReason, events, from_schema
+
+from tests.support.stack import ADMIN, REPO, Stack
+
+#: a plugin with strict input schemas (required fields, enums, bounds, no extra keys)
+FUZZ_PLUGINS = Path(__file__).parent / "plugins"
+MAX_EXAMPLES = 12
+BUDGET_S = 90.0
+
+
+def config() -> schemathesis.Config:
+    return schemathesis.Config.from_dict(
+        {
+            "headers": {"Authorization": f"Bearer {ADMIN}"},
+            "checks": {"enabled": True, "max_response_time": 5.0},
+            "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
+            "seed": 1,
+            "workers": 1,
+        }
+    )
+
+
+def fuzz(base_url: str, path: str) -> tuple[list[str], int]:
+    """(failures, checks run) of every phase over one document."""
+    schema = schemathesis.openapi.from_url(base_url + path, config=config())
+    schema.config.update(base_url=base_url)
+    failures: list[str] = []
+    checks = 0
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
+            for nodes in event.recorder.checks.values():
+                for node in nodes:
+                    checks += 1
+                    if node.status != Status.SUCCESS:
+                        info = node.failure_info
+                        detail = f"{info.failure.title}: {info.failure.message}\n{info.code_sample}" if info else ""
+                        failures.append(f"{path} {event.recorder.label}: {node.name} {node.status.value}: {detail}")
+        elif isinstance(event, events.NonFatalError):
+            failures.append(f"{path} {event.label}: error: {event.value!r}")
+        elif isinstance(event, events.FatalError):
+            failures.append(f"{path}: fatal error: {event.exception!r}")
+        elif isinstance(event, events.EngineFinished) and event.stop_reason != StopReason.COMPLETED:
+            failures.append(f"{path}: the run stopped early ({event.stop_reason.value})")
+    return failures, checks
+
+
+async def test_every_openapi_document_holds_under_fuzzing(make_config: Any, start_stack: Any) -> None:
+    s: Stack = await start_stack(
+        make_config(
+            plugin_roots=[str(REPO / "plugins"), str(FUZZ_PLUGINS)], plugins={"echo": {}, "echo_py": {}, "typed": {}}
+        )
+    )
+    assert s.client is not None
+    status, listed = await s.client.get("/plugins", token=None)
+    assert status == 200
+    documents = ["/openapi.json", *(f"/plugin/{p['name']}/openapi.json" for p in listed["plugins"])]
+    assert "/plugin/typed/openapi.json" in documents
+    started = time.monotonic()
+    failures: list[str] = []
+    checks = 0
+    for path in documents:
+        found, run = await asyncio.to_thread(fuzz, s.url, path)
+        failures += found
+        checks += run
+    elapsed = time.monotonic() - started
+    assert not failures, "\n\n".join(failures)
+    assert checks > 1000, checks  # the documents were really exercised
+    assert elapsed < BUDGET_S, f"fuzzing took {elapsed:.0f}s"
