@@ -18,6 +18,7 @@ from services.api import (
     discovery,
     events,
     ingest,
+    inputs,
     job_actions,
     jobs,
     laddr_agents,
@@ -64,8 +65,10 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         if exc.status == 413:
             return error_response(errors.PayloadTooLarge())
         if exc.status == 405:
+            allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
             return web.json_response({"error": f"method {request.method} not allowed on {request.path}",
-                                      "code": "method_not_allowed"}, status=405)
+                                      "code": "method_not_allowed"}, status=405,
+                                     headers={"Allow": allowed} if allowed else None)
         if exc.status == 404:
             return error_response(errors.NotFound(f"no route for {request.method} {request.path}"))
         if exc.status >= 400 and exc.content_type != "application/json":
@@ -84,7 +87,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
 
 def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool,
                catalog: catalog_mod.Catalog | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.api.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware, inputs.input_middleware], client_max_size=config.api.max_body_bytes)
     app[bodies.MAX_BODY_BYTES] = config.api.max_body_bytes
     app[state.STATE] = state.ApiState(
         config=config, catalog=catalog or catalog_mod.scan(config.plugin_roots), bus=bus, pool=pool,
