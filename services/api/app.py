@@ -17,6 +17,7 @@ from services.api import (
     config_view,
     discovery,
     events,
+    http_errors,
     ingest,
     inputs,
     job_actions,
@@ -26,6 +27,7 @@ from services.api import (
     laddr_prompts,
     laddr_responses,
     laddr_traces,
+    limits,
     listing,
     pipelines,
     plugins,
@@ -87,7 +89,9 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
 
 def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool,
                catalog: catalog_mod.Catalog | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, inputs.input_middleware], client_max_size=config.api.max_body_bytes)
+    middlewares = [error_middleware, limits.limits_middleware, inputs.input_middleware,
+                   http_errors.body_encoding_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=config.api.max_body_bytes)
     app[bodies.MAX_BODY_BYTES] = config.api.max_body_bytes
     app[state.STATE] = state.ApiState(
         config=config, catalog=catalog or catalog_mod.scan(config.plugin_roots), bus=bus, pool=pool,
@@ -99,4 +103,5 @@ def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Poo
         app.add_routes(routes)
     webhooks.add_routes(app, config)
     events.setup(app)
+    limits.setup(app)
     return app
