@@ -18,7 +18,7 @@ SCOPES = frozenset({"*", "plugin:ro", "plugin:rw", "jobs:ro", "jobs:rw", "events
 _IMPLIED = {"plugin:ro": "plugin:rw", "jobs:ro": "jobs:rw", "events:ro": "events:rw"}
 
 def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()  # header bytes that are not UTF-8
 
 
 class TokenTable:
