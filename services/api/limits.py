@@ -247,6 +247,9 @@ def _too_many(message: str, code: str, retry_after_s: float, **details: Any) -> 
 @web.middleware
 async def limits_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
     limits = state.of(request).config.api.limits
+    streaming = request.method == "GET" and request.path in STREAM_PATHS
+    if limits.rate_per_second <= 0 and not streaming:
+        return await handler(request)  # nothing to count: skip the token lookup
     key, authenticated = _client_key(request)
     if limits.rate_per_second > 0:
         wait_s = request.app[BUCKETS].take(
@@ -259,7 +262,7 @@ async def limits_middleware(request: web.Request, handler: web.Handler) -> web.S
                 "rate_limited",
                 wait_s,
             )
-    if not (authenticated and request.method == "GET" and request.path in STREAM_PATHS):
+    if not (authenticated and streaming):
         return await handler(request)
     with request.app[STREAMS].hold(key, limits.sse_per_token) as free:
         if not free:
