@@ -5,9 +5,10 @@ are `GuardedRequestHandler`s):
   * header timeout: a connection must deliver a complete request head within
     `header_timeout` of opening (or of a new request's first byte), else it is closed;
   * idle timeout: aiohttp's keep-alive timeout, closing connections with no request in flight;
-  * connection cap: past `max_connections` open connections (kept below the process's fd
-    limit) a new connection gets a JSON 503 and is closed at once, so idle clients can never
-    use up the file descriptors;
+  * connection cap: at `max_connections` open connections (kept below the process's fd
+    limit) a new connection takes the place of the oldest idle one (no request in flight); when
+    every connection is busy it gets a JSON 503 and is closed at once. Idle clients can thus
+    neither use up the file descriptors nor lock out a client with a request to make;
   * aiohttp's plain-text parser errors (URL over 8 KiB, too many headers...) become JSON.
 
 Request level (`limits_middleware`, read from the config in force, so a reload applies):
@@ -70,7 +71,7 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self._guard_server
-        if server.open_connections >= server.max_connections:
+        if server.open_connections >= server.max_connections and not server.evict_idle():
             # refuse before aiohttp registers the connection: answer, close, free the fd now
             self._manager = None
             self._force_close = True
@@ -138,10 +139,24 @@ class GuardedServer(web.Server):
         self.limits = limits
         self.max_connections = effective_max_connections(limits.max_connections)
         self.refused = 0
+        self.evicted = 0
 
     @property
     def open_connections(self) -> int:
         return len(self._connections)
+
+    def evict_idle(self) -> bool:
+        """Close the oldest connection with no request in flight (idle keep-alive, or never sent
+        one) to make room; False when every connection is busy. So idle clients can delay, but
+        never lock out, a client with a request to make."""
+        for handler in self._connections:  # insertion order: oldest first
+            if not handler._request_in_progress and not handler._messages and not handler._force_close:
+                self.evicted += 1
+                if self.evicted == 1 or self.evicted % 1000 == 0:
+                    log.warning("api_idle_connections_evicted", cap=self.max_connections, evicted=self.evicted)
+                handler.force_close()
+                return True
+        return False
 
     def __call__(self) -> GuardedRequestHandler:
         return GuardedRequestHandler(self, loop=self._loop, limits=self.limits, **self._kwargs)

@@ -83,27 +83,39 @@ async def test_silent_dribbling_and_idle_connections_are_closed(make_config: Any
     assert (await s.client.wait_job(job_id))["status"] == "succeeded"
 
 
-async def test_connection_cap_refuses_quickly(make_config: Any, start_stack: Any) -> None:
-    s = await start_stack(limited_config(make_config, max_connections=8, header_timeout="30s"))
-    held: list[asyncio.StreamWriter] = []
-    refused = None
+async def test_connection_cap_evicts_idle_and_refuses_when_busy(make_config: Any, start_stack: Any) -> None:
+    cap = 6
+    s = await start_stack(limited_config(make_config, max_connections=cap, header_timeout="30s", sse_per_token=cap * 2))
+    await s.client.close()  # its pooled keep-alive connection would count against the cap
+    # idle connections fill the cap, but cannot lock out a client with a request to make
+    idle = [await open_raw(s) for _ in range(cap)]
     try:
-        for _ in range(20):
+        async with aiohttp.ClientSession() as session, session.get(s.url + "/healthz") as resp:
+            assert resp.status == 200
+        assert await closed_within(idle[0][0], 2) == b""  # the oldest idle one made room
+    finally:
+        for _, writer in idle:
+            writer.close()
+    await asyncio.sleep(0.3)
+    # connections with a request in flight (event streams) are never evicted: past the cap, 503 and close
+    busy = []
+    try:
+        for _ in range(cap):
             reader, writer = await open_raw(s)
-            held.append(writer)
-            try:
-                refused = await asyncio.wait_for(reader.read(), timeout=0.3)
-                break
-            except TimeoutError:
-                continue  # accepted and waiting for a request: the cap is not reached yet
-        assert refused is not None, "the 21st idle connection was still accepted"
-        assert len(held) <= 9
+            writer.write(f"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {stack.ADMIN}\r\n\r\n".encode())
+            assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200")
+            busy.append(writer)
+        reader, writer = await open_raw(s)
+        started = time.monotonic()
+        refused = await closed_within(reader, 2)
+        writer.close()
+        assert time.monotonic() - started < 1
         status, headers, body = json_of(refused)
         assert status == 503 and body["code"] == "overloaded" and headers["connection"] == "close"
     finally:
-        for writer in held:
+        for writer in busy:
             writer.close()
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(1.5)
     async with aiohttp.ClientSession() as session, session.get(s.url + "/healthz") as resp:
         assert resp.status == 200
 
