@@ -54,8 +54,23 @@ def check_request(request: web.Request) -> None:
             raise errors.BadRequest(f"query parameter '{name}' holds control characters", parameter=name)
     for header, limit in BOUNDED_HEADERS.items():
         value = request.headers.get(header)
-        if value is not None and len(value) > limit:
+        if value is None:
+            continue
+        if len(value) > limit:
             raise errors.BadRequest(f"header {header} is longer than {limit} characters", header=header)
+        if _PATH_FORBIDDEN.search(value) or not _is_utf8(value):
+            raise errors.BadRequest(
+                f"header {header} holds control characters or bytes that are not UTF-8", header=header
+            )
+
+
+def _is_utf8(value: str) -> bool:
+    """aiohttp decodes header bytes that are not UTF-8 as surrogates; they cannot be encoded back."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @web.middleware

@@ -68,6 +68,8 @@ JUNK_HEADERS = [
     b"".join(b"X-Many-%d: 1\r\n" % i for i in range(300)) + b"\r\n",
     b"Idempotency-Key: " + b"k" * 4000 + b"\r\n\r\n",
     b"Last-Event-ID: -5\r\n\r\n",
+    b"Idempotency-Key: \xff\xfe\r\nContent-Length: 2\r\n\r\n{}",
+    b"Idempotency-Key: a\x01b\r\nContent-Length: 2\r\n\r\n{}",
     b"Accept: \x00\r\n\r\n",
     b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n{}",
 ]
@@ -83,6 +85,17 @@ JUNK_BODIES = [
     b" " * 10,
     b'{"payload": [' + b"1," * 200_000 + b"1]}",
     b"x" * (2 * 1024 * 1024),
+    orjson.dumps(
+        {
+            "pipeline_name": "x" * 5000,
+            "prompt_name": "x" * 5000,
+            "agents": ["x" * 5000],
+            "mode": "x" * 5000,
+            "payload": {"k" * 5000: "v"},
+            "inputs": {"\u0000": 1},
+        }
+    ),
+    orjson.dumps({"pipeline_name": "a.b>*", "prompt_name": "a b", "agents": ["*", ">"], "payload": {}}),
 ]
 
 
@@ -222,6 +235,16 @@ async def test_junk_headers(hr: Stack, client: Client) -> None:
             continue
         for block in JUNK_HEADERS:
             await check_raw(hr, method, fill(path, "no-such-thing"), block, failures)
+    for block in JUNK_HEADERS:  # and on a route that exists, with a valid body
+        await check_raw(
+            hr,
+            "POST",
+            "/plugin/echo/poll",
+            block.replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\n{}", 1)
+            if b"Content-Length" not in block and b"Transfer-Encoding" not in block
+            else block,
+            failures,
+        )
     assert not failures, failures
     await still_works(client)
 
