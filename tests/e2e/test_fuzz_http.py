@@ -263,3 +263,36 @@ async def test_junk_bodies(hr: Stack, client: Client) -> None:
                 )
     assert not failures, failures
     await still_works(client)
+
+
+async def test_junk_to_a_webhook(make_config: Any, start_stack: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("HR_TEST_FUZZ_SECRET", "fuzz-secret-123")
+    s = await start_stack(
+        make_config(
+            webhooks=[
+                {
+                    "name": "f",
+                    "path": "/hooks/fuzz",
+                    "plugin": "echo",
+                    "secret_ref": "HR_TEST_FUZZ_SECRET",
+                    "signature_header": "X-Sig",
+                    "event_header": "X-Event",
+                }
+            ]
+        )
+    )
+    failures: list[Any] = []
+    extra = [
+        b"X-Sig: sha256=\xff\xfe\r\nX-Event: \xff..*>\r\nContent-Length: 2\r\n\r\n{}",
+        b"X-Sig: " + b"0" * 8000 + b"\r\nContent-Length: 2\r\n\r\n{}",
+    ]
+    for block in [*JUNK_HEADERS, *extra]:
+        await check_raw(s, "POST", "/hooks/fuzz", block, failures)
+    async with aiohttp.ClientSession() as session:
+        for body in JUNK_BODIES:
+            await check_http(session, s.url, "POST", "/hooks/fuzz", body, failures)
+        for path in ("/hooks/fuzz%00", "/hooks/fuzz/..", "/hooks/fuzz?x=%00"):
+            await check_http(session, s.url, "POST", path, b"{}", failures)
+    assert not failures, failures
+    assert s.client is not None
+    await still_works(s.client)
