@@ -18,7 +18,9 @@ from services.api import (
     discovery,
     events,
     guard,
+    http_errors,
     ingest,
+    inputs,
     job_actions,
     jobs,
     laddr_agents,
@@ -26,6 +28,7 @@ from services.api import (
     laddr_prompts,
     laddr_responses,
     laddr_traces,
+    limits,
     listing,
     pipelines,
     plugins,
@@ -65,9 +68,10 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         if exc.status == 413:
             return error_response(errors.PayloadTooLarge())
         if exc.status == 405:
+            allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
             return web.json_response({"error": f"method {request.method} not allowed on {request.path}",
                                       "code": "method_not_allowed"}, status=405,
-                                     headers={"Allow": exc.headers.get("Allow", "")})  # RFC 9110 requires it
+                                     headers={"Allow": allowed or exc.headers.get("Allow", "")})  # RFC 9110
         if exc.status == 404:
             return error_response(errors.NotFound(f"no route for {request.method} {request.path}"))
         if exc.status >= 400 and exc.content_type != "application/json":
@@ -86,7 +90,9 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
 
 def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool,
                catalog: catalog_mod.Catalog | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, guard.scope_guard], client_max_size=config.api.max_body_bytes)
+    middlewares = [error_middleware, limits.limits_middleware, inputs.input_middleware,
+                   http_errors.body_encoding_middleware, guard.scope_guard]
+    app = web.Application(middlewares=middlewares, client_max_size=config.api.max_body_bytes)
     app[bodies.MAX_BODY_BYTES] = config.api.max_body_bytes
     app[state.STATE] = state.ApiState(
         config=config, catalog=catalog or config_mod.plugin_catalog(config), bus=bus, pool=pool,
@@ -99,4 +105,5 @@ def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Poo
     webhooks.add_routes(app, config)
     events.setup(app)
     guard.check_table(app)
+    limits.setup(app)
     return app

@@ -19,7 +19,7 @@ SCOPES = frozenset(scopes.SCOPES)
 
 
 def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()  # header bytes that are not UTF-8
 
 
 class TokenTable:

@@ -49,6 +49,11 @@ def setup(app: web.Application) -> None:
     app.on_shutdown.append(on_shutdown)
 
 
+def _plain(token: str) -> bool:
+    """Safe as one subject token (no dots, wildcards, spaces or anything else NATS treats specially)."""
+    return bool(token) and all(c.isalnum() or c in "_-" for c in token)
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     type: str | None = None
@@ -77,9 +82,9 @@ class Filter:
             return f"evt.*.{self.job_id}.>"
         if self.type is not None:
             family, _, short = self.type.partition(".")
-            if family in ("job", "trace") and short and not self.prefix and "." not in short:
+            if family in ("job", "trace") and short and not self.prefix and _plain(short):
                 return f"evt.{family}.*.{short}"
-            if family and all(c.isalnum() or c in "_-" for c in family) and (short or self.prefix):
+            if _plain(family) and (short or self.prefix):
                 return f"evt.{family}.>"
         return subjects.ALL_EVENTS
 

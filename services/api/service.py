@@ -6,7 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from services.api import app as app_mod
-from services.api import reload, state
+from services.api import limits, reload, state
 from services.core import bus as bus_mod
 from services.core import config as config_mod
 from services.core import db, lifecycle, logging, reloads
@@ -40,7 +40,8 @@ class Api(lifecycle.Service):
         self.app = app_mod.create_app(self.config, bus=self.bus, pool=self.pool)
         await reloads.listen(self.bus, lambda: self.app[state.STATE].config, self._apply_config,  # type: ignore[index]
                              service=self.name)
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self.runner = limits.GuardedRunner(self.app, limits=self.config.api.limits, access_log=None,
+                                          handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.api.host, self.port, backlog=1024, reuse_address=True)
         await site.start()

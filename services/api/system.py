@@ -1,4 +1,5 @@
-"""GET / (discovery index, both dialects) and GET /healthz (real checks of NATS and Postgres)."""
+"""GET / (discovery index, both dialects) and GET /healthz (real checks of NATS and Postgres;
+internals such as paths only for an admin token)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import state
+from services.api import auth, state
 
 routes = web.RouteTableDef()
 
@@ -47,7 +48,7 @@ async def index(request: web.Request) -> web.Response:
 async def check_nats(st: state.ApiState) -> tuple[bool, int | None, str | None]:
     """(ok, work queue depth, error)."""
     if not st.bus.nc.is_connected:
-        return False, None, "not connected to NATS"
+        return False, None, f"not connected to NATS ({st.bus.connection_state})"
     try:
         depth = await asyncio.wait_for(st.bus.pending_work(), timeout=CHECK_TIMEOUT_S)
     except Exception as exc:  # any failure of the check is the answer
@@ -63,25 +64,39 @@ async def check_postgres(st: state.ApiState) -> tuple[bool, str | None]:
     return True, None
 
 
+def _is_admin(request: web.Request) -> bool:
+    """A valid token with the `*` scope: it may see paths and error details; anyone else may not."""
+    presented = auth.presented_token(request)
+    principal = request.app[auth.TABLE].find(presented) if presented else None
+    return principal is not None and auth.grants(principal.scopes, "*")
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    """Public: status, counts and which component fails. Paths, error texts and broken manifests
+    (internals that help an attacker, not a load balancer) only with an admin token."""
     st = state.of(request)
+    admin = _is_admin(request)
     (nats_ok, depth, nats_error), (pg_ok, pg_error) = await asyncio.gather(check_nats(st), check_postgres(st))
     body: dict[str, Any] = {
         "status": "ok" if nats_ok and pg_ok else "error",
         "uptime_seconds": st.uptime_s,
         "queue_depth": depth,
         "plugins_loaded": len(st.catalog.plugins),
-        "config_path": str(st.config.path.parent) if st.config.path else None,
-        "binary_path": sys.argv[0],
         "version": version(),
         "components": {
-            "nats": {"ok": nats_ok, **({"error": nats_error} if nats_error else {})},
-            "postgres": {"ok": pg_ok, **({"error": pg_error} if pg_error else {})},
+            "nats": {"ok": nats_ok, **({"error": nats_error} if nats_error and admin else {})},
+            "postgres": {"ok": pg_ok, **({"error": pg_error} if pg_error and admin else {})},
         },
     }
-    if st.catalog.errors:
-        body["plugin_errors"] = [{"path": e.path, "error": e.error} for e in st.catalog.errors]
+    if admin:
+        if st.config.path:
+            body["config_path"] = str(st.config.path.parent)
+        body["binary_path"] = sys.argv[0]
+        if st.catalog.errors:
+            body["plugin_errors"] = [{"path": e.path, "error": e.error} for e in st.catalog.errors]
+    elif st.catalog.errors:
+        body["plugins_broken"] = len(st.catalog.errors)
     failing = [name for name, ok in (("nats", nats_ok), ("postgres", pg_ok)) if not ok]
     if failing:
         body["failing"] = failing

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Iterable
 from typing import Any
 
 import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
+from nats.aio.client import Client, Server
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+from nats.protocol.parser import PERMISSIONS_ERR
 
 from services.core import config as config_mod
 from services.core import envelope, errors, logging, subjects
@@ -25,6 +27,32 @@ log = logging.get("bus")
 
 DAY_S = 86400.0
 DUPLICATE_WINDOW_S = 120.0
+#: reconnect backoff: first retry after RECONNECT_BASE_S, doubling up to RECONNECT_MAX_S (with jitter)
+RECONNECT_BASE_S = 0.1
+RECONNECT_MAX_S = 2.0
+
+
+class _ResilientClient(Client):
+    """nats-py closes the client for good on any server -ERR but a stale connection or a
+    permission violation (e.g. 'Maximum Control Line Exceeded', after which the server drops
+    the connection): every publish then fails until the process restarts. Treat such an error
+    like a lost connection instead, so the normal reconnect loop runs (forever, resubscribing)."""
+
+    async def _process_err(self, err_msg: str) -> None:
+        message = f"nats: {err_msg.strip(chr(39))}"
+        if PERMISSIONS_ERR in message or self.is_connecting:
+            await super()._process_err(err_msg)
+            return
+        log.warning("nats_server_error", error=message)
+        await self._error_cb(nats.errors.Error(message))
+        await self._process_op_err(nats.errors.Error(message))
+
+
+def _backoff(servers: list[Server], _info: dict[str, Any]) -> tuple[Server | None, float]:
+    """Pick the server tried least and wait exponentially longer the more it failed."""
+    server = min(servers, key=lambda s: s.reconnects)
+    delay = min(RECONNECT_MAX_S, RECONNECT_BASE_S * 2 ** min(server.reconnects, 16))
+    return server, delay * random.uniform(0.5, 1.0)
 
 
 async def open_for(config: config_mod.Config, *, name: str, bus: Bus | None = None) -> Bus:
@@ -58,9 +86,13 @@ class Bus:
         async def on_reconnect() -> None:
             log.info("nats_reconnected")
 
+        async def on_closed() -> None:
+            log.info("nats_closed")
+
         servers = [part.strip() for part in url.split(",") if part.strip()]
+        nc = _ResilientClient()
         try:
-            nc = await nats.connect(
+            await nc.connect(
                 servers,
                 name=name,
                 connect_timeout=connect_timeout_s,
@@ -70,11 +102,22 @@ class Bus:
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
+                closed_cb=on_closed,
+                reconnect_to_server_handler=_backoff,
                 pending_size=64 * 1024 * 1024,
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             raise errors.TransientError(f"cannot connect to NATS at {url}: {exc}") from exc
         return cls(nc, replicas=replicas)
+
+    @property
+    def connection_state(self) -> str:
+        """connected, reconnecting, connecting, draining or closed: what /healthz reports."""
+        nc = self.nc
+        for name in ("connected", "reconnecting", "connecting", "draining", "closed"):
+            if getattr(nc, f"is_{name}"):
+                return name
+        return "disconnected"
 
     async def close(self) -> None:
         if self.nc.is_closed:

@@ -70,12 +70,31 @@ class PluginConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ApiLimits:
+    """`api.limits`: what protects one API process from slow, idle or greedy clients."""
+
+    #: a connection must send a complete request head within this (from its first byte, or from opening)
+    header_timeout_s: float = 10.0
+    #: a keep-alive connection with no request in flight is closed after this
+    idle_timeout_s: float = 75.0
+    #: open connections per API process; beyond it new ones get a 503 and are closed at once
+    max_connections: int = 4096
+    #: concurrent GET /events streams per token
+    sse_per_token: int = 16
+    #: requests per second per token (or per client address without a valid token); 0 = no rate limit
+    rate_per_second: float = 0.0
+    #: bucket size: requests a client may make at once before the rate applies (default: 2 s worth, min 1)
+    rate_burst: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ApiConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
     max_concurrent_sync: int = 10
     max_body_bytes: int = 1024 * 1024
+    limits: ApiLimits = ApiLimits()
     tokens: tuple[Token, ...] = ()
 
 
@@ -331,6 +350,19 @@ def redact(message: str, doc: Mapping[str, Any], env: Mapping[str, str]) -> str:
     return message
 
 
+def _api_limits(raw: Mapping[str, Any]) -> ApiLimits:
+    rate = raw.get("rate") or {}
+    per_second = float(rate.get("per_second", 0))
+    return ApiLimits(
+        header_timeout_s=durations.parse_seconds(raw.get("header_timeout", "10s")),
+        idle_timeout_s=durations.parse_seconds(raw.get("idle_timeout", "75s")),
+        max_connections=int(raw.get("max_connections", 4096)),
+        sse_per_token=int(raw.get("sse_per_token", 16)),
+        rate_per_second=per_second,
+        rate_burst=int(rate.get("burst") or max(1, round(per_second * 2))),
+    )
+
+
 def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mapping[str, str]) -> Config:
     service = doc.get("service") or {}
     api = doc.get("api") or {}
@@ -367,6 +399,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
             port=int(port),
             max_concurrent_sync=int(api.get("max_concurrent_sync", 10)),
             max_body_bytes=int(api.get("max_body_bytes", 1024 * 1024)),
+            limits=_api_limits(api.get("limits") or {}),
             tokens=tokens,
         ),
         plugins=plugins,

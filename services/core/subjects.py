@@ -42,9 +42,14 @@ ALL_SCHEDULE_EVENTS = "evt.schedule.>"
 INGEST_REJECTED = "evt.ingest.rejected"
 
 
+#: longest subject token (an id, a plugin or command name): keeps every subject far below the
+#: nats-server control-line limit (4 KiB), past which the server closes the connection
+MAX_TOKEN_LENGTH = 256
+
+
 def _token(value: str) -> str:
-    """Guard a subject token: NATS tokens may not hold '.', '*', '>' or whitespace."""
-    if not value or any(c in value for c in ".*> \t\r\n"):
+    """Guard a subject token: NATS tokens may not hold '.', '*', '>' or whitespace, nor be over-long."""
+    if not value or len(value) > MAX_TOKEN_LENGTH or any(c in value for c in ".*> \t\r\n\x00"):
         raise ValueError(f"invalid subject token: {value!r}")
     return value
 

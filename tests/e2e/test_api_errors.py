@@ -94,7 +94,10 @@ async def test_discovery_index_and_health_are_open(client: Client) -> None:
     status, body = await client.get("/healthz", token=None)
     assert status == 200 and body["status"] == "ok"
     assert body["plugins_loaded"] >= 2 and body["queue_depth"] == 0
-    assert {"uptime_seconds", "config_path", "binary_path", "version"} <= body.keys()
+    assert {"uptime_seconds", "version"} <= body.keys()
+    assert "config_path" not in body and "binary_path" not in body  # internals only for an admin token
+    status, body = await client.get("/healthz")
+    assert status == 200 and {"uptime_seconds", "config_path", "binary_path", "version"} <= body.keys()
 
 
 async def test_huge_or_bad_paging_is_400_never_500(client: Client) -> None:

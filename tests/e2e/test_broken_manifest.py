@@ -17,6 +17,8 @@ async def test_broken_manifests_are_reported_not_fatal(make_config: Any, start_s
     config = make_config(plugin_roots=[str(REPO / "plugins"), str(TEST_PLUGINS), str(root)])
     s = await start_stack(config)
     status, body = await s.client.get("/healthz", token=None)
+    assert status == 200 and body["plugins_broken"] == 2 and "plugin_errors" not in body  # no paths without auth
+    status, body = await s.client.get("/healthz")  # admin
     assert status == 200
     errors = {Path(e["path"]).parent.name: e["error"] for e in body["plugin_errors"]}
     assert set(errors) == {"no_commands", "bad_yaml"}
