@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from services.api import state, submit
+from services.api import bodies, state, submit
 from services.core import errors, logging
 from services.core import webhooks as hooks_mod
 
@@ -55,6 +55,7 @@ def payload_of(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         parsed = None
     if isinstance(parsed, dict):
+        bodies.check_value(body, parsed)
         return parsed
     return {"raw": body.decode("utf-8", "replace")}
 
