@@ -220,3 +220,19 @@ async def test_plugin_answers_beyond_the_limits_fail_the_attempt(make_config: An
     status, job = await client.get(f"/job/{jobs[('odd_py', 'nan')]}")
     assert status == 200
     await caught_up(s)
+
+
+async def test_a_result_too_wordy_for_a_tsvector_is_projected(make_config: Any, start_stack: Any,
+                                                              database_url: str) -> None:
+    """job_logs.search indexes the first 100 000 characters: the whole text could exceed the 1 MiB of a tsvector."""
+    s = await start_stack(make_config(plugins=PLUGINS, offload={"threshold_bytes": 900_000}))
+    assert s.client is not None
+    wordy = await s.client.submit("odd_py", "poll", {"kind": "wordy"})
+    after = await s.client.submit("echo_py", "poll", {"message": "after"})
+    assert (await s.client.wait_job(wordy))["status"] == "succeeded"
+    await s.client.wait_job(after)
+    await caught_up(s)
+    live = await rows(database_url)
+    assert {r[0] for r in live["jobs"]} == {wordy, after} and live["failures"] == []
+    status, found = await s.client.get("/job-logs?query=1f3a")
+    assert status == 200 and [e["job_id"] for e in found["logs"]] == [wordy], found

@@ -24,6 +24,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         "int_key": {1: "one"},
         "set": {1, 2},
         "nul": "a\u0000b",
+        # ~650 kB of distinct words: a tsvector of all of it would pass Postgres' 1 MiB limit
+        "wordy": " ".join(f"{i:x}" for i in range(120_000)),
     }
     response: dict[str, Any] = {"status": "ok", "result": results.get(kind, "plain"), "logs": []}
     if kind == "emit_deep":
