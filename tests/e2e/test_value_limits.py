@@ -14,7 +14,7 @@ import asyncpg
 import nats
 import orjson
 
-from services.core import subjects
+from services.core import envelope, subjects
 from services.dispatcher import ingest
 from services.projector import rebuild
 from tests.support.infra import wait_until
@@ -236,3 +236,22 @@ async def test_a_result_too_wordy_for_a_tsvector_is_projected(make_config: Any, 
     assert {r[0] for r in live["jobs"]} == {wordy, after} and live["failures"] == []
     status, found = await s.client.get("/job-logs?query=1f3a")
     assert status == 200 and [e["job_id"] for e in found["logs"]] == [wordy], found
+
+
+async def test_an_event_no_fold_can_read_is_recorded_and_passed_over(hr: Stack, database_url: str) -> None:
+    """Any publisher on evt.> could store an event the folds cannot read: it is recorded in
+    projection_failures, the events after it are projected, and rebuild records the same."""
+    assert hr.api.bus is not None and hr.client is not None
+    bad_id = envelope.new_id()
+    bad = envelope.make("job.queued", source="test", job_id=bad_id,
+                        data={"plugin": "echo", "command": "poll", "created_at": "not a time"})
+    await hr.api.bus.publish(subjects.job_event(bad_id, "queued"), bad)
+    after = await hr.client.submit("echo_py", "poll", {"message": "after"})
+    assert (await hr.client.wait_job(after))["status"] == "succeeded"
+    await caught_up(hr)
+    live = await rows(database_url)
+    assert [(f[1], f[2]) for f in live["failures"]] == [(bad.id, "job.queued")]
+    assert "not a time" in live["failures"][0][3]
+    assert {r[0] for r in live["jobs"]} == {after}
+    await rebuild.rebuild(hr.api.bus, database_url)
+    assert await rows(database_url) == live
