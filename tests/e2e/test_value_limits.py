@@ -17,6 +17,7 @@ import orjson
 from services.core import envelope, subjects
 from services.dispatcher import ingest
 from services.projector import rebuild
+from tests.support import fake_llm, laddr
 from tests.support.infra import wait_until
 from tests.support.stack import Stack
 
@@ -255,3 +256,25 @@ async def test_an_event_no_fold_can_read_is_recorded_and_passed_over(hr: Stack, 
     assert {r[0] for r in live["jobs"]} == {after}
     await rebuild.rebuild(hr.api.bus, database_url)
     assert await rows(database_url) == live
+
+
+async def test_an_llm_asking_for_a_tool_with_arguments_too_deep_gets_a_tool_error(make_config: Any,
+                                                                                  start_stack: Any) -> None:
+    fake = await fake_llm.FakeLLM().start()
+    try:
+        config = make_config(plugins=laddr.plugins(), agents={
+            "deep": laddr.agent(fake, "m-deep", tools=["echo_py.poll"])})
+        s = await start_stack(config)
+        fake.script("m-deep", fake_llm.tool_calls(("echo_py__poll", nested(300).decode())),
+                    fake_llm.text("gave up on that tool"))
+        assert s.client is not None
+        status, body = await s.client.post("/api/jobs", json={"pipeline_name": "deep", "inputs": {"task": "go"}})
+        assert status == 202, body
+        done = await s.client.wait_job(body["job_id"])
+        assert done["status"] == "succeeded", done
+        await laddr.projected(s)
+        trail = await laddr.traces(s, body["job_id"])
+        errors = [t["payload"] for t in trail if t["event_type"] == "tool_error"]
+        assert len(errors) == 1 and f"nested deeper than {MAX_DEPTH} levels" in str(errors[0]), trail
+    finally:
+        await fake.stop()
