@@ -21,6 +21,8 @@ import math
 import re
 from typing import Any
 
+import orjson
+
 from services.core.envelope import Envelope
 
 #: nesting levels a value may have (an object or array is one level; scalars none). Well under the
@@ -38,49 +40,76 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _FLOAT_MAY_BE_BIG_INT = float(2**63)
 
 
+def _too_deep(max_depth: int) -> str:
+    return f"nested deeper than {max_depth} levels"
+
+
+def _containers(level: list[Any]) -> list[Any]:
+    """The children of the objects and arrays in `level` (one level down)."""
+    below: list[Any] = []
+    for item in level:
+        kind = type(item)
+        if kind is dict:
+            below.extend(item.values())
+        elif kind is list or kind is tuple:
+            below.extend(item)
+    return below
+
+
 def problem(value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
-    """Why `value` cannot be accepted, or None. Walks iteratively (any depth is safe to inspect)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return "a string contains a lone surrogate (not valid Unicode)"
-        elif isinstance(item, bool) or item is None:
-            continue
-        elif isinstance(item, int):
-            if not INT_MIN <= item <= INT_MAX:
-                return f"an integer is outside the 64-bit range ({INT_MIN} … {INT_MAX})"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return "a number is NaN or infinite (not JSON)"
-        elif isinstance(item, dict):
+    """Why `value` (any Python value, e.g. an in-process plugin's answer) cannot be accepted, or None.
+    Walks level by level, without recursion, so any depth is safe to inspect."""
+    level = [value]
+    depth = 0
+    while level:
+        below: list[Any] = []
+        for item in level:
+            found = _scalar_problem(item)
+            if found is not None:
+                return found
+            if isinstance(item, dict):
+                for key in item:
+                    if not isinstance(key, str):
+                        return f"an object key is not a string ({type(key).__name__})"
+                    if _SURROGATE.search(key):
+                        return "an object key contains a lone surrogate (not valid Unicode)"
+                below.extend(item.values())
+            elif isinstance(item, list | tuple):
+                below.extend(item)
+            else:
+                continue
             if depth + 1 > max_depth:
-                return f"nested deeper than {max_depth} levels"
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    return f"an object key is not a string ({type(key).__name__})"
-                if _SURROGATE.search(key):
-                    return "an object key contains a lone surrogate (not valid Unicode)"
-                stack.append((child, depth + 1))
-        elif isinstance(item, list | tuple):
-            if depth + 1 > max_depth:
-                return f"nested deeper than {max_depth} levels"
-            stack.extend((child, depth + 1) for child in item)
+                return _too_deep(max_depth)
+        level = below
+        depth += 1
     return None
 
 
-def _has_big_float(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float) and abs(item) >= _FLOAT_MAY_BE_BIG_INT:
-            return True
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+def _scalar_problem(item: Any) -> str | None:
+    if isinstance(item, str):
+        return "a string contains a lone surrogate (not valid Unicode)" if _SURROGATE.search(item) else None
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return None if INT_MIN <= item <= INT_MAX else f"an integer is outside the 64-bit range ({INT_MIN} … {INT_MAX})"
+    if isinstance(item, float):
+        return None if math.isfinite(item) else "a number is NaN or infinite (not JSON)"
+    return None
+
+
+def _parsed_problem(value: Any, max_depth: int) -> tuple[str | None, bool]:
+    """(the depth problem, whether a float large enough to have been an integer literal exists) of a value
+    a JSON parser produced: no NaN, no lone surrogate, string keys and in-range integers by construction."""
+    level = [value]
+    depth = 0
+    big_float = False
+    while level:
+        if depth >= max_depth and any(type(item) in (dict, list) for item in level):
+            return _too_deep(max_depth), big_float
+        big_float = big_float or any(type(item) is float and abs(item) >= _FLOAT_MAY_BE_BIG_INT for item in level)
+        level = _containers(level)
+        depth += 1
+    return None, big_float
 
 
 def _checked_int(literal: str) -> int:
@@ -91,10 +120,11 @@ def _checked_int(literal: str) -> int:
 
 
 def problem_in_json(raw: bytes | str, value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
-    """`problem(value)` for `value` parsed from `raw`, plus integer literals in `raw` beyond 64 bits
-    (which the parser silently made floats). `raw` is re-read only when a float that large exists."""
-    found = problem(value, max_depth=max_depth)
-    if found is not None or not _has_big_float(value):
+    """The problem of `value` as orjson parsed it from `raw`: too deep, or an integer literal in `raw`
+    beyond 64 bits (which the parser silently made a float; `raw` is re-read only when a float that
+    large exists). Everything else the limits check, the parser already refused."""
+    found, big_float = _parsed_problem(value, max_depth)
+    if found is not None or not big_float:
         return found
     try:
         json.loads(raw, parse_int=_checked_int)
@@ -136,12 +166,21 @@ def for_postgres(value: Any) -> Any:
     return value
 
 
+def _may_need_substitution(data: Any) -> bool:
+    """False only when `data` surely holds no U+0000 and no lone surrogate (checked on its JSON: fast)."""
+    try:
+        return b"\\u0000" in orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return True  # a lone surrogate (or no JSON at all): let the walk decide
+
+
 def storable_envelope(env: Envelope) -> Envelope:
     """`env` with `for_postgres` applied to its data and its string fields: what the projector folds."""
     fields = {
         name: for_postgres(getattr(env, name))
-        for name in ("id", "type", "time", "source", "job_id", "causation_id", "correlation_id", "data")
+        for name in ("id", "type", "time", "source", "job_id", "causation_id", "correlation_id")
     }
+    fields["data"] = for_postgres(env.data) if _may_need_substitution(env.data) else env.data
     if all(fields[name] is getattr(env, name) for name in fields):
         return env
     return dataclasses.replace(env, **fields)
