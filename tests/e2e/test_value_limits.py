@@ -8,11 +8,14 @@ and `rebuild` replays it all to the same rows. What the limits refuse gets a JSO
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 import asyncpg
 import nats
 import orjson
+import pytest
 
 from services.core import envelope, subjects
 from services.dispatcher import ingest
@@ -278,3 +281,24 @@ async def test_an_llm_asking_for_a_tool_with_arguments_too_deep_gets_a_tool_erro
         assert len(errors) == 1 and f"nested deeper than {MAX_DEPTH} levels" in str(errors[0]), trail
     finally:
         await fake.stop()
+
+
+async def test_a_webhook_body_beyond_the_limits_is_a_json_400(make_config: Any, start_stack: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "value-limits-webhook-secret"
+    monkeypatch.setenv("HR_TEST_LIMITS_SECRET", secret)
+    s = await start_stack(make_config(webhooks=[{"name": "limits", "path": "/webhook/limits", "plugin": "echo_py",
+                                                 "secret_ref": "HR_TEST_LIMITS_SECRET",
+                                                 "signature_header": "X-Signature"}]))
+    assert s.client is not None
+    for raw, expected in [(nested(300), 400), (b'{"n": 123456789012345678901234567890}', 400),
+                          (b'{"n": "a\\u0000b"}', 202)]:
+        signature = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+        status, answer = await s.client.post("/webhook/limits", data=raw, token=None,
+                                             headers={"X-Signature": signature, "Content-Type": "application/json"})
+        assert status == expected, (raw[:40], status, answer)
+        if expected == 400:
+            assert answer["code"] == "bad_request" and "not accepted" in answer["error"], answer
+        else:
+            assert (await s.client.wait_job(answer["job_id"]))["status"] == "succeeded"
+    await caught_up(s)
