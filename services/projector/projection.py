@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from services.core import db, envelope, logging, values
-from services.projector import ingest_rows, read_models, trace_rows
+from services.projector import ingest_rows, read_models, stream_reader, trace_rows
 from services.projector.sql import queries
 
 Batch = Sequence[tuple[int, envelope.Envelope]]
@@ -83,6 +83,7 @@ async def _apply(conn: asyncpg.Connection, batch: Batch) -> int:
         await _apply_jobs(conn, fresh)
         await _apply_traces(conn, fresh)
         await _apply_ingest_rejections(conn, fresh)
+        await _apply_undecodable(conn, fresh)
         last = fresh[-1][0]
         await conn.execute(queries["write_checkpoint"], last)
         return last
@@ -133,3 +134,11 @@ async def _apply_ingest_rejections(conn: asyncpg.Connection, batch: Batch) -> No
     rows = [row for seq, env in batch if (row := ingest_rows.rejection_row(seq, env)) is not None]
     if rows:
         await conn.executemany(ingest_rows.INSERT_SQL, rows)
+
+
+async def _apply_undecodable(conn: asyncpg.Connection, batch: Batch) -> None:
+    """Messages of the stream that are not envelopes (stream_reader's stand-ins) into `projection_failures`."""
+    rows = [(seq, env.id, env.type, values.storable_text(str(env.data.get("error"))))
+            for seq, env in batch if env.type == stream_reader.UNDECODABLE]
+    if rows:
+        await conn.executemany(queries["insert_projection_failure"], rows)

@@ -302,3 +302,16 @@ async def test_a_webhook_body_beyond_the_limits_is_a_json_400(make_config: Any, 
         else:
             assert (await s.client.wait_job(answer["job_id"]))["status"] == "succeeded"
     await caught_up(s)
+
+
+async def test_a_message_that_is_no_envelope_is_recorded_and_passed_over(hr: Stack, database_url: str) -> None:
+    assert hr.api.bus is not None and hr.client is not None
+    ack = await hr.api.bus.js.publish("evt.junk.raw", b"\x00 not an envelope \xff")
+    after = await hr.client.submit("echo_py", "poll", {"message": "after"})
+    await hr.client.wait_job(after)
+    await caught_up(hr)
+    live = await rows(database_url)
+    assert [(f[0], f[2]) for f in live["failures"]] == [(ack.seq, "projector.undecodable")]
+    assert "not an envelope" in live["failures"][0][3]
+    await rebuild.rebuild(hr.api.bus, database_url)
+    assert await rows(database_url) == live

@@ -1,5 +1,6 @@
 -- Events the projector could not fold into rows even after the read-model substitution
--- (services/core/values.py): recorded here and passed over, so one event never stops the rest.
+-- (services/core/values.py), and messages of the stream that are not envelopes at all (event_type
+-- projector.undecodable): recorded here and passed over, so one event never stops the rest.
 -- Keyed by EVENTS stream sequence, so `headrace rebuild` records the same rows.
 
 CREATE TABLE projection_failures (
