@@ -8,8 +8,11 @@ and `rebuild` replays it all to the same rows. What the limits refuse gets a JSO
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import os
+import sys
 from typing import Any
 
 import asyncpg
@@ -22,7 +25,7 @@ from services.dispatcher import ingest
 from services.projector import rebuild
 from tests.support import fake_llm, laddr
 from tests.support.infra import wait_until
-from tests.support.stack import Stack
+from tests.support.stack import REPO, Stack
 
 MAX_DEPTH = 64  # services.core.values.MAX_DEPTH, the documented limit
 #: one attempt each, and no circuit breaker tripping on the failures the test provokes
@@ -115,6 +118,15 @@ async def test_a_nul_is_projected_and_rebuilt_and_the_rest_follows(
 
     stats = await rebuild.rebuild(s.api.bus, database_url)
     assert stats["checkpoint"] == live["checkpoint"]
+    assert await rows(database_url) == live
+    # and `headrace rebuild`, the command (it exited 1 on the NUL)
+    assert s.config.nats_url and s.config.path
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "-c", str(s.config.path), "rebuild", cwd=str(REPO),
+        env={**os.environ, "NATS_URL": s.config.nats_url, "DATABASE_URL": database_url, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, output.decode(errors="replace")[-2000:]
     assert await rows(database_url) == live
 
 
