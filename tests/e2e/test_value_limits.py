@@ -122,9 +122,17 @@ async def test_a_nul_is_projected_and_rebuilt_and_the_rest_follows(
     # and `headrace rebuild`, the command (it exited 1 on the NUL)
     assert s.config.nats_url and s.config.path
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "-c", str(s.config.path), "rebuild", cwd=str(REPO),
+        sys.executable,
+        "-m",
+        "services.cli",
+        "-c",
+        str(s.config.path),
+        "rebuild",
+        cwd=str(REPO),
         env={**os.environ, "NATS_URL": s.config.nats_url, "DATABASE_URL": database_url, "PYTHONPATH": str(REPO)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     output, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, output.decode(errors="replace")[-2000:]
     assert await rows(database_url) == live
@@ -238,8 +246,9 @@ async def test_plugin_answers_beyond_the_limits_fail_the_attempt(make_config: An
     await caught_up(s)
 
 
-async def test_a_result_too_wordy_for_a_tsvector_is_projected(make_config: Any, start_stack: Any,
-                                                              database_url: str) -> None:
+async def test_a_result_too_wordy_for_a_tsvector_is_projected(
+    make_config: Any, start_stack: Any, database_url: str
+) -> None:
     """job_logs.search indexes the first 100 000 characters: the whole text could exceed the 1 MiB of a tsvector."""
     s = await start_stack(make_config(plugins=PLUGINS, offload={"threshold_bytes": 900_000}))
     assert s.client is not None
@@ -259,8 +268,12 @@ async def test_an_event_no_fold_can_read_is_recorded_and_passed_over(hr: Stack, 
     projection_failures, the events after it are projected, and rebuild records the same."""
     assert hr.api.bus is not None and hr.client is not None
     bad_id = envelope.new_id()
-    bad = envelope.make("job.queued", source="test", job_id=bad_id,
-                        data={"plugin": "echo", "command": "poll", "created_at": "not a time"})
+    bad = envelope.make(
+        "job.queued",
+        source="test",
+        job_id=bad_id,
+        data={"plugin": "echo", "command": "poll", "created_at": "not a time"},
+    )
     await hr.api.bus.publish(subjects.job_event(bad_id, "queued"), bad)
     after = await hr.client.submit("echo_py", "poll", {"message": "after"})
     assert (await hr.client.wait_job(after))["status"] == "succeeded"
@@ -273,15 +286,20 @@ async def test_an_event_no_fold_can_read_is_recorded_and_passed_over(hr: Stack, 
     assert await rows(database_url) == live
 
 
-async def test_an_llm_asking_for_a_tool_with_arguments_too_deep_gets_a_tool_error(make_config: Any,
-                                                                                  start_stack: Any) -> None:
+async def test_an_llm_asking_for_a_tool_with_arguments_too_deep_gets_a_tool_error(
+    make_config: Any, start_stack: Any
+) -> None:
     fake = await fake_llm.FakeLLM().start()
     try:
-        config = make_config(plugins=laddr.plugins(), agents={
-            "deep": laddr.agent(fake, "m-deep", tools=["echo_py.poll"])})
+        config = make_config(
+            plugins=laddr.plugins(), agents={"deep": laddr.agent(fake, "m-deep", tools=["echo_py.poll"])}
+        )
         s = await start_stack(config)
-        fake.script("m-deep", fake_llm.tool_calls(("echo_py__poll", nested(300).decode())),
-                    fake_llm.text("gave up on that tool"))
+        fake.script(
+            "m-deep",
+            fake_llm.tool_calls(("echo_py__poll", nested(300).decode())),
+            fake_llm.text("gave up on that tool"),
+        )
         assert s.client is not None
         status, body = await s.client.post("/api/jobs", json={"pipeline_name": "deep", "inputs": {"task": "go"}})
         assert status == 202, body
@@ -295,19 +313,37 @@ async def test_an_llm_asking_for_a_tool_with_arguments_too_deep_gets_a_tool_erro
         await fake.stop()
 
 
-async def test_a_webhook_body_beyond_the_limits_is_a_json_400(make_config: Any, start_stack: Any,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_webhook_body_beyond_the_limits_is_a_json_400(
+    make_config: Any, start_stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = "value-limits-webhook-secret"
     monkeypatch.setenv("HR_TEST_LIMITS_SECRET", secret)
-    s = await start_stack(make_config(webhooks=[{"name": "limits", "path": "/webhook/limits", "plugin": "echo_py",
-                                                 "secret_ref": "HR_TEST_LIMITS_SECRET",
-                                                 "signature_header": "X-Signature"}]))
+    s = await start_stack(
+        make_config(
+            webhooks=[
+                {
+                    "name": "limits",
+                    "path": "/webhook/limits",
+                    "plugin": "echo_py",
+                    "secret_ref": "HR_TEST_LIMITS_SECRET",
+                    "signature_header": "X-Signature",
+                }
+            ]
+        )
+    )
     assert s.client is not None
-    for raw, expected in [(nested(300), 400), (b'{"n": 123456789012345678901234567890}', 400),
-                          (b'{"n": "a\\u0000b"}', 202)]:
+    for raw, expected in [
+        (nested(300), 400),
+        (b'{"n": 123456789012345678901234567890}', 400),
+        (b'{"n": "a\\u0000b"}', 202),
+    ]:
         signature = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-        status, answer = await s.client.post("/webhook/limits", data=raw, token=None,
-                                             headers={"X-Signature": signature, "Content-Type": "application/json"})
+        status, answer = await s.client.post(
+            "/webhook/limits",
+            data=raw,
+            token=None,
+            headers={"X-Signature": signature, "Content-Type": "application/json"},
+        )
         assert status == expected, (raw[:40], status, answer)
         if expected == 400:
             assert answer["code"] == "bad_request" and "not accepted" in answer["error"], answer
