@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from services.core import errors
+from services.core import errors, values
 
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 
@@ -34,7 +34,15 @@ async def json_object(request: web.Request, *, required: bool = False) -> dict[s
         raise errors.BadRequest(f"malformed JSON body: {exc}") from exc
     if not isinstance(body, dict):
         raise errors.BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    check_value(raw, body)
     return body
+
+
+def check_value(raw: bytes, value: Any) -> None:
+    """400 naming the limit when a parsed body breaks one of the value limits (services/core/values.py)."""
+    problem = values.problem_in_json(raw, value)
+    if problem is not None:
+        raise errors.BadRequest(f"request body is not accepted: {problem}", max_depth=values.MAX_DEPTH)
 
 
 def optional_object(body: dict[str, Any], field: str) -> dict[str, Any]:

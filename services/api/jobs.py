@@ -2,6 +2,8 @@
 
 Read your writes: a job the projection has not reached yet is folded straight from its
 events in the event log (or its submit command), so a GET right after the 202 never 404s.
+A folded job gets the read models' substitution (`values.for_postgres`), so it reads the same
+before and after its row is written.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from services.api import auth, state, views
-from services.core import errors, jobstate, subjects
+from services.core import errors, jobstate, subjects, values
 
 routes = web.RouteTableDef()
 
@@ -27,11 +29,22 @@ async def load_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
     row = await st.pool.fetchrow(JOB_ROW_SQL, job_id)
     if row is not None:
         return dict(row)
+    folded = await _fold_from_log(st, job_id)
+    return values.for_postgres(folded) if folded is not None else None
+
+
+async def fold_events(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
+    """The job folded from its events in the log, as its row will read (the read models' substitution applied)."""
+    folded = jobstate.fold(await st.bus.history(subjects.EVENTS, subjects.job_events(job_id), limit=1000))
+    return values.for_postgres(folded) if folded is not None else None
+
+
+async def _fold_from_log(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
     try:
         subjects.job_events(job_id)
     except ValueError:
         return None
-    folded = jobstate.fold(await st.bus.history(subjects.EVENTS, subjects.job_events(job_id), limit=1000))
+    folded = await fold_events(st, job_id)
     if folded is not None:
         return folded
     for action in ("submit", "run"):  # a plugin job, or a pipeline's root

@@ -37,7 +37,7 @@ async def fresh_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
     row = await jobs.load_job(st, job_id)
     if row is None or row["status"] in jobstate.FINAL_STATUSES:
         return row
-    folded = jobstate.fold(await st.bus.history(subjects.EVENTS, subjects.job_events(job_id), limit=1000))
+    folded = await jobs.fold_events(st, job_id)
     return folded if folded is not None and folded["last_seq"] > row.get("last_seq", 0) else row
 
 

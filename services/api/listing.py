@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from services.api import auth, bodies, state, views
+from services.core import values
 
 routes = web.RouteTableDef()
 
@@ -101,8 +102,9 @@ class Filters:
             self.clauses.append(f"{column} {op} ${self.param(value)}")
 
     def text_search(self, query: str) -> int:
-        """Match job_logs.search against a web-search-style query; returns the query's parameter number."""
-        n = self.param(query)
+        """Match job_logs.search against a web-search-style query; returns the query's parameter number.
+        The query gets the read models' substitution, so it finds the text as the rows hold it."""
+        n = self.param(values.storable_text(query))
         self.clauses.append(f"search @@ websearch_to_tsquery('simple', ${n})")
         return n
 

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from services.api import state, submit, webhook_replays
+from services.api import bodies, state, submit, webhook_replays
 from services.core import errors, logging, subjects
 from services.core import webhooks as hooks_mod
 
@@ -59,6 +59,7 @@ def payload_of(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         parsed = None
     if isinstance(parsed, dict):
+        bodies.check_value(body, parsed)
         return parsed
     return {"raw": body.decode("utf-8", "replace")}
 

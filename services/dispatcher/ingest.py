@@ -2,8 +2,9 @@
 
     ingest.<type>  {"type", "payload", "dedupe_key"?}  → evt.ingest.accepted, then every pipeline
                                                         whose `on` is <type> starts (route_event)
-    ingest.<type>  not JSON / schema violation /
-                   body type ≠ subject type             → evt.ingest.rejected (reason, raw body truncated)
+    ingest.<type>  not JSON / beyond the value limits
+                   (services/core/values.py) / schema
+                   violation / body type ≠ subject type → evt.ingest.rejected (reason, raw body truncated)
 
 Nothing is lost: every message ends as exactly one of those two events before it is acked
 (publish, then ack). Ids derive from the message's INGEST stream sequence (`ingest:<seq>`),
@@ -21,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.core import bus as bus_mod
-from services.core import consumers, envelope, logging, schemas, subjects
+from services.core import consumers, envelope, logging, schemas, subjects, values
 from services.dispatcher import pipeline_runs
 
 log = logging.get("ingest")
@@ -45,6 +46,9 @@ def validate(subject: str, raw: bytes) -> tuple[dict[str, Any] | None, str | Non
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return None, f"not JSON: {exc}"
+    problem = values.problem_in_json(raw, body)
+    if problem is not None:
+        return None, f"not accepted: {problem}"
     problems = schemas.violations(SCHEMA, body)
     if problems:
         return None, "schema violation: " + "; ".join(problems[:MAX_VIOLATIONS])

@@ -3,6 +3,12 @@
 Used by the live projector and by rebuild alike, so both produce the same rows. The
 advisory lock makes batch writers take turns (several projectors, or rebuild's swap);
 events at or below the checkpoint are skipped, so overlapping batches are harmless.
+
+Every event is folded as `values.storable_envelope` makes it (U+0000 and lone surrogates become
+U+FFFD: the one substitution between the log and the rows). Should a batch still fail on its
+data, it is applied again one event at a time, and an event that fails on its own is recorded in
+`projection_failures` and passed over: the result is that of applying the events one by one, so
+it does not depend on where batches begin and rebuild gives the same rows.
 """
 
 from __future__ import annotations
@@ -11,11 +17,19 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from services.core import db, envelope
-from services.projector import ingest_rows, read_models, trace_rows
+from services.core import db, envelope, logging, values
+from services.projector import ingest_rows, read_models, stream_reader, trace_rows
 from services.projector.sql import queries
 
 Batch = Sequence[tuple[int, envelope.Envelope]]
+
+log = logging.get("projection")
+
+#: errors that come from an event's data (not from the database being away): retried one event at a time
+DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError,
+               ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError)
+#: characters of a failure's error message kept in its row
+ERROR_LIMIT = 2000
 
 
 async def checkpoint(conn: asyncpg.Connection) -> int:
@@ -24,6 +38,42 @@ async def checkpoint(conn: asyncpg.Connection) -> int:
 
 async def apply_batch(conn: asyncpg.Connection, batch: Batch) -> int:
     """Project `batch` (ordered by stream seq); returns the checkpoint after it."""
+    storable = [(seq, values.storable_envelope(env)) for seq, env in batch]
+    try:
+        return await _apply(conn, storable)
+    except DATA_ERRORS as exc:
+        if len(storable) == 1:
+            return await _record_failure(conn, *storable[0], exc)
+        log.warning("batch_failed_applying_one_by_one", first=storable[0][0], last=storable[-1][0],
+                    error=_describe(exc))
+    position = await checkpoint(conn)
+    for event in storable:
+        try:
+            position = await _apply(conn, [event])
+        except DATA_ERRORS as exc:
+            position = await _record_failure(conn, *event, exc)
+    return position
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:ERROR_LIMIT]
+
+
+async def _record_failure(conn: asyncpg.Connection, seq: int, env: envelope.Envelope, exc: BaseException) -> int:
+    """Record the event that cannot be projected and move the checkpoint past it."""
+    error = values.storable_text(_describe(exc))
+    log.error("event_not_projectable", seq=seq, event_id=env.id, type=env.type, error=error)
+    async with conn.transaction():
+        await conn.execute(queries["lock_projection"], db.PROJECTION_LOCK)
+        done = await checkpoint(conn)
+        if seq <= done:
+            return done
+        await conn.execute(queries["insert_projection_failure"], seq, env.id, env.type, error)
+        await conn.execute(queries["write_checkpoint"], seq)
+        return seq
+
+
+async def _apply(conn: asyncpg.Connection, batch: Batch) -> int:
     async with conn.transaction():
         await conn.execute(queries["lock_projection"], db.PROJECTION_LOCK)
         done = await checkpoint(conn)
@@ -33,6 +83,7 @@ async def apply_batch(conn: asyncpg.Connection, batch: Batch) -> int:
         await _apply_jobs(conn, fresh)
         await _apply_traces(conn, fresh)
         await _apply_ingest_rejections(conn, fresh)
+        await _apply_undecodable(conn, fresh)
         last = fresh[-1][0]
         await conn.execute(queries["write_checkpoint"], last)
         return last
@@ -83,3 +134,11 @@ async def _apply_ingest_rejections(conn: asyncpg.Connection, batch: Batch) -> No
     rows = [row for seq, env in batch if (row := ingest_rows.rejection_row(seq, env)) is not None]
     if rows:
         await conn.executemany(ingest_rows.INSERT_SQL, rows)
+
+
+async def _apply_undecodable(conn: asyncpg.Connection, batch: Batch) -> None:
+    """Messages of the stream that are not envelopes (stream_reader's stand-ins) into `projection_failures`."""
+    rows = [(seq, env.id, env.type, values.storable_text(str(env.data.get("error"))))
+            for seq, env in batch if env.type == stream_reader.UNDECODABLE]
+    if rows:
+        await conn.executemany(queries["insert_projection_failure"], rows)

@@ -1,5 +1,6 @@
 """Read the EVENTS stream in order from a given sequence, in batches: an ordered consumer
-(no server-side state to clean up), used by the live projector and by rebuild.
+(no server-side state to clean up), used by the live projector and by rebuild. A message that is
+not an envelope comes out as an `UNDECODABLE` stand-in, so nothing in the stream is passed over silently.
 """
 
 from __future__ import annotations
@@ -13,6 +14,17 @@ from services.core import bus as bus_mod
 from services.core import envelope, logging, subjects
 
 log = logging.get("stream_reader")
+
+
+#: the type of the stand-in for a message of the stream that is not an envelope (projection records it)
+UNDECODABLE = "projector.undecodable"
+
+
+def undecodable(seq: int, subject: str, error: str) -> envelope.Envelope:
+    """A stand-in for stream message `seq` that is not an envelope: no fold reads it, and
+    `projection.apply_batch` records it in `projection_failures`, so the checkpoint moves past it."""
+    return envelope.Envelope(id=f"seq:{seq}", type=UNDECODABLE, time="1970-01-01T00:00:00.000000Z",
+                             source="stream_reader", data={"subject": subject, "error": f"not an envelope: {error}"})
 
 
 class EventReader:
@@ -50,6 +62,7 @@ class EventReader:
                 out.append((seq, envelope.decode(msg.data)))
             except envelope.DecodeError as exc:
                 log.error("event_undecodable", seq=seq, subject=msg.subject, error=str(exc))
+                out.append((seq, undecodable(seq, msg.subject, str(exc))))
             if len(out) >= self.batch_size or sub.pending_msgs == 0:  # type: ignore[attr-defined]
                 break
             try:

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from services.core import agents, errors
+from services.core import agents, errors, values
 
 JSONDict = dict[str, Any]
 ECHO_MARK = "[offline echo]"
@@ -108,6 +108,9 @@ def parse_response(body: Any, *, model: str) -> Completion:
         message = choice["message"]
     except (KeyError, IndexError, TypeError):
         raise LlmError("the LLM answered without choices[0].message", retryable=True) from None
+    problem = values.problem(message)
+    if problem is not None:
+        raise LlmError(f"the LLM's answer is not accepted: {problem}", retryable=False)
     calls: list[ToolCall] = []
     for i, raw in enumerate(message.get("tool_calls") or []):
         function = raw.get("function") or {}

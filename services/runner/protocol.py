@@ -1,5 +1,9 @@
 """Ductile protocol 2: build the request a plugin reads, and turn what it answered (or did)
 into an `Outcome` — succeeded, failed or timed_out, with an error a person can act on.
+
+`checked(outcome)` is the last step for every kind of plugin (subprocess, in-process, agents and
+prompts): an answer beyond the value limits (services/core/values.py) or one the wire cannot
+encode fails the attempt with the reason, so nothing it carries can stop the runner.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
-from services.core import envelope, schemas
+from services.core import envelope, schemas, values
 from services.runner import supervision
 
 PERMANENT_FAILURE_EXIT = 78
@@ -107,11 +111,15 @@ def interpret_run(raw: supervision.RawRun, *, timeout_s: float) -> Outcome:
                        error=f"plugin exited {raw.exit_code} with empty stdout{_stderr_hint(raw.stderr)}", **common)
     try:
         response = orjson.loads(raw.stdout)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
         preview = raw.stdout[:120].decode("utf-8", "replace")
         return Outcome(status="failed",
-                       error=f"plugin exited {raw.exit_code} and stdout is not JSON: {preview!r}{_stderr_hint(raw.stderr)}",
+                       error=f"plugin exited {raw.exit_code} and stdout is not JSON ({exc}): {preview!r}"
+                             f"{_stderr_hint(raw.stderr)}",
                        **common)
+    problem = values.problem_in_json(raw.stdout, response)
+    if problem is not None:
+        return Outcome(status="failed", error=f"plugin response is not accepted: {problem}", **common)
     outcome = interpret_response(response, **common)
     if outcome.status == "succeeded" and raw.exit_code not in (0, None):
         return dataclasses.replace(outcome, status="failed", error=f"plugin answered ok but exited {raw.exit_code}")
@@ -121,3 +129,24 @@ def interpret_run(raw: supervision.RawRun, *, timeout_s: float) -> Outcome:
 def _stderr_hint(stderr: str) -> str:
     tail = stderr.strip().splitlines()[-1:] if stderr.strip() else []
     return f"; stderr: {tail[0][:200]}" if tail else ""
+
+
+def checked(outcome: Outcome) -> Outcome:
+    """`outcome`, or a failed one naming why its response cannot be carried on the wire. Error and stderr
+    texts get lone surrogates replaced by U+FFFD (they are ours to word; the encoder refuses those)."""
+    error = values.encodable_text(outcome.error) if outcome.error is not None else None
+    stderr = values.encodable_text(outcome.stderr)
+    if error is not outcome.error or stderr is not outcome.stderr:
+        outcome = dataclasses.replace(outcome, error=error, stderr=stderr)
+    if outcome.response is None:
+        return outcome
+    problem = values.problem(outcome.response)
+    if problem is None:
+        try:
+            # what the wire will carry: also turns values orjson encodes natively (datetime, UUID) into JSON
+            normalized = orjson.loads(orjson.dumps(outcome.response))
+        except orjson.JSONEncodeError as exc:
+            problem = f"it cannot be encoded as JSON ({exc})"
+        else:
+            return dataclasses.replace(outcome, response=normalized)
+    return dataclasses.replace(outcome, status="failed", response=None, error=f"plugin response is not accepted: {problem}")

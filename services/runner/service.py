@@ -239,6 +239,7 @@ class Runner(lifecycle.Service):
         finally:
             heartbeat.cancel()
             self.running.pop(item.job_id, None)
+        outcome = protocol.checked(outcome)
         new_state = None
         if outcome.status == "succeeded" and (outcome.response or {}).get("state_updates"):
             new_state = {**state, **outcome.response["state_updates"]}  # type: ignore[index]

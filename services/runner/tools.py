@@ -22,7 +22,7 @@ import orjson
 
 from services.core import agents as agents_mod
 from services.core import catalog as catalog_mod
-from services.core import logging, scopes, subjects
+from services.core import logging, scopes, subjects, values
 from services.runner import builtin, llm, traces
 
 log = logging.get("runner.tools")
@@ -78,6 +78,9 @@ class Toolbox:
                                      iteration=iteration)
         if not isinstance(arguments, dict):
             return await self._error(call, tool, "arguments must be a JSON object", iteration=iteration)
+        problem = values.problem(arguments)
+        if problem is not None:
+            return await self._error(call, tool, f"arguments are not accepted: {problem}", iteration=iteration)
         if spec.input_schema:
             found = list(jsonschema.validators.validator_for(spec.input_schema)(spec.input_schema).iter_errors(arguments))
             if found:

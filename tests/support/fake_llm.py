@@ -22,7 +22,8 @@ def text(content: str, *, prompt_tokens: int = 10, completion_tokens: int = 5) -
     return {"content": content, "usage": (prompt_tokens, completion_tokens)}
 
 
-def tool_calls(*calls: tuple[str, dict[str, Any]], prompt_tokens: int = 20, completion_tokens: int = 8) -> Reply:
+def tool_calls(*calls: tuple[str, dict[str, Any] | str], prompt_tokens: int = 20, completion_tokens: int = 8) -> Reply:
+    """Tool calls; arguments given as a str are sent as that JSON text."""
     return {"tool_calls": list(calls), "usage": (prompt_tokens, completion_tokens)}
 
 
@@ -88,7 +89,7 @@ class FakeLLM:
         if reply.get("tool_calls"):
             message["tool_calls"] = [
                 {"id": f"call_{next(self._ids)}", "type": "function",
-                 "function": {"name": name, "arguments": orjson.dumps(args).decode()}}
+                 "function": {"name": name, "arguments": args if isinstance(args, str) else orjson.dumps(args).decode()}}
                 for name, args in reply["tool_calls"]
             ]
         return web.json_response({

@@ -57,3 +57,8 @@ SELECT stream_created FROM checkpoint WHERE name = 'events';
 
 -- name: write_log_identity
 UPDATE checkpoint SET stream_created = $1 WHERE name = 'events';
+
+-- name: insert_projection_failure
+-- An event that could not be projected, passed over (the checkpoint moves past it in the same transaction).
+INSERT INTO projection_failures (seq, event_id, event_type, error) VALUES ($1, $2, $3, $4)
+ON CONFLICT (seq) DO NOTHING;
