@@ -15,8 +15,17 @@ from services.core import errors, values
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 
 
-async def json_object(request: web.Request, *, required: bool = False) -> dict[str, Any]:
-    """The body as a JSON object; an empty body is {} unless `required`."""
+class Body(dict[str, Any]):
+    """A parsed request body that remembers which top-level keys hold an integer beyond 64 bits (orjson
+    reads one as a float, so such a value is refused wherever it would be used, never silently changed)."""
+
+    out_of_range: frozenset[str] = frozenset()
+
+
+async def json_object(request: web.Request, *, required: bool = False, extras_ignored: bool = False) -> Body:
+    """The body as a JSON object; an empty body is {} unless `required`. With `extras_ignored` (the
+    body's input is taken by `payload()`, other keys are ignored), an out-of-range integer is refused
+    only where `payload()` keeps it."""
     limit = request.app[MAX_BODY_BYTES]
     if request.content_length is not None and request.content_length > limit:
         raise errors.PayloadTooLarge(f"request body exceeds {limit} bytes")
@@ -27,15 +36,20 @@ async def json_object(request: web.Request, *, required: bool = False) -> dict[s
     if not raw.strip():
         if required:
             raise errors.BadRequest("request body must be a JSON object")
-        return {}
+        return Body()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise errors.BadRequest(f"malformed JSON body: {exc}") from exc
     if not isinstance(body, dict):
         raise errors.BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
-    check_value(raw, body)
-    return body
+    parsed = Body(body)
+    problem = values.problem_in_json(raw, body)
+    if problem is not None and extras_ignored and problem == values.OUT_OF_RANGE:
+        parsed.out_of_range = values.keys_out_of_range(raw)
+    elif problem is not None:
+        raise errors.BadRequest(f"request body is not accepted: {problem}", max_depth=values.MAX_DEPTH)
+    return parsed
 
 
 def check_value(raw: bytes, value: Any) -> None:
@@ -60,6 +74,10 @@ def payload(body: dict[str, Any], field: str = "payload", known: frozenset[str] 
 
     As in Ductile and Laddr, unknown keys next to `field` are ignored. A body with unknown keys but no
     `field` (e.g. the bare `{"message": "x"}`) is refused: it would run with an empty input, silently."""
+    beyond = sorted(getattr(body, "out_of_range", frozenset()) & (known | {field}))
+    if beyond:
+        raise errors.BadRequest(f"request body is not accepted: {values.OUT_OF_RANGE} (in {', '.join(beyond)})",
+                                field=beyond[0])
     unknown = sorted(set(body) - known - {field})
     if unknown and field not in body:
         raise errors.BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))} and no {field!r}: put the "

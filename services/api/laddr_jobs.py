@@ -70,7 +70,7 @@ def _pipeline(st: state.ApiState, name: str) -> Any:
 async def create_job(request: web.Request) -> web.Response:
     principal = auth.require(request, "jobs:rw")
     st = state.of(request)
-    body = await bodies.json_object(request, required=True)
+    body = await bodies.json_object(request, required=True, extras_ignored=True)
     name = body.get("pipeline_name")
     if not isinstance(name, str) or not name:
         raise errors.BadRequest("'pipeline_name' (an agent or pipeline name) is required", field="pipeline_name")

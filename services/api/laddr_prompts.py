@@ -55,7 +55,7 @@ def _chain(body: dict[str, Any]) -> tuple[str, str, list[str]]:
 async def create_prompt(request: web.Request) -> web.Response:
     principal = auth.require(request, "jobs:rw")
     st = state.of(request)
-    body = await bodies.json_object(request, required=True)
+    body = await bodies.json_object(request, required=True, extras_ignored=True)
     prompt_name, mode, chain = _chain(body)
     inputs = bodies.payload(body, "inputs", known=frozenset({"prompt_name", "mode", "agents"}))
     for name in chain:

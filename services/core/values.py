@@ -33,6 +33,8 @@ INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
 #: what the read models show in place of a code point Postgres text cannot hold
 SUBSTITUTE = "\ufffd"
+#: the problem an integer literal beyond 64 bits is refused with
+OUT_OF_RANGE = f"an integer is outside the 64-bit range ({INT_MIN} … {INT_MAX})"
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -91,7 +93,7 @@ def _scalar_problem(item: Any) -> str | None:
     if isinstance(item, bool):
         return None
     if isinstance(item, int):
-        return None if INT_MIN <= item <= INT_MAX else f"an integer is outside the 64-bit range ({INT_MIN} … {INT_MAX})"
+        return None if INT_MIN <= item <= INT_MAX else OUT_OF_RANGE
     if isinstance(item, float):
         return None if math.isfinite(item) else "a number is NaN or infinite (not JSON)"
     return None
@@ -129,10 +131,23 @@ def problem_in_json(raw: bytes | str, value: Any, *, max_depth: int = MAX_DEPTH)
     try:
         json.loads(raw, parse_int=_checked_int)
     except OverflowError:
-        return f"an integer is outside the 64-bit range ({INT_MIN} … {INT_MAX})"
+        return OUT_OF_RANGE
     except ValueError:
         return None  # already parsed once; nothing more to say
     return None
+
+
+def keys_out_of_range(raw: bytes | str) -> frozenset[str]:
+    """The top-level keys of the JSON object `raw` whose values hold an integer beyond 64 bits."""
+    exact = json.loads(raw)
+    found: set[str] = set()
+    for key, item in exact.items() if isinstance(exact, dict) else ():
+        level = [item]
+        while level and key not in found:
+            if any(type(x) is int and not INT_MIN <= x <= INT_MAX for x in level):
+                found.add(key)
+            level = _containers(level)
+    return frozenset(found)
 
 
 def encodable_text(text: str) -> str:

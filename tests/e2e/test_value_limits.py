@@ -180,6 +180,18 @@ async def test_limits_of_api_bodies_are_json_400s(hr: Stack) -> None:
     assert job["result"]["result"]["echo"] == edges
 
 
+async def test_an_out_of_range_integer_is_refused_only_where_the_body_uses_it(hr: Stack) -> None:
+    # keys next to `payload` are ignored (as in Ductile), so a huge integer there changes nothing
+    raw = b'{"payload": {"n": 1}, "note": -12487568521670698666557440}'
+    status, answer = await post_raw(hr, "/plugin/echo_py/handle", raw)
+    assert status == 202, answer
+    assert hr.client is not None
+    job = await hr.client.wait_job(answer["job_id"])
+    assert job["status"] == "succeeded" and job["result"]["result"]["echo"] == {"n": 1}, job
+    status, answer = await post_raw(hr, "/plugin/echo_py/handle", b'{"payload": {"n": [1, 18446744073709551616]}}')
+    assert status == 400 and "64-bit" in answer["error"] and answer["field"] == "payload", answer
+
+
 async def test_ingest_events_beyond_the_limits_are_rejected_and_the_rest_accepted(
     make_config: Any, start_stack: Any
 ) -> None:
