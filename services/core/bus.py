@@ -232,8 +232,9 @@ class Bus:
         headers = {subjects.MSG_ID: env.id}
         if expected_last_subject_seq is not None:
             headers[subjects.EXPECTED_LAST_SUBJECT_SEQ] = str(expected_last_subject_seq)
+        data = self._fitting(subject, envelope.encode(env))
         try:
-            return await self.js.publish(subject, envelope.encode(env), timeout=timeout_s, headers=headers)
+            return await self.js.publish(subject, data, timeout=timeout_s, headers=headers)
         except nats.js.errors.APIError as exc:
             if exc.err_code == 10071:
                 raise errors.Conflict(f"wrong last sequence on {subject}") from exc
@@ -241,11 +242,21 @@ class Bus:
         except (nats.errors.Error, TimeoutError) as exc:
             raise errors.TransientError(f"publish to {subject} failed: {exc}") from exc
 
+    def _fitting(self, subject: str, data: bytes) -> bytes:
+        """`data`, or 413 when it exceeds the server's max_payload (a permanent refusal, not an outage:
+        retrying the same message can never succeed)."""
+        limit = self.nc.max_payload
+        if limit and len(data) > limit:
+            raise errors.PayloadTooLarge(f"the message for {subject} ({len(data)} bytes) exceeds the event bus's "
+                                         f"max_payload ({limit} bytes)", max_payload=limit)
+        return data
+
     async def publish_all(self, items: Iterable[tuple[str, envelope.Envelope]]) -> list[api.PubAck]:
         """Publish several messages pipelined and wait for every PubAck (in order)."""
         try:
             futures = [
-                await self.js.publish_async(subject, envelope.encode(env), headers={subjects.MSG_ID: env.id})
+                await self.js.publish_async(subject, self._fitting(subject, envelope.encode(env)),
+                                            headers={subjects.MSG_ID: env.id})
                 for subject, env in items
             ]
             return list(await asyncio.wait_for(asyncio.gather(*futures), timeout=30))

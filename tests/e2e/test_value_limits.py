@@ -25,7 +25,7 @@ from services.dispatcher import ingest
 from services.projector import rebuild
 from tests.support import fake_llm, laddr
 from tests.support.infra import wait_until
-from tests.support.stack import REPO, Stack
+from tests.support.stack import REPO, Stack, config_doc
 
 MAX_DEPTH = 64  # services.core.values.MAX_DEPTH, the documented limit
 #: one attempt each, and no circuit breaker tripping on the failures the test provokes
@@ -375,3 +375,19 @@ async def test_a_message_that_is_no_envelope_is_recorded_and_passed_over(hr: Sta
     assert "not an envelope" in live["failures"][0][3]
     await rebuild.rebuild(hr.api.bus, database_url)
     assert await rows(database_url) == live
+
+
+async def test_a_body_larger_than_the_buses_max_payload_is_a_413_and_the_api_stays_up(
+    make_config: Any, start_stack: Any
+) -> None:
+    # api.max_body_bytes above the embedded nats-server's max_payload (8 MB): the command cannot be stored,
+    # which is a permanent 413 naming the limit, never a 503 that invites a retry of the same request
+    api = {**config_doc()["api"], "max_body_bytes": 16 * 1024 * 1024}
+    s = await start_stack(make_config(api=api))
+    big = orjson.dumps({"payload": {"blob": "x" * (9 * 1024 * 1024)}})
+    status, answer = await post_raw(s, "/plugin/echo_py/poll", big)
+    assert status == 413 and answer["code"] == "payload_too_large" and "max_payload" in answer["error"], answer
+    status, answer = await post_raw(s, "/plugin/echo_py/poll", b'{"payload": {"n": 1}}')
+    assert status == 202, answer
+    assert s.client is not None
+    assert (await s.client.wait_job(answer["job_id"]))["status"] == "succeeded"
