@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import random
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -22,6 +23,11 @@ import orjson
 #: kind → weight in the mix
 MIX = {"echo_py": 0.45, "echo": 0.25, "slow": 0.15, "pipeline": 0.15}
 PIPELINE = "chaos_pipe"
+#: a synchronous pipeline: its request is answered only when the run is over, so a client that
+#: holds one open while the API is killed has certainly lost the answer to a job that exists
+HELD_PIPELINE = "chaos_held"
+#: pipeline kinds: their root job also ends with job.failed
+PIPELINE_KINDS = frozenset({"pipeline", "held"})
 
 
 @dataclasses.dataclass(slots=True)
@@ -67,37 +73,56 @@ class Load:
         self.timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self.give_up_after_s = give_up_after_s
         self.submissions: list[Submission] = []
+        #: HTTP requests sent and not answered yet
+        self.requests_in_flight = 0
+        #: while set, the workers submit back to back (a kill then catches requests mid-flight)
+        self.burst = False
+        self.session: aiohttp.ClientSession | None = None
+        #: submissions started outside the workers (held requests), finished before run() returns
+        self.extra: list[asyncio.Task[None]] = []
 
     def accepted(self) -> list[Submission]:
         return [s for s in self.submissions if s.job_id is not None]
 
     def _next(self) -> Submission:
         """The n-th submission of this seed (kinds and payloads do not depend on timing)."""
-        n = len(self.submissions)
         kind = self.rng.choices(list(MIX), weights=list(MIX.values()))[0]
+        if kind in ("echo_py", "echo"):
+            return self._new(kind, f"/plugin/{kind}/poll", lambda key: {"message": key})
+        path = "/plugin/slow_recorder/poll" if kind == "slow" else f"/pipeline/{PIPELINE}"
+        return self._new(kind, path, seconds=round(self.rng.uniform(0.3, 1.2), 2))
+
+    def _new(self, kind: str, path: str, payload: Any = None, *, seconds: float = 0.0) -> Submission:
+        n = len(self.submissions)
         key = f"chaos-{n}"
         record_file = None
-        if kind in ("echo_py", "echo"):
-            path, payload = f"/plugin/{kind}/poll", {"message": key}
-        else:
+        if payload is not None:
+            body = payload(key)
+        else:  # slow_recorder runs: recorded in a file of their own
             record_file = self.runs_dir / f"{key}.log"
-            payload = {"record_file": str(record_file), "seconds": round(self.rng.uniform(0.3, 1.2), 2)}
-            path = "/plugin/slow_recorder/poll" if kind == "slow" else f"/pipeline/{PIPELINE}"
-        sub = Submission(
-            n=n, key=key, kind=kind, path=path, body=orjson.dumps({"payload": payload}), record_file=record_file
-        )
+            body = {"record_file": str(record_file), "seconds": seconds}
+        sub = Submission(n=n, key=key, kind=kind, path=path, body=orjson.dumps({"payload": body}),
+                         record_file=record_file)
         self.submissions.append(sub)
+        return sub
+
+    def hold(self, seconds: float) -> Submission:
+        """Start a synchronous pipeline run whose slow step takes `seconds` (the request stays open)."""
+        assert self.session is not None
+        sub = self._new("held", f"/pipeline/{HELD_PIPELINE}", seconds=seconds)
+        self.extra.append(asyncio.create_task(self.submit(self.session, sub)))
         return sub
 
     async def run(self, stop: asyncio.Event) -> None:
         """Submit until `stop` is set, then finish (or give up on) the submissions under way."""
-        async with aiohttp.ClientSession(timeout=self.timeout) as session:
-            await asyncio.gather(*(self._worker(session, stop) for _ in range(self.workers)))
+        async with aiohttp.ClientSession(timeout=self.timeout) as self.session:
+            await asyncio.gather(*(self._worker(self.session, stop) for _ in range(self.workers)))
+            await asyncio.gather(*self.extra)
 
     async def _worker(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.submit(session, self._next())
-            await asyncio.sleep(self.rng.uniform(*self.pause_s))
+            await asyncio.sleep(0 if self.burst else self.rng.uniform(*self.pause_s))
 
     async def submit(self, session: aiohttp.ClientSession, sub: Submission) -> None:
         loop = asyncio.get_running_loop()
@@ -108,17 +133,10 @@ class Load:
             "Idempotency-Key": sub.key,
         }
         while True:
-            sub.requests += 1
-            try:
-                async with session.post(self.base_url + sub.path, data=sub.body, headers=headers) as resp:
-                    status, raw = resp.status, await resp.read()
-                    replayed = resp.headers.get("Idempotent-Replayed") == "true"
-            except aiohttp.ClientConnectorError:
-                sub.refused += 1
-            except (aiohttp.ClientError, TimeoutError):
-                sub.unknown += 1
-            else:
-                if status == 202:
+            answer = await self._post(session, sub, headers)
+            if answer is not None:
+                status, raw, replayed = answer
+                if status == 202 or (status == 200 and sub.kind == "held"):
                     sub.job_id, sub.replayed = orjson.loads(raw)["job_id"], replayed
                     return
                 if status == 503:
@@ -132,3 +150,19 @@ class Load:
                 sub.error = f"not accepted within {self.give_up_after_s}s ({sub.requests} requests)"
                 return
             await asyncio.sleep(0.2)
+
+    async def _post(self, session: aiohttp.ClientSession, sub: Submission,
+                    headers: dict[str, str]) -> tuple[int, bytes, bool] | None:
+        """One request: (status, body, replayed), or None when no answer came."""
+        sub.requests += 1
+        self.requests_in_flight += 1
+        try:
+            async with session.post(self.base_url + sub.path, data=sub.body, headers=headers) as resp:
+                return resp.status, await resp.read(), resp.headers.get("Idempotent-Replayed") == "true"
+        except aiohttp.ClientConnectorError:
+            sub.refused += 1
+        except (aiohttp.ClientError, TimeoutError):
+            sub.unknown += 1
+        finally:
+            self.requests_in_flight -= 1
+        return None
