@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ class Submission:
     in_progress: int = 0
     replayed: bool = False
     error: str | None = None
+    #: time.monotonic() of its first request
+    sent_at: float = 0.0
 
 
 class Load:
@@ -101,8 +104,9 @@ class Load:
         else:  # slow_recorder runs: recorded in a file of their own
             record_file = self.runs_dir / f"{key}.log"
             body = {"record_file": str(record_file), "seconds": seconds}
-        sub = Submission(n=n, key=key, kind=kind, path=path, body=orjson.dumps({"payload": body}),
-                         record_file=record_file)
+        sub = Submission(
+            n=n, key=key, kind=kind, path=path, body=orjson.dumps({"payload": body}), record_file=record_file
+        )
         self.submissions.append(sub)
         return sub
 
@@ -127,6 +131,7 @@ class Load:
     async def submit(self, session: aiohttp.ClientSession, sub: Submission) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.give_up_after_s
+        sub.sent_at = time.monotonic()
         headers = {
             "Authorization": f"Bearer {self.token}",
             "Content-Type": "application/json",
@@ -151,8 +156,9 @@ class Load:
                 return
             await asyncio.sleep(0.2)
 
-    async def _post(self, session: aiohttp.ClientSession, sub: Submission,
-                    headers: dict[str, str]) -> tuple[int, bytes, bool] | None:
+    async def _post(
+        self, session: aiohttp.ClientSession, sub: Submission, headers: dict[str, str]
+    ) -> tuple[int, bytes, bool] | None:
         """One request: (status, body, replayed), or None when no answer came."""
         sub.requests += 1
         self.requests_in_flight += 1

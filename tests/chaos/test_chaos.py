@@ -45,9 +45,16 @@ def chaos_config() -> dict[str, Any]:
             "slow_recorder": {"parallelism": 4, "retry": RETRY},
         },
         pipelines=[
-            {"name": PIPELINE, "steps": [{"id": "first", "uses": "echo"}, {"id": "second", "uses": "slow_recorder.poll"}]},
-            {"name": HELD_PIPELINE, "execution_mode": "synchronous", "timeout": "5s",
-             "steps": [{"id": "first", "uses": "echo_py"}, {"id": "second", "uses": "slow_recorder.poll"}]},
+            {
+                "name": PIPELINE,
+                "steps": [{"id": "first", "uses": "echo"}, {"id": "second", "uses": "slow_recorder.poll"}],
+            },
+            {
+                "name": HELD_PIPELINE,
+                "execution_mode": "synchronous",
+                "timeout": "5s",
+                "steps": [{"id": "first", "uses": "echo_py"}, {"id": "second", "uses": "slow_recorder.poll"}],
+            },
         ],
         service={"name": "headrace-chaos", "log_level": "warning", "max_workers": 8, "work_lease": "3s"},
     )
@@ -109,8 +116,14 @@ class Chaos:
 
     async def kill_and_restart(self, target: str) -> Kill:
         in_flight = await self.in_flight(target)
-        kill = Kill(target, time.monotonic() - self.t0, self.cluster.pid(target), in_flight,
-                    requests_in_flight=self.load.requests_in_flight, down_s=self.rng.uniform(0.3, 1.5))
+        kill = Kill(
+            target,
+            time.monotonic() - self.t0,
+            self.cluster.pid(target),
+            in_flight,
+            requests_in_flight=self.load.requests_in_flight,
+            down_s=self.rng.uniform(0.3, 1.5),
+        )
         self.kills.append(kill)
         await self.cluster.kill(target)
         await asyncio.sleep(kill.down_s)
@@ -131,14 +144,15 @@ class Chaos:
             last = int((await w.nc.jetstream().stream_info("EVENTS")).state.last_seq)
             db = self.cluster.database_url
             await until(lambda: _at_least(readmodels.checkpoint(db), last), f"the projector to reach {last}", 45)
-        elif target == NATS:  # the API answers healthy and jobs are queued and started again
-            await stack.wait_healthy(self.cluster.url, timeout_s=45)
-            queued, started = w.counts["job.queued"], w.counts["job.started"]
-            await until(
-                lambda: w.counts["job.queued"] > queued and w.counts["job.started"] > started,
-                "jobs to be queued and started after the NATS restart",
-                45,
-            )
+        elif target == NATS:  # a job submitted after the restart is queued and some attempt started
+            restarted = time.monotonic()
+            started = w.counts["job.started"]
+
+            def fresh_job_queued() -> bool:
+                return any(s.sent_at > restarted and s.job_id in w.queued for s in reversed(self.load.submissions))
+
+            await until(fresh_job_queued, "a job submitted after the NATS restart to be queued", 60)
+            await until(lambda: w.counts["job.started"] > started, "an attempt to start after the NATS restart", 30)
         else:  # the API answers and accepts work again
             await stack.wait_healthy(self.cluster.url, timeout_s=45)
             accepted = len(self.load.accepted())
@@ -244,11 +258,14 @@ async def test_chaos_kill_every_process_under_load(
             f"other-failed={len(findings.failed)} | statuses {dict(statuses)} | "
             f"{findings.lost_attempts} lost attempts, {findings.recorded_runs} recorded runs, "
             f"{sum(s.unknown for s in load.submissions)} unanswered requests, "
-            f"{sum(s.replayed for s in accepted)} replayed 202s | "
-            f"{time.monotonic() - started:.0f}s (" + ", ".join(f"{k} {v:.0f}s" for k, v in phases.items()) + ")"
+            f"{sum(s.replayed for s in accepted)} replayed 202s | back at work after: "
+            + ", ".join(f"{k.target} {k.back_s:.1f}s" for k in chaos.kills)
+            + f" | {time.monotonic() - started:.0f}s ("
+            + ", ".join(f"{k} {v:.0f}s" for k, v in phases.items())
+            + ")"
         )
         chaos_summary(summary)
-        print(summary)
+        print(summary, *map(str, chaos.kills), sep="\n  ")
         assert not problems, "\n".join([summary, *problems, "kills:", *map(str, chaos.kills), f"logs: {tmp_path}"])
     except BaseException:
         if chaos is not None:

@@ -25,6 +25,8 @@ class Watcher:
         #: (job id, attempt) → plugin, for attempts started and not finished
         self.running: dict[tuple[str, int], str] = {}
         self.sources: set[str] = set()
+        #: jobs seen queued
+        self.queued: set[str] = set()
         self.counts: collections.Counter[str] = collections.Counter()
         #: (monotonic time, "plugin.command", failures) each time a breaker went open
         self.breaker_opens: list[tuple[float, str, int]] = []
@@ -59,6 +61,8 @@ class Watcher:
         self.sources.add(str(env.get("source")))
         self.counts[kind] += 1
         key = (str(job_id), int(data.get("attempt") or 0))
+        if kind == "job.queued":
+            self.queued.add(str(job_id))
         if kind == "job.started" and data.get("plugin") != "pipeline":
             self.running[key] = str(data.get("plugin"))
         elif kind in OUTCOMES:
