@@ -42,20 +42,42 @@ class Findings:
         return out
 
 
-def recorded(path: Path) -> tuple[int, int, int]:
-    """(runs started, runs ended, ends without a start of the same pid) in a slow_recorder file."""
+@dataclasses.dataclass(slots=True)
+class Runs:
+    """What slow_recorder wrote in one file."""
+
+    starts: int = 0
+    ends: int = 0
+    #: ends without a start of the same pid
+    unmatched: int = 0
+    #: "start|end <ns> <pid>" lines
+    lines: list[str] = dataclasses.field(default_factory=list)
+
+    def describe(self, t0_ns: int) -> str:
+        out = []
+        for line in self.lines:
+            what, ns, pid = line.split()
+            out.append(f"{what} {(int(ns) - t0_ns) / 1e9:.2f}s pid {pid}")
+        return ", ".join(out)
+
+
+def recorded(path: Path) -> Runs:
     if not path.exists():
-        return 0, 0, 0
+        return Runs()
     starts: collections.Counter[str] = collections.Counter()
     ends: collections.Counter[str] = collections.Counter()
-    for line in path.read_text().splitlines():
+    lines = path.read_text().splitlines()
+    for line in lines:
         what, _, pid = line.split()
         (starts if what == "start" else ends)[pid] += 1
     unmatched = sum(max(0, n - starts[pid]) for pid, n in ends.items())
-    return sum(starts.values()), sum(ends.values()), unmatched
+    return Runs(sum(starts.values()), sum(ends.values()), unmatched, lines)
 
 
-def audit(submissions: list[Submission], jobs: dict[str, JobHistory], rows: dict[str, str]) -> Findings:
+def audit(
+    submissions: list[Submission], jobs: dict[str, JobHistory], rows: dict[str, str], *, t0_ns: int = 0
+) -> Findings:
+    """`t0_ns`: the CLOCK_MONOTONIC origin of the times in failure messages (the kills' origin)."""
     f = Findings()
     accepted = [s for s in submissions if s.job_id is not None]
     by_id = {s.job_id: s for s in accepted}
@@ -97,13 +119,16 @@ def audit(submissions: list[Submission], jobs: dict[str, JobHistory], rows: dict
         if s.record_file is None:
             continue
         mine = recorders.get(str(s.record_file), [])
-        starts, ends, unmatched = recorded(s.record_file)
-        f.recorded_runs += starts
+        runs = recorded(s.record_file)
+        f.recorded_runs += runs.starts
         if len(mine) > 1:
             f.doubled.append(f"{s.key}: {len(mine)} {RECORDER} jobs for one submission")
         attempts = len({a for job in mine for a in job.started})
-        if starts > attempts or ends > attempts or unmatched:
-            f.doubled.append(f"{s.key}: {RECORDER} ran {starts}x (ended {ends}x) in {attempts} attempt(s)")
-        if any(job.final == "succeeded" for job in mine) and ends == 0:
+        if runs.starts > attempts or runs.ends > attempts or runs.unmatched:
+            f.doubled.append(
+                f"{s.key}: {RECORDER} ran {runs.starts}x (ended {runs.ends}x) in {attempts} attempt(s) "
+                f"[runs: {runs.describe(t0_ns)}] [log: " + "; ".join(t for job in mine for t in job.trail) + "]"
+            )
+        if any(job.final == "succeeded" for job in mine) and runs.ends == 0:
             f.failed.append(f"{s.key}: {RECORDER} succeeded without its run being recorded")
     return f

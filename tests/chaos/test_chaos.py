@@ -7,7 +7,8 @@ a circuit that lost attempts opened, and the read models equal a fresh `headrace
 
 About two minutes on two busy cores. CHAOS_SEED=<n> replays a mix (the timing differs);
 every bound is generous, and a failure names the seed, the kills and the logs' directory.
-Run alone with `pytest tests/chaos` (or `-m chaos`).
+Run alone with `pytest tests/chaos` (or `-m chaos`); CHAOS_KEEP_DIR=<dir> keeps a failed run's
+logs, recorder files and NATS store there.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import collections
 import dataclasses
 import os
 import random
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -191,6 +193,7 @@ async def test_chaos_kill_every_process_under_load(
     load_task: asyncio.Task[None] | None = None
     chaos: Chaos | None = None
     problems: list[str] = []
+    failed = False
     try:
         await cluster.start()
         watcher = await Watcher(cluster.nats_url).start()
@@ -230,7 +233,9 @@ async def test_chaos_kill_every_process_under_load(
         live = await readmodels.snapshot(database_url)
         events = await eventlog.read_all(cluster.nats_url)
         jobs = eventlog.fold(events)
-        findings = audit.audit(load.submissions, jobs, await readmodels.job_statuses(database_url))
+        findings = audit.audit(
+            load.submissions, jobs, await readmodels.job_statuses(database_url), t0_ns=int(chaos.t0 * 1e9)
+        )
         problems += findings.violations()
         if watcher.breaker_opens:
             problems.append(
@@ -268,6 +273,7 @@ async def test_chaos_kill_every_process_under_load(
         print(summary, *map(str, chaos.kills), sep="\n  ")
         assert not problems, "\n".join([summary, *problems, "kills:", *map(str, chaos.kills), f"logs: {tmp_path}"])
     except BaseException:
+        failed = True
         if chaos is not None:
             print(f"chaos seed={seed} kills:", *map(str, chaos.kills), f"logs: {tmp_path}", sep="\n  ")
         raise
@@ -278,3 +284,6 @@ async def test_chaos_kill_every_process_under_load(
         if watcher is not None:
             await watcher.stop()
         await cluster.kill_all()
+        keep = os.environ.get("CHAOS_KEEP_DIR")
+        if failed and keep:  # logs, recorder files and the NATS store, beyond pytest's last three tmp dirs
+            shutil.copytree(tmp_path, Path(keep) / f"seed-{seed}", dirs_exist_ok=True)

@@ -42,6 +42,8 @@ class JobHistory:
     pipeline_root: bool = False
     payload: dict[str, Any] = dataclasses.field(default_factory=dict)
     types: list[str] = dataclasses.field(default_factory=list)
+    #: "<seq> <type> a<attempt> <source>" per event, for failure messages
+    trail: list[str] = dataclasses.field(default_factory=list)
     #: attempt numbers, in log order
     started: list[int] = dataclasses.field(default_factory=list)
     succeeded: list[int] = dataclasses.field(default_factory=list)
@@ -114,6 +116,7 @@ def fold(events: list[Event]) -> dict[str, JobHistory]:
         job = jobs.setdefault(ev.job_id, JobHistory(ev.job_id))
         data = ev.data
         job.types.append(ev.type)
+        job.trail.append(f"{ev.seq} {ev.type} a{data.get('attempt', '-')} {ev.source}")
         if ev.type in ("job.queued", "job.skipped"):
             job.plugin, job.command = data.get("plugin"), data.get("command")
             job.parent_job_id = data.get("parent_job_id")
