@@ -211,6 +211,9 @@ async def test_chaos_kill_every_process_under_load(
         phases["load"] = time.monotonic() - started - phases["start"]
 
         accepted = load.accepted()
+        held = [s for s in load.submissions if s.kind == "held"]
+        if not all(s.unknown for s in held):  # the premise: the held answer was lost
+            problems.append(f"the held request was answered across the API kill: {held}")
         roots = {s.job_id for s in accepted if s.kind in PIPELINE_KINDS and s.job_id}
         wanted = {s.job_id for s in accepted if s.job_id}
 
@@ -263,7 +266,9 @@ async def test_chaos_kill_every_process_under_load(
             f"other-failed={len(findings.failed)} | statuses {dict(statuses)} | "
             f"{findings.lost_attempts} lost attempts, {findings.recorded_runs} recorded runs, "
             f"{sum(s.unknown for s in load.submissions)} unanswered requests, "
-            f"{sum(s.replayed for s in accepted)} replayed 202s | back at work after: "
+            f"{sum(s.replayed for s in accepted)} replayed 202s, held answer lost "
+            f"{sum(s.unknown for s in held)}x then {sum(s.in_progress for s in held)}x 409 in progress | "
+            "back at work after: "
             + ", ".join(f"{k.target} {k.back_s:.1f}s" for k in chaos.kills)
             + f" | {time.monotonic() - started:.0f}s ("
             + ", ".join(f"{k} {v:.0f}s" for k, v in phases.items())
