@@ -154,7 +154,7 @@ class Load:
             if loop.time() > deadline:
                 sub.error = f"not accepted within {self.give_up_after_s}s ({sub.requests} requests)"
                 return
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0 if sub.in_progress else 0.2)  # a claim held by a dead request lasts 30 s
 
     async def _post(
         self, session: aiohttp.ClientSession, sub: Submission, headers: dict[str, str]
