@@ -50,8 +50,9 @@ class Submission:
     in_progress: int = 0
     replayed: bool = False
     error: str | None = None
-    #: time.monotonic() of its first request
+    #: time.monotonic() of its first request, and of the answer with its job id
     sent_at: float = 0.0
+    answered_at: float = 0.0
 
 
 class Load:
@@ -143,6 +144,7 @@ class Load:
                 status, raw, replayed = answer
                 if status == 202 or (status == 200 and sub.kind == "held"):
                     sub.job_id, sub.replayed = orjson.loads(raw)["job_id"], replayed
+                    sub.answered_at = time.monotonic()
                     return
                 if status == 503:
                     sub.unavailable += 1

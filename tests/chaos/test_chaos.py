@@ -213,7 +213,12 @@ async def test_chaos_kill_every_process_under_load(
         accepted = load.accepted()
         held = [s for s in load.submissions if s.kind == "held"]
         if not all(s.unknown for s in held):  # the premise: the held answer was lost
-            problems.append(f"the held request was answered across the API kill: {held}")
+            problems.append(
+                "the held request was answered across the API kill: "
+                + ", ".join(
+                    f"{s} (sent {s.sent_at - chaos.t0:.2f}s, answered {s.answered_at - chaos.t0:.2f}s)" for s in held
+                )
+            )
         roots = {s.job_id for s in accepted if s.kind in PIPELINE_KINDS and s.job_id}
         wanted = {s.job_id for s in accepted if s.job_id}
 
