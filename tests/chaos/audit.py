@@ -1,10 +1,11 @@
 """What the chaos run must not have done, counted from the EVENTS stream (folded by
-tests.support.eventlog), the load's record of every 202, and the runs slow_recorder wrote:
+tests.support.eventlog), the load's record of every 202, and the runs the recording plugins
+(slow_recorder, napper) wrote:
 
 - lost: a 202'd job (or a pipeline step it caused) without a final event;
 - doubled: two `job.succeeded` for one job, an attempt started after its job succeeded or
   twice under one number, a job no 202 accounts for (a retried request that created a second
-  job), two slow_recorder jobs for one submission, or more recorded plugin runs than attempts;
+  job), two recording jobs for one submission, or more recorded plugin runs than attempts;
 - circuit: a job skipped because a circuit opened — nothing in this run fails by itself, so
   every opening is lost attempts counted as plugin failures;
 - failed: any other final status than succeeded, and read-model rows that disagree with the log.
@@ -16,10 +17,8 @@ import collections
 import dataclasses
 from pathlib import Path
 
-from tests.chaos.load import Submission
+from tests.chaos.load import RECORDERS, Submission
 from tests.support.eventlog import JobHistory
-
-RECORDER = "slow_recorder"
 
 
 @dataclasses.dataclass
@@ -44,29 +43,34 @@ class Findings:
 
 @dataclasses.dataclass(slots=True)
 class Runs:
-    """What slow_recorder wrote in one file."""
+    """What a recording plugin wrote in one file."""
 
     starts: int = 0
+    #: slow_recorder only (napper records its start)
     ends: int = 0
     #: ends without a start of the same pid
     unmatched: int = 0
-    #: "start|end <ns> <pid>" lines
     lines: list[str] = dataclasses.field(default_factory=list)
 
     def describe(self, t0_ns: int) -> str:
         out = []
         for line in self.lines:
-            what, ns, pid = line.split()
-            out.append(f"{what} {(int(ns) - t0_ns) / 1e9:.2f}s pid {pid}")
+            parts = line.split()
+            if len(parts) == 3:  # slow_recorder: what, CLOCK_MONOTONIC ns, pid
+                out.append(f"{parts[0]} {(int(parts[1]) - t0_ns) / 1e9:.2f}s pid {parts[2]}")
+            else:  # napper: job id, pid
+                out.append(f"start pid {parts[-1]}")
         return ", ".join(out)
 
 
-def recorded(path: Path) -> Runs:
+def recorded(path: Path, plugin: str) -> Runs:
     if not path.exists():
         return Runs()
+    lines = path.read_text().splitlines()
+    if plugin == "napper":
+        return Runs(starts=len(lines), lines=lines)
     starts: collections.Counter[str] = collections.Counter()
     ends: collections.Counter[str] = collections.Counter()
-    lines = path.read_text().splitlines()
     for line in lines:
         what, _, pid = line.split()
         (starts if what == "start" else ends)[pid] += 1
@@ -111,24 +115,27 @@ def audit(
         if job.final is not None and rows.get(job.job_id) != job.final:
             f.failed.append(f"{job.job_id}: the jobs row says {rows.get(job.job_id)!r}, the log {job.final!r}")
 
-    recorders: dict[str, list[JobHistory]] = collections.defaultdict(list)
+    recorders: dict[tuple[str, str], list[JobHistory]] = collections.defaultdict(list)
     for job in jobs.values():
-        if job.plugin == RECORDER and job.payload.get("record_file"):
-            recorders[str(job.payload["record_file"])].append(job)
+        key = RECORDERS.get(job.plugin or "")
+        if key and job.payload.get(key):
+            recorders[(str(job.plugin), str(job.payload[key]))].append(job)
     for s in accepted:
-        if s.record_file is None:
+        if s.record_file is None or s.recorder is None:
             continue
-        mine = recorders.get(str(s.record_file), [])
-        runs = recorded(s.record_file)
+        plugin = s.recorder
+        mine = recorders.get((plugin, str(s.record_file)), [])
+        runs = recorded(s.record_file, plugin)
         f.recorded_runs += runs.starts
         if len(mine) > 1:
-            f.doubled.append(f"{s.key}: {len(mine)} {RECORDER} jobs for one submission")
+            f.doubled.append(f"{s.key}: {len(mine)} {plugin} jobs for one submission")
         attempts = len({a for job in mine for a in job.started})
         if runs.starts > attempts or runs.ends > attempts or runs.unmatched:
             f.doubled.append(
-                f"{s.key}: {RECORDER} ran {runs.starts}x (ended {runs.ends}x) in {attempts} attempt(s) "
+                f"{s.key}: {plugin} ran {runs.starts}x (ended {runs.ends}x) in {attempts} attempt(s) "
                 f"[runs: {runs.describe(t0_ns)}] [log: " + "; ".join(t for job in mine for t in job.trail) + "]"
             )
-        if any(job.final == "succeeded" for job in mine) and runs.ends == 0:
-            f.failed.append(f"{s.key}: {RECORDER} succeeded without its run being recorded")
+        ran = runs.ends if plugin == "slow_recorder" else runs.starts
+        if any(job.final == "succeeded" for job in mine) and ran == 0:
+            f.failed.append(f"{s.key}: {plugin} succeeded without its run being recorded")
     return f

@@ -27,6 +27,8 @@ PIPELINE = "chaos_pipe"
 #: a synchronous pipeline: its request is answered only when the run is over, so a client that
 #: holds one open while the API is killed has certainly lost the answer to a job that exists
 HELD_PIPELINE = "chaos_held"
+#: plugins that record their runs → the payload key naming the file they append to
+RECORDERS = {"slow_recorder": "record_file", "napper": "marker"}
 #: pipeline kinds: their root job also ends with job.failed
 PIPELINE_KINDS = frozenset({"pipeline", "held"})
 
@@ -38,8 +40,10 @@ class Submission:
     kind: str
     path: str
     body: bytes
-    #: where slow_recorder appends "start|end <ns> <pid>" for this submission's run(s)
+    #: where a recording plugin appends a line per run of this submission (slow_recorder:
+    #: "start|end <ns> <pid>", napper: "<job id> <pid>" when it starts)
     record_file: Path | None = None
+    recorder: str | None = None
     job_id: str | None = None
     requests: int = 0
     #: sent, but the answer never came (connection dropped mid-request, timeout)
@@ -96,25 +100,34 @@ class Load:
         path = "/plugin/slow_recorder/poll" if kind == "slow" else f"/pipeline/{PIPELINE}"
         return self._new(kind, path, seconds=round(self.rng.uniform(0.3, 1.2), 2))
 
-    def _new(self, kind: str, path: str, payload: Any = None, *, seconds: float = 0.0) -> Submission:
+    def _new(
+        self, kind: str, path: str, payload: Any = None, *, seconds: float = 0.0, recorder: str = "slow_recorder"
+    ) -> Submission:
         n = len(self.submissions)
         key = f"chaos-{n}"
         record_file = None
         if payload is not None:
             body = payload(key)
-        else:  # slow_recorder runs: recorded in a file of their own
+        else:  # runs of a recording plugin: in a file of their own (its payload key is the plugin's)
             record_file = self.runs_dir / f"{key}.log"
-            body = {"record_file": str(record_file), "seconds": seconds}
+            body = {RECORDERS[recorder]: str(record_file), "seconds": seconds}
         sub = Submission(
-            n=n, key=key, kind=kind, path=path, body=orjson.dumps({"payload": body}), record_file=record_file
+            n=n,
+            key=key,
+            kind=kind,
+            path=path,
+            body=orjson.dumps({"payload": body}),
+            record_file=record_file,
+            recorder=recorder if record_file else None,
         )
         self.submissions.append(sub)
         return sub
 
     def hold(self, seconds: float) -> Submission:
-        """Start a synchronous pipeline run whose slow step takes `seconds` (the request stays open)."""
+        """Start a synchronous pipeline run whose napper step takes `seconds` (the request stays open).
+        napper serves only these, so the step starts at once even behind a backlog of slow_recorder work."""
         assert self.session is not None
-        sub = self._new("held", f"/pipeline/{HELD_PIPELINE}", seconds=seconds)
+        sub = self._new("held", f"/pipeline/{HELD_PIPELINE}", seconds=seconds, recorder="napper")
         self.extra.append(asyncio.create_task(self.submit(self.session, sub)))
         return sub
 

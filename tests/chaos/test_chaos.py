@@ -46,6 +46,7 @@ def chaos_config() -> dict[str, Any]:
             "echo_py": {"parallelism": 4, "retry": RETRY},
             "echo": {"parallelism": 2, "retry": RETRY},
             "slow_recorder": {"parallelism": 4, "retry": RETRY},
+            "napper": {"parallelism": 2, "retry": RETRY},  # the held pipeline's step, nothing else
         },
         pipelines=[
             {
@@ -56,7 +57,7 @@ def chaos_config() -> dict[str, Any]:
                 "name": HELD_PIPELINE,
                 "execution_mode": "synchronous",
                 "timeout": "10s",
-                "steps": [{"id": "first", "uses": "echo_py"}, {"id": "second", "uses": "slow_recorder.poll"}],
+                "steps": [{"id": "first", "uses": "echo_py"}, {"id": "second", "uses": "napper.poll"}],
             },
         ],
         service={"name": "headrace-chaos", "log_level": "warning", "max_workers": 8, "work_lease": "3s"},
@@ -121,10 +122,10 @@ class Chaos:
         for _ in range(3):
             held = self.load.hold(seconds=3.0)
             assert held.record_file is not None
-            await until(partial(_started_or_answered, held), "the held pipeline's slow step", 60)
+            await until(partial(_started_or_answered, held), "the held pipeline's napper step", 60)
             if held.job_id is None:
                 return
-        raise AssertionError("three held pipeline runs were answered before their slow step started")
+        raise AssertionError("three held pipeline runs were answered before their napper step started")
 
     async def kill_and_restart(self, target: str) -> Kill:
         in_flight = await self.in_flight(target)
