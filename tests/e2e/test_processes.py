@@ -15,21 +15,6 @@ from typing import Any
 from tests.support import infra, stack
 
 
-async def wait_http(url: str) -> None:
-    client = stack.Client(url)
-    try:
-        async def up() -> bool:
-            try:
-                status, _ = await client.get("/healthz", token=None)
-            except OSError:
-                return False
-            return status == 200
-
-        await infra.wait_until(up, timeout_s=30, interval_s=0.1, what=f"{url} to answer")
-    finally:
-        await client.close()
-
-
 async def test_four_separate_processes(make_config: Any, nats_url: str, database_url: str, tmp_path: Path) -> None:
     from services.core import embedded
 
@@ -42,7 +27,7 @@ async def test_four_separate_processes(make_config: Any, nats_url: str, database
     ]
     client = stack.Client(f"http://127.0.0.1:{port}")
     try:
-        await wait_http(client.base_url)
+        await stack.wait_healthy(client.base_url)
         job_id = await client.submit("echo", "poll", {"message": "from four processes"})
         done = await client.wait_job(job_id, timeout_s=30)
         assert done["status"] == "succeeded" and done["result"]["result"] == "Echoed: from four processes"

@@ -126,6 +126,22 @@ class Client:
         return await wait_until(reached, timeout_s=timeout_s, what=f"job {job_id} to reach {sorted(statuses)}")
 
 
+async def wait_healthy(url: str, *, timeout_s: float = 30.0) -> None:
+    """Until GET {url}/healthz answers 200 (NATS and Postgres reachable)."""
+    client = Client(url)
+    try:
+        async def up() -> bool:
+            try:
+                status, _ = await client.get("/healthz", token=None)
+            except (TimeoutError, OSError, aiohttp.ClientError):
+                return False
+            return status == 200
+
+        await wait_until(up, timeout_s=timeout_s, interval_s=0.1, what=f"{url} to answer")
+    finally:
+        await client.close()
+
+
 class Stack:
     """The four services in this process, sharing the test's event loop."""
 
@@ -170,9 +186,27 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.args, env=self.env, cwd=str(REPO), stdout=out, stderr=out,
-                                     start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(self.args, env=self.env, cwd=str(REPO), stdout=out, stderr=out,
+                                         start_new_session=True)
+        finally:
+            if self.log_path:
+                out.close()  # type: ignore[union-attr]  # the child holds its own copy
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def source(self) -> str:
+        """The `source` this process stamps on the envelopes it publishes (config.instance_name)."""
+        return f"{self.command}/{os.uname().nodename}-{self.pid}"
+
+    async def wait(self, timeout_s: float) -> int:
+        """The exit code of a process expected to exit by itself (e.g. `headrace rebuild`)."""
+        assert self.proc is not None
+        return await asyncio.to_thread(self.proc.wait, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL, no goodbye."""
