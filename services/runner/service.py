@@ -212,9 +212,14 @@ class Runner(lifecycle.Service):
             bound.info("attempt_not_run", recorded=[env.type for _, env in recorded])
             return
         plugin_config = self.config.plugin(item.plugin)
-        # `started` is stored while the plugin already runs; it is awaited before the outcome is published,
-        # so the log still holds them in order
-        started = asyncio.ensure_future(self.bus.publish(*attempt.started_event(item, source=self.source)))
+        # `started` is stored before the plugin runs: it claims the attempt. Were it stored while the plugin
+        # ran, a bus outage in between would leave a run the log never saw, and its redelivery would run the
+        # plugin again. A duplicate ack means another copy of this work item already claimed the attempt.
+        claim = await self.bus.publish(*attempt.started_event(item, source=self.source))
+        if claim.duplicate:
+            await msg.ack_sync()
+            bound.info("attempt_not_run", reason="another delivery already started this attempt")
+            return
         held = self._held[item.job_id] = [msg]
         heartbeat = asyncio.create_task(self._heartbeat(held))
         cancel = asyncio.Event()
@@ -234,7 +239,6 @@ class Runner(lifecycle.Service):
                 outcome = await self._invoke(manifest, request, item.timeout_s, cancel)
         except BaseException:
             self._held.pop(item.job_id, None)
-            started.cancel()
             raise
         finally:
             heartbeat.cancel()
@@ -246,7 +250,6 @@ class Runner(lifecycle.Service):
             await self._save_state(item.plugin, new_state)
         stored = await self._stored_result(item, outcome)
         try:
-            await started
             await self.bus.publish_all(attempt.outcome_events(item, outcome, source=self.source, state=new_state,
                                                               stored_result=stored))
             for delivery in held:
