@@ -18,6 +18,8 @@ from services.core import pipelines as pipelines_mod
 
 NAMESPACE = uuid.UUID("8d6f3f0a-55a5-4c8e-9d3e-2b9c8e7f6a10")
 STEP_SUCCEEDED = "ductile.step.succeeded"
+#: what the runner stamps on each emitted event (protocol.stamped), handed on in the next step's request `event`
+EVENT_STAMP = ("dedupe_key", "source", "timestamp", "event_id")
 
 
 def derived_id(*parts: object) -> str:
@@ -125,7 +127,8 @@ def dispatch_node(
         "route": dataclasses.replace(route, depth=route.depth + 1).to_dict(),
     }
     if node.command == "handle":
-        data["event"] = {"type": event.get("type") or STEP_SUCCEEDED, "payload": child_payload}
+        data["event"] = {"type": event.get("type") or STEP_SUCCEEDED, "payload": child_payload,
+                         **{key: event[key] for key in EVENT_STAMP if event.get(key)}}
     if event.get("dedupe_key"):
         data["dedupe_key"] = event["dedupe_key"]
     out.submits.append(envelope.make("job.submit", source=source, job_id=job_id, id=f"{job_id}:submit",

@@ -87,9 +87,10 @@ def lost_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelope]:
 
 
 def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, state: dict[str, Any] | None = None,
-                   stored_result: Any = None) -> Published:
+                   stored_result: Any = None, facts: list[dict[str, Any]] | None = None) -> Published:
     """Every event of a finished attempt, in the order they must be stored. `stored_result` replaces the
-    response as the outcome's `result` (the offload pointer of a large one, services/core/offload.py)."""
+    response as the outcome's `result` (the offload pointer of a large one, services/core/offload.py);
+    `facts` are the manifest's `fact_outputs` of its state_updates (services/runner/plugin_state.py)."""
     out: Published = []
     response = outcome.response or {}
     result = stored_result if stored_result is not None else outcome.response
@@ -107,8 +108,16 @@ def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, st
                       "dedupe_key": emitted.get("dedupe_key")},
             )
             out.append((subjects.plugin_event(item.plugin, "emitted"), env))
+        for i, fact in enumerate(facts or []):
+            env = envelope.make(
+                "plugin.fact_recorded", source=source, job_id=item.job_id,
+                id=f"{item.job_id}:{item.attempt}:fact:{i}",
+                causation_id=item.job_id, correlation_id=item.correlation_id,
+                data={"plugin": item.plugin, "command": item.command, "attempt": item.attempt, **fact},
+            )
+            out.append((subjects.plugin_event(item.plugin, "fact_recorded"), env))
         updates = response.get("state_updates")
-        if updates:
+        if updates and (state is not None or not facts):
             env = envelope.make(
                 "plugin.state_updated", source=source, job_id=item.job_id,
                 id=f"{item.job_id}:{item.attempt}:state_updated",

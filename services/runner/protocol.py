@@ -9,6 +9,7 @@ encode fails the attempt with the reason, so nothing it carries can stop the run
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -18,6 +19,8 @@ from services.core import envelope, schemas, values
 from services.runner import supervision
 
 PERMANENT_FAILURE_EXIT = 78
+#: event ids of emitted events derive from (job, attempt, index): a redelivered attempt repeats them
+EVENT_ID_NAMESPACE = uuid.UUID("2f1b6c0e-7d4a-4f8e-9a51-6c3e0b9d2a47")
 
 JSONDict = dict[str, Any]
 
@@ -72,6 +75,10 @@ def interpret_response(response: Any, *, exit_code: int | None, stderr: str, dur
             error="plugin response is invalid: " + "; ".join(problems),
             exit_code=exit_code, stderr=stderr, duration_ms=duration_ms,
         )
+    problem = codec_problem(response)
+    if problem is not None:
+        return Outcome(status="failed", error=f"plugin response is invalid: {problem}", exit_code=exit_code,
+                       stderr=stderr, duration_ms=duration_ms)
     permanent = exit_code == PERMANENT_FAILURE_EXIT or response.get("retry") is False
     if response["status"] == "ok":
         return Outcome(status="succeeded", response=response, exit_code=exit_code, stderr=stderr,
@@ -80,6 +87,19 @@ def interpret_response(response: Any, *, exit_code: int | None, stderr: str, dur
         status="failed", response=response, error=response["error"], retry=not permanent,
         exit_code=exit_code, stderr=stderr, duration_ms=duration_ms,
     )
+
+
+def codec_problem(response: JSONDict) -> str | None:
+    """What Ductile's codec (`validateResponse`) refuses beyond the schema's shape, in its words: an `ok`
+    without a result message (null, empty or blank), an `error` with an empty message. A `result` that is
+    not a string (an object, a number) stays accepted: Headrace stores any JSON there."""
+    if response["status"] == "ok":
+        result = response.get("result")
+        if result is None or (isinstance(result, str) and not result.strip()):
+            return "response has status=ok but no result message"
+    elif response.get("error") == "":
+        return "response has status=error but no error message"
+    return None
 
 
 def interpret_run(raw: supervision.RawRun, *, timeout_s: float) -> Outcome:
@@ -150,3 +170,20 @@ def checked(outcome: Outcome) -> Outcome:
         else:
             return dataclasses.replace(outcome, response=normalized)
     return dataclasses.replace(outcome, status="failed", response=None, error=f"plugin response is not accepted: {problem}")
+
+
+def stamped(outcome: Outcome, *, plugin: str, job_id: str, attempt: int) -> Outcome:
+    """`outcome` with each emitted event carrying what Ductile's core injects when a plugin leaves it
+    empty: `source` (the plugin), `timestamp` (UTC now) and `event_id` (a UUID)."""
+    events = (outcome.response or {}).get("events")
+    if outcome.status != "succeeded" or not isinstance(events, list) or not events:
+        return outcome
+    at = envelope.rfc3339(envelope.now())
+    filled = []
+    for i, event in enumerate(events):
+        event = dict(event)
+        event["source"] = event.get("source") or plugin
+        event["timestamp"] = event.get("timestamp") or at
+        event["event_id"] = event.get("event_id") or str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{job_id}:{attempt}:{i}"))
+        filled.append(event)
+    return dataclasses.replace(outcome, response={**outcome.response, "events": filled})  # type: ignore[dict-item]
