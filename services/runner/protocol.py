@@ -9,7 +9,6 @@ encode fails the attempt with the reason, so nothing it carries can stop the run
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -19,8 +18,6 @@ from services.core import envelope, schemas, values
 from services.runner import supervision
 
 PERMANENT_FAILURE_EXIT = 78
-#: event ids of emitted events derive from (job, attempt, index): a redelivered attempt repeats them
-EVENT_ID_NAMESPACE = uuid.UUID("2f1b6c0e-7d4a-4f8e-9a51-6c3e0b9d2a47")
 
 JSONDict = dict[str, Any]
 
@@ -171,19 +168,3 @@ def checked(outcome: Outcome) -> Outcome:
             return dataclasses.replace(outcome, response=normalized)
     return dataclasses.replace(outcome, status="failed", response=None, error=f"plugin response is not accepted: {problem}")
 
-
-def stamped(outcome: Outcome, *, plugin: str, job_id: str, attempt: int) -> Outcome:
-    """`outcome` with each emitted event carrying what Ductile's core injects when a plugin leaves it
-    empty: `source` (the plugin), `timestamp` (UTC now) and `event_id` (a UUID)."""
-    events = (outcome.response or {}).get("events")
-    if outcome.status != "succeeded" or not isinstance(events, list) or not events:
-        return outcome
-    at = envelope.rfc3339(envelope.now())
-    filled = []
-    for i, event in enumerate(events):
-        event = dict(event)
-        event["source"] = event.get("source") or plugin
-        event["timestamp"] = event.get("timestamp") or at
-        event["event_id"] = event.get("event_id") or str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{job_id}:{attempt}:{i}"))
-        filled.append(event)
-    return dataclasses.replace(outcome, response={**outcome.response, "events": filled})  # type: ignore[dict-item]

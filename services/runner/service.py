@@ -249,8 +249,7 @@ class Runner(lifecycle.Service):
         finally:
             heartbeat.cancel()
             self.running.pop(item.job_id, None)
-        outcome = protocol.stamped(protocol.checked(outcome), plugin=item.plugin, job_id=item.job_id,
-                                   attempt=item.attempt)
+        outcome = protocol.checked(outcome)
         new_state, facts = None, []
         if outcome.status == "succeeded" and (outcome.response or {}).get("state_updates"):
             new_state, facts = plugin_state.apply(manifest, item.command, state, outcome.response["state_updates"])  # type: ignore[index]

@@ -107,7 +107,12 @@ async def test_emitted_events_carry_source_timestamp_and_event_id(make_config: A
     )
     job = await s.client.wait_job(job_id)
     assert job["status"] == "succeeded", job
-    (emitted,) = job["result"]["events"]
+    # the stored result is the plugin's reply as written (Ductile stores raw stdout); the event log's
+    # record of the emitted event carries what core added
+    assert job["result"]["events"] == [{"type": "mimic.ping", "payload": {"n": 1}, "dedupe_key": "ping-1"}]
+    assert s.api.bus is not None
+    (_, logged), *_ = await s.api.bus.history("EVENTS", "evt.plugin.mimic.emitted")
+    emitted = logged.data
     assert emitted["source"] == "mimic" and emitted["event_id"] and emitted["timestamp"], emitted
     root = routing.derived_id(f"{job_id}:0", "react")
     child = routing.derived_id(root, 0, "react", "echo_back")

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from services.core import catalog
+from services.core import catalog, emitted
+from services.dispatcher import routing
 from services.runner import attempt, plugin_state, protocol
 from tests.conformance.ductile.support import FIXTURE_MANIFESTS, PLUGINS
 
@@ -52,36 +53,29 @@ def test_results_ductile_accepts_and_headrace_keeps_accepting(result: Any) -> No
     assert interpret({"status": "ok", "result": result}).status == "succeeded"
 
 
-def test_emitted_events_are_stamped_with_source_timestamp_and_event_id() -> None:
-    outcome = interpret(
-        {
-            "status": "ok",
-            "result": "x",
-            "events": [
-                {"type": "a.b", "payload": {}},
-                {
-                    "type": "c.d",
-                    "payload": {},
-                    "source": "upstream",
-                    "event_id": "given",
-                    "timestamp": "2026-01-01T00:00:00Z",
-                },
-            ],
-        }
-    )
-    stamped = protocol.stamped(outcome, plugin="mimic", job_id="j1", attempt=2)
-    first, second = stamped.response["events"]  # type: ignore[index]
-    assert first["source"] == "mimic" and first["event_id"] and first["timestamp"].endswith("Z")
+def test_emitted_events_are_stamped_alike_by_runner_and_dispatcher() -> None:
+    given = {
+        "type": "c.d",
+        "payload": {},
+        "source": "upstream",
+        "event_id": "given",
+        "timestamp": "2026-01-01T00:00:00Z",
+    }
+    outcome = interpret({"status": "ok", "result": "x", "events": [{"type": "a.b", "payload": {}}, given]})
+    item = attempt.WorkItem(job_id="j1", plugin="mimic", command="emit", payload={}, attempt=2, timeout_s=5)
+    published = [env for _, env in attempt.outcome_events(item, outcome, source="runner/t")]
+    records = [env.data for env in published if env.type == "plugin.emitted"]
+    (succeeded,) = [env for env in published if env.type == "job.succeeded"]
+    # the stored result is the reply as the plugin wrote it (Ductile stores raw stdout)
+    assert succeeded.data["result"]["events"][0] == {"type": "a.b", "payload": {}}
+    # what the dispatcher routes, stamped from the job's outcome event
+    first, second = routing.plugin_events(succeeded.data["result"], succeeded)
+    assert first["source"] == "mimic" and first["timestamp"] == succeeded.time
     datetime.fromisoformat(first["timestamp"].replace("Z", "+00:00"))
-    # deterministic: a redelivered attempt stamps the same ids
-    again = protocol.stamped(outcome, plugin="mimic", job_id="j1", attempt=2).response["events"][0]  # type: ignore[index]
-    assert again["event_id"] == first["event_id"]
-    assert (
-        protocol.stamped(outcome, plugin="mimic", job_id="j1", attempt=3).response["events"][0]["event_id"]
-        != first["event_id"]
-    )  # type: ignore[index]
-    assert second["source"] == "upstream" and second["event_id"] == "given"  # what a plugin sets is kept
-    assert second["timestamp"] == "2026-01-01T00:00:00Z"
+    assert first["event_id"] == emitted.event_id("j1", 2, 0) != emitted.event_id("j1", 3, 0)
+    assert {k: records[0][k] for k in emitted.STAMP} == {k: first[k] for k in emitted.STAMP}  # the log agrees
+    assert {k: second[k] for k in emitted.STAMP} == {k: given[k] for k in emitted.STAMP}  # a plugin's own kept
+    assert {k: records[1][k] for k in emitted.STAMP} == {k: given[k] for k in emitted.STAMP}
 
 
 def test_fact_outputs_mirror_object_replaces_state_and_records_a_fact() -> None:
