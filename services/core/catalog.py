@@ -1,6 +1,10 @@
 """Plugin catalog: scans `plugin_roots` for `manifest.yaml`, validates each against
 `schemas/manifest.json` and answers "which plugins and commands exist". A broken manifest
-is skipped and kept as an error for /healthz, never a crash.
+is skipped and kept as an error for /healthz, never a crash; so is a plugin whose config lacks
+a key its manifest lists in `config_keys.required`.
+
+Compact `input_schema`/`output_schema` maps (`{url: string}`) are expanded here as Ductile's
+`expandSchema` does, so discovery, OpenAPI and payload validation all see the same JSON Schema.
 """
 
 from __future__ import annotations
@@ -34,6 +38,17 @@ class Command:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FactOutput:
+    """A manifest `fact_outputs` rule: a `command`'s `state_updates` recorded as a fact of `fact_type`;
+    `mirror_object` makes the plugin's state that object (replaced, not merged)."""
+
+    command: str
+    fact_type: str
+    source: str = "state_updates"
+    compatibility_view: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Manifest:
     name: str
     version: str
@@ -45,11 +60,25 @@ class Manifest:
     concurrency_safe: bool = True
     config_keys: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     commands: Mapping[str, Command] = dataclasses.field(default_factory=dict)
+    fact_outputs: tuple[FactOutput, ...] = ()
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def is_python(self) -> bool:
         return self.protocol == "python"
+
+    @property
+    def path(self) -> Path:
+        return self.directory / "manifest.yaml"
+
+    def facts_for(self, command: str) -> tuple[FactOutput, ...]:
+        """The `fact_outputs` rules that take this command's `state_updates`."""
+        return tuple(rule for rule in self.fact_outputs if rule.command == command)
+
+    def missing_config(self, config: Mapping[str, Any]) -> list[str]:
+        """The `config_keys.required` keys `config` lacks (absent or null)."""
+        required = self.config_keys.get("required") or []
+        return [key for key in required if config.get(key) is None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +96,17 @@ class Catalog:
         return self.plugins.get(name)
 
 
+def expand_schema(schema: Any) -> Any:
+    """Ductile's `expandSchema`: a map without `type` is the compact form `{field: type-or-schema}`,
+    made `{"type": "object", "properties": {...}}` (a string value `t` becomes `{"type": t}`, any other
+    value is kept; nothing nested is expanded, no `required` is added). None, a non-map, a map
+    with `type` (a full JSON Schema) or `{}` (any object, and no request body) is returned as it is."""
+    if not isinstance(schema, Mapping) or not schema or "type" in schema:
+        return schema
+    return {"type": "object",
+            "properties": {key: {"type": value} if isinstance(value, str) else value for key, value in schema.items()}}
+
+
 def _command(entry: str | Mapping[str, Any]) -> Command:
     if isinstance(entry, str):
         return Command(name=entry)
@@ -74,8 +114,8 @@ def _command(entry: str | Mapping[str, Any]) -> Command:
         name=entry["name"],
         type=entry.get("type", "write"),
         description=entry.get("description"),
-        input_schema=entry.get("input_schema"),
-        output_schema=entry.get("output_schema"),
+        input_schema=expand_schema(entry.get("input_schema")),
+        output_schema=expand_schema(entry.get("output_schema")),
         idempotent=bool(entry.get("idempotent", False)),
         retry_safe=bool(entry.get("retry_safe", True)),
         values=entry.get("values"),
@@ -96,6 +136,7 @@ def parse_manifest(doc: Any, directory: Path) -> Manifest:
                     jsonschema.validators.validator_for(schema).check_schema(schema)
                 except jsonschema.SchemaError as exc:
                     raise ValueError(f"commands.{command.name}.{key}: {exc.message}") from exc
+    fact_outputs = tuple(_fact_output(i, rule, commands) for i, rule in enumerate(doc.get("fact_outputs") or []))
     protocol = doc["protocol"]
     return Manifest(
         name=doc["name"],
@@ -107,12 +148,24 @@ def parse_manifest(doc: Any, directory: Path) -> Manifest:
         concurrency_safe=bool(doc.get("concurrency_safe", True)),
         config_keys=doc.get("config_keys") or {},
         commands=commands,
+        fact_outputs=fact_outputs,
         raw=doc,
     )
 
 
-def scan(roots: Iterable[Path]) -> Catalog:
-    """Every valid plugin under `roots` (first of a name wins) and every broken manifest."""
+def _fact_output(index: int, rule: Mapping[str, Any], commands: Mapping[str, Command]) -> FactOutput:
+    """One `fact_outputs` rule, checked as Ductile's `validateManifest` does (the shape is in the schema)."""
+    command = rule["when"]["command"]
+    if command not in commands:
+        raise ValueError(f"fact_outputs[{index}].when.command {command!r} is not a declared command")
+    return FactOutput(command=command, fact_type=rule["fact_type"], source=rule.get("from", "state_updates"),
+                      compatibility_view=rule.get("compatibility_view") or "")
+
+
+def scan(roots: Iterable[Path], configs: Mapping[str, Mapping[str, Any] | None] | None = None) -> Catalog:
+    """Every valid plugin under `roots` (first of a name wins) and every broken manifest. With `configs`
+    (plugin name → its `config`, None for a disabled plugin), a plugin lacking a required config key is
+    refused like a broken manifest."""
     found: dict[str, Manifest] = {}
     broken: list[ManifestError] = []
     for root in roots:
@@ -130,6 +183,17 @@ def scan(roots: Iterable[Path]) -> Catalog:
                 log.info("plugin_shadowed", plugin=manifest.name, path=str(manifest_path))
                 continue
             found[manifest.name] = manifest
+    for name, manifest in list(found.items()) if configs is not None else ():
+        config = configs.get(name, {})
+        if config is None:
+            continue  # disabled: never run, so not checked (Ductile does not validate disabled plugins)
+        missing = manifest.missing_config(config)
+        if missing:
+            error = (f"plugin {name!r}: config_keys.required key(s) missing from plugins.{name}.config: "
+                     + ", ".join(missing))
+            broken.append(ManifestError(str(manifest.path), error))
+            log.warning("plugin_config_missing", plugin=name, path=str(manifest.path), missing=missing)
+            del found[name]
     return Catalog(plugins=found, errors=tuple(broken))
 
 

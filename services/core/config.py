@@ -250,7 +250,12 @@ def fingerprint(config: Config) -> str:
 
 def plugin_catalog(config: Config) -> catalog.Catalog:
     """The catalog `config` was loaded with (scanned now for a config built by hand)."""
-    return config.catalog if config.catalog is not None else catalog.scan(config.plugin_roots)
+    return config.catalog if config.catalog is not None else catalog.scan(config.plugin_roots, plugin_configs(config))
+
+
+def plugin_configs(config: Config) -> dict[str, Mapping[str, Any] | None]:
+    """Each configured plugin's `config` for the catalog's `config_keys.required` check (None: disabled)."""
+    return {name: dict(p.config) if p.enabled else None for name, p in config.plugins.items()}
 
 
 def _env_file_names(path: Path) -> list[str]:
@@ -289,7 +294,7 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
     base_dir = path.parent if path else Path.cwd()
     try:
         built = _build(doc, path=path, base_dir=base_dir, env=environ)
-        found = catalog.scan(built.plugin_roots)
+        found = catalog.scan(built.plugin_roots, plugin_configs(built))
         routes = pipelines.compile_all(built.pipelines, found, agents=frozenset(built.agents))
         commands_of = {name: manifest.commands for name, manifest in found.plugins.items()}
         webhooks_mod.check_plugins(webhooks_mod.parse_all(built.webhooks), commands_of)

@@ -97,7 +97,7 @@ class PipelineRuns:
         result = env.data.get("result") if env.type == "job.succeeded" else None
         if pipeline is not None and env.type == "job.succeeded":
             node = pipeline.nodes.get(str(queued.get("step_id")))
-            for i, event in enumerate(routing.emitted_events(result)):
+            for i, event in enumerate(routing.emitted_events(result, env)):
                 for successor in node.successors if node else []:
                     routing.dispatch_node(pipeline, successor, event, parent_job_id=job_id, event_index=i,
                                           context=dict(queued.get("context") or {}), route=route,
@@ -174,7 +174,7 @@ class PipelineRuns:
             for i, event in enumerate((env.data.get("result") or {}).get("events") or []):
                 if isinstance(event, dict) and event.get("type"):
                     out.extend(await self.route_event(
-                        event, cause_id=f"{job_id}:{i}", from_plugin=env.data.get("plugin"), parent_job_id=job_id,
+                        routing.stamp(event, env, i), cause_id=f"{job_id}:{i}", from_plugin=env.data.get("plugin"), parent_job_id=job_id,
                         correlation_id=env.correlation_id, depth=depth + 1))
         if not (route and route.hooked):
             out.extend(await self._hooks(env, job_id))

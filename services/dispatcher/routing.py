@@ -13,11 +13,13 @@ import dataclasses
 import uuid
 from typing import Any
 
-from services.core import envelope, paths, subjects, templates
+from services.core import emitted, envelope, paths, subjects, templates
 from services.core import pipelines as pipelines_mod
 
 NAMESPACE = uuid.UUID("8d6f3f0a-55a5-4c8e-9d3e-2b9c8e7f6a10")
 STEP_SUCCEEDED = "ductile.step.succeeded"
+#: what an emitted event hands on in the next step's request `event` besides type and payload
+EVENT_STAMP = ("dedupe_key", *emitted.STAMP)
 
 
 def derived_id(*parts: object) -> str:
@@ -125,7 +127,8 @@ def dispatch_node(
         "route": dataclasses.replace(route, depth=route.depth + 1).to_dict(),
     }
     if node.command == "handle":
-        data["event"] = {"type": event.get("type") or STEP_SUCCEEDED, "payload": child_payload}
+        data["event"] = {"type": event.get("type") or STEP_SUCCEEDED, "payload": child_payload,
+                         **{key: event[key] for key in EVENT_STAMP if event.get(key)}}
     if event.get("dedupe_key"):
         data["dedupe_key"] = event["dedupe_key"]
     out.submits.append(envelope.make("job.submit", source=source, job_id=job_id, id=f"{job_id}:submit",
@@ -164,9 +167,24 @@ def root_outcome(root_id: str, pipeline_name: str, *, failed: dict[str, Any] | N
     return subjects.job_event(root_id, "succeeded"), env
 
 
-def emitted_events(result: dict[str, Any] | None) -> list[dict[str, Any]]:
+def plugin_events(result: dict[str, Any] | None, outcome: envelope.Envelope | None = None) -> list[dict[str, Any]]:
+    """The events a job's stored result holds, stamped (services/core/emitted.py) from its `outcome` event:
+    the emitting plugin, the outcome's time, the id the runner's `plugin.emitted` record has."""
+    return [stamp(event, outcome, i) for i, event in enumerate((result or {}).get("events") or [])
+            if isinstance(event, dict) and event.get("type")]
+
+
+def stamp(event: dict[str, Any], outcome: envelope.Envelope | None, index: int) -> dict[str, Any]:
+    """The `index`-th event of the job whose final event is `outcome`, with source/timestamp/event_id."""
+    if outcome is None or not outcome.job_id:
+        return event
+    return emitted.stamped(event, plugin=str(outcome.data.get("plugin")), job_id=outcome.job_id,
+                           attempt=int(outcome.data.get("attempt") or 1), index=index, at=outcome.time)
+
+
+def emitted_events(result: dict[str, Any] | None, outcome: envelope.Envelope | None = None) -> list[dict[str, Any]]:
     """The events a finished step job hands on: what it emitted, else a synthetic step-succeeded."""
-    events = [e for e in (result or {}).get("events") or [] if isinstance(e, dict) and e.get("type")]
+    events = plugin_events(result, outcome)
     if events:
         return events
     inner = (result or {}).get("result")

@@ -6,8 +6,10 @@ deterministic ids so a redelivered work item cannot publish anything twice.
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from typing import Any
 
+from services.core import emitted as emitted_mod
 from services.core import envelope, subjects
 from services.runner import protocol
 
@@ -58,11 +60,12 @@ class WorkItem:
         )
 
 
-def _event(item: WorkItem, short: str, data: dict[str, Any], *, source: str, suffix: str = "") -> tuple[str, envelope.Envelope]:
+def _event(item: WorkItem, short: str, data: dict[str, Any], *, source: str, suffix: str = "",
+           time: datetime | None = None) -> tuple[str, envelope.Envelope]:
     env = envelope.make(
         f"job.{short}", source=source, job_id=item.job_id, data=data,
         id=f"{item.job_id}:{item.attempt}:{short}{suffix}",
-        causation_id=item.job_id, correlation_id=item.correlation_id,
+        causation_id=item.job_id, correlation_id=item.correlation_id, time=time,
     )
     return subjects.job_event(item.job_id, short), env
 
@@ -87,12 +90,15 @@ def lost_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelope]:
 
 
 def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, state: dict[str, Any] | None = None,
-                   stored_result: Any = None) -> Published:
+                   stored_result: Any = None, facts: list[dict[str, Any]] | None = None) -> Published:
     """Every event of a finished attempt, in the order they must be stored. `stored_result` replaces the
-    response as the outcome's `result` (the offload pointer of a large one, services/core/offload.py)."""
+    response as the outcome's `result` (the offload pointer of a large one, services/core/offload.py);
+    `facts` are the manifest's `fact_outputs` of its state_updates (services/runner/plugin_state.py)."""
     out: Published = []
     response = outcome.response or {}
     result = stored_result if stored_result is not None else outcome.response
+    # the succeeded event's time is the emitted events' `timestamp` (the dispatcher stamps routed events from it)
+    at = envelope.now()
     for i, line in enumerate(response.get("logs") or []):
         out.append(_event(item, "log", {"attempt": item.attempt, "level": str(line.get("level", "info")),
                                         "message": str(line.get("message", ""))}, source=source, suffix=f":{i}"))
@@ -104,11 +110,22 @@ def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, st
                 causation_id=item.job_id, correlation_id=item.correlation_id,
                 data={"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
                       "type": emitted["type"], "payload": emitted.get("payload") or {},
-                      "dedupe_key": emitted.get("dedupe_key")},
+                      "dedupe_key": emitted.get("dedupe_key"),
+                      **{key: value for key, value in emitted_mod.stamped(
+                          emitted, plugin=item.plugin, job_id=item.job_id, attempt=item.attempt, index=i,
+                          at=envelope.rfc3339(at)).items() if key in emitted_mod.STAMP}},
             )
             out.append((subjects.plugin_event(item.plugin, "emitted"), env))
+        for i, fact in enumerate(facts or []):
+            env = envelope.make(
+                "plugin.fact_recorded", source=source, job_id=item.job_id,
+                id=f"{item.job_id}:{item.attempt}:fact:{i}",
+                causation_id=item.job_id, correlation_id=item.correlation_id,
+                data={"plugin": item.plugin, "command": item.command, "attempt": item.attempt, **fact},
+            )
+            out.append((subjects.plugin_event(item.plugin, "fact_recorded"), env))
         updates = response.get("state_updates")
-        if updates:
+        if updates and (state is not None or not facts):
             env = envelope.make(
                 "plugin.state_updated", source=source, job_id=item.job_id,
                 id=f"{item.job_id}:{item.attempt}:state_updated",
@@ -120,7 +137,7 @@ def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, st
               "duration_ms": outcome.duration_ms, "stderr": outcome.stderr or None, **item.routing()}
     if outcome.status == "succeeded":
         out.append(_event(item, "succeeded", {**common, "result": result if result is not None else {}},
-                          source=source))
+                          source=source, time=at))
     elif outcome.status == "timed_out":
         out.append(_event(item, "timed_out", {**common, "error": outcome.error or "timed out", "retry": outcome.retry},
                           source=source))

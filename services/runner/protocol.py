@@ -72,6 +72,10 @@ def interpret_response(response: Any, *, exit_code: int | None, stderr: str, dur
             error="plugin response is invalid: " + "; ".join(problems),
             exit_code=exit_code, stderr=stderr, duration_ms=duration_ms,
         )
+    problem = codec_problem(response)
+    if problem is not None:
+        return Outcome(status="failed", error=f"plugin response is invalid: {problem}", exit_code=exit_code,
+                       stderr=stderr, duration_ms=duration_ms)
     permanent = exit_code == PERMANENT_FAILURE_EXIT or response.get("retry") is False
     if response["status"] == "ok":
         return Outcome(status="succeeded", response=response, exit_code=exit_code, stderr=stderr,
@@ -80,6 +84,19 @@ def interpret_response(response: Any, *, exit_code: int | None, stderr: str, dur
         status="failed", response=response, error=response["error"], retry=not permanent,
         exit_code=exit_code, stderr=stderr, duration_ms=duration_ms,
     )
+
+
+def codec_problem(response: JSONDict) -> str | None:
+    """What Ductile's codec (`validateResponse`) refuses beyond the schema's shape, in its words: an `ok`
+    without a result message (null, empty or blank), an `error` with an empty message. A `result` that is
+    not a string (an object, a number) stays accepted: Headrace stores any JSON there."""
+    if response["status"] == "ok":
+        result = response.get("result")
+        if result is None or (isinstance(result, str) and not result.strip()):
+            return "response has status=ok but no result message"
+    elif response.get("error") == "":
+        return "response has status=error but no error message"
+    return None
 
 
 def interpret_run(raw: supervision.RawRun, *, timeout_s: float) -> Outcome:
@@ -150,3 +167,4 @@ def checked(outcome: Outcome) -> Outcome:
         else:
             return dataclasses.replace(outcome, response=normalized)
     return dataclasses.replace(outcome, status="failed", response=None, error=f"plugin response is not accepted: {problem}")
+

@@ -20,7 +20,17 @@ from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 from services.core import consumers, envelope, errors, lifecycle, logging, offload, reloads, subjects
-from services.runner import attempt, builtin, heartbeat, inprocess, preflight, privileges, protocol, supervision
+from services.runner import (
+    attempt,
+    builtin,
+    heartbeat,
+    inprocess,
+    plugin_state,
+    preflight,
+    privileges,
+    protocol,
+    supervision,
+)
 
 log = logging.get("runner")
 
@@ -244,14 +254,15 @@ class Runner(lifecycle.Service):
             heartbeat.cancel()
             self.running.pop(item.job_id, None)
         outcome = protocol.checked(outcome)
-        new_state = None
+        new_state, facts = None, []
         if outcome.status == "succeeded" and (outcome.response or {}).get("state_updates"):
-            new_state = {**state, **outcome.response["state_updates"]}  # type: ignore[index]
-            await self._save_state(item.plugin, new_state)
+            new_state, facts = plugin_state.apply(manifest, item.command, state, outcome.response["state_updates"])  # type: ignore[index]
+            if new_state is not None:
+                await self._save_state(item.plugin, new_state)
         stored = await self._stored_result(item, outcome)
         try:
             await self.bus.publish_all(attempt.outcome_events(item, outcome, source=self.source, state=new_state,
-                                                              stored_result=stored))
+                                                              stored_result=stored, facts=facts))
             for delivery in held:
                 # no need to wait for the ack's confirmation: the outcome is stored, and a lost ack only
                 # means a redelivery that preflight recognises as done

@@ -77,8 +77,10 @@ def test_ok_response_succeeds() -> None:
     assert outcome.status == "succeeded" and outcome.response == doc and outcome.error is None
 
 
-def test_ok_response_may_carry_a_null_result_but_must_carry_one() -> None:
-    assert interpret({"status": "ok", "result": None}).status == "succeeded"
+def test_ok_response_must_carry_a_result_and_not_a_null_one() -> None:
+    # Ductile's codec (validateResponse) refuses an ok without a result message; null is none (issue 11)
+    null = interpret({"status": "ok", "result": None})
+    assert null.status == "failed" and "no result message" in (null.error or "")
     missing = interpret({"status": "ok"})
     assert missing.status == "failed" and "invalid" in (missing.error or "") and "result" in (missing.error or "")
 
