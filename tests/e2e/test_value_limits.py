@@ -64,12 +64,6 @@ async def rows(database_url: str) -> dict[str, Any]:
         await conn.close()
 
 
-async def caught_up(s: Stack) -> int:
-    assert s.api.bus is not None
-    last = await s.api.bus.stream_last_seq(subjects.EVENTS)
-    await s.projector.wait_for(last, timeout_s=15)
-    return last
-
 
 async def post_raw(s: Stack, path: str, raw: bytes) -> tuple[int, Any]:
     assert s.client is not None
@@ -90,7 +84,7 @@ async def test_a_nul_is_projected_and_rebuilt_and_the_rest_follows(
     after = await client.submit("echo_py", "poll", {"message": "after"})
     for job_id in (nul_job, odd, after):
         await client.wait_job(job_id)
-    await caught_up(s)
+    await s.caught_up()
     live = await rows(database_url)
     jobs = {r[0]: r for r in live["jobs"]}
     assert jobs[nul_job][3] == "succeeded"
@@ -224,7 +218,7 @@ async def test_ingest_events_beyond_the_limits_are_rejected_and_the_rest_accepte
     accepted = await s.api.bus.last_message(subjects.EVENTS, subjects.ingest_event("accepted"))
     assert accepted is not None and accepted[1].id == f"{ingest.cause_id(nul.seq)}:accepted"
     assert accepted[1].data["payload"] == {"k\x00": "v\x00"}
-    await caught_up(s)
+    await s.caught_up()
 
 
 async def test_plugin_answers_beyond_the_limits_fail_the_attempt(make_config: Any, start_stack: Any) -> None:
@@ -255,7 +249,7 @@ async def test_plugin_answers_beyond_the_limits_fail_the_attempt(make_config: An
     assert (await client.wait_job(plain))["status"] == "succeeded"
     status, job = await client.get(f"/job/{jobs[('odd_py', 'nan')]}")
     assert status == 200
-    await caught_up(s)
+    await s.caught_up()
 
 
 async def test_a_result_too_wordy_for_a_tsvector_is_projected(
@@ -268,7 +262,7 @@ async def test_a_result_too_wordy_for_a_tsvector_is_projected(
     after = await s.client.submit("echo_py", "poll", {"message": "after"})
     assert (await s.client.wait_job(wordy))["status"] == "succeeded"
     await s.client.wait_job(after)
-    await caught_up(s)
+    await s.caught_up()
     live = await rows(database_url)
     assert {r[0] for r in live["jobs"]} == {wordy, after} and live["failures"] == []
     status, found = await s.client.get("/job-logs?query=1f3a")
@@ -289,7 +283,7 @@ async def test_an_event_no_fold_can_read_is_recorded_and_passed_over(hr: Stack, 
     await hr.api.bus.publish(subjects.job_event(bad_id, "queued"), bad)
     after = await hr.client.submit("echo_py", "poll", {"message": "after"})
     assert (await hr.client.wait_job(after))["status"] == "succeeded"
-    await caught_up(hr)
+    await hr.caught_up()
     live = await rows(database_url)
     assert [(f[1], f[2]) for f in live["failures"]] == [(bad.id, "job.queued")]
     assert "not a time" in live["failures"][0][3]
@@ -361,7 +355,7 @@ async def test_a_webhook_body_beyond_the_limits_is_a_json_400(
             assert answer["code"] == "bad_request" and "not accepted" in answer["error"], answer
         else:
             assert (await s.client.wait_job(answer["job_id"]))["status"] == "succeeded"
-    await caught_up(s)
+    await s.caught_up()
 
 
 async def test_a_message_that_is_no_envelope_is_recorded_and_passed_over(hr: Stack, database_url: str) -> None:
@@ -369,7 +363,7 @@ async def test_a_message_that_is_no_envelope_is_recorded_and_passed_over(hr: Sta
     ack = await hr.api.bus.js.publish("evt.junk.raw", b"\x00 not an envelope \xff")
     after = await hr.client.submit("echo_py", "poll", {"message": "after"})
     await hr.client.wait_job(after)
-    await caught_up(hr)
+    await hr.caught_up()
     live = await rows(database_url)
     assert [(f[0], f[2]) for f in live["failures"]] == [(ack.seq, "projector.undecodable")]
     assert "not an envelope" in live["failures"][0][3]

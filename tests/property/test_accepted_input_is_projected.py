@@ -112,12 +112,6 @@ async def read_models(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
         await conn.close()
 
 
-async def caught_up(s: Stack) -> int:
-    assert s.api.bus is not None
-    last = await s.api.bus.stream_last_seq(subjects.EVENTS)
-    await s.projector.wait_for(last, timeout_s=20)
-    return last
-
 
 class Run:
     """What the examples did, for the checks at the end."""
@@ -152,7 +146,7 @@ class Run:
         for root in await self.ingest_decided(ack.seq):
             job = await client.wait_job(root, ROOT_FINAL, timeout_s=20, may_not_exist_yet=True)
             self.jobs.append(job["job_id"])
-        await caught_up(self.s)
+        await self.s.caught_up()
         models = await read_models(self.database_url)
         assert models["projection_failures"] == []
         if status == 202:
@@ -211,7 +205,7 @@ def test_whatever_is_accepted_is_projected_and_rebuilt(
         live = session_loop.run_until_complete(read_models(database_url))
         assert len(run.jobs) > 0 and 400 in run.answers, run.answers  # both sides of the limits were exercised
         assert live["projection_failures"] == []
-        last = session_loop.run_until_complete(caught_up(s))
+        last = session_loop.run_until_complete(s.caught_up())
         assert live["checkpoint"] == [("events", last)]
         assert s.api.bus is not None
         stats = session_loop.run_until_complete(rebuild.rebuild(s.api.bus, database_url))

@@ -19,7 +19,7 @@ import yaml
 
 from services.api.service import Api
 from services.core import config as config_mod
-from services.core import lifecycle
+from services.core import lifecycle, subjects
 from services.dispatcher.service import Dispatcher
 from services.projector.service import Projector
 from services.runner.service import Runner
@@ -170,6 +170,13 @@ class Stack:
     @property
     def url(self) -> str:
         return self.api.url
+
+    async def caught_up(self, *, timeout_s: float = 20) -> int:
+        """Wait until the projector has applied the whole event log; its last sequence."""
+        assert self.api.bus is not None
+        last = await self.api.bus.stream_last_seq(subjects.EVENTS)
+        await self.projector.wait_for(last, timeout_s=timeout_s)
+        return last
 
 
 class ServiceProcess:
