@@ -25,8 +25,9 @@ routes = web.RouteTableDef()
 SYSTEM_READ = ("system:ro", "system:rw")
 
 
-def _check(name: str, ok: bool, detail: str, *, severity: str | None = None,
-           field: str | None = None) -> dict[str, Any]:
+def _check(
+    name: str, ok: bool, detail: str, *, severity: str | None = None, field: str | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "ok": ok}
     if severity is not None:
         out["severity"] = severity
@@ -37,8 +38,9 @@ def _check(name: str, ok: bool, detail: str, *, severity: str | None = None,
 
 
 def _report(ok: bool, checks: list[dict[str, Any]]) -> web.Response:
-    return web.json_response({"ok": ok, "captured_at": envelope.rfc3339(envelope.now()), "checks": checks},
-                             dumps=state.dumps)
+    return web.json_response(
+        {"ok": ok, "captured_at": envelope.rfc3339(envelope.now()), "checks": checks}, dumps=state.dumps
+    )
 
 
 def _config_problems(current: config_mod.Config) -> tuple[config_mod.Config | None, str | None]:
@@ -65,8 +67,15 @@ async def doctor(request: web.Request) -> web.Response:
         checks.append(_check("plugins", False, f"{broken.path}: {broken.error}", severity="warning"))
     for name in sorted(shown.plugins):
         if shown.plugin(name).enabled and name not in catalog.plugins:
-            checks.append(_check("plugins", False, f"plugin {name!r} is configured but no manifest defines it",
-                                 severity="warning", field=f"plugins.{name}"))
+            checks.append(
+                _check(
+                    "plugins",
+                    False,
+                    f"plugin {name!r} is configured but no manifest defines it",
+                    severity="warning",
+                    field=f"plugins.{name}",
+                )
+            )
     return _report(error is None, checks)
 
 
@@ -85,9 +94,21 @@ async def selfcheck(request: web.Request) -> web.Response:
         except Exception as exc:  # any failure of the check is its answer
             checks.append(_check("runners", False, f"runner heartbeats unreadable: {exc or type(exc).__name__}"))
         else:
-            checks.append(_check("runners", bool(runners), f"{len(runners)} runner(s) alive" if runners
-                                 else "no runner has sent a heartbeat recently: jobs would wait"))
+            checks.append(
+                _check(
+                    "runners",
+                    bool(runners),
+                    f"{len(runners)} runner(s) alive"
+                    if runners
+                    else "no runner has sent a heartbeat recently: jobs would wait",
+                )
+            )
     broken = len(st.catalog.errors)
-    checks.append(_check("plugins", broken == 0, f"{len(st.catalog.plugins)} plugin(s) loaded"
-                         + (f", {broken} manifest(s) broken" if broken else "")))
+    checks.append(
+        _check(
+            "plugins",
+            broken == 0,
+            f"{len(st.catalog.plugins)} plugin(s) loaded" + (f", {broken} manifest(s) broken" if broken else ""),
+        )
+    )
     return _report(all(c["ok"] for c in checks), checks)

@@ -34,21 +34,38 @@ def _enqueued(env: envelope.Envelope) -> tuple[str, JSONDict]:
     submitted_by = data.get("submitted_by") or "api"
     if data.get("pipeline_root") or data.get("plugin") == "pipeline":
         pipeline = data.get("pipeline") or data.get("command")
-        return "pipeline.enqueued", {**out, "job_ids": [env.job_id], "job_count": 1, "pipeline": pipeline,
-                                     "submitted_by": submitted_by}
+        return "pipeline.enqueued", {
+            **out,
+            "job_ids": [env.job_id],
+            "job_count": 1,
+            "pipeline": pipeline,
+            "submitted_by": submitted_by,
+        }
     common = {"plugin": data.get("plugin"), "command": data.get("command")}
     if data.get("parent_job_id"):
-        return "router.enqueued", {**out, "parent_job_id": data["parent_job_id"], **common,
-                                   "pipeline": data.get("pipeline"), "step_id": data.get("step_id"),
-                                   "event_context_id": env.correlation_id, "submitted_by": submitted_by}
+        return "router.enqueued", {
+            **out,
+            "parent_job_id": data["parent_job_id"],
+            **common,
+            "pipeline": data.get("pipeline"),
+            "step_id": data.get("step_id"),
+            "event_context_id": env.correlation_id,
+            "submitted_by": submitted_by,
+        }
     return "job.enqueued", {**out, **common, "submitted_by": submitted_by, "direct": submitted_by == "api"}
 
 
 def _outcome(env: envelope.Envelope, name: str, status: str) -> tuple[str, JSONDict]:
     data = env.data
     plugin = data.get("plugin")
-    out = {**_base(env), "plugin": plugin, "command": data.get("command"), "status": status,
-           "attempt": data.get("attempt"), "duration_ms": data.get("duration_ms")}
+    out = {
+        **_base(env),
+        "plugin": plugin,
+        "command": data.get("command"),
+        "status": status,
+        "attempt": data.get("attempt"),
+        "duration_ms": data.get("duration_ms"),
+    }
     timed_out = name.endswith("timed_out")
     if status != "succeeded":
         error = str(data.get("error") or ("timed out" if timed_out else "failed"))
@@ -68,23 +85,35 @@ def _retry(env: envelope.Envelope) -> tuple[str, JSONDict]:
     data = env.data
     delay_s = data.get("delay_s")
     return "job.retry_scheduled", {
-        **_base(env), "attempt": data.get("attempt"), "retry_count": data.get("after_attempt"),
+        **_base(env),
+        "attempt": data.get("attempt"),
+        "retry_count": data.get("after_attempt"),
         "retry_policy_owner": "core",
         "backoff_ms": round(float(delay_s) * 1000) if isinstance(delay_s, int | float) else None,
-        "next_retry_at": data.get("due_at"), "reason": data.get("error"),
+        "next_retry_at": data.get("due_at"),
+        "reason": data.get("error"),
     }
 
 
 def _started(env: envelope.Envelope) -> tuple[str, JSONDict]:
     data = env.data
-    return "job.started", {**_base(env), "plugin": data.get("plugin"), "command": data.get("command"),
-                           "attempt": data.get("attempt"), "runner": data.get("runner")}
+    return "job.started", {
+        **_base(env),
+        "plugin": data.get("plugin"),
+        "command": data.get("command"),
+        "attempt": data.get("attempt"),
+        "runner": data.get("runner"),
+    }
 
 
 def _skipped(env: envelope.Envelope) -> tuple[str, JSONDict]:
     data = env.data
-    return "job.skipped", {**_base(env), "plugin": data.get("plugin"), "command": data.get("command"),
-                           "reason": data.get("reason")}
+    return "job.skipped", {
+        **_base(env),
+        "plugin": data.get("plugin"),
+        "command": data.get("command"),
+        "reason": data.get("reason"),
+    }
 
 
 def _schedule_skipped(env: envelope.Envelope) -> tuple[str, JSONDict]:

@@ -35,17 +35,25 @@ WITH runs AS (
     WHERE l.plugin = $1 AND l.completed_at >= $2 AND l.completed_at <= $3 AND l.started_at IS NOT NULL
 )
 """
-STEPS_SQL = RUNS + """
+STEPS_SQL = (
+    RUNS
+    + """
 SELECT step, count(*) AS n, percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms) AS pct
 FROM runs GROUP BY step ORDER BY step
 """
-TREND_SQL = RUNS + """
+)
+TREND_SQL = (
+    RUNS
+    + """
 SELECT step, least(width_bucket(date_part('epoch', completed_at), date_part('epoch', $2::timestamptz),
                                 date_part('epoch', $3::timestamptz), $4), $4) AS bucket,
        percentile_disc(0.95) WITHIN GROUP (ORDER BY ms) AS p95
 FROM runs GROUP BY step, bucket
 """
-SUBS_SQL = RUNS + """
+)
+SUBS_SQL = (
+    RUNS
+    + """
 SELECT step, sub->>'name' AS name, count(*) AS n,
        percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY (sub->>'dur_ns')::float8 / 1e6) AS pct
 FROM runs, jsonb_array_elements(CASE WHEN jsonb_typeof(result->'ductile_stopwatch_subs') = 'array'
@@ -53,6 +61,7 @@ FROM runs, jsonb_array_elements(CASE WHEN jsonb_typeof(result->'ductile_stopwatc
 WHERE jsonb_typeof(sub->'dur_ns') = 'number' AND jsonb_typeof(sub->'name') = 'string'
 GROUP BY step, name ORDER BY step, name
 """
+)
 
 
 def _ms(value: float | None) -> int:
@@ -70,8 +79,7 @@ async def stopwatch(request: web.Request) -> web.Response:
     plugin = request.match_info["plugin"]
     window = request.query.get("window") or "1h"
     if window not in WINDOWS:
-        raise errors.BadRequest("invalid window (use 5m, 1h, or 24h)", parameter="window",
-                                allowed=list(WINDOWS))
+        raise errors.BadRequest("invalid window (use 5m, 1h, or 24h)", parameter="window", allowed=list(WINDOWS))
     wants_subs = request.query.get("include_subs") == "true"
     may_see_subs = any(auth.grants(principal.scopes, s) for s in RESULTS_SCOPES)
     until = envelope.now()
@@ -87,17 +95,26 @@ async def stopwatch(request: web.Request) -> web.Response:
             trends[r["step"]][r["bucket"] - 1] = _ms(r["p95"])
     sub_rows: dict[str, list[dict[str, Any]]] = {}
     for r in subs:
-        sub_rows.setdefault(r["step"], []).append({"name": r["name"], "sample_count": int(r["n"]),
-                                                   **_percentiles(r["pct"])})
+        sub_rows.setdefault(r["step"], []).append(
+            {"name": r["name"], "sample_count": int(r["n"]), **_percentiles(r["pct"])}
+        )
     out_steps = []
     for r in steps:
-        step: dict[str, Any] = {"step": r["step"], "sample_count": int(r["n"]), **_percentiles(r["pct"]),
-                                "trend_p95_ms": trends[r["step"]]}
+        step: dict[str, Any] = {
+            "step": r["step"],
+            "sample_count": int(r["n"]),
+            **_percentiles(r["pct"]),
+            "trend_p95_ms": trends[r["step"]],
+        }
         if wants_subs and may_see_subs:
             step["subs"] = sub_rows.get(r["step"], [])
         out_steps.append(step)
-    body: dict[str, Any] = {"plugin": plugin, "window": window, "captured_at": envelope.rfc3339(until),
-                            "steps": out_steps}
+    body: dict[str, Any] = {
+        "plugin": plugin,
+        "window": window,
+        "captured_at": envelope.rfc3339(until),
+        "steps": out_steps,
+    }
     if wants_subs and not may_see_subs:
         body["subs_unavailable"] = "insufficient_scope"
     return web.json_response(body, dumps=state.dumps)

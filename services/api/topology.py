@@ -45,7 +45,7 @@ def _emits(catalog: catalog_mod.Catalog, plugin: str, command: str | None = None
 
 def _inputs(routes_: Any, catalog: catalog_mod.Catalog) -> Iterable[tuple[str, str, str]]:
     """(plugin, command, signal) of every `uses` step of every compiled pipeline."""
-    for pipeline in (routes_.pipelines.values() if routes_ is not None else ()):
+    for pipeline in routes_.pipelines.values() if routes_ is not None else ():
         upstream: dict[str, list[str]] = {}
         for nid, node in pipeline.nodes.items():
             for successor in node.successors:
