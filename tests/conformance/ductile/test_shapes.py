@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 
 from tests.support.infra import wait_until
@@ -233,3 +234,20 @@ async def test_events_format_log_keeps_the_envelopes(hr: Stack, client: Client) 
     assert all(d["type"] == name and "data" in d and d["id"] for name, d in got)
     status, body = await client.get("/events?format=xml", token=TOKENS["events_ro"][0])
     assert status == 400 and body["parameter"] == "format"
+
+
+async def test_job_logs_substring_query_uses_the_trigram_index(database_url: str) -> None:
+    """The substring match stays an index scan at a million rows only while the query's expression is
+    the one migrations/007 indexes (measured: 20-205 ms per page at 1M attempts)."""
+    from services.api import listing
+    from services.core import db
+
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": db.SCHEMA})
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        filters = listing.Filters()
+        filters.text_search("hreshold")
+        plan = await conn.fetch(f"EXPLAIN SELECT log_id FROM job_logs {filters.where}", *filters.args)
+    finally:
+        await conn.close()
+    assert any("job_logs_substring_idx" in row[0] for row in plan), [row[0] for row in plan]
