@@ -102,6 +102,7 @@ def _started(env: envelope.Envelope) -> tuple[str, JSONDict]:
         "plugin": data.get("plugin"),
         "command": data.get("command"),
         "attempt": data.get("attempt"),
+        "submitted_by": data.get("submitted_by"),
         "runner": data.get("runner"),
     }
 

@@ -205,7 +205,7 @@ async def test_events_carry_ductile_names_and_flat_data(hr: Stack, client: Clien
     enqueued, started, completed = (data for _, data in got)
     assert enqueued["plugin"] == "echo" and enqueued["command"] == "poll"
     assert enqueued["submitted_by"] == "api" and enqueued["direct"] is True and enqueued["at"].endswith("Z")
-    assert started["plugin"] == "echo" and started["attempt"] == 1
+    assert started["plugin"] == "echo" and started["attempt"] == 1 and started["submitted_by"] == "api"
     assert completed["status"] == "succeeded" and completed["plugin"] == "echo"
     assert isinstance(completed["duration_ms"], int | float)
     assert all("data" not in d and "type" not in d for _, d in got)  # flat, not envelopes
