@@ -6,8 +6,9 @@ That default speaks Ductile's hub events (`job.enqueued`, `job.completed`, ...; 
 services/api/ductile_events.py); `?format=log` sends the whole event log as it is stored instead:
 `event:` the envelope's type, `data:` the envelope (JSON).
 
-Without `Last-Event-ID` (header, or `?last_event_id=`) the stream starts with what happens after
-the request; with it, right after that sequence — so a reconnecting EventSource misses nothing.
+Without `Last-Event-ID` (header, or `?last_event_id=`) a `log` stream starts with what happens after
+the request, a Ductile one with the last `REPLAY` messages of the log (Ductile's hub replays its
+ring buffer on connect); with it, right after that sequence — so a reconnecting EventSource misses nothing.
 `?type=` keeps one type (the name as sent: `job.completed`, or `job.succeeded` with format=log) or a family (`job.`, `job.*`); `?job_id=` keeps one
 job's events (its `evt.job.<id>.*` and `evt.trace.<id>.*`). Comments (`: ping`) every
 `?heartbeat=` seconds (default 15) keep proxies from closing an idle stream.
@@ -35,6 +36,9 @@ log = logging.get("api.events")
 
 #: `ductile` (default): Ductile's event names and flat data (services/api/ductile_events.py); `log`: the envelopes
 FORMATS = ("ductile", "log")
+#: without Last-Event-ID a `ductile` stream starts with the last this many messages of the log, as
+#: Ductile's hub replays its 256-event ring buffer; a `log` stream starts with what happens next
+REPLAY = 256
 DEFAULT_HEARTBEAT_S = 15
 #: how often the loop looks whether the client is still there while nothing happens
 IDLE_CHECK_S = 0.5
@@ -134,6 +138,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     log_format = bodies.choice_param(request, "format", FORMATS) == "log"
     after = _last_event_id(request)
     heartbeat = bodies.int_param(request, "heartbeat", default=DEFAULT_HEARTBEAT_S, minimum=1, maximum=300)
+    if after is None and not log_format:
+        # Ductile's hub replays its ring buffer (256 events) to a new client before going live
+        after = max(0, await st.bus.stream_last_seq(subjects.EVENTS) - REPLAY)
     if after is None:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.NEW, inactive_threshold=RELEASE_AFTER_S)
     else:

@@ -251,3 +251,16 @@ async def test_job_logs_substring_query_uses_the_trigram_index(database_url: str
     finally:
         await conn.close()
     assert any("job_logs_substring_idx" in row[0] for row in plan), [row[0] for row in plan]
+
+
+async def test_events_replay_recent_history_on_connect(hr: Stack, client: Client) -> None:
+    """Ductile's hub sends what is still in its ring buffer to a new client before going live."""
+    job_id = await client.submit("echo", "poll", {"message": "before"})
+    await client.wait_job(job_id)
+    session, resp = await _stream(hr)
+    try:
+        got = await asyncio.wait_for(_read_events(resp, 3, job_id), timeout=15)
+    finally:
+        resp.close()
+        await session.close()
+    assert [name for name, _ in got] == ["job.enqueued", "job.started", "job.completed"]
