@@ -1,6 +1,10 @@
 """GET /analytics/queue (live: JetStream and runner heartbeats) and GET /analytics/summary
 (the last 24 hours of the jobs read model). Both need the `*` scope.
 
+Both carry Ductile's keys too (handlers.go handleQueueMetrics / handleAnalyticsSummary): the queue
+adds `running_count`, `delayed_count`, `dead_count`, `active_jobs`, `plugin_lanes`; the summary adds
+`window` ("24h") and `stats` (attempts by status completed in the window, zero statuses left out).
+
 Queue depth comes from one `stream_info` of WORK grouped by subject (`work.<plugin>.<cmd>`
 waiting or in flight, `delay.work.<plugin>.<cmd>` parked for a retry backoff); in-flight
 counts and parallelism from each plugin's durable runner consumer; runners from the
@@ -47,6 +51,39 @@ GROUP BY GROUPING SETS ((plugin), ())
 """
 
 
+#: Ductile's queue metrics (queue.go Metrics) from the jobs read model: running jobs oldest first, dead jobs
+ACTIVE_SQL = """
+SELECT job_id, plugin, command, started_at FROM jobs WHERE status = 'running'
+ORDER BY started_at NULLS LAST, job_id LIMIT $1
+"""
+DEAD_COUNT_SQL = "SELECT count(*) FROM jobs WHERE status = 'dead'"
+#: at most this many running jobs are listed (Ductile lists all; a runaway backlog should not make a huge body)
+ACTIVE_JOBS_LIMIT = 1000
+#: Ductile's summary (handleAnalyticsSummary): attempts (job_logs rows) by status, completed in the window
+ATTEMPT_STATS_SQL = """
+SELECT status, count(*) AS n FROM job_logs
+WHERE completed_at >= now() - make_interval(hours => $1)
+GROUP BY status ORDER BY status
+"""
+
+
+async def _ductile_queue(st: state.ApiState, delayed: int) -> dict[str, Any]:
+    """The keys of Ductile's /analytics/queue: running_count, delayed_count, dead_count, and active_jobs /
+    plugin_lanes (left out when empty, as Ductile does)."""
+    async with st.pool.acquire() as conn:
+        active = await conn.fetch(ACTIVE_SQL, ACTIVE_JOBS_LIMIT)
+        dead = await conn.fetchval(DEAD_COUNT_SQL)
+    out: dict[str, Any] = {"running_count": len(active), "delayed_count": delayed, "dead_count": int(dead)}
+    if active:
+        out["active_jobs"] = [{"job_id": r["job_id"], "plugin": r["plugin"], "command": r["command"],
+                               "started_at": views.timestamp(r["started_at"])} for r in active]
+        lanes: dict[str, int] = {}
+        for r in active:
+            lanes[r["plugin"]] = lanes.get(r["plugin"], 0) + 1
+        out["plugin_lanes"] = [{"plugin": p, "active_count": n} for p, n in sorted(lanes.items())]
+    return out
+
+
 async def _nats(coro: Any, what: str) -> Any:
     try:
         return await coro
@@ -65,7 +102,7 @@ async def _consumer(st: state.ApiState, plugin: str) -> tuple[int, int | None]:
     return int(info.num_ack_pending or 0), info.config.max_ack_pending
 
 
-async def _runners(st: state.ApiState) -> list[dict[str, Any]]:
+async def runners(st: state.ApiState) -> list[dict[str, Any]]:
     """The presence records of the runners seen recently."""
     kv = await st.bus.kv(subjects.KV_AGENTS)
     bucket_stream = f"KV_{subjects.KV_AGENTS}"
@@ -106,7 +143,7 @@ async def queue(request: web.Request) -> web.Response:
             delayed[parts[2]] = delayed.get(parts[2], 0) + int(n)
     names = sorted({*(p for p in st.catalog.plugins if st.config.plugin(p).enabled), *waiting, *delayed})
     consumers = await _nats(asyncio.gather(*(_consumer(st, name) for name in names)), "consumer info")
-    runners = await _nats(_runners(st), "runner heartbeats")
+    alive = await _nats(runners(st), "runner heartbeats")
 
     plugins: dict[str, dict[str, Any]] = {}
     for name, (in_flight, parallelism) in zip(names, consumers, strict=True):
@@ -117,19 +154,20 @@ async def queue(request: web.Request) -> web.Response:
             "delayed": delayed.get(name, 0),
             "parallelism": parallelism,
         }
-    capacity = sum(int(r.get("capacity") or 0) for r in runners)
-    busy = sum(int(r.get("busy") or 0) for r in runners)
+    capacity = sum(int(r.get("capacity") or 0) for r in alive)
+    busy = sum(int(r.get("busy") or 0) for r in alive)
     body = {
         "queue_depth": sum(p["queued"] for p in plugins.values()),
+        **await _ductile_queue(st, sum(p["delayed"] for p in plugins.values())),
         "in_flight": sum(p["in_flight"] for p in plugins.values()),
         "plugins": plugins,
         "runners": {
-            "count": len(runners),
+            "count": len(alive),
             "capacity": capacity,
             "busy": busy,
             "utilisation": round(busy / capacity, 4) if capacity else 0.0,
             "instances": [
-                {k: r.get(k) for k in ("instance", "plugins", "capacity", "busy", "last_seen")} for r in runners
+                {k: r.get(k) for k in ("instance", "plugins", "capacity", "busy", "last_seen")} for r in alive
             ],
         },
         "timestamp": views.timestamp(envelope.now()),
@@ -167,9 +205,12 @@ async def summary(request: web.Request) -> web.Response:
     st = state.of(request)
     async with st.pool.acquire() as conn:
         rows = await summary_rows(conn)
+        attempts = await conn.fetch(ATTEMPT_STATS_SQL, WINDOW_HOURS)
     overall = next((r for r in rows if r["all_plugins"]), None)
     empty = _stats(dict.fromkeys(STATUSES, 0), None, None, total=0)
     body = {
+        "window": f"{WINDOW_HOURS}h",
+        "stats": {r["status"]: int(r["n"]) for r in attempts},
         "window_hours": WINDOW_HOURS,
         **(_row_stats(overall) if overall is not None else empty),
         "plugins": {r["plugin"]: _row_stats(r) for r in sorted(rows, key=lambda r: r["plugin"] or "")

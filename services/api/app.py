@@ -16,6 +16,7 @@ from services.api import (
     bodies,
     config_view,
     discovery,
+    doctor,
     events,
     guard,
     http_errors,
@@ -35,7 +36,9 @@ from services.api import (
     reload,
     scheduler,
     state,
+    stopwatch,
     system,
+    topology,
     webhooks,
 )
 from services.core import bus as bus_mod
@@ -48,7 +51,7 @@ log = logging.get("api")
 RESOURCES = (system.routes, plugins.routes, jobs.routes, job_actions.routes, discovery.routes, listing.routes,
              analytics.routes, config_view.routes, pipelines.routes, reload.routes,
              laddr_jobs.routes, laddr_prompts.routes, laddr_agents.routes, laddr_traces.routes, laddr_responses.routes,
-             events.routes, ingest.routes, scheduler.routes)
+             events.routes, ingest.routes, scheduler.routes, doctor.routes, topology.routes, stopwatch.routes)
 
 
 def error_response(exc: errors.ApiError) -> web.Response:

@@ -124,9 +124,12 @@ def bool_param(request: web.Request, name: str, *, default: bool = False) -> boo
 
 
 def choice_param(request: web.Request, name: str, allowed: Sequence[str],
-                 aliases: Mapping[str, str] | None = None) -> str | None:
-    """One of `allowed` (or an alias of one), None when absent; otherwise 400 listing the allowed values."""
+                 aliases: Mapping[str, str] | None = None, *, fold_case: bool = False) -> str | None:
+    """One of `allowed` (or an alias of one), None when absent; otherwise 400 listing the allowed values.
+    `fold_case`: the value is trimmed and lower-cased before it is looked up."""
     raw = request.query.get(name)
+    if raw is not None and fold_case:
+        raw = raw.strip().lower()
     if raw is None or raw == "":
         return None
     value = (aliases or {}).get(raw, raw)

@@ -11,7 +11,10 @@ are covered too):
 - a password inside a URL (`postgresql://user:pw@host/db`, `nats://u:pw@host`) is redacted
   wherever the URL appears.
 
-`compiled_routes` shows each configured pipeline as compiled (`{name: {"on", "steps", ...}}`).
+`compiled_routes` is Ductile's: pipeline -> a list of routes (source -> destination step);
+`compiled_pipelines` shows each configured pipeline as compiled (`{name: {"on", "steps", ...}}`);
+Ductile's Go field names (`Name`, `TickInterval` in ns, ...) are not added: the reference we serve
+(shared/spec/ductile-api.md) shows the lower-case keys, and it wins where it speaks.
 """
 
 from __future__ import annotations
@@ -89,7 +92,40 @@ def view(raw: Mapping[str, Any]) -> dict[str, Any]:
     return redact(raw)
 
 
-def compiled_routes(pipelines: Any, compiled: Any = None) -> dict[str, dict[str, Any]]:
+def ductile_routes(compiled: Any) -> dict[str, list[dict[str, Any]]]:
+    """Ductile's `compiled_routes` (config_view.go): pipeline -> its routes, each
+    `{"id", "source": {...}, "destination": {"kind", "step_id", "plugin", "command"}}`. An entry step's
+    source is the trigger (`trigger`, or `hook_signal` for `on-hook`), a later step's the step before it."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, pipeline in sorted((getattr(compiled, "pipelines", None) or {}).items()):
+        routes_: list[dict[str, Any]] = []
+
+        def destination(nid: str, pipeline: Any = pipeline) -> dict[str, Any]:
+            node = pipeline.nodes[nid]
+            dest: dict[str, Any] = {"kind": node.kind, "step_id": nid}
+            if node.kind == "uses":
+                dest.update(plugin=node.plugin, command=node.command)
+            return dest
+
+        for nid in pipeline.entries:
+            source: dict[str, Any] = {"pipeline": name}
+            if pipeline.trigger:
+                source["trigger"] = pipeline.trigger
+            if pipeline.hook:
+                source["hook_signal"] = pipeline.hook
+            if pipeline.from_plugin:
+                source["source_plugin"] = pipeline.from_plugin
+            routes_.append({"id": f"{name}:entry:{nid}", "source": source, "destination": destination(nid)})
+        for upstream, node in pipeline.nodes.items():
+            for nid in node.successors:
+                routes_.append({"id": f"{name}:{upstream}:{nid}",
+                                "source": {"pipeline": name, "step_id": upstream},
+                                "destination": destination(nid)})
+        out[name] = redact(routes_, ("compiled_routes", name))
+    return out
+
+
+def compiled_pipelines(pipelines: Any, compiled: Any = None) -> dict[str, dict[str, Any]]:
     """One entry per configured pipeline: the compiled route (`Pipeline.describe()`) when the config
     carries compiled routes, else what the raw entry says (`on` and the number of steps)."""
     out: dict[str, dict[str, Any]] = {}
@@ -114,5 +150,8 @@ async def config_view(request: web.Request) -> web.Response:
     auth.require(request, "*")
     st = state.of(request)
     body = view(st.config.raw)
-    body["compiled_routes"] = compiled_routes(st.config.raw.get("pipelines"), getattr(st.config, "routes", None))
+    compiled = getattr(st.config, "routes", None)
+    body["compiled_routes"] = ductile_routes(compiled)
+    body["compiled_pipelines"] = compiled_pipelines(st.config.raw.get("pipelines"), compiled)
+
     return web.json_response(body, dumps=state.dumps)

@@ -1,10 +1,15 @@
 """GET /events (events:ro; `?token=` for browsers): the event log as server-sent events, live.
 
-    id:    the EVENTS stream sequence        event: the envelope's type        data: the envelope (JSON)
+    id:    the EVENTS stream sequence        event: Ductile's event name       data: Ductile's flat data
 
-Without `Last-Event-ID` (header, or `?last_event_id=`) the stream starts with what happens after
-the request; with it, right after that sequence — so a reconnecting EventSource misses nothing.
-`?type=` keeps one type (`job.succeeded`) or a family (`job.`, `job.*`); `?job_id=` keeps one
+That default speaks Ductile's hub events (`job.enqueued`, `job.completed`, ...; the mapping is
+services/api/ductile_events.py); `?format=log` sends the whole event log as it is stored instead:
+`event:` the envelope's type, `data:` the envelope (JSON).
+
+Without `Last-Event-ID` (header, or `?last_event_id=`) a `log` stream starts with what happens after
+the request, a Ductile one with the last `REPLAY` messages of the log (Ductile's hub replays its
+ring buffer on connect); with it, right after that sequence — so a reconnecting EventSource misses nothing.
+`?type=` keeps one type (the name as sent: `job.completed`, or `job.succeeded` with format=log) or a family (`job.`, `job.*`); `?job_id=` keeps one
 job's events (its `evt.job.<id>.*` and `evt.trace.<id>.*`). Comments (`: ping`) every
 `?heartbeat=` seconds (default 15) keep proxies from closing an idle stream.
 
@@ -23,12 +28,17 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from nats.js import api
 
-from services.api import auth, bodies, state
+from services.api import auth, bodies, ductile_events, state
 from services.core import envelope, errors, logging, subjects
 
 routes = web.RouteTableDef()
 log = logging.get("api.events")
 
+#: `ductile` (default): Ductile's event names and flat data (services/api/ductile_events.py); `log`: the envelopes
+FORMATS = ("ductile", "log")
+#: without Last-Event-ID a `ductile` stream starts with the last this many messages of the log, as
+#: Ductile's hub replays its 256-event ring buffer; a `log` stream starts with what happens next
+REPLAY = 256
 DEFAULT_HEARTBEAT_S = 15
 #: how often the loop looks whether the client is still there while nothing happens
 IDLE_CHECK_S = 0.5
@@ -76,11 +86,12 @@ class Filter:
                 raise errors.BadRequest("query parameter 'job_id' is not a valid job id", parameter="job_id") from None
         return cls(type=raw_type, prefix=prefix, job_id=job_id)
 
-    def subject(self) -> str:
-        """The narrowest subject filter the server can apply (the rest is `admits`)."""
+    def subject(self, *, by_type: bool = True) -> str:
+        """The narrowest subject filter the server can apply (the rest is `admits`). `by_type` False:
+        the type filter names Ductile's events, which are not the subjects' types."""
         if self.job_id is not None:
             return f"evt.*.{self.job_id}.>"
-        if self.type is not None:
+        if self.type is not None and by_type:
             family, _, short = self.type.partition(".")
             if family in ("job", "trace") and short and not self.prefix and _plain(short):
                 return f"evt.{family}.*.{short}"
@@ -88,11 +99,13 @@ class Filter:
                 return f"evt.{family}.>"
         return subjects.ALL_EVENTS
 
-    def admits(self, env: envelope.Envelope) -> bool:
+    def admits(self, env: envelope.Envelope, name: str | None = None) -> bool:
+        """Whether the event passes; `name` is the type it is sent under (default: the envelope's)."""
+        name = env.type if name is None else name
         if self.type is not None:
-            if self.prefix and not env.type.startswith(self.type):
+            if self.prefix and not name.startswith(self.type):
                 return False
-            if not self.prefix and env.type != self.type:
+            if not self.prefix and name != self.type:
                 return False
         return self.job_id is None or env.job_id == self.job_id
 
@@ -122,8 +135,12 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     auth.require(request, "events:ro", allow_query=True)
     st = state.of(request)
     selected = Filter.from_request(request)
+    log_format = bodies.choice_param(request, "format", FORMATS) == "log"
     after = _last_event_id(request)
     heartbeat = bodies.int_param(request, "heartbeat", default=DEFAULT_HEARTBEAT_S, minimum=1, maximum=300)
+    if after is None and not log_format:
+        # Ductile's hub replays its ring buffer (256 events) to a new client before going live
+        after = max(0, await st.bus.stream_last_seq(subjects.EVENTS) - REPLAY)
     if after is None:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.NEW, inactive_threshold=RELEASE_AFTER_S)
     else:
@@ -131,7 +148,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
                                     inactive_threshold=RELEASE_AFTER_S)
     # subscribe before answering: whatever happens once the client has our headers is in the stream
     try:
-        sub = await st.bus.js.subscribe(selected.subject(), stream=subjects.EVENTS, ordered_consumer=True,
+        sub = await st.bus.js.subscribe(selected.subject(by_type=log_format), stream=subjects.EVENTS, ordered_consumer=True,
                                         config=config, pending_msgs_limit=PENDING_LIMIT)
     except (nats.errors.Error, TimeoutError) as exc:
         raise errors.ServiceUnavailable(f"cannot read the event log: {exc}") from exc
@@ -149,9 +166,16 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
                     env = envelope.decode(msg.data)
                 except envelope.DecodeError:
                     continue
-                if not selected.admits(env):
+                seq = str(msg.metadata.sequence.stream)
+                if log_format:
+                    if selected.admits(env):
+                        await resp.send(msg.data.decode(), id=seq, event=env.type)
+                        sent += 1
                     continue
-                await resp.send(msg.data.decode(), id=str(msg.metadata.sequence.stream), event=env.type)
+                name, data = ductile_events.translate(env)
+                if not selected.admits(env, name):
+                    continue
+                await resp.send(state.dumps(data), id=seq, event=name)
                 sent += 1
     except (ConnectionResetError, nats.errors.ConnectionClosedError):
         pass

@@ -6,7 +6,8 @@ itself, so `total` is exact up to `COUNT_CAP` matches and a planner estimate bey
 (flagged by `total_is_estimate`); an unfiltered listing of a table the statistics already
 know to be big skips the count altogether.
 
-A full-text `query` (websearch syntax over last_error, stderr and result) orders by
+A `query` matches as websearch full text over last_error, stderr and result, or as a plain
+case-insensitive substring of them (Ductile's semantics, trigram-indexed). It orders by
 `ts_rank`, then recency, among the `RANK_WINDOW` most recent matches (reported as
 `rank_window`): ranking every match of a common word would read every matching row.
 
@@ -17,6 +18,7 @@ formatted into SQL. Indexes for each filter combination: migrations/002_listing_
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import asyncpg
@@ -31,7 +33,8 @@ routes = web.RouteTableDef()
 STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "dead", "skipped", "cancelled")
 STATUS_ALIASES = {"pending": "queued", "ok": "succeeded", "error": "failed"}
 DEFAULT_LIMIT = 50
-JOBS_MAX_LIMIT = 1000
+#: Ductile refuses a `limit` above 200 on both listings (handlers.go handleListJobs); so do we
+JOBS_MAX_LIMIT = 200
 LOGS_MAX_LIMIT = 200
 #: deeper pages cost a scan of everything before them: page by time bounds instead
 MAX_OFFSET = bodies.MAX_OFFSET
@@ -79,6 +82,11 @@ SELECT CASE WHEN c.reltuples > 0 AND c.relpages > 0
 FROM pg_class c WHERE c.oid = $1::regclass
 """
 TABLES = frozenset({"jobs", "job_logs"})
+#: the text the trigram index of migrations/007_job_logs_substring.sql covers (the same expression, or
+#: the planner cannot use it)
+SUBSTRING_TEXT = ("left(coalesce(last_error, '') || ' ' || coalesce(stderr, '') || ' ' || "
+                  "coalesce(result::text, ''), 100000)")
+_LIKE_SPECIAL = re.compile(r"[\\%_]")
 
 
 @dataclasses.dataclass(slots=True)
@@ -102,10 +110,14 @@ class Filters:
             self.clauses.append(f"{column} {op} ${self.param(value)}")
 
     def text_search(self, query: str) -> int:
-        """Match job_logs.search against a web-search-style query; returns the query's parameter number.
-        The query gets the read models' substitution, so it finds the text as the rows hold it."""
-        n = self.param(values.storable_text(query))
-        self.clauses.append(f"search @@ websearch_to_tsquery('simple', ${n})")
+        """Match a web-search-style query against job_logs.search, or the query as a plain
+        case-insensitive substring (Ductile's semantics) of the same text; returns the full-text
+        query's parameter number. The query gets the read models' substitution, so it finds the text
+        as the rows hold it."""
+        text = values.storable_text(query)
+        n = self.param(text)
+        like = self.param("%" + _LIKE_SPECIAL.sub(r"\\\g<0>", text) + "%")
+        self.clauses.append(f"(search @@ websearch_to_tsquery('simple', ${n}) OR {SUBSTRING_TEXT} ILIKE ${like})")
         return n
 
     def attempt_status(self, status: str | None) -> None:
@@ -139,7 +151,8 @@ async def count(conn: asyncpg.Connection, table: str, filters: Filters) -> tuple
 
 
 def status_param(request: web.Request) -> str | None:
-    return bodies.choice_param(request, "status", STATUSES, STATUS_ALIASES)
+    """The status filter, trimmed and lower-cased first as Ductile's parseJobStatusFilter does (`FAILED` works)."""
+    return bodies.choice_param(request, "status", STATUSES, STATUS_ALIASES, fold_case=True)
 
 
 def jobs_query(request: web.Request) -> tuple[Filters, int, int]:

@@ -110,8 +110,8 @@ async def job_tree(request: web.Request) -> web.Response:
     st = state.of(request)
     job_id = request.match_info["job_id"]
     row = await jobs.load_job(st, job_id)
-    if row is None:
-        raise errors.NotFound(f"job {job_id!r} not found")
+    if row is None:  # Ductile answers an unknown id with an empty tree (handleGetJobTree), not a 404
+        return web.json_response([], dumps=state.dumps)
     rows = [dict(r) for r in await st.pool.fetch(TREE_SQL, row.get("correlation_id") or job_id)] or [row]
     children: dict[str | None, list[dict[str, Any]]] = {}
     for r in rows:

@@ -1,5 +1,5 @@
 """GET /scheduler/jobs (jobs:ro): every configured schedule with its spec, command, next fire
-and last fire. The config says what is scheduled; the event log (the last decision on
+and last fire, with Ductile's keys (`schedule_id`, `mode`, `status`, `next_run_at`) beside ours. The config says what is scheduled; the event log (the last decision on
 `evt.schedule.<plugin>.<id>`) says what has fired — the same state the dispatcher's scheduler reads.
 """
 
@@ -25,9 +25,14 @@ async def describe(st: state.ApiState, schedule: specs.Schedule) -> dict[str, An
     last = await st.bus.last_message(subjects.EVENTS, subjects.schedule_event(schedule.plugin, schedule.id))
     current = specs.State.from_event(last[0], last[1].type, last[1].data) if last else None
     out = schedule.describe()
+    enabled = st.config.plugin(schedule.plugin).enabled
+    next_fire_at = _label(specs.next_fire(schedule, current, envelope.now()))
     out.update(
-        kind=schedule.kind, spec=schedule.spec, enabled=st.config.plugin(schedule.plugin).enabled,
-        next_fire_at=_label(specs.next_fire(schedule, current, envelope.now())),
+        # Ductile's keys (handleSchedulerJobs); Ductile lists enabled plugins only, we list all and say which
+        schedule_id=schedule.id, mode=schedule.kind, status="scheduled" if enabled else "disabled",
+        next_run_at=next_fire_at,
+        kind=schedule.kind, spec=schedule.spec, enabled=enabled,
+        next_fire_at=next_fire_at,
         last_fire_at=_label(current.last_fired_at if current else None),
         last_job_id=current.last_job_id if current else None,
         last_decision=last[1].type if last else None,

@@ -1,5 +1,5 @@
-"""GET / (discovery index, both dialects) and GET /healthz (real checks of NATS and Postgres;
-internals such as paths only for an admin token)."""
+"""GET / (discovery index, both dialects) and GET /healthz (real checks of NATS and Postgres,
+Ductile's keys `plugins_circuit_open` and `posture`; internals such as paths only for an admin token)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import sys
 from importlib import metadata
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from services.api import auth, state
+from services.core import subjects
 
 routes = web.RouteTableDef()
 
@@ -64,6 +66,26 @@ async def check_postgres(st: state.ApiState) -> tuple[bool, str | None]:
     return True, None
 
 
+async def open_circuits(st: state.ApiState) -> int:
+    """How many plugins have a command whose circuit breaker is open (the dispatcher's KV records).
+    Ductile always answers 0 here (a placeholder); we count, and a failing read counts nothing."""
+    try:
+        kv = await st.bus.kv(subjects.KV_BREAKERS)
+        keys = await asyncio.wait_for(kv.keys(), timeout=CHECK_TIMEOUT_S)
+    except Exception:  # no bucket yet, no keys (nats-py raises), or NATS down: nothing is open that we know of
+        return 0
+    plugins: set[str] = set()
+    for key in keys:
+        try:
+            entry = await asyncio.wait_for(kv.get(key), timeout=CHECK_TIMEOUT_S)
+            record = orjson.loads(entry.value or b"{}")
+        except Exception:  # deleted meanwhile, or unreadable: not known to be open
+            continue
+        if isinstance(record, dict) and record.get("state") == "open":
+            plugins.add(key.rpartition(".")[0])
+    return len(plugins)
+
+
 def _is_admin(request: web.Request) -> bool:
     """A valid token with the `*` scope: it may see paths and error details; anyone else may not."""
     presented = auth.presented_token(request)
@@ -77,13 +99,16 @@ async def healthz(request: web.Request) -> web.Response:
     (internals that help an attacker, not a load balancer) only with an admin token."""
     st = state.of(request)
     admin = _is_admin(request)
-    (nats_ok, depth, nats_error), (pg_ok, pg_error) = await asyncio.gather(check_nats(st), check_postgres(st))
+    (nats_ok, depth, nats_error), (pg_ok, pg_error), circuits_open = await asyncio.gather(
+        check_nats(st), check_postgres(st), open_circuits(st))
     body: dict[str, Any] = {
         "status": "ok" if nats_ok and pg_ok else "error",
         "uptime_seconds": st.uptime_s,
         "queue_depth": depth,
         "plugins_loaded": len(st.catalog.plugins),
+        "plugins_circuit_open": circuits_open,
         "version": version(),
+        "posture": "gateway",
         "components": {
             "nats": {"ok": nats_ok, **({"error": nats_error} if nats_error and admin else {})},
             "postgres": {"ok": pg_ok, **({"error": pg_error} if pg_error and admin else {})},

@@ -168,6 +168,11 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/analytics/summary"): need("*"),
     ("GET", "/config/view"): need("*"),
     ("POST", "/system/reload"): need("*"),
+    # Ductile's routes (server.go setupRoutes), with Ductile's scopes
+    ("GET", "/system/doctor"): need("system:ro", "system:rw"),
+    ("GET", "/system/selfcheck"): need("system:ro", "system:rw"),
+    ("GET", "/topology"): need("system:ro", "system:rw"),
+    ("GET", "/stopwatch/{plugin}"): need("jobs:ro", "jobs:status:ro"),
     ("GET", "/api/health"): OPEN,
     ("POST", "/api/jobs"): need("jobs:rw", work="pipeline: plugin:rw; agent: its tools by authority"),
     ("GET", "/api/jobs"): need("jobs:ro"),

@@ -73,7 +73,7 @@ def _event(item: WorkItem, short: str, data: dict[str, Any], *, source: str, suf
 def started_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelope]:
     runner = source.partition("/")[2] or source
     return _event(item, "started", {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
-                                    "runner": runner}, source=source)
+                                    "runner": runner, "submitted_by": item.submitted_by}, source=source)
 
 
 def cancelled_event(item: WorkItem, *, reason: str, source: str) -> tuple[str, envelope.Envelope]:

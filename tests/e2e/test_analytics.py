@@ -216,4 +216,4 @@ def test_redaction_rules() -> None:
     assert keycloak["realm"] == "main" and keycloak["timeout"] == 30 and keycloak["keys"] == ["[REDACTED]"] * 2
     assert view["agents"]["token_counter"]["llm"] == {"api_key": "[REDACTED]", "model": "m"}
     assert view["database"]["url"] == "postgresql://hr:[REDACTED]@db:5432/hr"
-    assert config_view.compiled_routes(raw["pipelines"]) == {"flow": {"on": "echo.poll", "steps": 2}}
+    assert config_view.compiled_pipelines(raw["pipelines"]) == {"flow": {"on": "echo.poll", "steps": 2}}
