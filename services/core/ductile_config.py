@@ -102,7 +102,7 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     warnings: list[str] = []
 
     def ignore(where: str, why: str) -> None:
-        warnings.append(f"{where}: accepted but has no effect in Headrace ({why})")
+        warnings.append(f"{where}: accepted but has no effect in Headrace: {why}")
 
     for key, why in _IGNORED_TOP.items():
         if key in out:
@@ -138,8 +138,11 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         for key in _VAULT_KEYS:
             if key in secrets:
                 secrets.pop(key)
-                ignore(f"secrets.{key}", "Ductile's age vault is not read; secret_ref names resolve from "
-                       "secrets: entries and the environment")
+                ignore(
+                    f"secrets.{key}",
+                    "Ductile's age vault is not read; secret_ref names resolve from "
+                    "secrets: entries and the environment",
+                )
     plugins = out.get("plugins")
     for name, spec in (plugins or {}).items():
         if spec is None:
@@ -158,8 +161,10 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             if isinstance(catch_up, str):  # Ductile: skip | run_once | run_all
                 schedule["catch_up"] = catch_up != "skip"
                 if catch_up == "run_all":
-                    ignore(f"plugins.{name}.schedules[{i}].catch_up",
-                           "run_all fires once for the missed times, like run_once")
+                    ignore(
+                        f"plugins.{name}.schedules[{i}].catch_up",
+                        "run_all fires once for the missed times, like run_once",
+                    )
             for key, why in _IGNORED_SCHEDULE.items():
                 if key in schedule:
                     schedule.pop(key)
