@@ -150,6 +150,14 @@ class Rule:
     query_token: bool = False
     webhook: bool = False
     work: str | None = None
+    #: the narrower scopes Ductile also admits here (`jobs:status:ro` for GET /job/{id}); `any_of` stays
+    #: what the reference we serve documents
+    narrow: tuple[str, ...] = ()
+
+    @property
+    def admits(self) -> tuple[str, ...]:
+        """Every scope that passes this gate."""
+        return (*self.any_of, *self.narrow)
 
     @property
     def open(self) -> bool:
@@ -160,8 +168,8 @@ OPEN = Rule()
 WEBHOOK = Rule(webhook=True, work="the webhook's configured plugin command (operator's config)")
 
 
-def need(*any_of: str, query_token: bool = False, work: str | None = None) -> Rule:
-    return Rule(any_of=any_of, query_token=query_token, work=work)
+def need(*any_of: str, query_token: bool = False, work: str | None = None, narrow: tuple[str, ...] = ()) -> Rule:
+    return Rule(any_of=any_of, query_token=query_token, work=work, narrow=narrow)
 
 
 #: the path under which WEBHOOK stands for every configured webhook path
@@ -176,22 +184,24 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/openapi.json"): OPEN,
     ("GET", "/plugin/{name}/openapi.json"): OPEN,
     ("GET", "/.well-known/ai-plugin.json"): OPEN,
-    ("GET", "/plugin/{name}"): need("plugin:catalog:ro"),
-    ("POST", "/plugin/{plugin}/{command}"): need("plugin:invoke:ro", work="command: plugin:invoke:ro (or plugin:ro) for read, plugin:rw else"),
+    ("GET", "/plugin/{name}"): need("plugin:ro", narrow=("plugin:catalog:ro",)),
+    ("POST", "/plugin/{plugin}/{command}"): need(
+        "plugin:ro", work="command: plugin:ro (or plugin:invoke:ro) for read, plugin:rw else", narrow=("plugin:invoke:ro",)
+    ),
     ("POST", "/pipeline/{name}"): need(PIPELINE),
-    ("GET", "/job/{job_id}"): need("jobs:status:ro"),
-    ("GET", "/job/{job_id}/tree"): need("jobs:tree:ro"),
-    ("GET", "/jobs"): need("jobs:status:ro"),
-    ("GET", "/job-logs"): need("jobs:logs:ro"),
+    ("GET", "/job/{job_id}"): need("jobs:ro", narrow=("jobs:status:ro",)),
+    ("GET", "/job/{job_id}/tree"): need("jobs:ro", narrow=("jobs:tree:ro",)),
+    ("GET", "/jobs"): need("jobs:ro", narrow=("jobs:status:ro",)),
+    ("GET", "/job-logs"): need("jobs:ro", narrow=("jobs:logs:ro",)),
     ("POST", "/job/{job_id}/cancel"): need("jobs:rw"),
     ("POST", "/job/{job_id}/retry"): need("jobs:rw", work="the job's work_scope; agents' tools by authority"),
-    ("GET", "/scheduler/jobs"): need("jobs:status:ro"),
+    ("GET", "/scheduler/jobs"): need("jobs:ro", narrow=("jobs:status:ro",)),
     ("GET", "/events"): need("events:ro", query_token=True),
     ("GET", "/events/rejected"): need("events:ro"),
     ("GET", "/analytics/queue"): need("*"),
     ("GET", "/analytics/summary"): need("*"),
-    ("GET", "/config/view"): need("system:ro", "system:rw"),
-    ("POST", "/system/reload"): need("system:rw"),
+    ("GET", "/config/view"): need("*", narrow=("system:ro", "system:rw")),
+    ("POST", "/system/reload"): need("*", narrow=("system:rw",)),
     ("GET", "/api/health"): OPEN,
     ("POST", "/api/jobs"): need("jobs:rw", work="pipeline: plugin:rw; agent: its tools by authority"),
     ("GET", "/api/jobs"): need("jobs:ro"),
