@@ -93,3 +93,20 @@ async def test_reload_of_a_config_with_on_pipelines_is_200(
     first = routing.derived_id(f"{job_id}:0", "echo-handled")
     done = await s.client.wait_job(first, {"succeeded", "failed"}, may_not_exist_yet=True)
     assert done["status"] == "succeeded"
+
+
+async def test_reload_with_only_an_unquoted_on_pipeline_is_200(make_config: Any, start_stack: Any) -> None:
+    """Nothing but an `on:` pipeline in the file (the 500 `Dict key must be str` in config.fingerprint)."""
+    config = make_config(plugins={"echo": {}, "echo_py": {}})
+    s = await start_stack(config)
+    path = Path(config.path)
+    path.write_text(
+        path.read_text() + "pipelines:\n  - name: p\n    on: echo.handled\n    steps:\n      - uses: echo_py\n"
+    )
+    status, body = await s.client.post("/system/reload")
+    assert status == 200, body
+    job_id = await s.client.submit("echo", "handle", {"after": "reload"})
+    done = await s.client.wait_job(
+        routing.derived_id(f"{job_id}:0", "p"), {"succeeded", "failed"}, may_not_exist_yet=True
+    )
+    assert done["status"] == "succeeded"
