@@ -257,9 +257,8 @@ def _read_yaml(path: Path, env: dict[str, str], files: list[_File]) -> dict[str,
     names = section.get("include") if isinstance(section, dict) else None
     for name in names if isinstance(names, list) else ():
         file = (path.parent / str(name)).resolve()
-        if not file.is_file():
-            raise errors.ConfigError(f"{_where(path, lines, ('environment_vars', 'include'))}: "
-                                     f"env file not found: {file}")
+        if not file.is_file():  # skipped: a variable it would have set is named where it is used
+            continue
         for key, value in load_env_file(file).items():
             env.setdefault(key, value)
     doc = substitute_values(doc, env, file=path, lines=lines)

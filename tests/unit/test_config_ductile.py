@@ -69,9 +69,9 @@ def test_env_file_parsed_by_dotenv_verbatim(tmp_path: Path) -> None:
     assert cfg.raw["secrets"] == {"a": "abc #tail", "b": "x\\y", "c": "plain", "d": "${A}"}
 
 
-def test_a_missing_env_file_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(errors.ConfigError, match=r"config.yaml:3: environment_vars.include: env file not found"):
-        load(tmp_path, "environment_vars:\n  include: [missing.env]\n")
+def test_a_missing_env_file_is_skipped_and_its_variable_named_where_used(tmp_path: Path) -> None:
+    with pytest.raises(errors.ConfigError, match=r"config.yaml:5: service.name: environment variable \$\{FROM_FILE\}"):
+        load(tmp_path, "environment_vars:\n  include: [missing.env]\nservice:\n  name: ${FROM_FILE}\n")
 
 
 def test_a_schema_error_names_the_included_file_its_line_and_key(tmp_path: Path) -> None:
