@@ -243,9 +243,6 @@ def _parse_file(path: Path) -> tuple[dict[str, Any], yamlio.Lines]:
     doc = {} if doc is None else doc
     if not isinstance(doc, dict):
         raise errors.ConfigError(f"{path}: the top level must be a mapping")
-    bad = [k for k in doc if not isinstance(k, str)]
-    if bad:
-        raise errors.ConfigError(f"{path}: top-level keys must be strings")
     return doc, lines
 
 

@@ -1,7 +1,7 @@
 """YAML 1.2 reading for config files and plugin manifests (ruamel.yaml), as Ductile's Go yaml.v3
 reads them: `on`, `off`, `yes`, `no` are strings, `0123` is no octal, `1:30` no sexagesimal.
 
-`load` returns plain Python values (dict, list, str, int, float, bool, None) plus a `Lines` map
+`load` returns plain Python values (dict with str keys, list, str, int, float, bool, None) plus a `Lines` map
 from a key path (`("plugins", "echo", "config")`) to the 1-based line it was written on, so a
 loader can say where in a file a problem sits.
 """
@@ -55,8 +55,8 @@ def _plain(node: Any, path: Path_, lines: Lines) -> Any:
     if isinstance(node, CommentedMap):
         out: dict[Any, Any] = {}
         for key, value in node.items():
-            plain_key = key if isinstance(key, str) else _scalar(key)
-            sub = (*path, plain_key if isinstance(plain_key, str | int) else str(plain_key))
+            plain_key = _key(key)
+            sub = (*path, plain_key)
             try:
                 lines[sub] = node.lc.key(key)[0] + 1
             except (KeyError, TypeError, AttributeError):
@@ -73,8 +73,20 @@ def _plain(node: Any, path: Path_, lines: Lines) -> Any:
             items.append(_plain(value, (*path, i), lines))
         return items
     if isinstance(node, Mapping):
-        return {k: _plain(v, (*path, str(k)), lines) for k, v in node.items()}
+        return {_key(k): _plain(v, (*path, _key(k)), lines) for k, v in node.items()}
     return _scalar(node)
+
+
+def _key(key: Any) -> str:
+    """Every mapping key as a string, as Go decodes a YAML map into `map[string]any` (`1: x` → "1",
+    `true: x` → "true"): JSON documents, the schema and plugins' `config` take string keys only."""
+    if isinstance(key, str):
+        return str(key)
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(_scalar(key))
 
 
 def _scalar(value: Any) -> Any:

@@ -176,6 +176,11 @@ def test_a_uses_alias_is_a_plugin_of_its_own_name(tmp_path: Path) -> None:
         load(tmp_path, "plugins:\n  bad: {uses: nothing}\n")
 
 
+def test_mapping_keys_are_strings_as_go_decodes_them(tmp_path: Path) -> None:
+    cfg = load(tmp_path, "plugins:\n  echo:\n    config:\n      7: one\n      true: yes\n      null: x\n      2.5: y\n")
+    assert dict(cfg.plugins["echo"].config) == {"7": "one", "true": "yes", "null": "x", "2.5": "y"}
+
+
 def test_fingerprint_of_a_config_with_on_pipelines(tmp_path: Path) -> None:
     cfg = load(tmp_path, "pipelines:\n  - name: p\n    on: echo.poll\n    steps: [{uses: echo}]\n")
     assert len(config.fingerprint(cfg)) == 16
