@@ -269,14 +269,15 @@ def _expand_includes(doc: dict[str, Any], file: Path, env: dict[str, str], files
     if not isinstance(includes, list):
         raise errors.ConfigError(f"{file}: include: must be a list of files or directories")
     merged = doc
+    lines = next((f.lines for f in reversed(files) if f.path == file), {})
     for i, entry in enumerate(includes):
         target = (file.parent / str(entry)).resolve()
         if not target.exists():
-            raise errors.ConfigError(f"{file}: include[{i}]: file not found: {target}")
+            raise errors.ConfigError(f"{_where(file, lines, ('include', i))}: file not found: {target}")
         included = sorted(target.glob("*.yaml")) if target.is_dir() else [target]
         for sub in included:
             if sub in seen:
-                raise errors.ConfigError(f"{file}: include[{i}]: circular dependency detected: {sub}")
+                raise errors.ConfigError(f"{_where(file, lines, ('include', i))}: circular dependency detected: {sub}")
             part = _expand_includes(_read_yaml(sub, env, files), sub, env, files, seen | {sub})
             merged = merge(merged, part)
     return merged

@@ -212,6 +212,12 @@ def test_a_directory_entry_point_reads_its_config_yaml(tmp_path: Path) -> None:
         config.load(tmp_path / "empty-dir", env={})
 
 
+def test_a_missing_include_names_file_line_and_entry(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "{}\n")
+    with pytest.raises(errors.ConfigError, match=r"config.yaml:4: include\[1\]: file not found: .*absent.yaml"):
+        load(tmp_path, "include:\n  - a.yaml\n  - absent.yaml\n")
+
+
 def test_circular_include_is_named(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", "include: [config.yaml]\n")
     with pytest.raises(errors.ConfigError, match="circular dependency detected"):
