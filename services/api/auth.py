@@ -1,7 +1,8 @@
 """Bearer-token authentication and scope checks.
 
 Tokens come from `api.auth.tokens`; comparison is constant time over every configured
-token. `plugin:rw` implies `plugin:ro` (likewise jobs, events); `*` implies everything.
+token. What a scope implies (Ductile's rules: `plugin:rw` ⇒ `plugin:ro` ⇒ `plugin:catalog:ro`, ...;
+`*` implies everything) is decided in one place, services/core/scopes.py `implied`.
 """
 
 from __future__ import annotations
