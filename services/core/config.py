@@ -323,19 +323,34 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     return from_dict(doc, path=path, env=environ, files=files)
 
 
-def _located(path: tuple[str | int, ...], files: list[_File], fallback: Path | None) -> str:
-    """`<file>:<line>: <key>` of the last file that wrote (the nearest part of) `path`."""
+def _located(path: tuple[str | int, ...], files: list[_File], fallback: Path | None,
+             shown: tuple[str | int, ...] | None = None) -> str:
+    """`<file>:<line>: <key>` of the last file that wrote (the nearest part of) `path`; the key named is
+    `shown` when given."""
+    name = _dotted(path if shown is None else shown)
     for n in range(len(path), 0, -1):
         for file in reversed(files):
-            if path[:n] in file.lines:
-                return _where(file.path, file.lines, path)
-    return f"{fallback}: {_dotted(path)}" if fallback else _dotted(path)
+            line = file.lines.get(path[:n])
+            if line is not None:
+                return f"{file.path}:{line}: {name}"
+    return f"{fallback}: {name}" if fallback else name
 
 
 def _schema_problems(doc: dict[str, Any], files: list[_File], path: Path | None) -> list[str]:
     """Every schema violation as `<file>:<line>: <key>: <rule>` (never a value: it may be a secret)."""
     found = sorted(schemas.validator("config").iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
-    return [f"{_located(tuple(e.absolute_path), files, path)}: {schemas.rule(e)}" for e in found]
+    return [f"{_located(_line_path(e), files, path, shown=tuple(e.absolute_path))}: {schemas.rule(e)}" for e in found]
+
+
+def _line_path(error: Any) -> tuple[str | int, ...]:
+    """Where to look up the line of a violation: an unknown key's own line, not its parent's."""
+    at = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties") or {})
+        extra = [k for k in error.instance if k not in known]
+        if len(extra) == 1:
+            return (*at, extra[0])
+    return at
 
 
 def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None,

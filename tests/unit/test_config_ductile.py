@@ -4,6 +4,7 @@ translated or accepted with one warning each, `secret_ref` tokens, `uses` aliase
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,20 @@ def test_manifests_are_read_as_yaml_1_2(tmp_path: Path) -> None:
     assert found.errors == ()
     schema = found.plugins["p"].commands["handle"].input_schema
     assert schema is not None and set(schema["properties"]) == {"on", "no"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("plugins:\n  echo:\n    schedule: {every: 5m}\n", "config.yaml:4: plugins.echo: unknown key 'schedule'"),
+        (
+            "plugins:\n  echo:\n    schedules:\n      - {every: 5m, comand: poll}\n",
+            "config.yaml:5: plugins.echo.schedules[0]: unknown key 'comand'",
+        ),
+    ],
+)
+def test_an_unknown_plugin_or_schedule_key_is_an_error_not_a_silent_drop(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(errors.ConfigError, match=re.escape(message)):
+        load(tmp_path, text)
