@@ -111,7 +111,7 @@ def compiled_routes(pipelines: Any, compiled: Any = None) -> dict[str, dict[str,
 
 @routes.get("/config/view")
 async def config_view(request: web.Request) -> web.Response:
-    auth.require(request, "*", "system:ro", "system:rw")
+    auth.require(request, "*", narrow=("system:ro", "system:rw"))
     st = state.of(request)
     body = view(st.config.raw)
     body["compiled_routes"] = compiled_routes(st.config.raw.get("pipelines"), getattr(st.config, "routes", None))

@@ -154,10 +154,6 @@ class Rule:
     #: what the reference we serve documents
     narrow: tuple[str, ...] = ()
 
-    @property
-    def admits(self) -> tuple[str, ...]:
-        """Every scope that passes this gate."""
-        return (*self.any_of, *self.narrow)
 
     @property
     def open(self) -> bool:
