@@ -82,6 +82,7 @@ async def _up(args: argparse.Namespace) -> None:
     environment.set_var("HEADRACE_STATE_DIR", str(state_dir))
     config = config_mod.load(_config_path(args.config))
     logging.configure(config.log_level)
+    _log_warnings(config)
     config = config.with_runtime_token(
         config_mod.Token(token=token, scopes=frozenset({"*"}), name="admin (state dir)"))
     nats = None
@@ -114,9 +115,16 @@ async def _up(args: argparse.Namespace) -> None:
             await pg.stop()
 
 
+def _log_warnings(config: config_mod.Config) -> None:
+    log = logging.get("config")
+    for line in config.warnings:
+        log.warning("config_key_without_effect", detail=line)
+
+
 def _load(args: argparse.Namespace) -> config_mod.Config:
     config = config_mod.load(_config_path(args.config))
     logging.configure(config.log_level)
+    _log_warnings(config)
     return config
 
 
@@ -167,6 +175,8 @@ async def _rebuild(args: argparse.Namespace) -> None:
 async def _check(args: argparse.Namespace) -> None:
     config = config_mod.load(_config_path(args.config),
                              env={**environment.process_env(), "HEADRACE_ADMIN_TOKEN": "x" * 16})
+    for line in config.warnings:
+        print(f"headrace: warning: {line}", file=sys.stderr)
     print(f"{config.path}: ok ({len(config.plugins)} plugins configured)")
 
 

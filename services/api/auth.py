@@ -1,7 +1,8 @@
 """Bearer-token authentication and scope checks.
 
 Tokens come from `api.auth.tokens`; comparison is constant time over every configured
-token. `plugin:rw` implies `plugin:ro` (likewise jobs, events); `*` implies everything.
+token. What a scope implies (Ductile's rules: `plugin:rw` ⇒ `plugin:ro` ⇒ `plugin:catalog:ro`, ...;
+`*` implies everything) is decided in one place, services/core/scopes.py `implied`.
 """
 
 from __future__ import annotations
@@ -68,16 +69,18 @@ def authenticate(request: web.Request, *, allow_query: bool = False) -> config_m
     return principal
 
 
-def require(request: web.Request, *any_of: str, allow_query: bool = False) -> config_mod.Token:
-    """Authenticate (401) and check that the principal holds one of `any_of` (403)."""
+def require(request: web.Request, *any_of: str, allow_query: bool = False,
+            narrow: tuple[str, ...] = ()) -> config_mod.Token:
+    """Authenticate (401) and check that the principal holds one of `any_of` or of Ductile's `narrow`
+    scopes for the route (403, naming the documented `any_of`)."""
     principal = authenticate(request, allow_query=allow_query)
-    check(principal, *any_of)
+    check(principal, *any_of, narrow=narrow)
     return principal
 
 
-def check(principal: config_mod.Token, *any_of: str) -> None:
-    """403 unless the principal holds one of `any_of`."""
-    if not any(grants(principal.scopes, scope) for scope in any_of):
+def check(principal: config_mod.Token, *any_of: str, narrow: tuple[str, ...] = ()) -> None:
+    """403 unless the principal holds one of `any_of` (or of `narrow`)."""
+    if not any(grants(principal.scopes, scope) for scope in (*any_of, *narrow)):
         raise errors.Forbidden(f"this token lacks the scope for this action (needs {' or '.join(any_of)})",
                                required_scopes=list(any_of))
 

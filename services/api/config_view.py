@@ -147,7 +147,7 @@ def compiled_pipelines(pipelines: Any, compiled: Any = None) -> dict[str, dict[s
 
 @routes.get("/config/view")
 async def config_view(request: web.Request) -> web.Response:
-    auth.require(request, "*")
+    auth.require(request, "*", narrow=("system:ro", "system:rw"))
     st = state.of(request)
     body = view(st.config.raw)
     compiled = getattr(st.config, "routes", None)

@@ -143,7 +143,7 @@ async def list_plugins(request: web.Request) -> web.Response:
 
 @routes.get("/plugin/{name}")
 async def get_plugin(request: web.Request) -> web.Response:
-    auth.require(request, "plugin:ro")
+    auth.require(request, "plugin:ro", narrow=("plugin:catalog:ro",))
     return respond(plugin_detail(enabled_plugin(state.of(request), request.match_info["name"])))
 
 

@@ -50,5 +50,5 @@ async def scope_guard(request: web.Request, handler: web.Handler) -> web.StreamR
     if rule is None:  # unreachable after check_table; refuse rather than serve unguarded
         raise errors.Forbidden("this route has no scope rule")
     if not rule.open:
-        auth.require(request, *rule.any_of, allow_query=rule.query_token)
+        auth.require(request, *rule.any_of, allow_query=rule.query_token, narrow=rule.narrow)
     return await handler(request)

@@ -177,7 +177,7 @@ async def jobs_page(conn: asyncpg.Connection, filters: Filters, limit: int,
 
 @routes.get("/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    auth.require(request, "jobs:ro")
+    auth.require(request, "jobs:ro", narrow=("jobs:status:ro",))
     filters, limit, offset = jobs_query(request)
     st = state.of(request)
     async with st.pool.acquire() as conn:
@@ -230,7 +230,7 @@ def rank_window(limit: int, offset: int) -> int:
 
 @routes.get("/job-logs")
 async def list_job_logs(request: web.Request) -> web.Response:
-    auth.require(request, "jobs:ro")
+    auth.require(request, "jobs:ro", narrow=("jobs:logs:ro",))
     filters, query_param, limit, offset, include_result = logs_query(request)
     st = state.of(request)
     async with st.pool.acquire() as conn:

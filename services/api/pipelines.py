@@ -106,7 +106,7 @@ FROM jobs WHERE correlation_id = $1 ORDER BY created_at, job_id
 
 @routes.get("/job/{job_id}/tree")
 async def job_tree(request: web.Request) -> web.Response:
-    auth.require(request, "jobs:ro")
+    auth.require(request, "jobs:ro", narrow=("jobs:tree:ro",))
     st = state.of(request)
     job_id = request.match_info["job_id"]
     row = await jobs.load_job(st, job_id)

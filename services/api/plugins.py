@@ -69,7 +69,7 @@ def check_payload(plugin: str, spec: catalog_mod.Command, payload: dict[str, Any
 @routes.post("/plugin/{plugin}/{command}")
 async def run_command(request: web.Request) -> web.Response:
     principal = auth.authenticate(request)
-    auth.check(principal, "plugin:ro", "plugin:rw")
+    auth.check(principal, "plugin:ro", "plugin:rw", narrow=("plugin:invoke:ro",))
     st = state.of(request)
     plugin, command = resolve_command(st, request.match_info["plugin"], request.match_info["command"])
     spec = st.catalog.plugins[plugin].commands[command]

@@ -23,7 +23,7 @@ def apply(app: web.Application, fresh: config_mod.Config) -> None:
 
 @routes.post("/system/reload")
 async def reload_config(request: web.Request) -> web.Response:
-    auth.require(request, "*")
+    auth.require(request, "*", narrow=("system:rw",))
     st = state.of(request)
     try:
         fresh = config_mod.reload(st.config)

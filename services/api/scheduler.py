@@ -44,7 +44,7 @@ async def describe(st: state.ApiState, schedule: specs.Schedule) -> dict[str, An
 
 @routes.get("/scheduler/jobs")
 async def list_schedules(request: web.Request) -> web.Response:
-    auth.require(request, "jobs:ro")
+    auth.require(request, "jobs:ro", narrow=("jobs:status:ro",))
     st = state.of(request)
     schedules = specs.parse_all(st.config.raw.get("plugins") or {})
     jobs = list(await asyncio.gather(*(describe(st, s) for s in schedules)))

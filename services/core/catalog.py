@@ -1,4 +1,4 @@
-"""Plugin catalog: scans `plugin_roots` for `manifest.yaml`, validates each against
+"""Plugin catalog: scans `plugin_roots` for `manifest.yaml` (YAML 1.2), validates each against
 `schemas/manifest.json` and answers "which plugins and commands exist". A broken manifest
 is skipped and kept as an error for /healthz, never a crash; so is a plugin whose config lacks
 a key its manifest lists in `config_keys.required`.
@@ -17,9 +17,8 @@ from typing import Any
 
 import jsonschema
 import orjson
-import yaml
 
-from services.core import logging, schemas
+from services.core import logging, schemas, yamlio
 
 log = logging.get("catalog")
 
@@ -173,9 +172,9 @@ def scan(roots: Iterable[Path], configs: Mapping[str, Mapping[str, Any] | None] 
             continue
         for manifest_path in sorted(root.glob("*/manifest.yaml")):
             try:
-                doc = yaml.safe_load(manifest_path.read_text())
+                doc = yamlio.load_plain(manifest_path.read_text())  # YAML 1.2, as Ductile reads manifests
                 manifest = parse_manifest(doc, manifest_path.parent)
-            except (OSError, yaml.YAMLError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, yamlio.YAMLError, ValueError, KeyError, TypeError) as exc:
                 broken.append(ManifestError(str(manifest_path), str(exc)))
                 log.warning("manifest_invalid", path=str(manifest_path), error=str(exc))
                 continue

@@ -1,5 +1,7 @@
-"""Config loader: YAML (Ductile's shape) → `${ENV}` substitution → includes → schema check →
-a frozen `Config`. Reads the process environment as captured at start (services/core/environment.py).
+"""Config loader: YAML 1.2 (Ductile's shape, services/core/yamlio.py) → `${ENV}` substitution in the
+parsed scalar values → includes → schema check (naming file, line and key) → Ductile's dialect read
+into Headrace's (services/core/ductile_config.py) → a frozen `Config`. Reads the process environment
+as captured at start (services/core/environment.py).
 
 Merging of included files: maps merge key by key (later wins), arrays append, scalars replace.
 """
@@ -14,11 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import dotenv
 import orjson
-import yaml
 
 from services.core import agents as agents_mod
-from services.core import catalog, durations, environment, errors, pipelines, schemas
+from services.core import catalog, ductile_config, durations, environment, errors, pipelines, schemas, yamlio
 from services.core import schedules as schedules_mod
 from services.core import webhooks as webhooks_mod
 
@@ -137,6 +139,8 @@ class Config:
     catalog: Any = None
     #: tokens the process added at start (e.g. `headrace up`'s state-dir admin token); kept across reloads
     runtime_tokens: tuple[Token, ...] = ()
+    #: one line per key that is accepted but has no effect here (Ductile's keys), or that `up` would trip on
+    warnings: tuple[str, ...] = ()
 
     def with_runtime_token(self, token: Token) -> Config:
         """This config plus a token that does not come from the file."""
@@ -151,7 +155,8 @@ class Config:
 
 
 def substitute_env(text: str, env: Mapping[str, str], *, where: str) -> str:
-    """Replace `${VAR}` and `${VAR:-default}`; an unset variable without default is an error."""
+    """Replace `${VAR}` and `${VAR:-default}` in one scalar; an unset variable without default is an
+    error naming `where` (file, line and key). The value is inserted as is: it is never parsed again."""
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
@@ -161,25 +166,50 @@ def substitute_env(text: str, env: Mapping[str, str], *, where: str) -> str:
             return default
         raise errors.ConfigError(f"{where}: environment variable ${{{name}}} is not set")
 
-    # comment lines are left alone: a `${VAR}` in a comment is documentation, not a reference
-    return "".join(
-        line if line.lstrip().startswith("#") else _ENV_REF.sub(replace, line) for line in text.splitlines(True)
-    )
+    return _ENV_REF.sub(replace, text)
+
+
+#: sections whose strings are never substituted: they are read before the environment is complete
+_NOT_SUBSTITUTED = ("include", "environment_vars")
+
+
+def substitute_values(doc: Any, env: Mapping[str, str], *, file: Path, lines: yamlio.Lines,
+                      path: tuple[str | int, ...] = ()) -> Any:
+    """`doc` with `${VAR}` substituted in every string value (never in keys, never in the raw text)."""
+    if isinstance(doc, dict):
+        return {k: v if not path and k in _NOT_SUBSTITUTED
+                else substitute_values(v, env, file=file, lines=lines, path=(*path, k)) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [substitute_values(v, env, file=file, lines=lines, path=(*path, i)) for i, v in enumerate(doc)]
+    if isinstance(doc, str) and "${" in doc:
+        return substitute_env(doc, env, where=_where(file, lines, path))
+    return doc
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
+
+
+def _where(file: Path, lines: yamlio.Lines, path: tuple[str | int, ...]) -> str:
+    """`<file>:<line>: <key>`, the line of the deepest part of `path` the file has."""
+    for n in range(len(path), 0, -1):
+        line = lines.get(path[:n])
+        if line is not None:
+            return f"{file}:{line}: {_dotted(path)}"
+    return f"{file}: {_dotted(path)}"
 
 
 def load_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines (comments, blank lines and `export ` prefixes allowed)."""
-    out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").strip()
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
-        out[key.strip()] = value.strip().strip("'\"")
-    return out
+    """A `.env` file read by python-dotenv (quotes, `export `, comments, multi-line values). Values are
+    taken verbatim: no `${VAR}` expansion inside them, so a secret survives byte for byte."""
+    try:
+        values = dotenv.dotenv_values(path, interpolate=False)
+    except OSError as exc:
+        raise errors.ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def merge(base: Any, extra: Any) -> Any:
@@ -194,37 +224,62 @@ def merge(base: Any, extra: Any) -> Any:
     return extra
 
 
-def _read_yaml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _File:
+    path: Path
+    doc: dict[str, Any]
+    lines: yamlio.Lines
+
+
+def _parse_file(path: Path) -> tuple[dict[str, Any], yamlio.Lines]:
     try:
         text = path.read_text()
     except OSError as exc:
         raise errors.ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    # `include:` paths are never substituted: read them from the raw text first.
     try:
-        raw_doc = yaml.safe_load(text) or {}
-        doc = yaml.safe_load(substitute_env(text, env, where=str(path))) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise errors.ConfigError(f"{path}: invalid YAML{at}: {problem}") from exc
+        doc, lines = yamlio.load(text)
+    except yamlio.YAMLError as exc:
+        raise errors.ConfigError(f"{path}: {yamlio.problem(exc)}") from None
+    doc = {} if doc is None else doc
     if not isinstance(doc, dict):
         raise errors.ConfigError(f"{path}: the top level must be a mapping")
-    if isinstance(raw_doc, dict) and "include" in raw_doc:
-        doc["include"] = raw_doc["include"]
+    return doc, lines
+
+
+def _read_yaml(path: Path, env: dict[str, str], files: list[_File]) -> dict[str, Any]:
+    """One file parsed (YAML 1.2), its `environment_vars.include` env files added to `env` (the process
+    environment wins), then `${VAR}` substituted in its values. `include:` entries are never substituted."""
+    doc, lines = _parse_file(path)
+    section = doc.get("environment_vars")
+    names = section.get("include") if isinstance(section, dict) else None
+    for name in names if isinstance(names, list) else ():
+        file = (path.parent / str(name)).resolve()
+        if not file.is_file():  # skipped: a variable it would have set is named where it is used
+            continue
+        for key, value in load_env_file(file).items():
+            env.setdefault(key, value)
+    doc = substitute_values(doc, env, file=path, lines=lines)
+    files.append(_File(path, doc, lines))
     return doc
 
 
-def _expand_includes(doc: dict[str, Any], base_dir: Path, env: Mapping[str, str]) -> dict[str, Any]:
+def _expand_includes(doc: dict[str, Any], file: Path, env: dict[str, str], files: list[_File],
+                     seen: frozenset[Path]) -> dict[str, Any]:
     includes = doc.pop("include", None) or []
     if not isinstance(includes, list):
-        raise errors.ConfigError("include: must be a list of files or directories")
+        raise errors.ConfigError(f"{file}: include: must be a list of files or directories")
     merged = doc
-    for entry in includes:
-        target = (base_dir / str(entry)).resolve()
-        files = sorted(target.glob("*.yaml")) if target.is_dir() else [target]
-        for file in files:
-            merged = merge(merged, _expand_includes(_read_yaml(file, env), file.parent, env))
+    lines = next((f.lines for f in reversed(files) if f.path == file), {})
+    for i, entry in enumerate(includes):
+        target = (file.parent / str(entry)).resolve()
+        if not target.exists():
+            raise errors.ConfigError(f"{_where(file, lines, ('include', i))}: file not found: {target}")
+        included = sorted(target.glob("*.yaml")) if target.is_dir() else [target]
+        for sub in included:
+            if sub in seen:
+                raise errors.ConfigError(f"{_where(file, lines, ('include', i))}: circular dependency detected: {sub}")
+            part = _expand_includes(_read_yaml(sub, env, files), sub, env, files, seen | {sub})
+            merged = merge(merged, part)
     return merged
 
 
@@ -245,7 +300,8 @@ def fingerprint(config: Config) -> str:
     """A short hash of the loaded document (secrets included, so it is never logged as text) and of the
     plugin catalog it was loaded with (a reload that only adds a plugin directory changes it)."""
     doc = {"config": config.raw, "catalog": catalog.signature(plugin_catalog(config))}
-    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    option = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    return hashlib.sha256(orjson.dumps(doc, option=option, default=str)).hexdigest()[:16]
 
 
 def plugin_catalog(config: Config) -> catalog.Catalog:
@@ -258,51 +314,112 @@ def plugin_configs(config: Config) -> dict[str, Mapping[str, Any] | None]:
     return {name: dict(p.config) if p.enabled else None for name, p in config.plugins.items()}
 
 
-def _env_file_names(path: Path) -> list[str]:
-    """`environment_vars.include` read before substitution (the files may define the variables)."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return []
-    section = raw.get("environment_vars") if isinstance(raw, dict) else None
-    names = section.get("include") if isinstance(section, dict) else None
-    return [str(n) for n in names] if isinstance(names, list) else []
-
-
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read, merge, substitute and validate the config at `path`."""
+    """Read, merge, substitute and validate the config at `path` (a file, or a directory holding config.yaml)."""
     path = Path(path).resolve()
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise errors.ConfigError(f"directory provided but config.yaml not found: {path}")
+        path = path / "config.yaml"
     environ: dict[str, str] = dict(environment.process_env() if env is None else env)
-    for name in _env_file_names(path):
-        file = (path.parent / name).resolve()
-        if file.is_file():
-            for key, value in load_env_file(file).items():
-                environ.setdefault(key, value)
-    first = _read_yaml(path, environ)
-    doc = _expand_includes(first, path.parent, environ)
-    return from_dict(doc, path=path, env=environ)
+    files: list[_File] = []
+    first = _read_yaml(path, environ, files)
+    doc = _expand_includes(first, path, environ, files, frozenset({path}))
+    return from_dict(doc, path=path, env=environ, files=files)
 
 
-def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+def _located(path: tuple[str | int, ...], files: list[_File], fallback: Path | None,
+             shown: tuple[str | int, ...] | None = None) -> str:
+    """`<file>:<line>: <key>` of the last file that wrote (the nearest part of) `path`; the key named is
+    `shown` when given."""
+    name = _dotted(path if shown is None else shown)
+    for n in range(len(path), 0, -1):
+        for file in reversed(files):
+            line = file.lines.get(path[:n])
+            if line is not None:
+                return f"{file.path}:{line}: {name}"
+    return f"{fallback}: {name}" if fallback else name
+
+
+def _schema_problems(doc: dict[str, Any], files: list[_File], path: Path | None) -> list[str]:
+    """Every schema violation as `<file>:<line>: <key>: <rule>` (never a value: it may be a secret)."""
+    found = sorted(schemas.validator("config").iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    return [f"{_located(_line_path(e), files, path, shown=tuple(e.absolute_path))}: {schemas.rule(e)}" for e in found]
+
+
+def _line_path(error: Any) -> tuple[str | int, ...]:
+    """Where to look up the line of a violation: an unknown key's own line, not its parent's."""
+    at = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties") or {})
+        extra = [k for k in error.instance if k not in known]
+        if len(extra) == 1:
+            return (*at, extra[0])
+    return at
+
+
+def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None,
+              files: list[Any] | None = None) -> Config:
     """Validate a config document and build the frozen `Config`."""
     environ = dict(environment.process_env() if env is None else env)
     # messages name the path and the rule, never a value (values may be `${VAR}`-substituted secrets)
-    problems = schemas.violations("config", doc, values=False)
+    problems = _schema_problems(doc, files or [], path)
     if problems:
-        where = f"{path}: " if path else ""
+        where = f"{path}: " if path and not files else ""
         raise errors.ConfigError(redact(where + "invalid config: " + "; ".join(problems), doc, environ))
     base_dir = path.parent if path else Path.cwd()
+    native, warnings = ductile_config.normalize(doc)
     try:
-        built = _build(doc, path=path, base_dir=base_dir, env=environ)
-        found = catalog.scan(built.plugin_roots, plugin_configs(built))
+        built = _build(native, path=path, base_dir=base_dir, env=environ)
+        found = _with_aliases(catalog.scan(built.plugin_roots, plugin_configs(built)), native.get("plugins") or {})
+        warnings += _root_problems(built.plugin_roots, found)
         routes = pipelines.compile_all(built.pipelines, found, agents=frozenset(built.agents))
         commands_of = {name: manifest.commands for name, manifest in found.plugins.items()}
         webhooks_mod.check_plugins(webhooks_mod.parse_all(built.webhooks), commands_of)
-        schedules_mod.check_commands(schedules_mod.parse_all(doc.get("plugins") or {}), commands_of)
+        schedules = schedules_mod.parse_all(native.get("plugins") or {})
+        for schedule in schedules:
+            if schedule.plugin not in commands_of and built.plugin(schedule.plugin).enabled:
+                raise ValueError(f"{schedule.where}: unknown plugin {schedule.plugin!r} (not found under plugin_roots)")
+        schedules_mod.check_commands(schedules, commands_of)
+        for pipeline in routes.pipelines.values():
+            if pipeline.trigger is None and pipeline.hook is None:
+                warnings.append(f"pipelines.{pipeline.name}: no `on:` or `on-hook:` trigger: it runs only "
+                                f"when called (POST /pipeline/{pipeline.name} or a `call:` step)")
+        built = dataclasses.replace(built, routes=routes, catalog=found)
+        for name, spec in agents_mod.parse_all(built.agents).items():
+            warnings += [f"agents.{name}: {p}" for p in agents_mod.problems(spec, found, built)]
     except ValueError as exc:
         # `from None`: the cause's text would be printed unredacted (`headrace check-config` prints causes)
         raise errors.ConfigError(redact(f"{path or 'config'}: {exc}", doc, environ)) from None
-    return dataclasses.replace(built, routes=routes, catalog=found)
+    return dataclasses.replace(built, raw=doc, warnings=tuple(warnings))
+
+
+def _with_aliases(found: catalog.Catalog, plugins: Mapping[str, Any]) -> catalog.Catalog:
+    """`plugins.<alias>.uses: <base>`: the alias runs the base plugin's manifest and entrypoint under
+    its own name (its own config, schedules, breaker and jobs), as Ductile's `ApplyAliases` does."""
+    aliased = dict(found.plugins)
+    for alias, spec in plugins.items():
+        base = (spec or {}).get("uses")
+        if base is None:
+            continue
+        manifest = found.get(str(base))
+        if manifest is None:
+            raise ValueError(f"plugins.{alias}.uses: unknown plugin {base!r} (not found under plugin_roots)")
+        if alias in found.plugins:
+            raise ValueError(f"plugins.{alias}.uses: {alias!r} is itself a plugin under plugin_roots")
+        aliased[alias] = dataclasses.replace(manifest, name=alias, raw={**manifest.raw, "name": alias})
+    return catalog.Catalog(plugins=aliased, errors=found.errors)
+
+
+def _root_problems(roots: tuple[Path, ...], found: catalog.Catalog) -> list[str]:
+    """A plugin root that does not exist is an error; one with no plugin in it, a warning."""
+    out = []
+    for root in roots:
+        if not root.is_dir():
+            raise ValueError(f"plugin_roots: {root} is not a directory")
+        if not any(m.directory.parent == root for m in found.plugins.values()):
+            out.append(f"plugin_roots: no plugin (*/manifest.yaml) under {root}")
+    return out
 
 
 REDACTED = "<redacted>"
@@ -331,6 +448,9 @@ def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
     for token in tokens if isinstance(tokens, list) else ():
         if isinstance(token, Mapping):
             found.append(token.get("token"))
+            ref = token.get("secret_ref")
+            if isinstance(ref, str) and ref in env:
+                found.append(env[ref])
     leaves(doc.get("secrets"))
     for section, key in (("plugins", "secrets"), ("agents", "llm")):
         entries = doc.get(section)
@@ -340,6 +460,8 @@ def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
                 inner = inner.get("api_key") if isinstance(inner, Mapping) else None
             leaves(inner)
     hooks = doc.get("webhooks")
+    if isinstance(hooks, Mapping):  # Ductile's map form
+        hooks = hooks.get("endpoints")
     for hook in hooks if isinstance(hooks, list) else ():
         ref = hook.get("secret_ref") if isinstance(hook, Mapping) else None
         if isinstance(ref, str) and ref in env:
@@ -372,9 +494,11 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
     service = doc.get("service") or {}
     api = doc.get("api") or {}
     host, _, port = (api.get("listen") or "127.0.0.1:8080").rpartition(":")
+    secrets = {k: v for k, v in (doc.get("secrets") or {}).items() if isinstance(v, str)}
     tokens = tuple(
-        Token(token=t["token"], scopes=frozenset(t["scopes"]), name=t.get("name"))
-        for t in (api.get("auth") or {}).get("tokens") or []
+        Token(token=_token_value(i, t, secrets, env), scopes=frozenset(t.get("scopes") or ()),
+              name=t.get("name") or t.get("secret_ref"))
+        for i, t in enumerate((api.get("auth") or {}).get("tokens") or [])
     )
     max_workers = int(service.get("max_workers") or max(1, (os.cpu_count() or 2) - 1))
     plugins = {name: _plugin(name, spec or {}, max_workers) for name, spec in (doc.get("plugins") or {}).items()}
@@ -420,6 +544,22 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
         database_url=env.get("DATABASE_URL") or database.get("url") or None,
         raw=doc,
     )
+
+
+def _token_value(i: int, token: Mapping[str, Any], secrets: Mapping[str, str], env: Mapping[str, str]) -> str:
+    """A token's value: literal `token`, or Ductile's `secret_ref` resolved from `secrets:`, then the
+    environment (Ductile's age vault is not read: its secrets must be exported to one of those)."""
+    if "token" in token:
+        return str(token["token"])
+    ref = str(token["secret_ref"])
+    value = secrets.get(ref, env.get(ref))
+    if not value:
+        raise ValueError(f"api.auth.tokens[{i}]: secret_ref {ref!r} resolves to nothing: neither a secrets: "
+                         "entry nor an environment variable of that name is set (Ductile's age vault is not "
+                         "read; export the secret into one of those)")
+    if len(value) < 8:
+        raise ValueError(f"api.auth.tokens[{i}]: the secret {ref!r} names is shorter than 8 characters")
+    return value
 
 
 def _plugin(name: str, spec: Mapping[str, Any], max_workers: int) -> PluginConfig:

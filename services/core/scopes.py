@@ -27,10 +27,34 @@ if TYPE_CHECKING:
     from services.core import catalog as catalog_mod
 
 SCOPES = ("*", "plugin:ro", "plugin:rw", "jobs:ro", "jobs:rw", "events:ro", "events:rw")
-#: `x:rw` implies `x:ro`; `*` implies everything
-_IMPLIED_BY = {"plugin:ro": "plugin:rw", "jobs:ro": "jobs:rw", "events:ro": "events:rw"}
+#: every scope a Ductile token may carry (`internal/auth/auth.go`); any other string is kept but matches nothing
+KNOWN_SCOPES = frozenset({
+    *SCOPES, "plugin:catalog:ro", "plugin:invoke:ro", "jobs:status:ro", "jobs:result:ro", "jobs:logs:ro",
+    "jobs:tree:ro", "events:meta:ro", "events:payload:ro", "system:ro", "system:rw",
+})
+#: what holding a scope implies, applied in this order (Ductile's `normalizeScopes`), plus one rule of the
+#: reference we serve (ductile-api.md: `plugin:ro` may run `read` commands, hence `plugin:invoke:ro`)
+_IMPLICATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("plugin:rw", ("plugin:ro", "plugin:catalog:ro", "plugin:invoke:ro")),
+    ("plugin:ro", ("plugin:catalog:ro", "plugin:invoke:ro")),
+    ("jobs:rw", ("jobs:ro",)),
+    ("jobs:ro", ("jobs:status:ro", "jobs:result:ro", "jobs:logs:ro", "jobs:tree:ro")),
+    ("events:rw", ("events:ro",)),
+    ("events:ro", ("events:meta:ro", "events:payload:ro")),
+)
 
-READ_COMMAND = "plugin:ro"
+
+def implied(scopes: Iterable[str]) -> frozenset[str]:
+    """`scopes` trimmed, empty ones dropped, with everything they imply (nothing implies `system:*`;
+    `system:rw` does not imply `system:ro`). The one place scope implication is decided."""
+    held = {s.strip() for s in scopes if isinstance(s, str) and s.strip()}
+    for holder, implies in _IMPLICATIONS:
+        if holder in held:
+            held.update(implies)
+    return frozenset(held)
+
+
+READ_COMMAND = "plugin:invoke:ro"
 WRITE_COMMAND = "plugin:rw"
 PIPELINE = "plugin:rw"
 #: the plugin name of pipeline root jobs (core.pipelines)
@@ -41,13 +65,13 @@ _RESERVED = frozenset({"agent", "prompt"})
 
 def grants(scopes: Iterable[str], needed: str) -> bool:
     """Whether a holder of `scopes` has `needed`."""
-    held = frozenset(scopes)
-    return "*" in held or needed in held or (needed in _IMPLIED_BY and _IMPLIED_BY[needed] in held)
+    held = implied(scopes)
+    return "*" in held or needed in held
 
 
 def grants_any(scopes: Iterable[str], any_of: Iterable[str]) -> bool:
-    held = frozenset(scopes)
-    return any(grants(held, needed) for needed in any_of)
+    held = implied(scopes)
+    return any("*" in held or needed in held for needed in any_of)
 
 
 # --- work ------------------------------------------------------------------------------------------
@@ -126,6 +150,10 @@ class Rule:
     query_token: bool = False
     webhook: bool = False
     work: str | None = None
+    #: the narrower scopes Ductile also admits here (`jobs:status:ro` for GET /job/{id}); `any_of` stays
+    #: what the reference we serve documents
+    narrow: tuple[str, ...] = ()
+
 
     @property
     def open(self) -> bool:
@@ -136,8 +164,8 @@ OPEN = Rule()
 WEBHOOK = Rule(webhook=True, work="the webhook's configured plugin command (operator's config)")
 
 
-def need(*any_of: str, query_token: bool = False, work: str | None = None) -> Rule:
-    return Rule(any_of=any_of, query_token=query_token, work=work)
+def need(*any_of: str, query_token: bool = False, work: str | None = None, narrow: tuple[str, ...] = ()) -> Rule:
+    return Rule(any_of=any_of, query_token=query_token, work=work, narrow=narrow)
 
 
 #: the path under which WEBHOOK stands for every configured webhook path
@@ -152,27 +180,29 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/openapi.json"): OPEN,
     ("GET", "/plugin/{name}/openapi.json"): OPEN,
     ("GET", "/.well-known/ai-plugin.json"): OPEN,
-    ("GET", "/plugin/{name}"): need("plugin:ro"),
-    ("POST", "/plugin/{plugin}/{command}"): need("plugin:ro", work="command: plugin:ro for read, plugin:rw else"),
+    ("GET", "/plugin/{name}"): need("plugin:ro", narrow=("plugin:catalog:ro",)),
+    ("POST", "/plugin/{plugin}/{command}"): need(
+        "plugin:ro", work="command: plugin:ro (or plugin:invoke:ro) for read, plugin:rw else", narrow=("plugin:invoke:ro",)
+    ),
     ("POST", "/pipeline/{name}"): need(PIPELINE),
-    ("GET", "/job/{job_id}"): need("jobs:ro"),
-    ("GET", "/job/{job_id}/tree"): need("jobs:ro"),
-    ("GET", "/jobs"): need("jobs:ro"),
-    ("GET", "/job-logs"): need("jobs:ro"),
+    ("GET", "/job/{job_id}"): need("jobs:ro", narrow=("jobs:status:ro",)),
+    ("GET", "/job/{job_id}/tree"): need("jobs:ro", narrow=("jobs:tree:ro",)),
+    ("GET", "/jobs"): need("jobs:ro", narrow=("jobs:status:ro",)),
+    ("GET", "/job-logs"): need("jobs:ro", narrow=("jobs:logs:ro",)),
     ("POST", "/job/{job_id}/cancel"): need("jobs:rw"),
     ("POST", "/job/{job_id}/retry"): need("jobs:rw", work="the job's work_scope; agents' tools by authority"),
-    ("GET", "/scheduler/jobs"): need("jobs:ro"),
+    ("GET", "/scheduler/jobs"): need("jobs:ro", narrow=("jobs:status:ro",)),
     ("GET", "/events"): need("events:ro", query_token=True),
     ("GET", "/events/rejected"): need("events:ro"),
     ("GET", "/analytics/queue"): need("*"),
     ("GET", "/analytics/summary"): need("*"),
-    ("GET", "/config/view"): need("*"),
-    ("POST", "/system/reload"): need("*"),
-    # Ductile's routes (server.go setupRoutes), with Ductile's scopes
-    ("GET", "/system/doctor"): need("system:ro", "system:rw"),
-    ("GET", "/system/selfcheck"): need("system:ro", "system:rw"),
-    ("GET", "/topology"): need("system:ro", "system:rw"),
-    ("GET", "/stopwatch/{plugin}"): need("jobs:ro", "jobs:status:ro"),
+    ("GET", "/config/view"): need("*", narrow=("system:ro", "system:rw")),
+    ("POST", "/system/reload"): need("*", narrow=("system:rw",)),
+    # Ductile's routes (server.go setupRoutes): Ductile's scopes admit them as the narrow ones
+    ("GET", "/system/doctor"): need("*", narrow=("system:ro", "system:rw")),
+    ("GET", "/system/selfcheck"): need("*", narrow=("system:ro", "system:rw")),
+    ("GET", "/topology"): need("*", narrow=("system:ro", "system:rw")),
+    ("GET", "/stopwatch/{plugin}"): need("jobs:ro", narrow=("jobs:status:ro",)),
     ("GET", "/api/health"): OPEN,
     ("POST", "/api/jobs"): need("jobs:rw", work="pipeline: plugin:rw; agent: its tools by authority"),
     ("GET", "/api/jobs"): need("jobs:ro"),
