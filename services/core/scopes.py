@@ -198,10 +198,10 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/analytics/summary"): need("*"),
     ("GET", "/config/view"): need("*", narrow=("system:ro", "system:rw")),
     ("POST", "/system/reload"): need("*", narrow=("system:rw",)),
-    # Ductile's routes (server.go setupRoutes): Ductile's scopes admit them as the narrow ones
-    ("GET", "/system/doctor"): need("*", narrow=("system:ro", "system:rw")),
-    ("GET", "/system/selfcheck"): need("*", narrow=("system:ro", "system:rw")),
-    ("GET", "/topology"): need("*", narrow=("system:ro", "system:rw")),
+    # Ductile's own routes (server.go setupRoutes), which our reference does not list: Ductile's scopes
+    ("GET", "/system/doctor"): need("system:ro", "system:rw"),
+    ("GET", "/system/selfcheck"): need("system:ro", "system:rw"),
+    ("GET", "/topology"): need("system:ro", "system:rw"),
     ("GET", "/stopwatch/{plugin}"): need("jobs:ro", narrow=("jobs:status:ro",)),
     ("GET", "/api/health"): OPEN,
     ("POST", "/api/jobs"): need("jobs:rw", work="pipeline: plugin:rw; agent: its tools by authority"),

@@ -15,7 +15,6 @@ import yaml
 
 from services.dispatcher import routing
 from tests.conformance.ductile.test_pipeline_chain import PIPELINES_YAML
-from tests.e2e.test_processes import wait_http
 from tests.support import infra, stack
 
 
@@ -39,7 +38,7 @@ async def test_reload_is_all_or_nothing_across_processes(
     ]
     client = stack.Client(f"http://127.0.0.1:{port}")
     try:
-        await wait_http(client.base_url)
+        await stack.wait_healthy(client.base_url)
         path = Path(config.path)
         doc = stack.config_doc(
             plugins={"echo": {}, "echo_py": {}, "shout": {"uses": "echo"}}, api=api, service={"log_level": "info"}
