@@ -4,11 +4,14 @@ dedupe TTL returns the first response and creates nothing new.
 The key is claimed in the `dedupe` KV bucket *before* any work is created, together with
 the job id the work will get. A request that crashed halfway leaves a pending claim; a retry
 after `ABANDONED_AFTER_S` takes it over and re-submits with the same job id, which the
-deterministic command id turns into a no-op if the first submit did get through.
+deterministic command id turns into a no-op if the first submit did get through. A request that
+failed with an unknown outcome (the bus went away mid-submit) keeps its claim too, released for
+an immediate takeover, so its retry never becomes a second job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +30,12 @@ ABANDONED_AFTER_S = 30.0
 MAX_KEY_LENGTH = 255
 
 Create = Callable[[str], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+async def _release_for_retry(kv: Any, kv_key: str, record: dict[str, Any]) -> None:
+    """Keep the claim (and its job id) but let the next retry take it over without waiting."""
+    with contextlib.suppress(Exception):
+        await kv.put(kv_key, orjson.dumps({**record, "at": 0}))
 
 
 def _fingerprint(request: web.Request, body: bytes) -> str:
@@ -70,8 +79,18 @@ async def respond(request: web.Request, principal: config_mod.Token, create: Cre
             raise errors.Conflict(f"a request with {HEADER} {key!r} is still in progress") from None
     try:
         status, body = await create(record["job_id"])
+    except errors.ApiError as exc:
+        if exc.status >= 500:
+            await _release_for_retry(kv, kv_key, record)
+        else:  # refused before any work was created: the key is free again
+            with contextlib.suppress(Exception):
+                await kv.delete(kv_key)
+        raise
     except BaseException:
-        await kv.delete(kv_key)
+        # the outcome is unknown (e.g. the bus went away after storing the submit but before its ack): a retry
+        # must take the claim over at once and submit under the SAME job id, which the deterministic command id
+        # makes a no-op if the first submit got through. Deleting the claim here made the retry a second job.
+        await _release_for_retry(kv, kv_key, record)
         raise
     await kv.put(kv_key, orjson.dumps({**record, "status": status, "body": body}))
     return web.json_response(body, status=status, dumps=state.dumps)
