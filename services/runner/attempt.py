@@ -70,10 +70,14 @@ def _event(item: WorkItem, short: str, data: dict[str, Any], *, source: str, suf
     return subjects.job_event(item.job_id, short), env
 
 
-def started_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelope]:
+def started_event(item: WorkItem, *, source: str, work_seq: int | None = None) -> tuple[str, envelope.Envelope]:
+    """The claim of an attempt; `work_seq` is the WORK stream sequence of the message that claims it."""
     runner = source.partition("/")[2] or source
-    return _event(item, "started", {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
-                                    "runner": runner, "submitted_by": item.submitted_by}, source=source)
+    data: dict[str, Any] = {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
+                            "runner": runner, "submitted_by": item.submitted_by}
+    if work_seq is not None:
+        data["work_seq"] = work_seq
+    return _event(item, "started", data, source=source)
 
 
 def cancelled_event(item: WorkItem, *, reason: str, source: str) -> tuple[str, envelope.Envelope]:

@@ -210,9 +210,11 @@ class Runner(lifecycle.Service):
             return
         bound = log.bind(job_id=item.job_id, plugin=item.plugin, command=item.command, attempt=item.attempt)
         manifest = self.catalog.get(item.plugin)
+        work_seq = msg.metadata.sequence.stream if msg.metadata.sequence is not None else None
         # two reads at once: is the attempt still wanted, and the plugin's state (round trips are the cost here)
         (run, recorded), state = await asyncio.gather(
-            preflight.check(self.bus, item, num_delivered=msg.metadata.num_delivered or 1, source=self.source),
+            preflight.check(self.bus, item, num_delivered=msg.metadata.num_delivered or 1, work_seq=work_seq,
+                            source=self.source),
             self._load_state(item.plugin) if manifest is not None else _no_state(),
         )
         if not run:
@@ -225,7 +227,7 @@ class Runner(lifecycle.Service):
         # `started` is stored before the plugin runs: it claims the attempt. Were it stored while the plugin
         # ran, a bus outage in between would leave a run the log never saw, and its redelivery would run the
         # plugin again. A duplicate ack means another copy of this work item already claimed the attempt.
-        claim = await self.bus.publish(*attempt.started_event(item, source=self.source))
+        claim = await self.bus.publish(*attempt.started_event(item, source=self.source, work_seq=work_seq))
         if claim.duplicate:
             await msg.ack_sync()
             bound.info("attempt_not_run", reason="another delivery already started this attempt")
