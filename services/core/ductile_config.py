@@ -104,26 +104,24 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     def ignore(where: str, why: str) -> None:
         warnings.append(f"{where}: accepted but has no effect in Headrace: {why}")
 
-    for key, why in _IGNORED_TOP.items():
-        if key in out:
-            out.pop(key)
-            ignore(key, why)
+    def drop(section: dict[str, Any], ignored: Mapping[str, str], prefix: str) -> None:
+        """Remove the keys of `ignored` that `section` holds, one warning each."""
+        for key, why in ignored.items():
+            if key in section:
+                section.pop(key)
+                ignore(f"{prefix}{key}", why)
+
+    drop(out, _IGNORED_TOP, "")
     service = out.get("service")
     if isinstance(service, dict):
-        for key, why in _IGNORED_SERVICE.items():
-            if key in service:
-                service.pop(key)
-                ignore(f"service.{key}", why)
+        drop(service, _IGNORED_SERVICE, "service.")
         admission = service.pop("admission", None)
         for key, value in (admission or {}).items():
             if value:
                 ignore(f"service.admission.{key}", _ADMISSION.get(key, "no admission gates"))
     api = out.get("api")
     if isinstance(api, dict):
-        for key, why in _IGNORED_API.items():
-            if key in api:
-                api.pop(key)
-                ignore(f"api.{key}", why)
+        drop(api, _IGNORED_API, "api.")
         tokens = (api.get("auth") or {}).get("tokens") or []
         for i, token in enumerate(tokens):
             for scope in token.get("scopes") or []:
