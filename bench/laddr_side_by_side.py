@@ -118,6 +118,8 @@ class Side:
         result["ms"] = int((time.monotonic() - started) * 1000)
         result["unresolved"] = unresolved
         result["sent_path"] = path
+        if req.each is not None:
+            result["check"] = _check_each(result.get("body"), req.each, self.fill(req.each[2], []))
         for name, dotted in req.save.items():
             value = _dig(result.get("body"), dotted)
             if value is not None:
@@ -192,6 +194,20 @@ def _decode(status: int, ctype: str, raw: bytes) -> dict[str, Any]:
     return {"status": status, "ctype": ctype, "json": False, "body": raw.decode("utf-8", "replace")}
 
 
+def _check_each(body: Any, each: tuple[str, str, str], expected: str) -> dict[str, Any] | None:
+    """How many items of list `each[0]` break the filter `each[1] == expected`."""
+    items = _dig(body, each[0])
+    if not isinstance(items, list):
+        return None
+    bad = [i.get(each[1]) for i in items if isinstance(i, dict) and str(i.get(each[1])) != expected]
+    return {
+        "what": f"`{each[0]}[].{each[1]}` == `{each[2]}`",
+        "items": len(items),
+        "bad": len(bad),
+        "seen": sorted({str(b) for b in bad})[:5],
+    }
+
+
 def _dig(body: Any, dotted: str) -> Any:
     """`a.0.b`, or `a[k=v].b` for the first item of list `a` whose `k` is `v`."""
     for part in dotted.split("."):
@@ -235,6 +251,7 @@ def headrace_doc(llm_url: str) -> dict[str, Any]:
         for name, instructions in sbs_laddr.AGENTS.items()
     }
     doc = stack.config_doc(plugins=laddr_support.plugins(), agents=agents)
+    doc["plugin_roots"] = [str(infra.REPO / "plugins")]  # the shipped plugins only, not the tests' fixtures
     doc["api"]["auth"]["tokens"].append({"name": "laddr", "token": KEY, "scopes": ["*"]})
     return doc
 
@@ -244,7 +261,7 @@ async def amain(args: argparse.Namespace, tmp: Path) -> str:
     started = time.monotonic()
     hr_logging.configure(args.log_level, json=False)  # Headrace's services log into this process
     try:
-        python = await asyncio.to_thread(sbs_laddr.ensure_venv, args.laddr_venv or tmp / "laddr-venv", say)
+        python = await asyncio.to_thread(sbs_laddr.ensure_venv, args.laddr_venv, say)
         llm = await sbs_llm.ScriptedLLM().start()
         cleanup.append(("fake llm", llm.stop()))
         say(f"fake LLM at {llm.url}")
@@ -319,6 +336,14 @@ def build_rows(reqs: list[Req], laddr: list[dict[str, Any]], hr: list[dict[str, 
                 diff.major.append(f"header `{h}: {lh}` missing in Headrace")
             elif hh is not None and lh is None:
                 diff.minor.append(f"header `{h}: {hh}` only in Headrace")
+        for side, res in (("Headrace", hr_), ("Laddr", lr)):
+            check = res.get("check")
+            if check and check["bad"]:
+                text = (
+                    f"filter not applied by {side}: {check['bad']} of {check['items']} items break "
+                    f"{check['what']} (seen: {', '.join(check['seen'])})"
+                )
+                (diff.major if side == "Headrace" else diff.notes).append(text)
         if hr_["unresolved"]:
             diff.notes.append(
                 f"Headrace had no {', '.join(hr_['unresolved'])} from an earlier answer (sent `missing-…`)"
@@ -365,7 +390,7 @@ def _answer(res: dict[str, Any]) -> str:
 
 def _body(res: dict[str, Any]) -> str:
     body = res["body"]
-    text = json.dumps(body, separators=(",", ":"), default=str) if res["json"] else str(body)
+    text = json.dumps(body, separators=(",", ":"), default=str) if res["json"] else " ".join(str(body).split())
     if len(text) > BODY_CHARS:
         text = text[:BODY_CHARS] + f"… ({len(text)} chars)"
     return text.replace("`", "'")
@@ -469,8 +494,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--laddr-venv",
         type=Path,
-        default=None,
-        help="venv with laddr==0.9.6 (created if missing; default: one under the temp dir)",
+        default=Path(tempfile.gettempdir()) / f"laddr-{sbs_laddr.LADDR_VERSION}-venv",
+        help="venv with laddr==0.9.6 (created if missing, then reused; default: %(default)s)",
     )
     p.add_argument("--memory-bus", action="store_true", help="Laddr on its MemoryBus even if redis-server exists")
     p.add_argument("--log-level", default="error", help="Headrace's log level in this process")

@@ -39,6 +39,8 @@ class Req:
     ws_seconds: float = 2.0
     #: for /ws/events: a wait=false chat sent once the socket is open, so there is a trace to see
     ws_trigger: bool = False
+    #: a filter to verify on both sides: every item of list `each[0]` has `each[1]` == `each[2]` (may name `{ctx}`)
+    each: tuple[str, str, str] | None = None
     #: what issue 12 decides for this request where it deliberately keeps a difference (shown in the report)
     issue12: str = ""
 
@@ -258,12 +260,13 @@ def steps() -> list[Step]:
 
     # --- traces ---
     r(Req("traces", "GET /api/traces?job_id={job_id}", path="/api/traces?job_id={job_id}",
-          save={"trace_id": "traces[event_type=task_start].id"}))
+          save={"trace_id": "traces[event_type=task_start].id"}, each=("traces", "job_id", "{job_id}")))
     r(Req("traces", "GET /api/traces?job_id={job_id}&limit=1", path="/api/traces?job_id={job_id}&limit=1",
           issue12="conformance §8.3 #15: apply `limit` with `job_id` only when given explicitly (Laddr ignores it)"))
     r(Req("traces", "GET /api/traces?limit=5", path="/api/traces?limit=5"))
-    r(Req("traces", "GET /api/traces?agent_name=echo&limit=5", path="/api/traces?agent_name=echo&limit=5"))
-    r(Req("traces", "GET /api/traces?agent=echo&limit=5", path="/api/traces?agent=echo&limit=5",
+    r(Req("traces", "GET /api/traces?agent_name=echo&limit=5", path="/api/traces?agent_name=echo&limit=5",
+          each=("traces", "agent_name", "echo")))
+    r(Req("traces", "GET /api/traces?agent=echo&limit=5", path="/api/traces?agent=echo&limit=5", each=("traces", "agent_name", "echo"),
           issue12="item 1: `agent` filters like `agent_name`"))
     r(Req("traces", "GET /api/traces?agent_name=ghost", path="/api/traces?agent_name=ghost"))
     r(Req("traces", "GET /api/traces?agent=ghost", path="/api/traces?agent=ghost",
@@ -289,7 +292,7 @@ def steps() -> list[Step]:
     r(Req("ws", "WS /ws/events, Bearer header", path="/ws/events", auth=BEARER, ws=True, ws_seconds=1.0))
     r(Req("ws", "WS /ws/events, no credentials", path="/ws/events", auth=NONE, ws=True, ws_seconds=1.0))
     r(Req("ws", "WS /ws/prompts/{prompt_id} (completed)", path="/ws/prompts/{prompt_id}", auth=QUERY_KEY, ws=True))
-    r(Req("ws", "WS /ws/prompts/<unknown>", path="/ws/prompts/00000000-0000-4000-8000-000000000000", auth=QUERY_KEY,
+    r(Req("ws", "WS /ws/prompts/<unknown>", path="/ws/prompts/00000000-0000-4000-8000-000000000001", auth=QUERY_KEY,
           ws=True, ws_seconds=1.5))
     r(Req("ws", "WS /ws/batches/{slow_batch_id}", path="/ws/batches/{slow_batch_id}", auth=QUERY_KEY, ws=True,
           ws_seconds=1.5))
