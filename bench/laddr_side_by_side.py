@@ -448,6 +448,22 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             out.append(f"| {theme} | {len(t)} | {c['match']} | {c['superset']} | {c['differs']} |")
     out += [
         "",
+        "## Checklist: each distinct difference, by theme",
+        "",
+        "What a Laddr client trips on, deduplicated (row numbers refer to the table below).",
+        "",
+    ]
+    for theme in THEMES:
+        seen: dict[str, list[int]] = {}
+        for r in rows:
+            if r["theme"] == theme:
+                for item in r["major"]:
+                    seen.setdefault(item, []).append(r["n"])
+        if seen:
+            out += [f"**{theme}**", ""]
+            out += [f"- {item} — #{', #'.join(map(str, ns))}" for item, ns in seen.items()]
+            out.append("")
+    out += [
         "## Every request",
         "",
         "| # | theme | request | Laddr | Headrace | verdict |",
