@@ -210,7 +210,9 @@ def steps() -> list[Step]:
           issue12="item 1: chat reads the JSON body or the query string; " + COMPLETED_CHAT))
     r(Req("chat", "GET chat, JSON body wait:false", path=CHAT, json={"message": "later", "wait": False},
           save={"chat_task_id": "task_id"}, issue12=CHAT_200))
+    # saves the same name as the body form: each side resolves the task id of whichever form it accepted
     r(Req("chat", "GET chat, query ?message=later&wait=false", path=CHAT + "?message=later&wait=false",
+          save={"chat_task_id": "task_id"},
           issue12="item 1: the query string is read too; " + CHAT_200))
     r(Req("chat", "GET chat (slow agent), JSON body timeout:1", path="/api/agents/slow/chat",
           json={"message": "hurry", "timeout": 1}, issue12=CHAT_200))
