@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench laddr-side-by-side clean
 
 $(BIN)/headrace: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -28,6 +28,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# real Laddr 0.9.6 (installed from PyPI into a scratch venv) vs Headrace, same requests and fake LLM
+laddr-side-by-side: install
+	$(BIN)/python -m bench.laddr_side_by_side --report bench/laddr-side-by-side.md
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache
