@@ -20,6 +20,7 @@ from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 from services.core import consumers, envelope, errors, lifecycle, logging, offload, reloads, subjects
+from services.core import vault as vault_mod
 from services.runner import (
     attempt,
     builtin,
@@ -243,12 +244,20 @@ class Runner(lifecycle.Service):
                 outcome = protocol.Outcome(status="failed", retry=False,
                                            error=f"plugin {item.plugin!r} has no command {item.command!r} on this runner")
             else:
-                request = protocol.build_request(
-                    job_id=item.job_id, command=item.command, config=dict(plugin_config.config),
-                    secrets=dict(plugin_config.secrets), state=state, payload=item.payload,
-                    context=item.context, event=item.event, timeout_s=item.timeout_s,
-                )
-                outcome = await self._invoke(manifest, request, item.timeout_s, cancel)
+                try:
+                    # the vault principal's granted secrets over the `secrets:` of the plugin's config
+                    delivered = await asyncio.to_thread(
+                        vault_mod.plugin_secrets, self.config.vault, item.plugin, plugin_config.principal,
+                        requires_vault=plugin_config.requires_vault)
+                except vault_mod.VaultError as exc:
+                    outcome = protocol.Outcome(status="failed", retry=False, error=str(exc))
+                else:
+                    request = protocol.build_request(
+                        job_id=item.job_id, command=item.command, config=dict(plugin_config.config),
+                        secrets={**plugin_config.secrets, **delivered}, state=state, payload=item.payload,
+                        context=item.context, event=item.event, timeout_s=item.timeout_s,
+                    )
+                    outcome = await self._invoke(manifest, request, item.timeout_s, cancel)
         except BaseException:
             self._held.pop(item.job_id, None)
             raise
