@@ -489,7 +489,9 @@ def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
             ref = token.get("secret_ref")
             if isinstance(ref, str) and ref in env:
                 found.append(env[ref])
-    leaves(doc.get("secrets"))
+    secrets = doc.get("secrets")
+    if isinstance(secrets, Mapping):  # not Ductile's age_key_file/vault_file: file names, quoted in errors
+        leaves({k: v for k, v in secrets.items() if k not in ductile_config.VAULT_KEYS})
     for section, key in (("plugins", "secrets"), ("agents", "llm")):
         entries = doc.get(section)
         for entry in entries.values() if isinstance(entries, Mapping) else ():

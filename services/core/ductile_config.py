@@ -69,7 +69,7 @@ _IGNORED_SCHEDULE = {
 _IGNORED_WEBHOOK = {
     "max_body_size": "webhook bodies are limited by api.max_body_bytes",
 }
-_VAULT_KEYS = ("age_key_file", "vault_file")
+VAULT_KEYS = ("age_key_file", "vault_file")
 
 
 def every_value(value: Any) -> Any:
@@ -92,7 +92,7 @@ def vault_settings(secrets: Any) -> dict[str, str]:
     services/core/vault.py `locate`)."""
     if not isinstance(secrets, Mapping):
         return {}
-    return {k: str(secrets[k]) for k in _VAULT_KEYS if isinstance(secrets.get(k), str)}
+    return {k: str(secrets[k]) for k in VAULT_KEYS if isinstance(secrets.get(k), str)}
 
 
 def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -132,7 +132,7 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         ignore("database.path", "state lives in Postgres (database.url), not a SQLite file")
     secrets = out.get("secrets")
     if isinstance(secrets, dict):
-        for key in _VAULT_KEYS:  # the vault's files, read by config.from_dict (vault_settings), not secrets
+        for key in VAULT_KEYS:  # the vault's files, read by config.from_dict (vault_settings), not secrets
             secrets.pop(key, None)
     plugins = out.get("plugins")
     for name, spec in (plugins or {}).items():
