@@ -546,6 +546,14 @@ def plugin_secrets(vault: Vault | None, plugin: str, principal: str, *, requires
     return vault.compose(principal).secrets
 
 
+def keygen(path: Path) -> None:
+    """A new age key file (0600), as `age-keygen` writes one (Ductile's `secrets keygen`)."""
+    identity = pyrage.x25519.Identity.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"# created: {_now()}\n# public key: {identity.to_public()}\n{identity}\n")
+
+
 def init(path: Path, key_path: Path) -> str:
     """A new vault (Ductile's genesis, `vault init`): the `core` principal with a fresh nonce and a
     minted `core-admin-token`; returns the admin token (shown once). Refuses an existing file."""
@@ -621,7 +629,7 @@ def open_configured(
         if named:
             raise VaultFileError(
                 f"vault: read {str(where.vault)!r}: no such file (secrets.vault_file; create it "
-                "with `headrace vault init` or copy the Ductile vault there)"
+                "with `headrace vault-init` or copy the Ductile vault there)"
             )
         return None, []
     if where.key is None:

@@ -395,3 +395,69 @@ def test_the_vault_secret_delivery_fixture_loads_with_a_vault_beside_it(tmp_path
     assert cfg.vault.compose("secret-probe").secrets == {"probe_token": "probe-token-for-fixture"}
     for original in FIXTURE.rglob("*.yaml"):
         assert (copy / original.relative_to(FIXTURE)).read_bytes() == original.read_bytes()
+
+
+async def test_a_rolled_api_token_takes_effect_at_the_next_reload(
+    tmp_path: Path, make_config: Any, start_stack: Any
+) -> None:
+    made = vaults.make(tmp_path / "vault", secrets={"ops-token": secret("ops-token-before-roll")})
+    cfg = make_config(
+        secrets=settings(made),
+        api={"listen": "127.0.0.1:0", "auth": {"tokens": [{"secret_ref": "ops-token", "scopes": ["*"]}]}},
+    )
+    hr = await start_stack(cfg)
+    roll = {"name": "ops-token", "value": "ops-token-after-roll"}
+    assert (await hr.client.post("/vault/secret/roll", json=roll, token=None, headers=ADMIN))[0] == 200
+    assert (await hr.client.get("/jobs", token="ops-token-before-roll"))[0] == 200  # resolved at load, as Ductile
+    status, body = await hr.client.post("/system/reload", token="ops-token-before-roll")
+    assert status == 200, body
+    assert (await hr.client.get("/jobs", token="ops-token-before-roll"))[0] == 401
+    assert (await hr.client.get("/jobs", token="ops-token-after-roll"))[0] == 200
+
+
+def test_vault_init_makes_a_vault_the_config_loads(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "vault-init",
+            "--vault",
+            str(tmp_path / "vault.age"),
+            "--key",
+            str(tmp_path / "age.key"),
+            "--keygen",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        cwd=str(REPO),
+    )
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert (tmp_path / "age.key").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "config.yaml").write_text(
+        f"plugin_roots: ['{REPO / 'plugins'}']\nsecrets: {{age_key_file: age.key, vault_file: vault.age}}\n"
+    )
+    cfg = config_mod.load(tmp_path / "config.yaml", env={})
+    assert cfg.vault.authenticate_admin(token)
+    assert check_config(tmp_path / "config.yaml").returncode == 0
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "vault-init",
+            "--vault",
+            str(tmp_path / "vault.age"),
+            "--key",
+            str(tmp_path / "age.key"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        cwd=str(REPO),
+    )
+    assert again.returncode == 1 and "refusing to init" in again.stderr and "Traceback" not in again.stderr
