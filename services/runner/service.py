@@ -3,12 +3,15 @@
 One durable pull consumer per plugin is that plugin's mailbox, shared by every runner
 process; its max_ack_pending is the plugin's parallelism, so the cap holds across runners.
 A work item is acked only after the events of its outcome are stored.
+A plugin's request carries its `secrets:` and, with a vault, the secrets granted to its vault
+principal (services/core/vault.py `plugin_secrets`, re-read from the file when it changed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import Any
 
 import nats.errors
@@ -245,10 +248,11 @@ class Runner(lifecycle.Service):
                                            error=f"plugin {item.plugin!r} has no command {item.command!r} on this runner")
             else:
                 try:
-                    # the vault principal's granted secrets over the `secrets:` of the plugin's config
-                    delivered = await asyncio.to_thread(
-                        vault_mod.plugin_secrets, self.config.vault, item.plugin, plugin_config.principal,
-                        requires_vault=plugin_config.requires_vault)
+                    # the vault principal's granted secrets over the `secrets:` of the plugin's config (in a
+                    # thread only with a vault: it may re-read and decrypt the file)
+                    compose = functools.partial(vault_mod.plugin_secrets, self.config.vault, item.plugin,
+                                                plugin_config.principal, requires_vault=plugin_config.requires_vault)
+                    delivered = await asyncio.to_thread(compose) if self.config.vault is not None else compose()
                 except vault_mod.VaultError as exc:
                     outcome = protocol.Outcome(status="failed", retry=False, error=str(exc))
                 else:
