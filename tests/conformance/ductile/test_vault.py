@@ -461,3 +461,56 @@ def test_vault_init_makes_a_vault_the_config_loads(tmp_path: Path) -> None:
         cwd=str(REPO),
     )
     assert again.returncode == 1 and "refusing to init" in again.stderr and "Traceback" not in again.stderr
+
+
+async def test_a_secret_rolled_through_the_api_process_reaches_the_runner_process(
+    tmp_path: Path, make_config: Any, nats_url: str, database_url: str
+) -> None:
+    from services.core import embedded
+    from tests.support import stack as stack_mod
+
+    made = vaults.make(
+        tmp_path / "vault",
+        principals={"secret-probe": "plugin"},
+        secrets={"probe_token": secret("cross-process-value-1", "secret-probe")},
+    )
+    port = embedded.free_port()
+    api = {"listen": f"127.0.0.1:{port}", "auth": stack_mod.config_doc()["api"]["auth"]}
+    config = make_config(
+        api=api,
+        secrets=settings(made),
+        plugin_roots=[str(probe_root(tmp_path, "secret-probe"))],
+        plugins={"secret-probe": {}},
+        service={"log_level": "info"},
+    )
+    procs = [
+        stack_mod.ServiceProcess(
+            name,
+            config_path=config.path,
+            nats_url=nats_url,
+            database_url=database_url,
+            log_path=tmp_path / f"{name}.log",
+        ).start()
+        for name in ("projector", "dispatcher", "runner", "api")
+    ]
+    client = stack_mod.Client(f"http://127.0.0.1:{port}")
+    try:
+        await stack_mod.wait_healthy(client.base_url)
+
+        async def delivered() -> str:
+            job = await client.wait_job(await client.submit("secret-probe", "poll"), timeout_s=30)
+            assert job["status"] == "succeeded", job
+            return job["result"]["result"]["secrets"]["probe_token"]
+
+        assert await delivered() == sha("cross-process-value-1")
+        roll = {"name": "probe_token", "value": "cross-process-value-2"}
+        assert (await client.post("/vault/secret/roll", json=roll, token=None, headers=ADMIN))[0] == 200
+        assert await delivered() == sha("cross-process-value-2")  # the runner process re-read the file
+        for proc in procs:
+            assert await proc.stop() == 0
+        logs = "".join((tmp_path / f"{name}.log").read_text() for name in ("projector", "dispatcher", "runner", "api"))
+        assert "vault_changed" in logs and "cross-process-value" not in logs
+    finally:
+        await client.close()
+        for proc in procs:
+            proc.kill()
