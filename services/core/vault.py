@@ -31,6 +31,11 @@ What this follows in Ductile (mattjoyce/ductile):
   `RollPrincipal` rolls the principal's active auto secrets and names the manual ones skipped),
   `compose.go` `Compose` (unknown or inactive principal → error; revoked grants → denials).
 
+Inferred where the stored Ductile versions disagree or were not readable: revoke clears the value
+(the `vault` CLI help and `vault get` say so; the older `lifecycle.go` keeps it); roll and revoke of
+`core-admin-token` are refused with the reserved text (the reserved-entity card lists the guards, not
+their texts); a manual roll without a value is refused with the empty-value text.
+
 Where Headrace differs, on purpose: several processes (API, runner) hold the vault, so a write takes
 a lock file beside the vault (`.<vault file>.lock`) and starts from the file as it is on disk; a
 reader calls `refresh()` to pick up another process's write. Ductile, a single process, refuses to
