@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     runner.add_argument("--plugin", action="append", dest="plugins", help="serve only these plugins (repeatable)")
     sub.add_parser("rebuild", parents=[common], help="re-project the whole event log into fresh read models")
     sub.add_parser("check-config", parents=[common], help="validate the config file and exit")
+    init = sub.add_parser("vault-init", help="create a Ductile age vault (Ductile's `vault init`); print its admin token once")
+    init.add_argument("--vault", required=True, help="the vault file to create (secrets.vault_file)")
+    init.add_argument("--key", required=True, help="the age key file (secrets.age_key_file)")
+    init.add_argument("--keygen", action="store_true", help="create the key file too (0600) when it does not exist")
     return parser
 
 
@@ -180,9 +184,23 @@ async def _check(args: argparse.Namespace) -> None:
     print(f"{config.path}: ok ({len(config.plugins)} plugins configured)")
 
 
+async def _vault_init(args: argparse.Namespace) -> None:
+    from services.core import vault
+
+    key = Path(args.key)
+    try:
+        if args.keygen and not key.exists():
+            vault.keygen(key)
+        token = vault.init(Path(args.vault), key)
+    except (vault.VaultFileError, OSError) as exc:
+        raise errors.ConfigError(str(exc)) from None
+    print(f"{args.vault}: vault created; its admin token (shown once, for the /vault/* routes):", file=sys.stderr)
+    print(token, flush=True)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[None]]] = {
     "up": _up, "api": _single, "dispatcher": _single, "runner": _single, "projector": _single,
-    "rebuild": _rebuild, "check-config": _check,
+    "rebuild": _rebuild, "check-config": _check, "vault-init": _vault_init,
 }
 
 

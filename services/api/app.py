@@ -39,6 +39,7 @@ from services.api import (
     stopwatch,
     system,
     topology,
+    vault,
     webhooks,
 )
 from services.core import bus as bus_mod
@@ -106,6 +107,7 @@ def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Poo
     for routes in RESOURCES:
         app.add_routes(routes)
     webhooks.add_routes(app, config)
+    vault.add_routes(app, config)
     events.setup(app)
     guard.check_table(app)
     limits.setup(app)

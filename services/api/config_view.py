@@ -11,6 +11,7 @@ are covered too):
 - a password inside a URL (`postgresql://user:pw@host/db`, `nats://u:pw@host`) is redacted
   wherever the URL appears.
 
+`tokens` is Ductile's: `[{"name"}]`, the vault secrets `secret_ref` can resolve (names only).
 `compiled_routes` is Ductile's: pipeline -> a list of routes (source -> destination step);
 `compiled_pipelines` shows each configured pipeline as compiled (`{name: {"on", "steps", ...}}`);
 Ductile's Go field names (`Name`, `TickInterval` in ns, ...) are not added: the reference we serve
@@ -153,5 +154,8 @@ async def config_view(request: web.Request) -> web.Response:
     compiled = getattr(st.config, "routes", None)
     body["compiled_routes"] = ductile_routes(compiled)
     body["compiled_pipelines"] = compiled_pipelines(st.config.raw.get("pipelines"), compiled)
+    if st.config.vault is not None and st.config.vault.projected():
+        # Ductile's `tokens`: the names (never the values) of the secrets projected from the vault
+        body["tokens"] = [{"name": name} for name in sorted(st.config.vault.projected())]
 
     return web.json_response(body, dumps=state.dumps)

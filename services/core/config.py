@@ -22,6 +22,7 @@ import orjson
 from services.core import agents as agents_mod
 from services.core import catalog, ductile_config, durations, environment, errors, pipelines, schemas, yamlio
 from services.core import schedules as schedules_mod
+from services.core import vault as vault_mod
 from services.core import webhooks as webhooks_mod
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +65,14 @@ class PluginConfig:
     timeouts_s: Mapping[str, float] = dataclasses.field(default_factory=dict)
     schedules: tuple[Mapping[str, Any], ...] = ()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
+    #: Ductile: the vault principal whose secrets the plugin gets in the request (default: its name)
+    vault_principal: str | None = None
+    #: Ductile: a job fails when the principal is not in the vault (instead of running without secrets)
+    requires_vault: bool = False
+
+    @property
+    def principal(self) -> str:
+        return self.vault_principal or self.name
 
     def timeout_s(self, command: str) -> float:
         if command in self.timeouts_s:
@@ -121,7 +130,7 @@ class Config:
     plugins: Mapping[str, PluginConfig] = dataclasses.field(default_factory=dict)
     pipelines: tuple[Mapping[str, Any], ...] = ()
     webhooks: tuple[Mapping[str, Any], ...] = ()
-    #: webhook name → its HMAC secret, resolved at load from `secret_ref` (a `secrets:` entry or an env var)
+    #: webhook name → its HMAC secret, resolved at load from `secret_ref` (the vault, a `secrets:` entry or an env var)
     webhook_secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     agents: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     offload_threshold_bytes: int = 100 * 1024
@@ -141,6 +150,8 @@ class Config:
     runtime_tokens: tuple[Token, ...] = ()
     #: one line per key that is accepted but has no effect here (Ductile's keys), or that `up` would trip on
     warnings: tuple[str, ...] = ()
+    #: Ductile's age vault (services.core.vault.Vault) when the config has one (`secrets.vault_file`)
+    vault: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     def with_runtime_token(self, token: Token) -> Config:
         """This config plus a token that does not come from the file."""
@@ -297,9 +308,11 @@ def reload(current: Config, env: Mapping[str, str] | None = None) -> Config:
 
 
 def fingerprint(config: Config) -> str:
-    """A short hash of the loaded document (secrets included, so it is never logged as text) and of the
-    plugin catalog it was loaded with (a reload that only adds a plugin directory changes it)."""
-    doc = {"config": config.raw, "catalog": catalog.signature(plugin_catalog(config))}
+    """A short hash of the loaded document (secrets included, so it is never logged as text), of the
+    plugin catalog it was loaded with (a reload that only adds a plugin directory changes it) and of the
+    vault file (a secret rolled through the API changes it)."""
+    doc = {"config": config.raw, "catalog": catalog.signature(plugin_catalog(config)),
+           "vault": config.vault.digest if config.vault is not None else None}
     option = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
     return hashlib.sha256(orjson.dumps(doc, option=option, default=str)).hexdigest()[:16]
 
@@ -368,9 +381,18 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
         where = f"{path}: " if path and not files else ""
         raise errors.ConfigError(redact(where + "invalid config: " + "; ".join(problems), doc, environ))
     base_dir = path.parent if path else Path.cwd()
+    settings = ductile_config.vault_settings(doc.get("secrets"))
     native, warnings = ductile_config.normalize(doc)
+    vault: vault_mod.Vault | None = None
     try:
-        built = _build(native, path=path, base_dir=base_dir, env=environ)
+        if path is not None or settings:
+            vault, found_warnings = vault_mod.open_configured(settings, base_dir, environ)
+            warnings += found_warnings
+        projected = vault.projected() if vault is not None else {}
+        warnings += [f"secrets.{name}: also a secret in the vault; the vault's value is used (remove the entry)"
+                     for name in sorted(set(projected) & set(native.get("secrets") or {}))]
+        built = _build(native, path=path, base_dir=base_dir, env=environ, vault_secrets=projected)
+        warnings += _vault_plugin_problems(built, vault)
         found = _with_aliases(catalog.scan(built.plugin_roots, plugin_configs(built)), native.get("plugins") or {})
         warnings += _root_problems(built.plugin_roots, found)
         routes = pipelines.compile_all(built.pipelines, found, agents=frozenset(built.agents))
@@ -390,8 +412,24 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
             warnings += [f"agents.{name}: {p}" for p in agents_mod.problems(spec, found, built)]
     except ValueError as exc:
         # `from None`: the cause's text would be printed unredacted (`headrace check-config` prints causes)
-        raise errors.ConfigError(redact(f"{path or 'config'}: {exc}", doc, environ)) from None
-    return dataclasses.replace(built, raw=doc, warnings=tuple(warnings))
+        extra = vault.values() if vault is not None else set()
+        raise errors.ConfigError(redact(f"{path or 'config'}: {exc}", doc, environ, extra=extra)) from None
+    return dataclasses.replace(built, raw=doc, warnings=tuple(warnings), vault=vault)
+
+
+def _vault_plugin_problems(built: Config, vault: vault_mod.Vault | None) -> list[str]:
+    """A warning per enabled plugin that declares `requires_vault` but whose jobs will fail: no vault,
+    or its principal is not in the vault (Ductile fails such a spawn)."""
+    out = []
+    for name, plugin in built.plugins.items():
+        if not plugin.enabled or not plugin.requires_vault:
+            continue
+        if vault is None:
+            out.append(f"plugins.{name}.requires_vault: no vault is loaded (secrets.vault_file): its jobs will fail")
+        elif not vault.has_principal(plugin.principal):
+            out.append(f"plugins.{name}.requires_vault: principal {plugin.principal!r} is not in the vault: its "
+                       "jobs will fail until it is registered (POST /vault/principal)")
+    return out
 
 
 def _with_aliases(found: catalog.Catalog, plugins: Mapping[str, Any]) -> catalog.Catalog:
@@ -451,7 +489,9 @@ def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
             ref = token.get("secret_ref")
             if isinstance(ref, str) and ref in env:
                 found.append(env[ref])
-    leaves(doc.get("secrets"))
+    secrets = doc.get("secrets")
+    if isinstance(secrets, Mapping):  # not Ductile's age_key_file/vault_file: file names, quoted in errors
+        leaves({k: v for k, v in secrets.items() if k not in ductile_config.VAULT_KEYS})
     for section, key in (("plugins", "secrets"), ("agents", "llm")):
         entries = doc.get(section)
         for entry in entries.values() if isinstance(entries, Mapping) else ():
@@ -469,10 +509,11 @@ def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
     return {str(v) for v in found if isinstance(v, str | int | float) and len(str(v)) >= _MIN_REDACTED_LEN}
 
 
-def redact(message: str, doc: Mapping[str, Any], env: Mapping[str, str]) -> str:
-    """`message` with every secret value of `doc` replaced: the last line of defence behind messages
-    that are written not to quote values in the first place."""
-    for value in sorted(secret_values(doc, env), key=len, reverse=True):
+def redact(message: str, doc: Mapping[str, Any], env: Mapping[str, str], *, extra: set[str] | None = None) -> str:
+    """`message` with every secret value of `doc` (and `extra`: the vault's) replaced: the last line of
+    defence behind messages that are written not to quote values in the first place."""
+    values = secret_values(doc, env) | {v for v in extra or () if len(v) >= _MIN_REDACTED_LEN}
+    for value in sorted(values, key=len, reverse=True):
         message = re.sub(rf"(?<![\w-])'?{re.escape(value)}'?(?![\w-])", REDACTED, message)
     return message
 
@@ -490,11 +531,13 @@ def _api_limits(raw: Mapping[str, Any]) -> ApiLimits:
     )
 
 
-def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mapping[str, str]) -> Config:
+def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mapping[str, str],
+           vault_secrets: Mapping[str, str] | None = None) -> Config:
     service = doc.get("service") or {}
     api = doc.get("api") or {}
     host, _, port = (api.get("listen") or "127.0.0.1:8080").rpartition(":")
-    secrets = {k: v for k, v in (doc.get("secrets") or {}).items() if isinstance(v, str)}
+    # `secret_ref` resolves from the vault first (Ductile's only source), then `secrets:`, then the environment
+    secrets = {k: v for k, v in (doc.get("secrets") or {}).items() if isinstance(v, str)} | dict(vault_secrets or {})
     tokens = tuple(
         Token(token=_token_value(i, t, secrets, env), scopes=frozenset(t.get("scopes") or ()),
               name=t.get("name") or t.get("secret_ref"))
@@ -534,7 +577,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
         plugins=plugins,
         pipelines=tuple(doc.get("pipelines") or ()),
         webhooks=tuple(doc.get("webhooks") or ()),
-        webhook_secrets=webhooks_mod.resolve_secrets(hooks, doc.get("secrets") or {}, env),
+        webhook_secrets=webhooks_mod.resolve_secrets(hooks, secrets, env),
         agents=dict(doc.get("agents") or {}),
         offload_threshold_bytes=int(offload.get("threshold_bytes", 100 * 1024)),
         offload_bucket=offload.get("bucket", "laddr"),
@@ -547,16 +590,16 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
 
 
 def _token_value(i: int, token: Mapping[str, Any], secrets: Mapping[str, str], env: Mapping[str, str]) -> str:
-    """A token's value: literal `token`, or Ductile's `secret_ref` resolved from `secrets:`, then the
-    environment (Ductile's age vault is not read: its secrets must be exported to one of those)."""
+    """A token's value: literal `token`, or Ductile's `secret_ref` resolved from the vault, then
+    `secrets:`, then the environment (`secrets` holds the first two, the vault's winning)."""
     if "token" in token:
         return str(token["token"])
     ref = str(token["secret_ref"])
     value = secrets.get(ref, env.get(ref))
     if not value:
-        raise ValueError(f"api.auth.tokens[{i}]: secret_ref {ref!r} resolves to nothing: neither a secrets: "
-                         "entry nor an environment variable of that name is set (Ductile's age vault is not "
-                         "read; export the secret into one of those)")
+        raise ValueError(f"api.auth.tokens[{i}]: secret_ref {ref!r} resolves to nothing: neither an active secret "
+                         "of the vault (secrets.vault_file), a secrets: entry nor an environment variable of that "
+                         "name is set")
     if len(value) < 8:
         raise ValueError(f"api.auth.tokens[{i}]: the secret {ref!r} names is shorter than 8 characters")
     return value
@@ -585,6 +628,8 @@ def _plugin(name: str, spec: Mapping[str, Any], max_workers: int) -> PluginConfi
             threshold=int(breaker.get("threshold", 3)),
             reset_after_s=durations.parse_seconds(breaker.get("reset_after", "30m")),
         ),
+        vault_principal=str(spec["vault_principal"]) if spec.get("vault_principal") else None,
+        requires_vault=bool(spec.get("requires_vault", False)),
     )
 
 

@@ -60,8 +60,6 @@ _IGNORED_API = {
 _IGNORED_PLUGIN = {
     "max_outstanding_polls": "a schedule's if_running decides whether a poll may overlap",
     "run_as": "plugins run as service.plugin_user",
-    "requires_vault": "the vault is not read",
-    "vault_principal": "the vault is not read",
 }
 _IGNORED_SCHEDULE = {
     "only_between": "not enforced: the schedule also fires outside that window",
@@ -71,7 +69,7 @@ _IGNORED_SCHEDULE = {
 _IGNORED_WEBHOOK = {
     "max_body_size": "webhook bodies are limited by api.max_body_bytes",
 }
-_VAULT_KEYS = ("age_key_file", "vault_file")
+VAULT_KEYS = ("age_key_file", "vault_file")
 
 
 def every_value(value: Any) -> Any:
@@ -90,10 +88,11 @@ def every_value(value: Any) -> Any:
 
 
 def vault_settings(secrets: Any) -> dict[str, str]:
-    """Ductile's `secrets: {age_key_file, vault_file}` (the vault's files, not secrets)."""
+    """Ductile's `secrets: {age_key_file, vault_file}` (the vault's files, not secrets; see
+    services/core/vault.py `locate`)."""
     if not isinstance(secrets, Mapping):
         return {}
-    return {k: str(secrets[k]) for k in _VAULT_KEYS if isinstance(secrets.get(k), str)}
+    return {k: str(secrets[k]) for k in VAULT_KEYS if isinstance(secrets.get(k), str)}
 
 
 def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -133,14 +132,8 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         ignore("database.path", "state lives in Postgres (database.url), not a SQLite file")
     secrets = out.get("secrets")
     if isinstance(secrets, dict):
-        for key in _VAULT_KEYS:
-            if key in secrets:
-                secrets.pop(key)
-                ignore(
-                    f"secrets.{key}",
-                    "Ductile's age vault is not read; secret_ref names resolve from "
-                    "secrets: entries and the environment",
-                )
+        for key in VAULT_KEYS:  # the vault's files, read by config.from_dict (vault_settings), not secrets
+            secrets.pop(key, None)
     plugins = out.get("plugins")
     for name, spec in (plugins or {}).items():
         if spec is None:

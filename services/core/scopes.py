@@ -153,7 +153,9 @@ class Rule:
     #: the narrower scopes Ductile also admits here (`jobs:status:ro` for GET /job/{id}); `any_of` stays
     #: what the reference we serve documents
     narrow: tuple[str, ...] = ()
-
+    #: the vault admin token (the vault's `core-admin-token`) is the authentication, checked by the
+    #: handler (services/api/vault.py); API tokens are not accepted
+    vault_admin: bool = False
 
     @property
     def open(self) -> bool:
@@ -162,6 +164,7 @@ class Rule:
 
 OPEN = Rule()
 WEBHOOK = Rule(webhook=True, work="the webhook's configured plugin command (operator's config)")
+VAULT_ADMIN = Rule(vault_admin=True)
 
 
 def need(*any_of: str, query_token: bool = False, work: str | None = None, narrow: tuple[str, ...] = ()) -> Rule:
@@ -221,6 +224,14 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/metrics"): need("jobs:ro"),
     ("GET", "/api/responses/{task_id}/resolved"): need("jobs:ro"),
     ("POST", WEBHOOK_PATH): WEBHOOK,
+    # Ductile's vault management (internal/api/vault.go), mounted only when a vault is loaded
+    ("POST", "/vault/principal"): VAULT_ADMIN,
+    ("POST", "/vault/secret"): VAULT_ADMIN,
+    ("POST", "/vault/secret/roll"): VAULT_ADMIN,
+    ("POST", "/vault/secret/revoke"): VAULT_ADMIN,
+    ("POST", "/vault/principal/revoke"): VAULT_ADMIN,
+    ("POST", "/vault/principal/purge"): VAULT_ADMIN,
+    ("POST", "/vault/principal/roll"): VAULT_ADMIN,
 }
 
 

@@ -2,8 +2,9 @@
 the HMAC-SHA256 signature check. Pure: the config loader hands in the environment and the
 `secrets:` section; the API's routes (services/api/webhooks.py) do the HTTP.
 
-A webhook's secret is never a YAML literal: `secret_ref` names an entry of the top-level
-`secrets:` map (itself usually `${ENV}`-substituted) or, failing that, an environment variable.
+A webhook's secret is never a YAML literal: `secret_ref` names a secret of Ductile's age vault
+(services/core/vault.py), an entry of the top-level `secrets:` map (itself usually
+`${ENV}`-substituted) or, failing both, an environment variable.
 
 Replays: a `scheme` that signs a timestamp (`stripe`: `t=…,v1=…`; `slack`: `v0=` over
 `v0:<ts>:<body>`; `hmac` with a `timestamp_header`: over `<ts>.<body>`) is refused outside
@@ -109,7 +110,8 @@ def parse_all(raw: Sequence[Mapping[str, Any]]) -> tuple[Webhook, ...]:
 
 def resolve_secrets(hooks: Sequence[Webhook], secrets: Mapping[str, Any],
                     env: Mapping[str, str]) -> dict[str, str]:
-    """name → secret, from the `secrets:` section first, then the environment; ValueError naming the webhook."""
+    """name → secret, from `secrets` (the vault's projection over the `secrets:` section) first, then the
+    environment; ValueError naming the webhook."""
     out: dict[str, str] = {}
     for hook in hooks:
         if not hook.secret_ref:
@@ -119,8 +121,9 @@ def resolve_secrets(hooks: Sequence[Webhook], secrets: Mapping[str, Any],
         if value is None:
             value = env.get(hook.secret_ref)
         if value is None or not str(value):
-            raise ValueError(f"{hook.where}: secret_ref {hook.secret_ref!r} resolves to nothing: neither a "
-                             "secrets: entry nor an environment variable of that name is set")
+            raise ValueError(f"{hook.where}: secret_ref {hook.secret_ref!r} resolves to nothing: neither an "
+                             "active secret of the vault, a secrets: entry nor an environment variable of that "
+                             "name is set")
         out[hook.name] = str(value)
     return out
 

@@ -3,12 +3,15 @@
 One durable pull consumer per plugin is that plugin's mailbox, shared by every runner
 process; its max_ack_pending is the plugin's parallelism, so the cap holds across runners.
 A work item is acked only after the events of its outcome are stored.
+A plugin's request carries its `secrets:` and, with a vault, the secrets granted to its vault
+principal (services/core/vault.py `plugin_secrets`, re-read from the file when it changed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import Any
 
 import nats.errors
@@ -20,6 +23,7 @@ from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 from services.core import consumers, envelope, errors, lifecycle, logging, offload, reloads, subjects
+from services.core import vault as vault_mod
 from services.runner import (
     attempt,
     builtin,
@@ -243,12 +247,21 @@ class Runner(lifecycle.Service):
                 outcome = protocol.Outcome(status="failed", retry=False,
                                            error=f"plugin {item.plugin!r} has no command {item.command!r} on this runner")
             else:
-                request = protocol.build_request(
-                    job_id=item.job_id, command=item.command, config=dict(plugin_config.config),
-                    secrets=dict(plugin_config.secrets), state=state, payload=item.payload,
-                    context=item.context, event=item.event, timeout_s=item.timeout_s,
-                )
-                outcome = await self._invoke(manifest, request, item.timeout_s, cancel)
+                try:
+                    # the vault principal's granted secrets over the `secrets:` of the plugin's config (in a
+                    # thread only with a vault: it may re-read and decrypt the file)
+                    compose = functools.partial(vault_mod.plugin_secrets, self.config.vault, item.plugin,
+                                                plugin_config.principal, requires_vault=plugin_config.requires_vault)
+                    delivered = await asyncio.to_thread(compose) if self.config.vault is not None else compose()
+                except vault_mod.VaultError as exc:
+                    outcome = protocol.Outcome(status="failed", retry=False, error=str(exc))
+                else:
+                    request = protocol.build_request(
+                        job_id=item.job_id, command=item.command, config=dict(plugin_config.config),
+                        secrets={**plugin_config.secrets, **delivered}, state=state, payload=item.payload,
+                        context=item.context, event=item.event, timeout_s=item.timeout_s,
+                    )
+                    outcome = await self._invoke(manifest, request, item.timeout_s, cancel)
         except BaseException:
             self._held.pop(item.job_id, None)
             raise

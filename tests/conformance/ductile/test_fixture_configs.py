@@ -4,9 +4,10 @@ named once in a warning line.
 
 The fixtures are never edited. Per their README they lack what the repository's run scripts and
 operators supply: plugin sources ("no code, scripts or plugin sources"), the include files "that
-could not be read", the vault (whose secrets a Headrace operator exports to the environment), and
-the config.yaml a run script writes beside a bootstrap `api.yaml`. The tree is copied to a tmp dir
-and exactly those are added next to the copies; the fixture files themselves load as they are.
+could not be read", the vault (`age.key` and `vault.age`, which Ductile's genesis creates before the
+first boot; made here with pyrage, holding every `secret_ref`), and the config.yaml a run script writes
+beside a bootstrap `api.yaml`. The tree is copied to a tmp dir and exactly those are added next to the
+copies; the fixture files themselves load as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from services.core import yamlio
+from tests.support import vaults
 from tests.support.stack import REPO
 
 FIXTURES = Path("/work/shared/fixtures/ductile/configs")
@@ -50,8 +52,9 @@ def entry_points() -> list[Path]:
 
 def supply(root: Path, entry: Path) -> tuple[Path, dict[str, str]]:
     """What the README says is missing next to one entry point: a config.yaml including the directory's
-    files (bootstrap dirs), include files, plugin roots with a manifest per configured plugin, and an
-    environment holding every `${VAR}` and every `secret_ref` (the vault's secrets)."""
+    files (bootstrap dirs), include files, plugin roots with a manifest per configured plugin, the vault
+    the config names (holding every `secret_ref`) and an environment holding every `${VAR}` (and every
+    `secret_ref` of a config without a vault)."""
     target = root / entry
     if target.is_dir() and not (target / "config.yaml").exists():
         names = sorted(p.name for p in target.glob("*.yaml"))
@@ -59,6 +62,8 @@ def supply(root: Path, entry: Path) -> tuple[Path, dict[str, str]]:
         (target / "config.yaml").write_text(roots + "include: [" + ", ".join(names) + "]\n")
     path = target / "config.yaml" if target.is_dir() else target
     env: dict[str, str] = {}
+    refs: dict[str, str] = {}
+    vault_files: dict[str, str] = {}
     plugins: set[str] = set()
     roots: list[Path] = []
 
@@ -68,7 +73,8 @@ def supply(root: Path, entry: Path) -> tuple[Path, dict[str, str]]:
             env[name] = f"value-of-{name}"
         doc = yamlio.load_plain(text) or {}
         for ref in re.findall(r"secret_ref:\s*([\w.-]+)", text):
-            env[ref] = f"secret-of-{ref}"
+            refs[ref] = f"secret-of-{ref}"
+        vault_files.update({k: v for k, v in (doc.get("secrets") or {}).items() if k in ("age_key_file", "vault_file")})
         plugins.update((doc.get("plugins") or {}).keys())
         roots.extend((file.parent / r).resolve() for r in doc.get("plugin_roots") or [])
         for inc in doc.get("include") or []:
@@ -78,6 +84,16 @@ def supply(root: Path, entry: Path) -> tuple[Path, dict[str, str]]:
             walk(sub)
 
     walk(path)
+    if vault_files:  # relative to the root config's directory, as Ductile resolves them
+        made = vaults.make(
+            path.parent,
+            key_name=vault_files.get("age_key_file", "age.key"),
+            vault_name=vault_files.get("vault_file", "vault.age"),
+            secrets={ref: vaults.secret(value) for ref, value in refs.items()},
+        )
+        assert made.vault.is_file()
+    else:
+        env.update(refs)
     for plugin_root in roots:
         plugin_root.mkdir(parents=True, exist_ok=True)
         for name in plugins:
