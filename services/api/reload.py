@@ -40,11 +40,14 @@ async def reload_config(request: web.Request) -> web.Response:
         outcome = await asyncio.shield(coordinator.reload())
     except reload_coordinator.Refused as exc:
         raise errors.Conflict(exc.message, failed=exc.failed) from exc
-    return web.json_response({
-        "status": "ok",
-        "reloaded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "message": "configuration reloaded",
-        "fingerprint": outcome.fingerprint,
-        "services": outcome.applied,
-        "pending": outcome.pending,
-    }, dumps=state.dumps)
+    return web.json_response(
+        {
+            "status": "ok",
+            "reloaded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "message": "configuration reloaded",
+            "fingerprint": outcome.fingerprint,
+            "services": outcome.applied,
+            "pending": outcome.pending,
+        },
+        dumps=state.dumps,
+    )

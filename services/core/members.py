@@ -50,10 +50,19 @@ def is_fresh(record: dict[str, Any], now: datetime) -> bool:
     return (now - seen).total_seconds() < FRESH_INTERVALS * interval
 
 
-def record(*, member: str, role: str, source: str, fingerprint: str, interval_s: float,
-           started_at: str) -> dict[str, Any]:
-    return {"kind": "member", "id": member, "role": role, "source": source, "fingerprint": fingerprint,
-            "interval_s": interval_s, "started_at": started_at, "last_seen": envelope.rfc3339(envelope.now())}
+def record(
+    *, member: str, role: str, source: str, fingerprint: str, interval_s: float, started_at: str
+) -> dict[str, Any]:
+    return {
+        "kind": "member",
+        "id": member,
+        "role": role,
+        "source": source,
+        "fingerprint": fingerprint,
+        "interval_s": interval_s,
+        "started_at": started_at,
+        "last_seen": envelope.rfc3339(envelope.now()),
+    }
 
 
 async def beat(bus: bus_mod.Bus, rec: dict[str, Any]) -> None:
@@ -71,7 +80,7 @@ async def alive(bus: bus_mod.Bus) -> list[dict[str, Any]]:
     kv = await bus.kv(subjects.KV_AGENTS)
     prefix = f"$KV.{subjects.KV_AGENTS}."
     info = await bus.js.stream_info(f"KV_{subjects.KV_AGENTS}", subjects_filter=prefix + KEY_PREFIX + "*")
-    keys = [subject[len(prefix):] for subject in (info.state.subjects or {})]
+    keys = [subject[len(prefix) :] for subject in (info.state.subjects or {})]
 
     async def read(key: str) -> dict[str, Any] | None:
         try:

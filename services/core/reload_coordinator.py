@@ -97,8 +97,15 @@ class _Votes:
 class Coordinator:
     """Runs the reloads of one API process; `local` is that API's own participant."""
 
-    def __init__(self, bus: bus_mod.Bus, local: reloads.Participant, *, prepare_timeout_s: float = PREPARE_TIMEOUT_S,
-                 ack_timeout_s: float = ACK_TIMEOUT_S, lock_wait_s: float = LOCK_WAIT_S) -> None:
+    def __init__(
+        self,
+        bus: bus_mod.Bus,
+        local: reloads.Participant,
+        *,
+        prepare_timeout_s: float = PREPARE_TIMEOUT_S,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+        lock_wait_s: float = LOCK_WAIT_S,
+    ) -> None:
         self.bus = bus
         self.local = local
         self.prepare_timeout_s = prepare_timeout_s
@@ -121,8 +128,9 @@ class Coordinator:
             expected = {r["id"]: r for r in await members.alive(self.bus) if r.get("id") != self.local.id}
         except (nats.errors.Error, TimeoutError) as exc:
             self.local.abort(txn)
-            raise errors.TransientError(f"configuration not reloaded: the reload members are unreadable: "
-                                        f"{exc or type(exc).__name__}") from exc
+            raise errors.TransientError(
+                f"configuration not reloaded: the reload members are unreadable: {exc or type(exc).__name__}"
+            ) from exc
         request = {"txn": txn, "coordinator": self.local.id, "fingerprint": mine.fingerprint}
         votes = await self._ask(subjects.RELOAD_PREPARE, request, set(expected), self.prepare_timeout_s)
         prepared = sorted((v for v in votes.values() if v.ok), key=lambda v: v.member)
@@ -130,26 +138,30 @@ class Coordinator:
         if problems:
             await self._abort(txn, prepared)
             raise Refused(NOT_RELOADED + "; ".join(text for _, text in problems), [who for who, _ in problems])
-        log.info("config_reload_prepared", txn=txn, fingerprint=mine.fingerprint,
-                 members=[v.source for v in prepared])
+        log.info("config_reload_prepared", txn=txn, fingerprint=mine.fingerprint, members=[v.source for v in prepared])
         return await self._commit(txn, mine, prepared)
 
-    def _problems(self, mine: reloads.Vote, votes: dict[str, reloads.Vote],
-                  expected: dict[str, dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    def _problems(
+        self, mine: reloads.Vote, votes: dict[str, reloads.Vote], expected: dict[str, dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], str]]:
         out: list[tuple[dict[str, Any], str]] = []
         for vote in sorted(votes.values(), key=lambda v: v.member):
             if not vote.ok:
                 out.append((vote.summary(), f"{vote.who}: {vote.error}"))
             elif vote.fingerprint != mine.fingerprint:
-                error = (f"reads the configuration differently (fingerprint {vote.fingerprint}, this API's "
-                         f"{mine.fingerprint}): its own copy of the file, its plugin directories or its ${{VAR}} "
-                         "values differ")
+                error = (
+                    f"reads the configuration differently (fingerprint {vote.fingerprint}, this API's "
+                    f"{mine.fingerprint}): its own copy of the file, its plugin directories or its ${{VAR}} "
+                    "values differ"
+                )
                 out.append(({**vote.summary(), "error": error}, f"{vote.who}: {error}"))
         for member in sorted(set(expected) - set(votes)):
             record = expected[member]
-            error = (f"did not answer within {self.prepare_timeout_s:g} s (its last heartbeat was at "
-                     f"{record.get('last_seen')}; one that died without a goodbye counts as alive for "
-                     f"{members.FRESH_INTERVALS} heartbeat intervals)")
+            error = (
+                f"did not answer within {self.prepare_timeout_s:g} s (its last heartbeat was at "
+                f"{record.get('last_seen')}; one that died without a goodbye counts as alive for "
+                f"{members.FRESH_INTERVALS} heartbeat intervals)"
+            )
             who = {"service": record.get("role"), "instance": member, "source": record.get("source"), "error": error}
             out.append((who, f"{record.get('source')} ({record.get('role')}, member {member}): {error}"))
         return out
@@ -160,9 +172,13 @@ class Coordinator:
         acks = _Votes(txn, {v.member for v in prepared})
         sub = await self.bus.nc.subscribe(subjects.reload_ack(txn), cb=acks.on_msg)
         try:
-            event = reloads.reloaded_event(mine.fingerprint, str(config.path) if config.path else None,
-                                           source=self.local.source, txn=txn,
-                                           services=[self.local.id, *(v.member for v in prepared)])
+            event = reloads.reloaded_event(
+                mine.fingerprint,
+                str(config.path) if config.path else None,
+                source=self.local.source,
+                txn=txn,
+                services=[self.local.id, *(v.member for v in prepared)],
+            )
             try:
                 await self.bus.publish(*event)
             except errors.TransientError as exc:
@@ -179,12 +195,22 @@ class Coordinator:
             if ack is not None and ack.ok:
                 applied.append(ack.summary())
             else:
-                error = ack.error if ack is not None else (
-                    f"no ack within {self.ack_timeout_s:g} s: it applies the staged config when the announcement "
-                    f"reaches it, at the latest {reloads.STAGE_TTL_S:g} s after staging it")
+                error = (
+                    ack.error
+                    if ack is not None
+                    else (
+                        f"no ack within {self.ack_timeout_s:g} s: it applies the staged config when the announcement "
+                        f"reaches it, at the latest {reloads.STAGE_TTL_S:g} s after staging it"
+                    )
+                )
                 pending.append({**vote.summary(), "error": error})
-        log.info("config_reload_committed", txn=txn, fingerprint=mine.fingerprint,
-                 applied=[a["source"] for a in applied], pending=[p["source"] for p in pending])
+        log.info(
+            "config_reload_committed",
+            txn=txn,
+            fingerprint=mine.fingerprint,
+            applied=[a["source"] for a in applied],
+            pending=[p["source"] for p in pending],
+        )
         return Outcome(txn=txn, fingerprint=mine.fingerprint, applied=applied, pending=pending)
 
     async def _unannounced(self, txn: str, prepared: list[reloads.Vote], exc: errors.TransientError) -> None:
@@ -196,14 +222,16 @@ class Coordinator:
             raise errors.TransientError(
                 f"reload outcome unknown: announcing it failed ({exc.message}) and the event log is unreadable; "
                 f"every service applies it within {reloads.STAGE_TTL_S:g} s if it was stored, else keeps the "
-                "previous one") from exc
+                "previous one"
+            ) from exc
         if last is not None and last[1].data.get("txn") == txn:
             return
         await self._abort(txn, prepared)
         raise errors.TransientError(f"{NOT_RELOADED}announcing it failed: {exc.message}") from exc
 
-    async def _ask(self, subject: str, request: dict[str, Any], expected: set[str],
-                   timeout_s: float) -> dict[str, reloads.Vote]:
+    async def _ask(
+        self, subject: str, request: dict[str, Any], expected: set[str], timeout_s: float
+    ) -> dict[str, reloads.Vote]:
         """Publish `request` with a reply inbox; the votes of every responder until `expected` all answered."""
         votes = _Votes(str(request["txn"]), expected)
         inbox = self.bus.nc.new_inbox()
@@ -226,8 +254,9 @@ class Coordinator:
 
 
 @contextlib.asynccontextmanager
-async def lease(bus: bus_mod.Bus, holder: str, *, wait_s: float = LOCK_WAIT_S,
-                ttl_s: float = LOCK_TTL_S) -> AsyncIterator[None]:
+async def lease(
+    bus: bus_mod.Bus, holder: str, *, wait_s: float = LOCK_WAIT_S, ttl_s: float = LOCK_TTL_S
+) -> AsyncIterator[None]:
     """Hold `reload.lock` (compare-and-set in KV) for the block; Refused if another holder keeps it past `wait_s`."""
     try:
         kv = await bus.kv(subjects.KV_AGENTS)
@@ -238,12 +267,14 @@ async def lease(bus: bus_mod.Bus, holder: str, *, wait_s: float = LOCK_WAIT_S,
             if revision is not None:
                 break
             if time.monotonic() >= deadline:
-                raise Refused(f"another reload is in progress (held by {other.get('holder')}); retry when it is done",
-                              [])
+                raise Refused(
+                    f"another reload is in progress (held by {other.get('holder')}); retry when it is done", []
+                )
             await asyncio.sleep(_LOCK_POLL_S)
     except (nats.errors.Error, TimeoutError) as exc:
-        raise errors.TransientError(f"configuration not reloaded: the reload lock is unreachable: "
-                                    f"{exc or type(exc).__name__}") from exc
+        raise errors.TransientError(
+            f"configuration not reloaded: the reload lock is unreachable: {exc or type(exc).__name__}"
+        ) from exc
     try:
         yield
     finally:

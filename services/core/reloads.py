@@ -64,9 +64,15 @@ class Vote:
     def decode(cls, data: bytes) -> Vote | None:
         try:
             raw = orjson.loads(data)
-            return cls(txn=str(raw["txn"]), member=str(raw["member"]), role=str(raw["role"]),
-                       source=str(raw["source"]), ok=bool(raw["ok"]), fingerprint=raw.get("fingerprint"),
-                       error=raw.get("error"))
+            return cls(
+                txn=str(raw["txn"]),
+                member=str(raw["member"]),
+                role=str(raw["role"]),
+                source=str(raw["source"]),
+                ok=bool(raw["ok"]),
+                fingerprint=raw.get("fingerprint"),
+                error=raw.get("error"),
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return None
 
@@ -91,11 +97,16 @@ def restart_needed(current: config_mod.Config, fresh: config_mod.Config) -> str 
     return None
 
 
-def reloaded_event(fingerprint: str, path: str | None, *, source: str, txn: str,
-                   services: list[str]) -> tuple[str, envelope.Envelope]:
+def reloaded_event(
+    fingerprint: str, path: str | None, *, source: str, txn: str, services: list[str]
+) -> tuple[str, envelope.Envelope]:
     """The commit of reload `txn`: kept in EVENTS, so a service starting later catches up from it."""
-    env = envelope.make(EVENT_TYPE, source=source, id=f"config_reloaded:{txn}",
-                        data={"fingerprint": fingerprint, "path": path, "txn": txn, "services": services})
+    env = envelope.make(
+        EVENT_TYPE,
+        source=source,
+        id=f"config_reloaded:{txn}",
+        data={"fingerprint": fingerprint, "path": path, "txn": txn, "services": services},
+    )
     return EVENT_SUBJECT, env
 
 
@@ -111,8 +122,15 @@ class Participant:
     catches up, registers), then spawn `run(stop_event)` (heartbeat, expiry of staged configs,
     goodbye)."""
 
-    def __init__(self, bus: bus_mod.Bus, *, role: str, source: str, current: Callable[[], config_mod.Config],
-                 apply: Callable[[config_mod.Config], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        bus: bus_mod.Bus,
+        *,
+        role: str,
+        source: str,
+        current: Callable[[], config_mod.Config],
+        apply: Callable[[config_mod.Config], Awaitable[None]],
+    ) -> None:
         self.bus = bus
         self.role = role
         self.source = source
@@ -132,9 +150,11 @@ class Participant:
 
     async def start(self) -> None:
         nc = self.bus.nc
-        self._subs = [await nc.subscribe(subjects.RELOAD_PREPARE, cb=self._on_prepare),
-                      await nc.subscribe(subjects.RELOAD_ABORT, cb=self._on_abort),
-                      await nc.subscribe(EVENT_SUBJECT, cb=self._on_announced)]
+        self._subs = [
+            await nc.subscribe(subjects.RELOAD_PREPARE, cb=self._on_prepare),
+            await nc.subscribe(subjects.RELOAD_ABORT, cb=self._on_abort),
+            await nc.subscribe(EVENT_SUBJECT, cb=self._on_announced),
+        ]
         await nc.flush()
         await self._catch_up()
         await self._beat()  # from now on the API waits for this member's answer
@@ -162,8 +182,14 @@ class Participant:
         return self._fingerprint[1]
 
     async def _beat(self) -> None:
-        rec = members.record(member=self.id, role=self.role, source=self.source, fingerprint=self.fingerprint(),
-                             interval_s=self.current().heartbeat_interval_s, started_at=self._started_at)
+        rec = members.record(
+            member=self.id,
+            role=self.role,
+            source=self.source,
+            fingerprint=self.fingerprint(),
+            interval_s=self.current().heartbeat_interval_s,
+            started_at=self._started_at,
+        )
         try:
             await members.beat(self.bus, rec)
         except Exception as exc:  # a missed beat must never stop the service
@@ -172,8 +198,9 @@ class Participant:
     # --- phase 1 --------------------------------------------------------
 
     def _vote(self, txn: str, *, ok: bool, fingerprint: str | None = None, error: str | None = None) -> Vote:
-        return Vote(txn=txn, member=self.id, role=self.role, source=self.source, ok=ok, fingerprint=fingerprint,
-                    error=error)
+        return Vote(
+            txn=txn, member=self.id, role=self.role, source=self.source, ok=ok, fingerprint=fingerprint, error=error
+        )
 
     async def stage(self, txn: str) -> Vote:
         """Re-read this service's own file and keep the result for `commit(txn)`; nothing changes yet."""

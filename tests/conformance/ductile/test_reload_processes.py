@@ -132,4 +132,3 @@ async def test_reload_is_all_or_nothing_across_processes(
         await client.close()
         for proc in procs:
             proc.kill()
-
