@@ -73,7 +73,7 @@ class Vote:
                 fingerprint=raw.get("fingerprint"),
                 error=raw.get("error"),
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return None
 
     @property
