@@ -166,7 +166,7 @@ class Participant:
             if stop.is_set():
                 break
             await self._beat()
-            await self._resolve_expired()
+            await self.resolve_expired()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -317,7 +317,7 @@ class Participant:
         if last is not None:
             await self._adopt(last.get("fingerprint"), only_if_file_matches=True)
 
-    async def _resolve_expired(self) -> None:
+    async def resolve_expired(self) -> None:
         """A staged config whose commit or abort never came: apply it if its reload was announced."""
         now = time.monotonic()
         for txn in [t for t, s in self.staged.items() if s.deadline <= now]:
