@@ -81,7 +81,7 @@ class Dispatcher(lifecycle.Service):
                                              job_state=self._job_state, source=self.source, clock=self.clock,
                                              interval_s=self.schedule_interval_s)
         self.spawn("schedules", self.scheduler.run(self.stop_event))
-        # last: a member takes part in reloads once it can apply one (a reload before it caught up)
+        # last: registered as a reload member once it is ready (a reload announced meanwhile is caught up)
         self.participant = reloads.Participant(self.bus, role=self.name, source=self.source,
                                                current=lambda: self.config, apply=self._apply_config)
         await self.participant.start()
