@@ -9,7 +9,7 @@ from services.api import app as app_mod
 from services.api import limits, reload, state
 from services.core import bus as bus_mod
 from services.core import config as config_mod
-from services.core import db, lifecycle, logging, reloads
+from services.core import db, lifecycle, logging, reload_coordinator, reloads
 
 log = logging.get("api")
 
@@ -28,6 +28,7 @@ class Api(lifecycle.Service):
         self.port = port if port is not None else config.api.port
         self.runner: web.AppRunner | None = None
         self.app: web.Application | None = None
+        self.participant: reloads.Participant | None = None
 
     @property
     def url(self) -> str:
@@ -38,8 +39,10 @@ class Api(lifecycle.Service):
         self.bus = await bus_mod.open_for(self.config, name=config_mod.instance_name("api"), bus=self.bus)
         self.pool = await db.pool_for(self.config, pool=self.pool, max_size=10)
         self.app = app_mod.create_app(self.config, bus=self.bus, pool=self.pool)
-        await reloads.listen(self.bus, lambda: self.app[state.STATE].config, self._apply_config,  # type: ignore[index]
-                             service=self.name)
+        st = self.app[state.STATE]
+        self.participant = reloads.Participant(self.bus, role=self.name, source=st.source, current=lambda: st.config,
+                                               apply=self._apply_config)
+        self.app[reload.COORDINATOR] = reload_coordinator.Coordinator(self.bus, self.participant)
         self.runner = limits.GuardedRunner(self.app, limits=self.config.api.limits, access_log=None,
                                           handle_signals=False)
         await self.runner.setup()
@@ -48,6 +51,8 @@ class Api(lifecycle.Service):
         if self.port == 0:
             server = site._server
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self.participant.start()
+        self.spawn("reloads", self.participant.run(self.stop_event))
         log.info("api_listening", url=self.url)
 
     async def _apply_config(self, fresh: config_mod.Config) -> None:

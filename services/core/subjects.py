@@ -131,6 +131,16 @@ def cancel_signal(job_id: str) -> str:
 
 ALL_CANCEL_SIGNALS = "ctl.cancel.*"
 
+#: POST /system/reload, phase 1: every reload participant stages the config and answers (plain NATS request)
+RELOAD_PREPARE = "ctl.reload.prepare"
+#: a refused reload: the participants that staged it drop it and answer
+RELOAD_ABORT = "ctl.reload.abort"
+
+
+def reload_ack(txn: str) -> str:
+    """ctl.reload.ack.<txn>: a participant applied the staged config of reload `txn` (phase 2)."""
+    return f"ctl.reload.ack.{_token(txn)}"
+
 
 def plugin_work(plugin: str) -> str:
     """Filter for every work item of one plugin (one pull consumer per plugin)."""

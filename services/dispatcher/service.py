@@ -49,11 +49,11 @@ class Dispatcher(lifecycle.Service):
         self.catalog = config_mod.plugin_catalog(config)
         self.runs: pipeline_runs.PipelineRuns | None = None
         self._breakers: dict[str, breaker.BreakerState] = {}
+        self.participant: reloads.Participant | None = None
 
     async def start(self) -> None:
         self.bus = await bus_mod.open_for(self.config, name=self.source, bus=self.bus)
         self.runs = pipeline_runs.PipelineRuns(self.bus, self.config, source=self.source, decide_submit=self._submit)
-        await reloads.listen(self.bus, lambda: self.config, self._apply_config, service=self.name)
         # outcomes first: no failure may slip by before we listen; NEW so a first start never
         # re-decides the outcomes of an old event log
         outcomes = await consumers.ensure_pull(
@@ -81,6 +81,11 @@ class Dispatcher(lifecycle.Service):
                                              job_state=self._job_state, source=self.source, clock=self.clock,
                                              interval_s=self.schedule_interval_s)
         self.spawn("schedules", self.scheduler.run(self.stop_event))
+        # last: registered as a reload member once it is ready (a reload announced meanwhile is caught up)
+        self.participant = reloads.Participant(self.bus, role=self.name, source=self.source,
+                                               current=lambda: self.config, apply=self._apply_config)
+        await self.participant.start()
+        self.spawn("reloads", self.participant.run(self.stop_event))
         log.info("dispatcher_started", plugins=sorted(self.catalog.plugins))
 
     async def _apply_config(self, fresh: config_mod.Config) -> None:

@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from services.core import envelope, logging, subjects
+from services.core import envelope, logging, members, subjects
 
 if TYPE_CHECKING:
     from services.runner.service import Runner
 
 log = logging.get("runner.heartbeat")
 
-DEFAULT_INTERVAL_S = 5.0
+DEFAULT_INTERVAL_S = members.DEFAULT_INTERVAL_S
 #: a runner is counted while its last beat is younger than this many intervals
-FRESH_INTERVALS = 3
+FRESH_INTERVALS = members.FRESH_INTERVALS
 KEY_PREFIX = "runner."
 AGENT_KEY_PREFIX = "agent."
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -52,12 +52,7 @@ def agent_key(agent: str) -> str:
 
 def is_fresh(record: dict[str, Any], now: datetime) -> bool:
     """Whether a presence record was written recently enough to count its runner as alive."""
-    try:
-        seen = envelope.parse_time(str(record["last_seen"]))
-        interval = float(record.get("interval_s") or DEFAULT_INTERVAL_S)
-    except (KeyError, TypeError, ValueError):
-        return False
-    return (now - seen).total_seconds() < FRESH_INTERVALS * interval
+    return members.is_fresh(record, now)
 
 
 class Presence:

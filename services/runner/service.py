@@ -80,14 +80,18 @@ class Runner(lifecycle.Service):
         self.agents_served: list[str] = []
         #: who subprocess plugins run as (None: as this process), services/runner/privileges.py
         self.plugin_user = privileges.resolve(config.plugin_user)
+        self.participant: reloads.Participant | None = None
 
     async def start(self) -> None:
         self.bus = await bus_mod.open_for(self.config, name=self.source, bus=self.bus)
         await self._open_mailboxes()
         await self._open_builtin_mailboxes()
-        await reloads.listen(self.bus, lambda: self.config, self._apply_config, service=self.name)
         await self.bus.nc.subscribe(subjects.ALL_CANCEL_SIGNALS, cb=self._on_cancel_signal)
         self.spawn("presence", heartbeat.Presence(self, interval_s=self.config.heartbeat_interval_s).run())
+        self.participant = reloads.Participant(self.bus, role=self.name, source=self.source,
+                                               current=lambda: self.config, apply=self._apply_config)
+        await self.participant.start()
+        self.spawn("reloads", self.participant.run(self.stop_event))
         log.info("runner_started", plugins=sorted(self.catalog.plugins), source=self.source,
                  plugin_user=self.plugin_user.name if self.plugin_user else None)
         if self.plugin_user is not None and any(m.is_python for m in self.catalog.plugins.values()):

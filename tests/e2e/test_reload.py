@@ -1,4 +1,4 @@
-"""POST /system/reload: validated, applied to every service via an event; an invalid file → 409."""
+"""POST /system/reload: validated by and applied to every service before the 200; an invalid file → 409."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 import yaml
 
-from tests.support import infra
 from tests.support.stack import TEST_PLUGINS, TOKENS, Client, config_doc
 
 
@@ -30,12 +29,9 @@ async def test_reload_applies_to_api_dispatcher_and_runner(make_config: Any, sta
         status, body = await fresh.post("/plugin/echo/poll", json={})
         assert status == 404 and "disabled" in body["error"]
 
-        async def flaky_runs() -> Any:
-            # the runner opens a mailbox for the newly enabled plugin when the reload event reaches it
-            job_id = await fresh.submit("flaky", "poll", {"counter_file": str(tmp_path / "n"), "succeed_on": 1})
-            return await fresh.wait_job(job_id, timeout_s=10)
-
-        done = await infra.wait_until(flaky_runs, timeout_s=20, what="flaky runs after the reload")
+        # the 200 came after the runner opened a mailbox for the newly enabled plugin: no waiting
+        job_id = await fresh.submit("flaky", "poll", {"counter_file": str(tmp_path / "n"), "succeed_on": 1})
+        done = await fresh.wait_job(job_id, timeout_s=10)
         assert done["status"] == "succeeded"
         assert s.dispatcher.config.plugin("flaky").retry.max_attempts == 1  # the dispatcher took it too
     finally:
@@ -83,11 +79,8 @@ async def test_a_plugin_directory_added_before_a_reload_runs_everywhere(make_con
     status, body = await s.client.post("/system/reload")
     assert status == 200, body
 
-    async def runs() -> Any:
-        job_id = await s.client.submit("latecomer", "poll", {"seconds": 0})
-        return await s.client.wait_job(job_id, timeout_s=15)
-
-    done = await infra.wait_until(runs, timeout_s=20, what="the new plugin's job")
+    job_id = await s.client.submit("latecomer", "poll", {"seconds": 0})
+    done = await s.client.wait_job(job_id, timeout_s=15)
     assert done["status"] == "succeeded", done
     assert s.dispatcher.catalog.get("latecomer") is not None and s.runner.catalog.get("latecomer") is not None
 
@@ -105,3 +98,35 @@ async def test_a_refused_reload_names_path_and_rule_never_the_secret(make_config
     assert f"api.auth.tokens[{short}].token: is too short (minimum 8 characters)" in body["error"]
     assert "secrets.hook: must be of type string" in body["error"]
     assert "SHRTPW7" not in str(body) and "27182818284" not in str(body)
+
+
+async def test_the_200_lists_every_service_that_applied_it(make_config: Any, start_stack: Any) -> None:
+    config = make_config()
+    s = await start_stack(config)
+    status, body = await s.client.post("/system/reload")
+    assert status == 200, body
+    assert set(body) == {"status", "reloaded_at", "message", "fingerprint", "services", "pending"}
+    assert body["status"] == "ok" and body["message"] == "configuration reloaded" and body["pending"] == []
+    assert sorted(x["service"] for x in body["services"]) == ["api", "dispatcher", "runner"]
+    assert body["services"][0] == {"service": "api", "instance": s.api.participant.id, "source": s.api.participant.source}
+
+
+async def test_changes_a_reload_cannot_apply_are_rejected_as_ductile_does(make_config: Any, start_stack: Any,
+                                                                         tmp_path: Path) -> None:
+    """Ductile's texts (§2.16): api.listen (and Headrace's service.state_dir) need a restart; nobody changes."""
+    config = make_config(plugins={"echo": {}})
+    s = await start_stack(config)
+    auth = config_doc()["api"]["auth"]
+    Path(config.path).write_text(yaml.safe_dump(config_doc(plugins={"echo": {}, "echo_py": {}},
+                                                           api={"listen": "127.0.0.1:18089", "auth": auth})))
+    status, body = await s.client.post("/system/reload")
+    assert status == 409, body
+    assert body["error"] == "config reload rejected: changes to api.listen require a full restart"
+    state_dir = str(tmp_path / "elsewhere")
+    Path(config.path).write_text(yaml.safe_dump(config_doc(plugins={"echo": {}, "echo_py": {}},
+                                                           service={"state_dir": state_dir})))
+    status, body = await s.client.post("/system/reload")
+    assert status == 409, body
+    assert body["error"] == "config reload rejected: changes to service.state_dir require a full restart"
+    for service in (s.api, s.dispatcher, s.runner):
+        assert "echo_py" not in service.config.plugins, service.name  # the rest of the edit was not taken either

@@ -183,11 +183,18 @@ class ServiceProcess:
     """One `headrace <service>` in its own OS process, for crash tests."""
 
     def __init__(self, command: str, *, config_path: Path, nats_url: str, database_url: str,
-                 extra_args: list[str] | None = None, log_path: Path | None = None) -> None:
+                 extra_args: list[str] | None = None, log_path: Path | None = None,
+                 env: dict[str, str | None] | None = None) -> None:
+        """`env`: variables to set in this process's environment (None: remove it)."""
         self.command = command
         self.args = [sys.executable, "-m", "services.cli", "-c", str(config_path), command, *(extra_args or [])]
         self.env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url,
                     "PYTHONPATH": str(REPO)}
+        for key, value in (env or {}).items():
+            if value is None:
+                self.env.pop(key, None)
+            else:
+                self.env[key] = value
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
