@@ -141,6 +141,9 @@ class Config:
     runtime_tokens: tuple[Token, ...] = ()
     #: one line per key that is accepted but has no effect here (Ductile's keys), or that `up` would trip on
     warnings: tuple[str, ...] = ()
+    #: every plugin's schedules (services.core.schedules.Schedule), parsed from the normalised document
+    #: (Ductile's `every: daily`, a schedule without `command`), not from `raw`
+    schedules: tuple[Any, ...] = ()
 
     def with_runtime_token(self, token: Token) -> Config:
         """This config plus a token that does not come from the file."""
@@ -391,7 +394,7 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
     except ValueError as exc:
         # `from None`: the cause's text would be printed unredacted (`headrace check-config` prints causes)
         raise errors.ConfigError(redact(f"{path or 'config'}: {exc}", doc, environ)) from None
-    return dataclasses.replace(built, raw=doc, warnings=tuple(warnings))
+    return dataclasses.replace(built, raw=doc, warnings=tuple(warnings), schedules=schedules)
 
 
 def _with_aliases(found: catalog.Catalog, plugins: Mapping[str, Any]) -> catalog.Catalog:

@@ -64,8 +64,6 @@ _IGNORED_PLUGIN = {
     "vault_principal": "the vault is not read",
 }
 _IGNORED_SCHEDULE = {
-    "only_between": "not enforced: the schedule also fires outside that window",
-    "not_on": "not enforced: the schedule also fires on those days",
     "preferred_window": "Ductile parses it without using it",
 }
 _IGNORED_WEBHOOK = {
@@ -145,6 +143,11 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     for name, spec in (plugins or {}).items():
         if spec is None:
             plugins[name] = spec = {}
+        if "enabled" not in spec:
+            warnings.append(
+                f"plugins.{name}.enabled: not set, so Headrace runs plugin {name!r} "
+                "(Ductile leaves a plugin without `enabled: true` off); set enabled: true or false"
+            )
         if spec.get("config") is None:
             spec["config"] = {}
         for key, why in _IGNORED_PLUGIN.items():
@@ -155,14 +158,6 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             schedule.setdefault("command", DEFAULT_SCHEDULE_COMMAND)
             if "every" in schedule:
                 schedule["every"] = every_value(schedule["every"])
-            catch_up = schedule.get("catch_up")
-            if isinstance(catch_up, str):  # Ductile: skip | run_once | run_all
-                schedule["catch_up"] = catch_up != "skip"
-                if catch_up == "run_all":
-                    ignore(
-                        f"plugins.{name}.schedules[{i}].catch_up",
-                        "run_all fires once for the missed times, like run_once",
-                    )
             for key, why in _IGNORED_SCHEDULE.items():
                 if key in schedule:
                     schedule.pop(key)
