@@ -98,6 +98,8 @@ class ApiConfig:
     max_body_bytes: int = 1024 * 1024
     limits: ApiLimits = ApiLimits()
     tokens: tuple[Token, ...] = ()
+    #: Ductile's `api.allowed_origins`: origins that get CORS headers (`*`: any, without credentials)
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -533,6 +535,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
             max_body_bytes=int(api.get("max_body_bytes", 1024 * 1024)),
             limits=_api_limits(api.get("limits") or {}),
             tokens=tokens,
+            allowed_origins=tuple(str(o).strip() for o in api.get("allowed_origins") or () if str(o).strip()),
         ),
         plugins=plugins,
         pipelines=tuple(doc.get("pipelines") or ()),

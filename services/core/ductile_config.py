@@ -55,7 +55,6 @@ _ADMISSION = {
 _IGNORED_API = {
     "management_socket": "there is no management socket; manage the running gateway over the HTTP API",
     "max_sync_timeout": "synchronous calls wait for their pipeline's `timeout`",
-    "allowed_origins": "CORS headers are not sent",
 }
 _IGNORED_PLUGIN = {
     "max_outstanding_polls": "a schedule's if_running decides whether a poll may overlap",
