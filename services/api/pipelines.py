@@ -42,7 +42,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
     principal = auth.require(request, "plugin:rw")
     st = state.of(request)
     pipeline = _pipeline(st, request.match_info["name"])
-    body = await bodies.json_object(request, extras_ignored=True)
+    body = await bodies.json_object(request, extras_ignored=True, first_document=True)
     payload = bodies.payload(body)
     synchronous = pipeline.synchronous and not bodies.bool_param(request, "async")
     if synchronous and len(pipeline.entries) > 1:

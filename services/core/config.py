@@ -123,6 +123,8 @@ class Config:
     plugins: Mapping[str, PluginConfig] = dataclasses.field(default_factory=dict)
     pipelines: tuple[Mapping[str, Any], ...] = ()
     webhooks: tuple[Mapping[str, Any], ...] = ()
+    #: Ductile's `webhooks.listen`: a second listener serving only the webhook paths (host, port)
+    webhooks_listen: tuple[str, int] | None = None
     #: webhook name → its HMAC secret, resolved at load from `secret_ref` (a `secrets:` entry or an env var)
     webhook_secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     agents: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
@@ -515,6 +517,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
     state_dir = env.get("HEADRACE_STATE_DIR") or service.get("state_dir") or ".state"
     schedules_mod.parse_all(doc.get("plugins") or {})  # cron strings, exactly one of every/cron/at/after
     hooks = webhooks_mod.parse_all(doc.get("webhooks") or ())
+    listen = webhooks_mod.listen_address(doc.get("webhooks_listen")) if hooks else None
     return Config(
         path=path,
         service_name=service.get("name", "headrace"),
@@ -540,6 +543,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
         plugins=plugins,
         pipelines=tuple(doc.get("pipelines") or ()),
         webhooks=tuple(doc.get("webhooks") or ()),
+        webhooks_listen=listen,
         webhook_secrets=webhooks_mod.resolve_secrets(hooks, doc.get("secrets") or {}, env),
         agents=dict(doc.get("agents") or {}),
         offload_threshold_bytes=int(offload.get("threshold_bytes", 100 * 1024)),

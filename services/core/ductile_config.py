@@ -65,9 +65,6 @@ _IGNORED_PLUGIN = {
 _IGNORED_SCHEDULE = {
     "preferred_window": "Ductile parses it without using it",
 }
-_IGNORED_WEBHOOK = {
-    "max_body_size": "webhook bodies are limited by api.max_body_bytes",
-}
 _VAULT_KEYS = ("age_key_file", "vault_file")
 
 
@@ -163,14 +160,7 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
                     ignore(f"plugins.{name}.schedules[{i}].{key}", why)
     hooks = out.get("webhooks")
     if isinstance(hooks, dict):  # Ductile's map form: {listen, endpoints: [...]}
-        if "listen" in hooks:
-            ignore("webhooks.listen", "webhooks are served on the API listener (api.listen), at their path")
-        endpoints = list(hooks.get("endpoints") or [])
-        out["webhooks"] = endpoints
-        hooks = endpoints
-    for i, hook in enumerate(hooks or []):
-        for key, why in _IGNORED_WEBHOOK.items():
-            if isinstance(hook, dict) and key in hook:
-                hook.pop(key)
-                ignore(f"webhooks[{i}].{key}", why)
+        out["webhooks"] = list(hooks.get("endpoints") or [])
+        if hooks.get("listen"):
+            out["webhooks_listen"] = hooks["listen"]  # a second listener for the webhook paths
     return out, warnings
