@@ -106,7 +106,7 @@ FROM jobs WHERE correlation_id = $1 ORDER BY created_at, job_id
 
 @routes.get("/job/{job_id}/tree")
 async def job_tree(request: web.Request) -> web.Response:
-    auth.require(request, "jobs:ro", narrow=("jobs:tree:ro",))
+    principal = auth.require(request, "jobs:ro", narrow=("jobs:tree:ro",))
     st = state.of(request)
     job_id = request.match_info["job_id"]
     row = await jobs.load_job(st, job_id)
@@ -124,6 +124,6 @@ async def job_tree(request: web.Request) -> web.Response:
         node = by_id.get(current, row if current == row["job_id"] else None)
         if node is None:
             continue
-        out.append(views.tree_node(node))
+        out.append(auth.results_for(principal, views.tree_node(node)))
         stack.extend(child["job_id"] for child in children.get(current, []))
     return web.json_response(out, dumps=state.dumps)
