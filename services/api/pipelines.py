@@ -59,7 +59,9 @@ async def run_pipeline(request: web.Request) -> web.Response:
                                                           "authority": auth.authority(principal).to_data()})
         if not synchronous:
             await st.bus.publish(subjects.pipeline_command(root_id), cmd)
-            return 202, {"job_id": root_id, "status": "queued", "pipeline": pipeline.name}
+            # Ductile's keys (plugin "pipeline" is a label, command the pipeline's name) and ours
+            return 202, {"job_id": root_id, "status": "queued", "plugin": "pipeline", "command": pipeline.name,
+                         "pipeline": pipeline.name}
         async with slots:
             return await _run_synchronously(st, cmd, pipeline.timeout_s)
 
@@ -85,7 +87,7 @@ async def _run_synchronously(st: state.ApiState, cmd: envelope.Envelope, timeout
             env = await asyncio.wait_for(final, timeout=timeout_s)
         except TimeoutError:
             return 202, {"job_id": root_id, "status": "running", "timeout_exceeded": True,
-                         "message": f"Pipeline still running after timeout ({timeout_s:g}s)."}
+                         "message": "Pipeline still running after timeout.", "timeout_secs": timeout_s}
     finally:
         await sub.unsubscribe()
     status = "succeeded" if env.type == "job.succeeded" else "failed"
