@@ -57,7 +57,6 @@ _IGNORED_API = {
     "max_sync_timeout": "synchronous calls wait for their pipeline's `timeout`",
 }
 _IGNORED_PLUGIN = {
-    "max_outstanding_polls": "a schedule's if_running decides whether a poll may overlap",
     "run_as": "plugins run as service.plugin_user",
     "requires_vault": "the vault is not read",
     "vault_principal": "the vault is not read",

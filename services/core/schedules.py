@@ -69,6 +69,9 @@ class Schedule:
     only_between: tuple[int, int] | None = None
     #: Ductile's `not_on` as Python weekdays (Monday 0 … Sunday 6)
     not_on: frozenset[int] = frozenset()
+    #: the plugin's `max_outstanding_polls` (Ductile): with `if_running: queue`, no fire while this many
+    #: of the schedule's jobs are not final; None (not set): no limit
+    max_outstanding: int | None = None
     #: where it sits in the config, e.g. "plugins.echo.schedules[0]"
     where: str = ""
     interval_s: float | None = None
@@ -186,18 +189,23 @@ class State:
     last_job_id: str | None = None
     #: the type of the last decision: schedule.armed | schedule.fired | schedule.skipped
     last_type: str = "schedule.armed"
+    #: fired jobs not yet seen final (kept only for a `max_outstanding_polls` limit)
+    outstanding: tuple[str, ...] = ()
 
     @classmethod
     def from_event(cls, seq: int, event_type: str, data: Mapping[str, Any]) -> State:
         fired = data.get("last_fired_at")
         return cls(seq=seq, at=parse_label(data["at"]), anchor=parse_label(data["anchor"]),
                    last_fired_at=parse_label(fired) if fired else None, last_job_id=data.get("last_job_id"),
-                   last_type=event_type)
+                   last_type=event_type, outstanding=tuple(data.get("outstanding") or ()))
 
     def data(self) -> dict[str, Any]:
-        return {"at": fire_label(self.at), "anchor": fire_label(self.anchor),
-                "last_fired_at": fire_label(self.last_fired_at) if self.last_fired_at else None,
-                "last_job_id": self.last_job_id}
+        out = {"at": fire_label(self.at), "anchor": fire_label(self.anchor),
+               "last_fired_at": fire_label(self.last_fired_at) if self.last_fired_at else None,
+               "last_job_id": self.last_job_id}
+        if self.outstanding:
+            out["outstanding"] = list(self.outstanding)
+        return out
 
 
 def next_fire(schedule: Schedule, state: State | None, now: datetime) -> datetime | None:
@@ -222,8 +230,11 @@ def parse_all(plugins: Mapping[str, Any]) -> tuple[Schedule, ...]:
     out: list[Schedule] = []
     for plugin, spec in plugins.items():
         seen: set[str] = set()
+        limit = (spec or {}).get("max_outstanding_polls")
         for i, raw in enumerate((spec or {}).get("schedules") or []):
             schedule = parse_one(str(plugin), i, raw)
+            if limit is not None:  # Ductile: a value <= 0 means 1
+                schedule = dataclasses.replace(schedule, max_outstanding=max(1, int(limit)))
             if schedule.id in seen:
                 raise ValueError(f"{schedule.where}: duplicate schedule id {schedule.id!r} in plugin {plugin!r}")
             seen.add(schedule.id)

@@ -215,6 +215,14 @@ class Scheduler:
             state = dataclasses.replace(state, at=nominal)
             return await self._decide(schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state,
                                       {"reason": f"previous job {previous} is still running (if_running: skip)"})
+        outstanding: tuple[str, ...] = ()
+        if schedule.if_running == "queue" and schedule.max_outstanding is not None:
+            outstanding = tuple([j for j in state.outstanding if not is_final(await self.job_state(j))])
+            if len(outstanding) >= schedule.max_outstanding:
+                state = dataclasses.replace(state, at=nominal, outstanding=outstanding)
+                return await self._decide(schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state,
+                                          {"reason": "outstanding_limit", "outstanding": len(outstanding),
+                                           "max_outstanding_polls": schedule.max_outstanding})
         cmd = submit_command(schedule, nominal, source=self.source)
         assert cmd.job_id is not None
         extra: dict[str, Any] = {"job_id": cmd.job_id, "command": schedule.command,
@@ -224,7 +232,10 @@ class Scheduler:
             # before the fire is claimed: a crash in between at worst cancels a job the next fire cancels too
             await self._cancel(previous, schedule, label)
             extra["cancelled_job_id"] = previous
-        state = dataclasses.replace(state, at=nominal, last_fired_at=nominal, last_job_id=cmd.job_id)
+        if schedule.max_outstanding is not None:
+            outstanding = (*outstanding, cmd.job_id)
+        state = dataclasses.replace(state, at=nominal, last_fired_at=nominal, last_job_id=cmd.job_id,
+                                    outstanding=outstanding)
         state = await self._decide(schedule, "schedule.fired", f"{schedule.key}:{label}", state, extra)
         log.info("schedule_fired", plugin=schedule.plugin, schedule=schedule.id, at=label, job_id=cmd.job_id)
         try:

@@ -47,6 +47,28 @@ async def test_if_running_cancel_cancels_the_previous_job_then_fires(make_config
     assert found[3][0] == "schedule.fired" and "cancelled_job_id" not in found[3][1]
 
 
+async def test_max_outstanding_polls_bounds_a_queueing_schedule(make_config: Any, clocked: Any) -> None:
+    clock = Clock(datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC))
+    plugins = plugins_with(napper=[{"id": "nap", "every": "1m", "payload": {"seconds": 30}, "if_running": "queue"}])
+    plugins["napper"]["max_outstanding_polls"] = 2
+    s = await clocked(make_config(plugins=plugins), clock)
+    await wait_decisions(s, "napper", "nap", 1)
+    for minute, count in ((1, 2), (2, 3), (3, 4)):
+        clock.set(10, minute, 0)
+        found = await wait_decisions(s, "napper", "nap", count)
+        if minute < 3:
+            await s.client.wait_job(found[-1][1]["job_id"], {"running"})
+    assert [kind for kind, _ in found[1:]] == ["schedule.fired", "schedule.fired", "schedule.skipped"]
+    assert found[3][1]["reason"] == "outstanding_limit" and found[3][1]["max_outstanding_polls"] == 2
+    for _, data in found[1:3]:  # once they are done, it fires again
+        await s.client.post(f"/job/{data['job_id']}/cancel")
+        await s.client.wait_job(data["job_id"])
+    clock.set(10, 4, 0)
+    found = await wait_decisions(s, "napper", "nap", 5)
+    assert found[4][0] == "schedule.fired" and found[4][1]["outstanding"] == [found[4][1]["job_id"]]
+    await s.client.post(f"/job/{found[4][1]['job_id']}/cancel")
+
+
 async def test_only_between_and_not_on_skip_fires_outside_them(make_config: Any, clocked: Any) -> None:
     # 2026-01-01 is a Thursday
     clock = Clock(datetime(2026, 1, 1, 10, 0, 30, tzinfo=UTC))
