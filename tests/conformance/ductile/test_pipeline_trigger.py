@@ -68,3 +68,17 @@ async def test_bad_input_is_4xx(piped: Stack) -> None:
     assert status == 400 and body["error"]
     status, body = await piped.client.post("/pipeline/flow", json={"payload": {}}, token="test-plugin-ro-token")
     assert status == 403  # plugin:rw or *
+
+
+async def test_the_next_step_sees_ductiles_upstream_keys(make_config: Any, start_stack: Any) -> None:
+    """§3.4: a routed payload gets ductile_upstream_plugin/_pipeline/_step_id and the upstream `result`."""
+    pipes = [{"name": "chain", "execution_mode": "synchronous", "timeout": "20s", "steps": [
+        {"id": "first", "uses": "echo.poll", "with": {"message": "{payload.m}"}}, {"id": "second", "uses": "echo_py"}]}]
+    hr: Stack = await start_stack(make_config(plugins={"echo": {}, "echo_py": {}}, pipelines=pipes))
+    assert hr.client is not None
+    status, body = await hr.client.post("/pipeline/chain", json={"payload": {"m": "hi"}})
+    assert status == 200 and body["status"] == "succeeded", body
+    second = next(n for n in body["tree"] if n["plugin"] == "echo_py")
+    seen = second["result"]["result"]["echo"]
+    assert seen["ductile_upstream_plugin"] == "echo" and seen["ductile_upstream_pipeline"] == "chain"
+    assert seen["ductile_upstream_step_id"] == "first" and seen["result"] == "Echoed: hi"
