@@ -219,12 +219,18 @@ def load_env_file(path: Path) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def merge(base: Any, extra: Any) -> Any:
-    """Maps merge key by key (later wins), arrays append, scalars replace."""
+#: maps whose entries a later file replaces whole, as Ductile's deepMergeConfig does for plugins.<name>
+_REPLACED_ENTRIES = frozenset({("plugins",)})
+
+
+def merge(base: Any, extra: Any, path: tuple[str, ...] = ()) -> Any:
+    """Maps merge key by key (later wins), arrays append, scalars replace; a `plugins.<name>` entry given
+    again replaces the earlier one as a whole (Ductile: no per-field merge of a plugin)."""
     if isinstance(base, dict) and isinstance(extra, dict):
         out = dict(base)
         for key, value in extra.items():
-            out[key] = merge(base[key], value) if key in base else value
+            replace = path in _REPLACED_ENTRIES or key not in base
+            out[key] = value if replace else merge(base[key], value, (*path, str(key)))
         return out
     if isinstance(base, list) and isinstance(extra, list):
         return base + extra
