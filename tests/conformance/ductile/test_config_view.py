@@ -16,15 +16,34 @@ R = "[REDACTED]"
 
 async def test_sensitive_keys_are_redacted_everywhere(make_config: Any, start_stack: Any) -> None:
     plugins = {
-        "echo": {"config": {"api_key": "k-123", "keyboard_layout": "dvorak", "author": "me", "message": "Hello",
-                            "nested": {"Password": "pw", "depth": {"credential_file": "/x", "plain": 1}},
-                            "passwd_hint": "h", "url": "https://example.com"},
-                 "schedules": [{"id": "s", "every": "1h", "payload": {"token": "t-1", "count": 2}}]},
+        "echo": {
+            "config": {
+                "api_key": "k-123",
+                "keyboard_layout": "dvorak",
+                "author": "me",
+                "message": "Hello",
+                "nested": {"Password": "pw", "depth": {"credential_file": "/x", "plain": 1}},
+                "passwd_hint": "h",
+                "url": "https://example.com",
+            },
+            "schedules": [{"id": "s", "every": "1h", "payload": {"token": "t-1", "count": 2}}],
+        },
         "echo_py": {},
     }
-    pipelines = [{"name": "p", "on": "x.y", "steps": [
-        {"id": "one", "uses": "echo", "with": {"secret_sauce": "{payload.a}", "n": "{payload.n}"},
-         "baggage": {"auth_header": "payload.h"}}]}]
+    pipelines = [
+        {
+            "name": "p",
+            "on": "x.y",
+            "steps": [
+                {
+                    "id": "one",
+                    "uses": "echo",
+                    "with": {"secret_sauce": "{payload.a}", "n": "{payload.n}"},
+                    "baggage": {"auth_header": "payload.h"},
+                }
+            ],
+        }
+    ]
     hr: Stack = await start_stack(make_config(plugins=plugins, pipelines=pipelines))
     assert hr.client is not None
     status, body = await hr.client.get("/config/view")

@@ -36,8 +36,12 @@ async def test_a_listed_origin_gets_credentials_and_others_get_nothing(make_conf
         assert status == 200 and "Access-Control-Allow-Origin" not in headers, extra
 
     # preflight: 204, no body, before auth
-    status, headers, body = await call(hr.url, "OPTIONS", "/plugin/echo/poll", {
-        "Origin": LISTED, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
+    status, headers, body = await call(
+        hr.url,
+        "OPTIONS",
+        "/plugin/echo/poll",
+        {"Origin": LISTED, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"},
+    )
     assert status == 204 and body == b""
     assert headers["Access-Control-Allow-Methods"] == "GET, POST, PUT, DELETE, OPTIONS"
     assert headers["Access-Control-Allow-Headers"] == "Accept, Authorization, Content-Type, X-CSRF-Token"
@@ -46,8 +50,12 @@ async def test_a_listed_origin_gets_credentials_and_others_get_nothing(make_conf
     vary = ",".join(headers.getall("Vary"))
     assert "Access-Control-Request-Method" in vary and "Access-Control-Request-Headers" in vary
     # a preflight from an unlisted origin is not answered as one
-    status, headers, _ = await call(hr.url, "OPTIONS", "/plugin/echo/poll", {
-        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    status, headers, _ = await call(
+        hr.url,
+        "OPTIONS",
+        "/plugin/echo/poll",
+        {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
     assert status != 204 and "Access-Control-Allow-Origin" not in headers
 
 
@@ -63,8 +71,9 @@ async def test_a_wildcard_allows_any_origin_without_credentials(make_config: Any
 async def test_without_allowed_origins_no_cors_headers(hr: Stack) -> None:
     status, headers, _ = await call(hr.url, "GET", "/healthz", {"Origin": LISTED})
     assert status == 200 and "Access-Control-Allow-Origin" not in headers
-    status, headers, _ = await call(hr.url, "OPTIONS", "/healthz", {
-        "Origin": LISTED, "Access-Control-Request-Method": "GET"})
+    status, headers, _ = await call(
+        hr.url, "OPTIONS", "/healthz", {"Origin": LISTED, "Access-Control-Request-Method": "GET"}
+    )
     assert status != 204 and "Access-Control-Allow-Origin" not in headers
 
 

@@ -28,11 +28,15 @@ async def _collect(resp: aiohttp.ClientResponse, done: Any) -> list[tuple[str, d
 
 
 async def test_a_pipeline_run_streams_pipeline_and_router_enqueued(make_config: Any, start_stack: Any) -> None:
-    pipes = [{"name": "flow", "on": "flow.go", "steps": [{"id": "one", "uses": "echo_py"}, {"id": "two", "uses": "echo"}]}]
+    pipes = [
+        {"name": "flow", "on": "flow.go", "steps": [{"id": "one", "uses": "echo_py"}, {"id": "two", "uses": "echo"}]}
+    ]
     hr: Stack = await start_stack(make_config(plugins={"echo": {}, "echo_py": {}}, pipelines=pipes))
     assert hr.client is not None
-    async with aiohttp.ClientSession() as session, session.get(
-            f"{hr.url}/events?token={TOKENS['events_ro'][0]}") as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{hr.url}/events?token={TOKENS['events_ro'][0]}") as resp,
+    ):
         assert resp.status == 200
         status, body = await hr.client.post("/pipeline/flow", json={"payload": {"message": "sse"}})
         assert status == 202

@@ -17,10 +17,13 @@ from tests.support.stack import ADMIN, TOKENS, Client, Stack
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
-async def raw(url: str, method: str, path: str, *, headers: dict[str, str] | None = None,
-              data: bytes | None = None) -> tuple[int, str, bytes]:
-    async with aiohttp.ClientSession() as session, session.request(method, url + path, headers=headers or {},
-                                                                   data=data) as resp:
+async def raw(
+    url: str, method: str, path: str, *, headers: dict[str, str] | None = None, data: bytes | None = None
+) -> tuple[int, str, bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url + path, headers=headers or {}, data=data) as resp,
+    ):
         return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
 
 
@@ -29,9 +32,15 @@ async def raw(url: str, method: str, path: str, *, headers: dict[str, str] | Non
 
 async def test_every_reply_is_json_and_every_error_has_an_error_string(hr: Stack) -> None:
     """§1: JSON replies, `{"error": "<message>"}` on every handler error (ours adds `code` and details)."""
-    cases = [("GET", "/", None, 200), ("GET", "/healthz", None, 200), ("GET", "/jobs", None, 401),
-             ("GET", "/jobs", "Bearer nope-not-a-token", 401), ("GET", "/plugin/ghost", f"Bearer {ADMIN}", 404),
-             ("GET", "/job/ghost", f"Bearer {ADMIN}", 404), ("GET", "/jobs?limit=0", f"Bearer {ADMIN}", 400)]
+    cases = [
+        ("GET", "/", None, 200),
+        ("GET", "/healthz", None, 200),
+        ("GET", "/jobs", None, 401),
+        ("GET", "/jobs", "Bearer nope-not-a-token", 401),
+        ("GET", "/plugin/ghost", f"Bearer {ADMIN}", 404),
+        ("GET", "/job/ghost", f"Bearer {ADMIN}", 404),
+        ("GET", "/jobs?limit=0", f"Bearer {ADMIN}", 400),
+    ]
     for method, path, header, expected in cases:
         status, ctype, body = await raw(hr.url, method, path, headers={"Authorization": header} if header else None)
         assert status == expected and ctype.startswith("application/json"), (path, status, ctype)
@@ -64,14 +73,18 @@ async def test_times_are_rfc3339_utc(hr: Stack, client: Client) -> None:
 
 async def test_bodies_are_decoded_leniently(hr: Stack, client: Client) -> None:
     """§1: unknown keys are ignored and anything after the first JSON value is ignored (Go's decoder)."""
-    for body, message in ((b'{"payload":{"message":"a"},"extra":1}', "a"),
-                          (b'{"payload":{"message":"b"}} trailing text', "b"),
-                          (b'  {"payload":{"message":"c"}}\n{"payload":{"message":"other"}}', "c")):
+    for body, message in (
+        (b'{"payload":{"message":"a"},"extra":1}', "a"),
+        (b'{"payload":{"message":"b"}} trailing text', "b"),
+        (b'  {"payload":{"message":"c"}}\n{"payload":{"message":"other"}}', "c"),
+    ):
         status, out = await client.post("/plugin/echo/poll", data=body, headers={"Content-Type": "application/json"})
         assert status == 202, (body, out)
         done = await client.wait_job(out["job_id"])
         assert done["result"]["result"] == f"Echoed: {message}", done
-    status, out = await client.post("/plugin/echo/poll", data=b"{not json", headers={"Content-Type": "application/json"})
+    status, out = await client.post(
+        "/plugin/echo/poll", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert status == 400 and out["error"]
 
 
@@ -86,12 +99,15 @@ async def test_an_empty_body_runs_with_an_empty_payload(client: Client) -> None:
 # --- §1.2 authentication -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("header", "message_has"), [
-    (None, "missing"),  # no usable token
-    ("Basic dXNlcjpwdw==", "missing"),  # Ductile: invalid Authorization header format (401 too)
-    ("Bearer ", "missing"),
-    ("Bearer not-a-configured-token", "invalid"),
-])
+@pytest.mark.parametrize(
+    ("header", "message_has"),
+    [
+        (None, "missing"),  # no usable token
+        ("Basic dXNlcjpwdw==", "missing"),  # Ductile: invalid Authorization header format (401 too)
+        ("Bearer ", "missing"),
+        ("Bearer not-a-configured-token", "invalid"),
+    ],
+)
 async def test_auth_failures_are_401_json(hr: Stack, header: str | None, message_has: str) -> None:
     status, ctype, body = await raw(hr.url, "GET", "/jobs", headers={"Authorization": header} if header else None)
     assert status == 401 and ctype.startswith("application/json")
@@ -121,8 +137,9 @@ async def test_auth_runs_before_the_route_looks_anything_up(hr: Stack) -> None:
     """§1.2: an unknown plugin without a token is 401, not 404; a wrong scope is 403 before 404."""
     status, _, _ = await raw(hr.url, "POST", "/plugin/ghost/poll")
     assert status == 401
-    status, _, body = await raw(hr.url, "GET", "/job/ghost", headers={
-        "Authorization": f"Bearer {TOKENS['plugin_rw'][0]}"})
+    status, _, body = await raw(
+        hr.url, "GET", "/job/ghost", headers={"Authorization": f"Bearer {TOKENS['plugin_rw'][0]}"}
+    )
     assert status == 403 and orjson.loads(body)["error"]
 
 
@@ -133,8 +150,13 @@ async def test_root_has_ductiles_keys(client: Client) -> None:
     status, body = await client.get("/", token=None)
     assert status == 200 and isinstance(body["uptime_seconds"], int)
     assert isinstance(body["name"], str) and isinstance(body["description"], str)
-    assert body["discovery"] == {"health": "/healthz", "skills": "/skills", "plugins": "/plugins",
-                                 "openapi": "/openapi.json", "ai_plugin": "/.well-known/ai-plugin.json"}
+    assert body["discovery"] == {
+        "health": "/healthz",
+        "skills": "/skills",
+        "plugins": "/plugins",
+        "openapi": "/openapi.json",
+        "ai_plugin": "/.well-known/ai-plugin.json",
+    }
 
 
 async def test_discovery_is_open_as_the_reference_says(client: Client) -> None:
@@ -156,9 +178,16 @@ async def test_plugins_sorted_with_commands_in_manifest_order(client: Client) ->
 
 
 async def test_skills_plugins_then_commands_by_name_then_pipelines(make_config: Any, start_stack: Any) -> None:
-    pipelines = [{"name": "zeta", "on": "z.happened", "steps": [{"uses": "echo"}]},
-                 {"name": "alpha", "on-hook": "job.completed", "steps": [{"uses": "echo"}],
-                  "execution_mode": "synchronous", "timeout": "90s"}]
+    pipelines = [
+        {"name": "zeta", "on": "z.happened", "steps": [{"uses": "echo"}]},
+        {
+            "name": "alpha",
+            "on-hook": "job.completed",
+            "steps": [{"uses": "echo"}],
+            "execution_mode": "synchronous",
+            "timeout": "90s",
+        },
+    ]
     hr: Stack = await start_stack(make_config(pipelines=pipelines))
     status, body = await hr.client.get("/skills", token=None)  # type: ignore[union-attr]
     assert status == 200
@@ -171,9 +200,15 @@ async def test_skills_plugins_then_commands_by_name_then_pipelines(make_config: 
     assert [s["pipeline"] for s in pipes] == ["alpha", "zeta"] and body["skills"][-2:] == pipes
     assert pipes[0]["trigger"] == "job.completed" and pipes[0]["execution_mode"] == "synchronous"
     assert pipes[0]["timeout_secs"] == 90
-    assert pipes[1] == {"name": "pipeline.zeta", "kind": "pipeline", "endpoint": "/pipeline/zeta",
-                        "pipeline": "zeta", "trigger": "z.happened", "execution_mode": "asynchronous",
-                        "timeout_secs": 30}  # the reference's default mode; Ductile's compiled 30 s
+    assert pipes[1] == {
+        "name": "pipeline.zeta",
+        "kind": "pipeline",
+        "endpoint": "/pipeline/zeta",
+        "pipeline": "zeta",
+        "trigger": "z.happened",
+        "execution_mode": "asynchronous",
+        "timeout_secs": 30,
+    }  # the reference's default mode; Ductile's compiled 30 s
 
 
 # --- §2.5 POST /plugin/{plugin}/{command} ------------------------------------------------------------------
@@ -220,9 +255,12 @@ async def test_handle_gets_an_api_trigger_event(hr: Stack, client: Client) -> No
 
 # --- §2.7 / §2.8 / §2.10 / §3.1 results scope ----------------------------------------------------------------
 
-NARROW = {"status": ("narrow-status-only-0", ["jobs:status:ro"]), "tree": ("narrow-tree-only-00", ["jobs:tree:ro"]),
-          "logs": ("narrow-logs-only-00", ["jobs:logs:ro"]),
-          "results": ("narrow-status-results", ["jobs:status:ro", "jobs:tree:ro", "jobs:logs:ro", "jobs:result:ro"])}
+NARROW = {
+    "status": ("narrow-status-only-0", ["jobs:status:ro"]),
+    "tree": ("narrow-tree-only-00", ["jobs:tree:ro"]),
+    "logs": ("narrow-logs-only-00", ["jobs:logs:ro"]),
+    "results": ("narrow-status-results", ["jobs:status:ro", "jobs:tree:ro", "jobs:logs:ro", "jobs:result:ro"]),
+}
 
 
 async def test_results_are_hidden_without_a_results_scope(make_config: Any, start_stack: Any) -> None:

@@ -14,8 +14,13 @@ import pytest
 from services.core import catalog
 
 GOOD = {
-    "manifest_spec": "ductile.plugin", "manifest_version": 1, "name": "p", "version": "1.0.0", "protocol": 2,
-    "entrypoint": "run.sh", "commands": "  - {name: poll, type: write}\n",
+    "manifest_spec": "ductile.plugin",
+    "manifest_version": 1,
+    "name": "p",
+    "version": "1.0.0",
+    "protocol": 2,
+    "entrypoint": "run.sh",
+    "commands": "  - {name: poll, type: write}\n",
 }
 
 
@@ -27,21 +32,24 @@ def write_plugin(root: Path, dirname: str, **fields: object) -> Path:
     lines = [f"{k}: {v}" for k, v in doc.items() if v is not None]
     (plugin / "manifest.yaml").write_text("\n".join(lines) + "\ncommands:\n" + str(commands))
     run = plugin / "run.sh"
-    run.write_text("#!/bin/sh\necho '{\"status\":\"ok\",\"result\":\"ok\"}'\n")
+    run.write_text('#!/bin/sh\necho \'{"status":"ok","result":"ok"}\'\n')
     run.chmod(0o755)
     return plugin
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"manifest_spec": "other.plugin"}, "manifest_spec"),
-    ({"manifest_version": 2}, "manifest_version"),
-    ({"protocol": 1}, "protocol"),
-    ({"name": None}, "name"),
-    ({"entrypoint": "../elsewhere/run.sh"}, "entrypoint"),
-    ({"entrypoint": "/bin/sh"}, "entrypoint"),
-    ({"commands": "  - {name: poll, type: sometimes}\n"}, "commands"),
-    ({"commands": "  []\n"}, "commands"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"manifest_spec": "other.plugin"}, "manifest_spec"),
+        ({"manifest_version": 2}, "manifest_version"),
+        ({"protocol": 1}, "protocol"),
+        ({"name": None}, "name"),
+        ({"entrypoint": "../elsewhere/run.sh"}, "entrypoint"),
+        ({"entrypoint": "/bin/sh"}, "entrypoint"),
+        ({"commands": "  - {name: poll, type: sometimes}\n"}, "commands"),
+        ({"commands": "  []\n"}, "commands"),
+    ],
+)
 def test_what_ductile_refuses_is_a_broken_manifest(tmp_path: Path, fields: dict[str, object], message: str) -> None:
     write_plugin(tmp_path, "bad", **fields)
     write_plugin(tmp_path, "fine", name="fine")
@@ -68,11 +76,19 @@ def test_a_world_writable_plugin_directory_is_refused(tmp_path: Path) -> None:
 
 
 def test_what_ductile_accepts_loads(tmp_path: Path) -> None:
-    write_plugin(tmp_path, "a", name="a", manifest_version="1", protocol='"2"', concurrency_safe="false",
-                 commands="  - {name: poll, type: read, description: d, idempotent: true, retry_safe: false}\n"
-                          "  - {name: handle, type: write, input_schema: {url: string}}\n")
-    write_plugin(tmp_path, "b", name="b", manifest_spec=None, manifest_version=None,
-                 commands="  - {name: poll}\n")  # Headrace's leniency: type defaults to write
+    write_plugin(
+        tmp_path,
+        "a",
+        name="a",
+        manifest_version="1",
+        protocol='"2"',
+        concurrency_safe="false",
+        commands="  - {name: poll, type: read, description: d, idempotent: true, retry_safe: false}\n"
+        "  - {name: handle, type: write, input_schema: {url: string}}\n",
+    )
+    write_plugin(
+        tmp_path, "b", name="b", manifest_spec=None, manifest_version=None, commands="  - {name: poll}\n"
+    )  # Headrace's leniency: type defaults to write
     found = catalog.scan([tmp_path])
     assert found.errors == () and sorted(found.plugins) == ["a", "b"]
     a = found.plugins["a"]

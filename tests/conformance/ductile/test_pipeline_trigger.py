@@ -12,10 +12,18 @@ from tests.support.stack import Stack
 
 PIPES = [
     {"name": "flow", "on": "flow.go", "steps": [{"id": "one", "uses": "echo_py"}, {"id": "two", "uses": "echo"}]},
-    {"name": "sync", "execution_mode": "synchronous", "timeout": "20s",
-     "steps": [{"id": "one", "uses": "echo_py"}, {"id": "two", "uses": "echo"}]},
-    {"name": "slow", "execution_mode": "synchronous", "timeout": "1s",
-     "steps": [{"uses": "napper.poll", "with": {"seconds": 3}}]},
+    {
+        "name": "sync",
+        "execution_mode": "synchronous",
+        "timeout": "20s",
+        "steps": [{"id": "one", "uses": "echo_py"}, {"id": "two", "uses": "echo"}],
+    },
+    {
+        "name": "slow",
+        "execution_mode": "synchronous",
+        "timeout": "1s",
+        "steps": [{"uses": "napper.poll", "with": {"seconds": 3}}],
+    },
 ]
 
 
@@ -72,8 +80,17 @@ async def test_bad_input_is_4xx(piped: Stack) -> None:
 
 async def test_the_next_step_sees_ductiles_upstream_keys(make_config: Any, start_stack: Any) -> None:
     """§3.4: a routed payload gets ductile_upstream_plugin/_pipeline/_step_id and the upstream `result`."""
-    pipes = [{"name": "chain", "execution_mode": "synchronous", "timeout": "20s", "steps": [
-        {"id": "first", "uses": "echo.poll", "with": {"message": "{payload.m}"}}, {"id": "second", "uses": "echo_py"}]}]
+    pipes = [
+        {
+            "name": "chain",
+            "execution_mode": "synchronous",
+            "timeout": "20s",
+            "steps": [
+                {"id": "first", "uses": "echo.poll", "with": {"message": "{payload.m}"}},
+                {"id": "second", "uses": "echo_py"},
+            ],
+        }
+    ]
     hr: Stack = await start_stack(make_config(plugins={"echo": {}, "echo_py": {}}, pipelines=pipes))
     assert hr.client is not None
     status, body = await hr.client.post("/pipeline/chain", json={"payload": {"m": "hi"}})

@@ -21,8 +21,9 @@ __all__ = ["clocked"]  # the fixture, imported for pytest
 
 async def test_if_running_cancel_cancels_the_previous_job_then_fires(make_config: Any, clocked: Any) -> None:
     clock = Clock(datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC))
-    config = make_config(plugins=plugins_with(napper=[
-        {"id": "nap", "every": "1m", "payload": {"seconds": 30}, "if_running": "cancel"}]))
+    config = make_config(
+        plugins=plugins_with(napper=[{"id": "nap", "every": "1m", "payload": {"seconds": 30}, "if_running": "cancel"}])
+    )
     s = await clocked(config, clock)
     await wait_decisions(s, "napper", "nap", 1)
     clock.set(10, 1, 0)
@@ -72,12 +73,16 @@ async def test_max_outstanding_polls_bounds_a_queueing_schedule(make_config: Any
 async def test_only_between_and_not_on_skip_fires_outside_them(make_config: Any, clocked: Any) -> None:
     # 2026-01-01 is a Thursday
     clock = Clock(datetime(2026, 1, 1, 10, 0, 30, tzinfo=UTC))
-    config = make_config(plugins=plugins_with(echo_py=[
-        {"id": "window", "cron": "* * * * *", "only_between": "10:02-10:03"},
-        {"id": "berlin", "cron": "* * * * *", "only_between": "11:02-11:03", "timezone": "Europe/Berlin"},
-        {"id": "weekday", "cron": "* * * * *", "not_on": ["thurs", 6]},
-        {"id": "sunday", "cron": "* * * * *", "not_on": [7, "sat"]},
-    ]))
+    config = make_config(
+        plugins=plugins_with(
+            echo_py=[
+                {"id": "window", "cron": "* * * * *", "only_between": "10:02-10:03"},
+                {"id": "berlin", "cron": "* * * * *", "only_between": "11:02-11:03", "timezone": "Europe/Berlin"},
+                {"id": "weekday", "cron": "* * * * *", "not_on": ["thurs", 6]},
+                {"id": "sunday", "cron": "* * * * *", "not_on": [7, "sat"]},
+            ]
+        )
+    )
     s = await clocked(config, clock)
     for schedule_id in ("window", "berlin", "weekday", "sunday"):
         await wait_decisions(s, "echo_py", schedule_id, 1)
@@ -100,15 +105,17 @@ async def test_only_between_and_not_on_skip_fires_outside_them(make_config: Any,
     assert listed["window"]["only_between"] == "10:02-10:03" and listed["sunday"]["not_on"] == ["sat", "sun"]
 
 
-async def test_catch_up_run_once_runs_one_missed_fire_and_run_all_runs_them_all(
-    make_config: Any, clocked: Any
-) -> None:
+async def test_catch_up_run_once_runs_one_missed_fire_and_run_all_runs_them_all(make_config: Any, clocked: Any) -> None:
     clock = Clock(datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC))
-    config = make_config(plugins=plugins_with(echo_py=[
-        {"id": "once", "every": "1m", "catch_up": "run_once"},
-        {"id": "all", "every": "1m", "catch_up": "run_all"},
-        {"id": "never", "every": "1m", "catch_up": "skip"},
-    ]))
+    config = make_config(
+        plugins=plugins_with(
+            echo_py=[
+                {"id": "once", "every": "1m", "catch_up": "run_once"},
+                {"id": "all", "every": "1m", "catch_up": "run_all"},
+                {"id": "never", "every": "1m", "catch_up": "skip"},
+            ]
+        )
+    )
     s = await clocked(config, clock)
     for schedule_id in ("once", "all", "never"):
         await wait_decisions(s, "echo_py", schedule_id, 1)
@@ -138,7 +145,7 @@ def test_ductile_schedule_keys_load_without_warnings(tmp_path: Path) -> None:
         "    schedules:\n"
         "      - id: nightly\n"
         "        every: hourly\n"
-        "        only_between: \"22:00-06:00\"\n"
+        '        only_between: "22:00-06:00"\n'
         "        not_on: [sat, sunday, 0, 7]\n"
         "        timezone: Australia/Sydney\n"
         "        if_running: cancel\n"
@@ -153,15 +160,19 @@ def test_ductile_schedule_keys_load_without_warnings(tmp_path: Path) -> None:
     assert schedule.if_running == "cancel" and schedule.catch_up_limit == 100 and schedule.jitter_s == 30
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ({"only_between": "09:00-09:00"}, "start and end cannot be equal"),
-    ({"only_between": "9am-5pm"}, "expected HH:MM"),
-    ({"not_on": ["someday"]}, "unknown weekday"),
-    ({"not_on": [8]}, "out of range"),
-    ({"if_running": "kill"}, "if_running"),
-])
-def test_bad_constraints_are_config_errors_naming_the_schedule(make_config: Any, entry: dict[str, Any],
-                                                               message: str) -> None:
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"only_between": "09:00-09:00"}, "start and end cannot be equal"),
+        ({"only_between": "9am-5pm"}, "expected HH:MM"),
+        ({"not_on": ["someday"]}, "unknown weekday"),
+        ({"not_on": [8]}, "out of range"),
+        ({"if_running": "kill"}, "if_running"),
+    ],
+)
+def test_bad_constraints_are_config_errors_naming_the_schedule(
+    make_config: Any, entry: dict[str, Any], message: str
+) -> None:
     with pytest.raises(errors.ConfigError) as caught:
         make_config(plugins=plugins_with(echo_py=[{"id": "bad", "every": "1h", **entry}]))
     assert "plugins.echo_py.schedules[0]" in caught.value.message and message in caught.value.message

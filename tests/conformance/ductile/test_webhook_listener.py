@@ -27,15 +27,29 @@ def signed(body: bytes) -> dict[str, str]:
 @pytest.fixture
 async def hooked(make_config: Any, start_stack: Any, monkeypatch: pytest.MonkeyPatch) -> Stack:
     monkeypatch.setenv("HR_TEST_DUCTILE_HOOK", SECRET)
-    config = make_config(webhooks={
-        "listen": "127.0.0.1:0",
-        "endpoints": [
-            {"name": "ci", "path": "/hooks/ci", "plugin": "echo", "secret_ref": "HR_TEST_DUCTILE_HOOK",
-             "signature_header": "X-Signature", "max_body_size": "1KB"},
-            {"name": "big", "path": "/hooks/big", "plugin": "echo", "secret_ref": "HR_TEST_DUCTILE_HOOK",
-             "signature_header": "X-Signature", "max_body_size": 4096},
-        ],
-    })
+    config = make_config(
+        webhooks={
+            "listen": "127.0.0.1:0",
+            "endpoints": [
+                {
+                    "name": "ci",
+                    "path": "/hooks/ci",
+                    "plugin": "echo",
+                    "secret_ref": "HR_TEST_DUCTILE_HOOK",
+                    "signature_header": "X-Signature",
+                    "max_body_size": "1KB",
+                },
+                {
+                    "name": "big",
+                    "path": "/hooks/big",
+                    "plugin": "echo",
+                    "secret_ref": "HR_TEST_DUCTILE_HOOK",
+                    "signature_header": "X-Signature",
+                    "max_body_size": 4096,
+                },
+            ],
+        }
+    )
     assert config.webhooks_listen == ("127.0.0.1", 0)
     return await start_stack(config)
 
@@ -101,9 +115,21 @@ async def test_an_envelope_body_is_the_event(hooked: Stack) -> None:
 
 def test_listen_and_max_body_size_load_without_warnings(make_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HR_TEST_DUCTILE_HOOK", SECRET)
-    config = make_config(webhooks={"listen": "127.0.0.1:8091", "endpoints": [
-        {"name": "ci", "path": "/hooks/ci", "plugin": "echo", "secret_ref": "HR_TEST_DUCTILE_HOOK",
-         "signature_header": "X-Signature", "max_body_size": "2MB"}]})
+    config = make_config(
+        webhooks={
+            "listen": "127.0.0.1:8091",
+            "endpoints": [
+                {
+                    "name": "ci",
+                    "path": "/hooks/ci",
+                    "plugin": "echo",
+                    "secret_ref": "HR_TEST_DUCTILE_HOOK",
+                    "signature_header": "X-Signature",
+                    "max_body_size": "2MB",
+                }
+            ],
+        }
+    )
     assert config.webhooks_listen == ("127.0.0.1", 8091)
     assert not [w for w in config.warnings if w.startswith("webhooks")], config.warnings
     (hook,) = hooks_mod.parse_all(config.webhooks)
