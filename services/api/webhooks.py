@@ -30,6 +30,7 @@ from services.core import webhooks as hooks_mod
 
 log = logging.get("api.webhooks")
 
+#: a webhook's jobs are submitted by `webhook:<path>`, as in Ductile
 SUBMITTED_BY = "webhook"
 
 
@@ -96,7 +97,7 @@ async def receive(request: web.Request) -> web.Response:
 
     async def create(job_id: str) -> dict[str, Any]:
         await submit.submit_job(st, plugin=hook.plugin, command=hook.command, payload=payload,
-                                submitted_by=SUBMITTED_BY, event=event, job_id=job_id)
+                                submitted_by=f"{SUBMITTED_BY}:{hook.path}", event=event, job_id=job_id)
         return {"job_id": job_id, "status": "queued", "plugin": hook.plugin, "command": hook.command,
                 "event_type": event_type}
 

@@ -67,6 +67,7 @@ async def test_the_listen_address_serves_the_webhook_paths_only(hooked: Stack) -
         assert status == 202 and set(out) >= {"job_id"}, out
         done = await hooked.client.wait_job(out["job_id"])  # type: ignore[union-attr]
         assert done["status"] == "succeeded" and done["plugin"] == "echo" and done["command"] == "handle"
+        assert done["submitted_by"] == "webhook:/hooks/ci"
 
         for headers in ({}, {"X-Signature": "sha256=" + "0" * 64}):
             status, out = await hooks.post("/hooks/ci", data=body, token=None, headers=headers)
