@@ -55,3 +55,29 @@ async def test_a_pipeline_run_streams_pipeline_and_router_enqueued(make_config: 
     assert [s["plugin"] for s in steps] == ["echo_py", "echo"] and all(s["command"] == "handle" for s in steps)
     assert steps[0]["parent_job_id"] and steps[1]["parent_job_id"] == steps[0]["job_id"]
     assert all(s["event_context_id"] for s in steps)
+
+
+async def test_a_retry_streams_job_retry_scheduled_with_ductiles_keys(
+    make_config: Any, start_stack: Any, tmp_path: Any
+) -> None:
+    """§4: `job.retry_scheduled` carries attempt, max_attempts, max_retries, retry_count,
+    retry_policy_owner, plugin_retry_field, backoff_ms, backoff_schedule, next_retry_at, reason."""
+    plugins = {"flaky": {"retry": {"max_attempts": 3, "backoff_base": "100ms"}}}
+    hr: Stack = await start_stack(make_config(plugins=plugins))
+    assert hr.client is not None
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{hr.url}/events?token={TOKENS['events_ro'][0]}&type=job.retry_scheduled") as resp,
+    ):
+        assert resp.status == 200
+        job_id = await hr.client.submit("flaky", "poll", {"counter_file": str(tmp_path / "n"), "succeed_on": 2})
+        seen = await asyncio.wait_for(
+            _collect(resp, lambda seen: any(d.get("job_id") == job_id for _, d in seen)), timeout=20
+        )
+    (retry,) = [d for n, d in seen if d.get("job_id") == job_id]
+    assert retry["attempt"] == 2 and retry["retry_count"] == 1
+    assert retry["max_attempts"] == 3 and retry["max_retries"] == 2
+    assert retry["retry_policy_owner"] == "core" and retry["plugin_retry_field"] == "v2_boundary_compatibility_signal"
+    assert retry["backoff_schedule"] == [100, 200] and 100 <= retry["backoff_ms"] <= 125
+    assert retry["next_retry_at"].endswith("Z") and retry["reason"]
+    assert (await hr.client.wait_job(job_id))["status"] == "succeeded"
