@@ -34,6 +34,7 @@ from services.api import (
     listing,
     pipelines,
     plugins,
+    relay,
     reload,
     scheduler,
     state,
@@ -107,6 +108,7 @@ def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Poo
     for routes in RESOURCES:
         app.add_routes(routes)
     webhooks.add_routes(app, config)
+    relay.add_routes(app, config)
     events.setup(app)
     guard.check_table(app)
     limits.setup(app)

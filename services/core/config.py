@@ -21,6 +21,7 @@ import orjson
 
 from services.core import agents as agents_mod
 from services.core import catalog, ductile_config, durations, environment, errors, pipelines, schemas, yamlio
+from services.core import relay as relay_mod
 from services.core import schedules as schedules_mod
 from services.core import webhooks as webhooks_mod
 
@@ -123,6 +124,8 @@ class Config:
     plugins: Mapping[str, PluginConfig] = dataclasses.field(default_factory=dict)
     pipelines: tuple[Mapping[str, Any], ...] = ()
     webhooks: tuple[Mapping[str, Any], ...] = ()
+    #: Ductile's `remote_ingress` (services.core.relay.Ingress), None when not configured
+    remote_ingress: Any = None
     #: Ductile's `webhooks.listen`: a second listener serving only the webhook paths (host, port)
     webhooks_listen: tuple[str, int] | None = None
     #: webhook name → its HMAC secret, resolved at load from `secret_ref` (a `secrets:` entry or an env var)
@@ -524,6 +527,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
     schedules_mod.parse_all(doc.get("plugins") or {})  # cron strings, exactly one of every/cron/at/after
     hooks = webhooks_mod.parse_all(doc.get("webhooks") or ())
     listen = webhooks_mod.listen_address(doc.get("webhooks_listen")) if hooks else None
+    remote_ingress = relay_mod.parse(doc.get("remote_ingress"), doc.get("secrets") or {}, env)
     return Config(
         path=path,
         service_name=service.get("name", "headrace"),
@@ -550,6 +554,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
         pipelines=tuple(doc.get("pipelines") or ()),
         webhooks=tuple(doc.get("webhooks") or ()),
         webhooks_listen=listen,
+        remote_ingress=remote_ingress,
         webhook_secrets=webhooks_mod.resolve_secrets(hooks, doc.get("secrets") or {}, env),
         agents=dict(doc.get("agents") or {}),
         offload_threshold_bytes=int(offload.get("threshold_bytes", 100 * 1024)),

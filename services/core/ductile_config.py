@@ -30,7 +30,6 @@ _IGNORED_TOP = {
     "tcc_paths": "macOS TCC paths are not managed by Headrace",
     "accounts": "privilege-separation accounts are not supported; see service.plugin_user",
     "instances": "outbound relay is not supported",
-    "remote_ingress": "relay ingress is not supported",
 }
 _IGNORED_SERVICE = {
     "tick_interval": "schedules fire at their own times (no scheduler tick)",
