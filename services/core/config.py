@@ -445,7 +445,8 @@ _MIN_REDACTED_LEN = 8
 
 def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
     """The values of every secret-bearing field of a config document: API tokens, `secrets:`,
-    plugins' `secrets`, agents' `llm.api_key`, and the environment variables webhooks' `secret_ref` name."""
+    plugins' `secrets`, agents' `llm.api_key`, and the environment variables webhooks' and relay peers'
+    `secret_ref` name."""
     found: list[Any] = []
 
     def leaves(value: Any) -> None:
@@ -478,8 +479,10 @@ def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
     hooks = doc.get("webhooks")
     if isinstance(hooks, Mapping):  # Ductile's map form
         hooks = hooks.get("endpoints")
-    for hook in hooks if isinstance(hooks, list) else ():
-        ref = hook.get("secret_ref") if isinstance(hook, Mapping) else None
+    ingress = doc.get("remote_ingress")
+    peers = ingress.get("peers") if isinstance(ingress, Mapping) else None
+    for entry in [*(hooks if isinstance(hooks, list) else ()), *(peers if isinstance(peers, list) else ())]:
+        ref = entry.get("secret_ref") if isinstance(entry, Mapping) else None
         if isinstance(ref, str) and ref in env:
             found.append(env[ref])
     return {str(v) for v in found if isinstance(v, str | int | float) and len(str(v)) >= _MIN_REDACTED_LEN}
