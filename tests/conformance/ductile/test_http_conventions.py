@@ -293,3 +293,17 @@ async def test_results_are_hidden_without_a_results_scope(make_config: Any, star
     assert status == 200 and logs["logs"][0]["result"]["result"] == "Echoed: secret output"
     status, job = await client.get(f"/job/{job_id}", token=TOKENS["jobs_ro"][0])  # jobs:ro implies results
     assert status == 200 and "result" in job
+
+
+async def test_healthz_queue_depth_counts_running_jobs(make_config: Any, start_stack: Any) -> None:
+    """§2.2: `/healthz` `queue_depth` counts queued **and** running jobs (Ductile's `Depth`)."""
+    hr: Stack = await start_stack(make_config(plugins={"sleeper": {"parallelism": 1}}))
+    assert hr.client is not None
+    status, body = await hr.client.get("/healthz", token=None)
+    assert status == 200 and body["queue_depth"] == 0
+    job_id = await hr.client.submit("sleeper", "poll", {"seconds": 20})
+    await hr.client.wait_job(job_id, {"running"})
+    status, body = await hr.client.get("/healthz", token=None)
+    assert status == 200 and body["queue_depth"] == 1, body
+    assert isinstance(body["plugins_loaded"], int) and body["plugins_loaded"] >= 1
+    await hr.client.post(f"/job/{job_id}/cancel")
