@@ -127,7 +127,7 @@ class Toolbox:
                 return tool_message(hit["result"])
         item = self.run.item
         # the id depends on the call's place only (attempt, iteration, index), never on when it ran:
-        # calls run at once still get distinct ids, and a redelivery re-attaches to the same children
+        # calls run at once get distinct ids, and each is submitted once (run_child checks COMMANDS)
         seed = f"{item.job_id}:{item.attempt}:tool:{iteration}:{index}"
         child_id = agents_mod.child_job_id(seed)
         final = await self.run.run_child(child_id=child_id, command_id=seed, plugin=plugin, command=command,
