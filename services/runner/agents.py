@@ -91,7 +91,7 @@ async def run_agent(run: builtin.Run, spec: agents_mod.AgentSpec) -> protocol.Ou
     messages: list[JSONDict] = [{"role": "system", "content": system_message(spec)},
                                 {"role": "user", "content": user_message(item.payload)}]
     await tracer.emit("task_start", {
-        "inputs": traces.preview({**item.payload, "job_id": item.job_id}), "worker": spec.name,
+        "inputs": traces.preview(traces.task_inputs(item)), "worker": spec.name,
         "started_at": traces.now(), "provider": spec.llm.provider, "model": spec.llm.model,
         "offline": spec.llm.offline, "tools": list(spec.tools),
     })

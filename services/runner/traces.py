@@ -31,6 +31,16 @@ PREVIEW_BYTES = 4096
 RESULT_PREVIEW_CHARS = 500
 #: the key of a work item's context naming the trace (envelope id) that started the run
 PARENT_TRACE = "parent_trace"
+#: context keys of a batch task (set by whoever submits it) → Laddr's keys in `task_start.inputs`;
+#: a `trace_id` in the context is also added to every payload of the run, as Laddr does
+BATCH_INPUTS = {"trace_id": "trace_id", "batch_id": "_batch_id", "batch_index": "_batch_index"}
+
+
+def task_inputs(item: attempt.WorkItem) -> dict[str, Any]:
+    """Laddr's `task_start.inputs`: the whole task, i.e. the inputs plus `job_id` (and a batch task's keys)."""
+    context = item.context or {}
+    extra = {laddr: context[key] for key, laddr in BATCH_INPUTS.items() if context.get(key) is not None}
+    return {**item.payload, "job_id": item.job_id, **extra}
 
 
 def preview(value: Any, limit: int = PREVIEW_BYTES) -> Any:
@@ -77,7 +87,7 @@ class Tracer:
         #: the envelope id of this attempt's `task_start` (the parent of its other traces) once emitted
         self.root: str | None = None
 
-    def trace_id(self, n: int) -> str:
+    def id_of(self, n: int) -> str:
         return f"{self.item.job_id}:{self.item.attempt}:trace:{n}"
 
     def parent_of(self, kind: str) -> str | None:
@@ -91,16 +101,19 @@ class Tracer:
         assert kind in TYPES, kind
         self.count += 1  # taken before the await: concurrent tool calls get distinct ids
         item = self.item
-        trace_id = self.trace_id(self.count)
+        event_id = self.id_of(self.count)
+        trace_id = (item.context or {}).get("trace_id")
+        if trace_id is not None and "trace_id" not in payload:
+            payload = {**payload, "trace_id": trace_id}
         data: dict[str, Any] = {"agent_name": self.agent_name, "attempt": item.attempt, "payload": payload}
         parent = self.parent_of(kind)
         if parent is not None:
             data["parent"] = parent
         if kind == "task_start" and self.root is None:
-            self.root = trace_id
+            self.root = event_id
         env = envelope.make(
-            f"trace.{kind}", source=self.source, job_id=item.job_id, id=trace_id,
+            f"trace.{kind}", source=self.source, job_id=item.job_id, id=event_id,
             causation_id=item.job_id, correlation_id=item.correlation_id, data=data,
         )
         await self.bus.publish(subjects.trace_event(item.job_id, kind), env)
-        return trace_id
+        return event_id

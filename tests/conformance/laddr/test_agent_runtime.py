@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
+from services.api import state as api_state
+from services.api import submit
 from services.core import agents as agents_mod
 from services.core import subjects
 from services.projector import rebuild
@@ -269,3 +271,21 @@ async def test_parent_ids_survive_rebuild_whatever_the_batch_size(make_config: A
     for batch_size in (1, 3, 2000):  # batch boundaries fall between parents and children or not
         await rebuild.rebuild(s.api.bus, database_url, batch_size=batch_size)
         assert await readmodels.snapshot(database_url) == live, batch_size
+
+
+async def test_a_batch_tasks_trace_id_is_on_every_trace_and_its_keys_in_the_inputs(make_config: Any,
+                                                                                   start_stack: Any,
+                                                                                   fake: FakeLLM) -> None:
+    """What a batch submit hands the runtime (the work item's context) becomes Laddr's batch trace keys."""
+    s: Stack = await start_stack(make_config(plugins=plugins(), agents={"echo": laddr.agent(fake, "m-b")}))
+    assert s.api.app is not None
+    job_id = await submit.submit_job(s.api.app[api_state.STATE], plugin="agent", command="echo",
+                                     payload={"message": "one"},
+                                     context={"trace_id": "t-123", "batch_id": "b-9", "batch_index": 0})
+    assert s.client is not None
+    assert (await s.client.wait_job(job_id))["status"] == "succeeded"
+    traces = await trail(s, job_id)
+    assert [t["event_type"] for t in traces] == ["task_start", "llm_usage", "autonomous_think", "task_complete"]
+    assert all(t["payload"]["trace_id"] == "t-123" for t in traces)
+    assert traces[0]["payload"]["inputs"] == {"message": "one", "job_id": job_id, "trace_id": "t-123",
+                                              "_batch_id": "b-9", "_batch_index": 0}
