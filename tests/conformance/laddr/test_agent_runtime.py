@@ -8,6 +8,7 @@ agent's `task_start` at the prompt's `delegation`), the same after `headrace reb
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,7 +19,8 @@ from services.api import submit
 from services.core import agents as agents_mod
 from services.core import subjects
 from services.projector import rebuild
-from tests.support import fake_llm, laddr, readmodels
+from services.runner.service import Runner
+from tests.support import fake_llm, infra, laddr, readmodels, stack
 from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
 
@@ -289,3 +291,66 @@ async def test_a_batch_tasks_trace_id_is_on_every_trace_and_its_keys_in_the_inpu
     assert all(t["payload"]["trace_id"] == "t-123" for t in traces)
     assert traces[0]["payload"]["inputs"] == {"message": "one", "job_id": job_id, "trace_id": "t-123",
                                               "_batch_id": "b-9", "_batch_index": 0}
+
+
+async def test_an_agent_runner_killed_during_parallel_tool_calls_runs_no_tool_twice(
+        make_config: Any, nats_url: str, database_url: str, fake: FakeLLM, tmp_path: Path) -> None:
+    """SIGKILL the agent's runner while its two tool calls run: each tool ran once (its child job
+    finished on the other runner), the attempt is recorded as lost, and the retry is a new attempt."""
+    service = {"name": "headrace-test", "log_level": "warning", "max_workers": 4, "work_lease": "2s",
+               "heartbeat_interval": "0.3s"}
+    config = make_config(service=service, plugins=plugins(), agents={
+        "nap": laddr.agent(fake, "m-crash", tools=["napper.poll"])})
+    s = Stack(config)
+    s.runner = Runner(config, plugins=["napper", "echo", "echo_py"])  # the tools run here, the agent below
+    s.services[2] = s.runner
+    await s.start()
+    assert s.client is not None
+
+    def agent_runner(n: int) -> stack.ServiceProcess:
+        return stack.ServiceProcess("runner", config_path=config.path, nats_url=nats_url, database_url=database_url,
+                                    extra_args=["--plugin", "agent"], log_path=tmp_path / f"runner{n}.log").start()
+
+    marker = tmp_path / "naps"
+    fake.script("m-crash", fake_llm.tool_calls(*[("napper__poll", {"seconds": 2, "marker": str(marker)})] * 2),
+                fake_llm.text("done after the crash"))
+    runner = agent_runner(1)
+    try:
+        async def agent_active() -> bool:
+            _, body = await s.client.get("/api/agents")  # type: ignore[union-attr]
+            return any(a["name"] == "nap" and a["status"] == "active" for a in body["agents"])
+
+        await infra.wait_until(agent_active, timeout_s=30, what="the agent runner to serve")
+        status, body = await s.client.post("/api/jobs", json={"pipeline_name": "nap", "inputs": {"task": "nap"}})
+        assert status in (200, 202), body
+        job_id = body["job_id"]
+
+        async def both_napping() -> bool:
+            return marker.exists() and len(marker.read_text().splitlines()) == 2
+
+        await infra.wait_until(both_napping, timeout_s=30, what="both tool calls to run")
+        runner.kill()
+        runner = agent_runner(2)
+        done = await s.client.wait_job(job_id, timeout_s=60)
+        assert done["status"] == "succeeded" and done["attempt"] == 2, done
+
+        children = [tool_child(job_id, i) for i in range(2)]
+        for child in children:  # the first attempt's tool jobs finish on their own runner
+            assert (await s.client.wait_job(child))["status"] == "succeeded"
+        assert sorted(line.split()[0] for line in marker.read_text().splitlines()) == sorted(children)
+        assert s.api.bus is not None
+        for child in children:  # … exactly once
+            kinds = [env.type for _, env in await s.api.bus.history(subjects.EVENTS, subjects.job_events(child))]
+            assert kinds.count("job.started") == 1 and kinds.count("job.succeeded") == 1, kinds
+        await laddr.projected(s)
+        assert s.api.pool is not None
+        rows = await s.api.pool.fetch("SELECT attempt, status, last_error FROM job_logs WHERE job_id = $1 "
+                                      "ORDER BY attempt", job_id)
+        assert [(r["attempt"], r["status"]) for r in rows] == [(1, "failed"), (2, "succeeded")]
+        assert "lost" in rows[0]["last_error"]
+        tree = {r["job_id"] for r in await s.api.pool.fetch("SELECT job_id FROM jobs WHERE parent_job_id = $1",
+                                                              job_id)}
+        assert tree == set(children)  # the first attempt's tool jobs stay in the job's tree: nothing unseen
+    finally:
+        runner.kill()
+        await s.stop()
