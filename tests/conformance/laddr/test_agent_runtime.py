@@ -232,6 +232,10 @@ async def test_parent_id_points_at_the_runs_task_start(make_config: Any, start_s
         "SELECT id, payload->>'child_job_id' AS child_job_id FROM traces "
         "WHERE job_id = $1 AND event_type = 'delegation'", prompt_id)}
     assert len(delegations) == 2
+    first = next(t["payload"] for t in await trail(s, prompt_id) if t["event_type"] == "delegation")
+    # Laddr's delegation keys
+    assert first["target_agent"] == "writer" and first["payload"] == {"task": "a line"}
+    assert first["task_id"] in delegations
     for child, delegation_id in delegations.items():
         starts = await s.api.pool.fetch("SELECT parent_id FROM traces WHERE job_id = $1 AND event_type = 'task_start'",
                                         child)
