@@ -63,7 +63,7 @@ class Schedule:
     catch_up_limit: int = 0
     #: "skip": no fire while the previous fire's job is not final; "queue": fire regardless;
     #: "cancel": cancel the previous fire's job if it is not final, then fire
-    if_running: str = "queue"
+    if_running: str = "skip"
     timezone: str | None = None
     #: Ductile's `only_between` as minutes of the day (start, end), end exclusive
     only_between: tuple[int, int] | None = None
@@ -278,7 +278,7 @@ def parse_one(plugin: str, index: int, raw: Mapping[str, Any]) -> Schedule:
         not_on = frozenset(_parse_weekday(day) for day in _as_list(raw.get("not_on")))
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
-    if_running = str(raw.get("if_running") or "queue")
+    if_running = str(raw.get("if_running") or "skip")  # Ductile's default
     if if_running not in IF_RUNNING:
         raise ValueError(f"{where}: if_running must be one of {', '.join(IF_RUNNING)}, not {if_running!r}")
     return Schedule(

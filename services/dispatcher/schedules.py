@@ -198,11 +198,14 @@ class Scheduler:
                                        f"{schedule.key}:{specs.fire_label(last_skipped)}:skipped", state,
                                        {"reason": reason, "missed": len(skip), "more_missed_before": older})
             log.info("schedule_missed", plugin=schedule.plugin, schedule=schedule.id, missed=len(skip))
+        # a batch of missed fires is Ductile's startup catch-up, enqueued without the if_running check
+        # (scheduler.go catchUpSchedule): else `skip` would drop all but the first of them
+        batch = len(fire) > 1
         for nominal in fire:
-            state = await self._fire(schedule, state, nominal, now)
+            state = await self._fire(schedule, state, nominal, now, catching_up=batch)
 
     async def _fire(self, schedule: specs.Schedule, state: specs.State, nominal: datetime,
-                    now: datetime) -> specs.State:
+                    now: datetime, *, catching_up: bool = False) -> specs.State:
         label = specs.fire_label(nominal)
         outside = schedule.constraint_at(nominal)
         if outside is not None:
@@ -210,7 +213,8 @@ class Scheduler:
             return await self._decide(schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state,
                                       {"reason": outside})
         previous = state.last_job_id
-        busy = schedule.if_running != "queue" and previous and not is_final(await self.job_state(previous))
+        busy = (not catching_up and schedule.if_running != "queue" and previous
+                and not is_final(await self.job_state(previous)))
         if busy and schedule.if_running == "skip":
             state = dataclasses.replace(state, at=nominal)
             return await self._decide(schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state,

@@ -122,9 +122,9 @@ def _run(stdout: bytes, exit_code: int) -> protocol.Outcome:
 
 
 def test_exit_codes_and_replies() -> None:
-    """§6.3: an error reply counts by the reply whatever the exit code; 78 makes a failure
-    non-retryable; empty stdout and bad JSON fail naming why. (An `ok` reply with a non-zero exit
-    fails here, tests/unit/test_protocol.py; Ductile counts it by the reply: differs, ROWS.md 6.3.7.)"""
+    """§6.3: a reply counts by the reply whatever the exit code (an `ok` with exit 2 succeeded); 78
+    makes a failure non-retryable; empty stdout and bad JSON fail naming why."""
+    assert _run(b'{"status":"ok","result":"done"}', 2).status == "succeeded"
     failed = _run(b'{"status":"error","error":"nope"}', 2)
     assert failed.status == "failed" and failed.retry is not False
     permanent = _run(b'{"status":"error","error":"bad input"}', 78)
