@@ -107,6 +107,8 @@ class ApiConfig:
     max_body_bytes: int = 1024 * 1024
     limits: ApiLimits = ApiLimits()
     tokens: tuple[Token, ...] = ()
+    #: `api.laddr.jobs_list`: GET /api/jobs as the reference's bare array or Laddr's {"jobs", "limit", "offset"}
+    laddr_jobs_list: str = "array"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -573,6 +575,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
             max_body_bytes=int(api.get("max_body_bytes", 1024 * 1024)),
             limits=_api_limits(api.get("limits") or {}),
             tokens=tokens,
+            laddr_jobs_list=str((api.get("laddr") or {}).get("jobs_list") or "array"),
         ),
         plugins=plugins,
         pipelines=tuple(doc.get("pipelines") or ()),
