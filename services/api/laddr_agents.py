@@ -175,7 +175,7 @@ async def chat(request: web.Request) -> web.Response:
     if final is None:
         return web.json_response({"task_id": job_id, "status": "timeout", "agent": name,
                                   "message": "Agent did not respond in time", "timeout_s": asked.timeout_s,
-                                  "detail": "the task is still running; collect it from "
+                                  "hint": "the task is still running; collect it from "
                                             f"/api/responses/{job_id}/resolved"}, status=202)
     row = await laddr_common.fresh_job(st, job_id)
     whole = await laddr_common.result(st, row) if row is not None else None
