@@ -21,16 +21,22 @@ STATUS = {"queued": "queued", "running": "running", "succeeded": "completed", "f
 
 #: per (provider, model), in the order first seen; a missing or zero total counts as prompt + completion,
 #: per call (as Laddr's get_token_usage)
-TOKEN_USAGE_SQL = """
+def tokens(key: str) -> str:
+    """SQL for a token count of an llm_usage payload: its number, NULL when missing or not a number
+    (a value that cannot be counted is not counted, rather than failing the whole sum)."""
+    return (f"(CASE WHEN jsonb_typeof(payload->'{key}') = 'number' THEN trunc((payload->>'{key}')::numeric) END)")
+
+
+TOKEN_USAGE_SQL = f"""
 WITH RECURSIVE tree AS (
     SELECT $1::text AS job_id
     UNION
     SELECT j.job_id FROM jobs j JOIN tree t ON j.parent_job_id = t.job_id
 ), calls AS (
     SELECT id, payload->>'provider' AS provider, payload->>'model' AS model,
-           coalesce((payload->>'prompt_tokens')::bigint, 0) AS pt,
-           coalesce((payload->>'completion_tokens')::bigint, 0) AS ct,
-           (payload->>'total_tokens')::bigint AS tt
+           coalesce({tokens('prompt_tokens')}, 0) AS pt,
+           coalesce({tokens('completion_tokens')}, 0) AS ct,
+           {tokens('total_tokens')} AS tt
     FROM traces WHERE event_type = 'llm_usage' AND job_id IN (SELECT job_id FROM tree)
 )
 SELECT provider, model, sum(pt) AS prompt_tokens, sum(ct) AS completion_tokens,

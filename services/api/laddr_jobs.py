@@ -81,12 +81,14 @@ def _pipeline(st: state.ApiState, name: str) -> Any:
 
 
 def _wait(request: web.Request, body: dict[str, Any]) -> tuple[bool, float]:
-    """(wait, timeout_s) from `?wait=`/`?timeout=` or the body's `wait`/`timeout` (the body wins)."""
+    """(wait, timeout_s) from `?wait=`/`?timeout=` or the body's `wait`/`timeout` (the body wins);
+    `timeout` is read only for a wait (Laddr's model has neither field, so it ignores both)."""
     wait = bodies.bool_param(request, "wait", default=False)
-    if "wait" in body:
+    if body.get("wait") is not None:
         wait = laddr_common.lax_bool(body["wait"], "wait")
-    timeout_s = laddr_common.seconds(request, body, default=DEFAULT_WAIT_S, maximum=MAX_WAIT_S)
-    return wait, timeout_s
+    if not wait:
+        return False, DEFAULT_WAIT_S
+    return True, laddr_common.seconds(request, body, default=DEFAULT_WAIT_S, maximum=MAX_WAIT_S)
 
 
 def _job_request(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from services.api import auth, bodies, laddr_agents, state, views
+from services.api.laddr_common import tokens
 from services.core import envelope, errors
 
 routes = web.RouteTableDef()
@@ -48,12 +49,11 @@ FROM jobs WHERE parent_job_id IS NULL
 """
 ALL_JOBS_SQL = "SELECT count(*) FROM jobs"
 #: a call whose total is missing or zero counts prompt + completion (as token_usage does)
-TRACE_METRICS_SQL = """
+TRACE_METRICS_SQL = f"""
 SELECT count(*) FILTER (WHERE event_type = 'cache_hit') AS cache_hits,
        count(*) FILTER (WHERE event_type = 'tool_call') AS tool_calls,
-       coalesce(sum(coalesce(nullif((payload->>'total_tokens')::bigint, 0),
-                             coalesce((payload->>'prompt_tokens')::bigint, 0)
-                             + coalesce((payload->>'completion_tokens')::bigint, 0)))
+       coalesce(sum(coalesce(nullif({tokens("total_tokens")}, 0),
+                             coalesce({tokens("prompt_tokens")}, 0) + coalesce({tokens("completion_tokens")}, 0)))
                 FILTER (WHERE event_type = 'llm_usage'), 0) AS total_tokens
 FROM traces
 """

@@ -130,26 +130,23 @@ async def test_s83_17_metrics_are_computed_without_laddrs_miscounts(s: Stack, fa
     fake.script("m-plain", fake_llm.error(401, "bad key"))
     _, failing = await s.client.post("/api/jobs", json={"pipeline_name": "plain", "inputs": {}})
     await s.client.wait_job(failing["job_id"])
-    # a provider that reports no total: prompt + completion count (as in token_usage)
+    # a provider that reports no total: prompt + completion count (as in token_usage); a count that is not a
+    # number is not counted (and fails nothing)
     assert s.api.bus is not None
-    trace = envelope.make(
-        "trace.llm_usage",
-        source="test",
-        job_id=chat["task_id"],
-        id="test:usage",
-        data={
-            "agent_name": "plain",
-            "attempt": 1,
-            "payload": {
-                "provider": "p",
-                "model": "m",
-                "prompt_tokens": 4,
-                "completion_tokens": 3,
-                "total_tokens": None,
-            },
-        },
-    )
-    await s.api.bus.publish(subjects.trace_event(chat["task_id"], "llm_usage"), trace)
+    for n, usage in enumerate(
+        (
+            {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": None},
+            {"prompt_tokens": "lots", "completion_tokens": 2},
+        )
+    ):
+        trace = envelope.make(
+            "trace.llm_usage",
+            source="test",
+            job_id=chat["task_id"],
+            id=f"test:usage:{n}",
+            data={"agent_name": "plain", "attempt": 1, "payload": {"provider": "p", "model": "m", **usage}},
+        )
+        await s.api.bus.publish(subjects.trace_event(chat["task_id"], "llm_usage"), trace)
     await laddr.projected(s)
 
     _, metrics = await s.client.get("/api/metrics")
@@ -164,6 +161,14 @@ async def test_s83_17_metrics_are_computed_without_laddrs_miscounts(s: Stack, fa
     )
     assert metrics["avg_latency_ms"] == round(float(latency)) and metrics["avg_latency_ms"] > 0
     assert metrics["tool_calls"] == 1 and metrics["cache_hits"] == 0
-    assert metrics["total_tokens"] == USAGE["total_tokens"] + 10 + 10 + 7
+    assert metrics["total_tokens"] == USAGE["total_tokens"] + 10 + 10 + 7 + 2
     _, chat_job = await s.client.get(f"/api/jobs/{chat['task_id']}")
-    assert chat_job["token_usage"]["total_tokens"] == 10 + 7
+    assert chat_job["token_usage"]["total_tokens"] == 10 + 7 + 2
+    assert chat_job["token_usage"]["by_model"][1] == {
+        "provider": "p",
+        "model": "m",
+        "prompt_tokens": 4,
+        "completion_tokens": 5,
+        "total_tokens": 9,
+        "calls": 2,
+    }
