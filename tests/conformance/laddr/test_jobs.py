@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from services.core import errors
 from tests.conformance.laddr.jobs_support import ANSWER, USAGE, api_section, invalid, ok, run_echo, script_echo, start
 from tests.support import fake_llm, laddr
 from tests.support.fake_llm import FakeLLM
@@ -300,3 +301,22 @@ async def test_s83_11_prompt_outputs_is_the_raw_answer(s: Stack, fake: FakeLLM) 
     assert view["token_usage"]["total_tokens"] == 10 + USAGE["total_tokens"]
     _, twin = await s.client.get(f"/api/jobs/{body['prompt_id']}")  # the prompt's job row, as in Laddr
     assert twin["inputs"] == {"q": "hi"} and twin["outputs"] == ANSWER and twin["status"] == "completed"
+
+
+async def test_s83_03_a_waited_job_naming_a_pipeline(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
+    pipes = [{"name": "greet", "steps": [{"id": "hello", "uses": "echo_py"}]}]
+    s = await start(make_config, start_stack, fake, pipelines=pipes)
+    status, done = await s.client.post(
+        "/api/jobs?wait=true", json={"pipeline_name": "greet", "inputs": {"message": "x"}}
+    )
+    assert status == 200 and SYNC_KEYS <= done.keys(), done
+    assert done["status"] == "completed" and done["agent"] is None and done["pipeline_name"] == "greet"
+
+
+def test_s83_04_jobs_list_option_is_checked(make_config: Any) -> None:
+    assert make_config(api=api_section(jobs_list="object")).api.laddr_jobs_list == "object"
+    assert make_config().api.laddr_jobs_list == "array"
+    with pytest.raises(errors.ConfigError, match=r"api\.laddr\.jobs_list: must be one of 'array', 'object'"):
+        make_config(api=api_section(jobs_list="dict"))
+    with pytest.raises(errors.ConfigError, match=r"api\.laddr: unknown key 'jobs_lsit'"):
+        make_config(api=api_section(jobs_lsit="object"))
