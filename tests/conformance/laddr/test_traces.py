@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.core import envelope, subjects
-from tests.conformance.laddr.jobs_support import USAGE, run_echo, start
+from tests.conformance.laddr.jobs_support import USAGE, ok, run_echo, start
 from tests.support import fake_llm, laddr
 from tests.support.fake_llm import FakeLLM
 from tests.support.stack import Stack
@@ -112,13 +112,20 @@ async def test_s83_15_job_traces_oldest_first_limit_only_when_given(s: Stack, fa
 
 
 async def test_s83_16_groups_count_every_trace_of_their_job(s: Stack, fake: FakeLLM) -> None:
-    # Laddr reads only limit x 10 rows, so a long job's group undercounts: ours are complete
-    long_job = await run_echo(s, fake)
-    for _ in range(2):
-        await run_echo(s, fake)
-    _, body = await s.client.get("/api/traces/grouped?limit=3")
-    counts = {g["job_id"]: g["trace_count"] for g in body["grouped_traces"]}
-    assert counts[long_job] == len(RUN) and set(counts.values()) == {len(RUN)}
+    # Laddr reads only limit x 10 rows, so with limit=1 a job of 14 traces shows 10: ours is complete
+    await run_echo(s, fake)
+    calls = [("echo_py__poll", {"message": str(n)}) for n in range(5)]
+    fake.script("m-echo", fake_llm.tool_calls(*calls), fake_llm.text("five"))
+    status, body = await s.client.post("/api/jobs", json={"pipeline_name": "echo", "inputs": {"q": "5"}})
+    assert ok(status)
+    await s.client.wait_job(body["job_id"])
+    await laddr.projected(s)
+    _, grouped = await s.client.get("/api/traces/grouped?limit=1")
+    (group,) = grouped["grouped_traces"]
+    assert group["job_id"] == body["job_id"] and group["trace_count"] == len(group["traces"]) == 1 + 1 + 10 + 1 + 1
+    assert [t["event_type"] for t in group["traces"]].count("tool_result") == 5
+    _, everything = await s.client.get("/api/traces/grouped?limit=3")
+    assert [g["trace_count"] for g in everything["grouped_traces"]] == [14, len(RUN)]
 
 
 async def test_s83_17_metrics_are_computed_without_laddrs_miscounts(s: Stack, fake: FakeLLM) -> None:
