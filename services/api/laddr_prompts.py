@@ -4,7 +4,8 @@ A prompt is a job with plugin "prompt" and command = its mode; the runner's prom
 (services/runner/prompts.py) runs its agents one after the other as child agent jobs, each one's
 output being the next one's input. `single` runs one agent (`agents: [x]`, or `prompt_name`);
 `sequential` runs `agents` (or just `prompt_name`). The first failing agent stops the chain and
-the prompt's `error` names it.
+the prompt's `error` names it. `outputs` is the last agent's answer (as Laddr stores it), the
+chain's steps are beside it; `inputs` is required (an object), as in Laddr.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ async def create_prompt(request: web.Request) -> web.Response:
     st = state.of(request)
     body = await bodies.json_object(request, required=True, extras_ignored=True)
     prompt_name, mode, chain = _chain(body)
-    inputs = bodies.payload(body, "inputs", known=frozenset({"prompt_name", "mode", "agents"}))
+    inputs = laddr_common.required_inputs(body, frozenset({"prompt_name", "mode", "agents"}))
     for name in chain:
         laddr_common.agent(st, name)  # 404 unknown, 409 misconfigured
 
@@ -82,7 +83,7 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
 async def list_prompts(request: web.Request) -> web.Response:
     auth.require(request, "jobs:ro")
     st = state.of(request)
-    limit, offset = bodies.page(request)
+    limit, offset = laddr_common.page(request)
     rows = [dict(r) for r in await st.pool.fetch(LIST_SQL, limit, offset)]
     return web.json_response({"prompts": [_summary(r) for r in rows], "limit": limit, "offset": offset},
                              dumps=state.dumps)
@@ -99,15 +100,19 @@ async def get_prompt(request: web.Request) -> web.Response:
     payload = row.get("payload") or {}
     steps = [dict(r) for r in await st.pool.fetch(STEPS_SQL, prompt_id)]
     failed = next((s for s in steps if laddr_common.STATUS.get(s["status"]) in ("failed", "cancelled", "skipped")), None)
+    whole = await laddr_common.result(st, row)
     body = {
         **_summary(row),
         "agents": payload.get("agents") or [],
         "inputs": payload.get("inputs") or {},
-        "outputs": await laddr_common.outputs(st, row),
-        "error": row.get("last_error") if row["status"] != "succeeded" else None,
+        "outputs": laddr_common.outputs(row, whole),
+        "error": laddr_common.error_text(row),
         "failed_agent": failed["agent"] if failed and row["status"] != "succeeded" else None,
         "steps": [{"agent": s["agent"], "job_id": s["job_id"], "status": laddr_common.status(s),
                    "error": s.get("last_error") if s["status"] != "succeeded" else None} for s in steps],
         "token_usage": await laddr_common.token_usage(st, prompt_id),
     }
+    extra = laddr_common.details(row, whole)
+    if extra is not None:
+        body["details"] = extra
     return web.json_response(body, dumps=state.dumps)

@@ -110,6 +110,8 @@ class ApiConfig:
     tokens: tuple[Token, ...] = ()
     #: Ductile's `api.allowed_origins`: origins that get CORS headers (`*`: any, without credentials)
     allowed_origins: tuple[str, ...] = ()
+    #: `api.laddr.jobs_list`: GET /api/jobs as the reference's bare array or Laddr's {"jobs", "limit", "offset"}
+    laddr_jobs_list: str = "array"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -595,6 +597,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
             limits=_api_limits(api.get("limits") or {}),
             tokens=tokens,
             allowed_origins=tuple(str(o).strip() for o in api.get("allowed_origins") or () if str(o).strip()),
+            laddr_jobs_list=str((api.get("laddr") or {}).get("jobs_list") or "array"),
         ),
         plugins=plugins,
         pipelines=tuple(doc.get("pipelines") or ()),

@@ -23,17 +23,19 @@ FINAL_TYPES = frozenset({"job.succeeded", "job.dead", "job.skipped", "job.cancel
 RECHECK_S = 5.0
 
 
-async def final_event(bus: bus_mod.Bus, job_id: str) -> envelope.Envelope | None:
+async def final_event(bus: bus_mod.Bus, job_id: str,
+                      final_types: frozenset[str] = FINAL_TYPES) -> envelope.Envelope | None:
     """The job's final event from the stream, or None while it is not final."""
     for _, env in reversed(await bus.history(subjects.EVENTS, subjects.job_events(job_id))):
-        if env.type in FINAL_TYPES:
+        if env.type in final_types:
             return env
     return None
 
 
 async def wait_final(bus: bus_mod.Bus, job_id: str, *, timeout_s: float | None,
-                     before: Callable[[], Awaitable[object]] | None = None) -> envelope.Envelope | None:
-    """The job's final event, or None when `timeout_s` passes first."""
+                     before: Callable[[], Awaitable[object]] | None = None,
+                     final_types: frozenset[str] = FINAL_TYPES) -> envelope.Envelope | None:
+    """The job's final event (one of `final_types`), or None when `timeout_s` passes first."""
     arrived: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def on_message(msg: Msg) -> None:
@@ -45,7 +47,7 @@ async def wait_final(bus: bus_mod.Bus, job_id: str, *, timeout_s: float | None,
         if before is not None:
             await before()
         while True:
-            found = await final_event(bus, job_id)
+            found = await final_event(bus, job_id, final_types)
             if found is not None:
                 return found
             next_check = time.monotonic() + RECHECK_S
@@ -63,7 +65,7 @@ async def wait_final(bus: bus_mod.Bus, job_id: str, *, timeout_s: float | None,
                     env = envelope.decode(raw)
                 except envelope.DecodeError:
                     continue
-                if env.type in FINAL_TYPES:
+                if env.type in final_types:
                     return env
     finally:
         with contextlib.suppress(Exception):

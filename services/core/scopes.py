@@ -221,6 +221,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/prompts/{prompt_id}"): need("jobs:ro"),
     ("GET", "/api/agents"): need("jobs:ro"),
     ("GET", "/api/agents/{agent_name}/chat"): need("jobs:ro", work="the agent's tools by authority"),
+    ("GET", "/api/agents/{agent_name}/tools"): need("jobs:ro"),
     ("GET", "/api/traces"): need("jobs:ro"),
     ("GET", "/api/traces/grouped"): need("jobs:ro"),
     ("GET", "/api/traces/{trace_id}"): need("jobs:ro"),

@@ -84,10 +84,10 @@ async def test_two_tool_agent_run_is_a_job_tree_with_traces_and_token_totals(mak
     assert status == 200
     assert view["status"] == "completed" and view["pipeline_name"] == "researcher" and view["error"] is None
     assert view["inputs"] == {"task": "use both tools"}
-    assert view["outputs"]["result"] == "both tools answered" and view["outputs"]["iterations"] == 2
+    assert view["outputs"] == "both tools answered" and view["details"]["iterations"] == 2
     assert view["token_usage"] == {"prompt_tokens": 50, "completion_tokens": 14, "total_tokens": 64,
-                                        "by_model": {"m-tools": {"prompt_tokens": 50, "completion_tokens": 14,
-                                                                 "total_tokens": 64}}}
+                                   "by_model": [{"provider": "openai", "model": "m-tools", "prompt_tokens": 50,
+                                                 "completion_tokens": 14, "total_tokens": 64, "calls": 2}]}
     status, listed = await s.client.get("/api/jobs?limit=10")
     assert status == 200 and [j["job_id"] for j in listed] == [job_id]  # root jobs only
     assert listed[0]["status"] == "completed"
@@ -149,7 +149,7 @@ async def test_unreachable_llm_is_a_task_error_and_a_dead_job_after_retries(make
     assert "LLM generation failed: LLM unreachable" in trail[1]["payload"]["error"]
     assert trail[1]["payload"]["retryable"] is True
     status, view = await s.client.get(f"/api/jobs/{body['job_id']}")
-    assert view["status"] == "failed" and "unreachable" in view["error"] and view["outputs"] is None
+    assert view["status"] == "failed" and "unreachable" in view["error"] and view["outputs"] == {"error": view["error"]}
 
 
 async def test_replay_reexecutes_or_returns_the_recorded_result(make_config: Any, start_stack: Any,
@@ -163,28 +163,27 @@ async def test_replay_reexecutes_or_returns_the_recorded_result(make_config: Any
     status, recorded = await s.client.post(f"/api/jobs/{original}/replay", json={"reexecute": False},
                                            token=TOKENS["jobs_rw"][0])
     assert status == 200 and recorded["job_id"] == original and recorded["replayed"] is True
-    assert recorded["status"] == "completed" and recorded["result"]["result"] == "m-r: again"
+    assert recorded["status"] == "completed" and recorded["result"] == "m-r: again"
     assert len(fake.requests) == 1  # nothing ran
 
-    status, replayed = await s.client.post(f"/api/jobs/{original}/replay", json={})
+    status, replayed = await s.client.post(f"/api/jobs/{original}/replay", json={"reexecute": True})
     assert status == 202 and replayed["replayed"] is True and replayed["original_job_id"] == original
     assert replayed["job_id"] != original
     done = await s.client.wait_job(replayed["job_id"])
     assert done["status"] == "succeeded" and done["submitted_by"] == "replay" and len(fake.requests) == 2
     status, view = await s.client.get(f"/api/jobs/{replayed['job_id']}")
     assert view["original_job_id"] == original and view["inputs"] == {"message": "again"}
-    assert view["outputs"]["result"] == "m-r: again"
+    assert view["outputs"] == "m-r: again"
 
     # a plugin job replays too
     plugin_job = await s.client.submit("echo_py", "poll", {"message": "p"})
     await s.client.wait_job(plugin_job)
-    status, again = await s.client.post(f"/api/jobs/{plugin_job}/replay")
+    status, again = await s.client.post(f"/api/jobs/{plugin_job}/replay", json={"reexecute": True})
     assert status == 202
     assert (await s.client.wait_job(again["job_id"]))["result"]["result"] == "Echoed: p"
 
     for path, payload, code, token in [
-        ("/api/jobs/nope/replay", {}, 404, None),
-        (f"/api/jobs/{original}/replay", {"reexecute": "yes"}, 400, None),
+        (f"/api/jobs/{original}/replay", {"reexecute": "maybe"}, 400, None),
         (f"/api/jobs/{original}/replay", {}, 403, TOKENS["jobs_ro"][0]),
     ]:
         status, body = await s.client.post(path, json=payload, token=token or "default")
@@ -196,9 +195,9 @@ async def test_bad_laddr_requests_are_clear_4xx(make_config: Any, start_stack: A
         "ok": laddr.agent(fake, "m"), "broken": laddr.agent(fake, "m", tools=["echo.nope", "ghost.poll"])}))
     cases = [
         ({"inputs": {}}, 400, "pipeline_name"),
-        ({"pipeline_name": "nobody"}, 404, "no agent or pipeline"),
+        ({"pipeline_name": "nobody", "inputs": {}}, 404, "no agent or pipeline"),
         ({"pipeline_name": "ok", "inputs": [1]}, 400, "inputs"),
-        ({"pipeline_name": "broken"}, 409, "misconfigured"),
+        ({"pipeline_name": "broken", "inputs": {}}, 409, "misconfigured"),
     ]
     for payload, code, needle in cases:
         status, body = await s.client.post("/api/jobs", json=payload)

@@ -44,11 +44,11 @@ async def test_sequential_prompt_pipes_each_output_into_the_next_agent(make_conf
     assert status == 200
     assert view["status"] == "completed" and view["prompt_name"] == "story" and view["error"] is None
     assert view["inputs"] == {"task": "Write a haiku"}
-    assert view["outputs"]["result"] == "m-editor: m-writer: m-analyzer: Write a haiku"
+    assert view["outputs"] == "m-editor: m-writer: m-analyzer: Write a haiku"
     assert [(st["agent"], st["status"]) for st in view["steps"]] == [
         ("analyzer", "completed"), ("writer", "completed"), ("editor", "completed")]
-    assert view["token_usage"]["total_tokens"] == 30 and sorted(view["token_usage"]["by_model"]) == [
-        "m-analyzer", "m-editor", "m-writer"]
+    assert view["token_usage"]["total_tokens"] == 30 and [m["model"] for m in view["token_usage"]["by_model"]] == [
+        "m-analyzer", "m-writer", "m-editor"]  # in the order first used
     trail = await laddr.traces(s, prompt_id)
     assert [(t["event_type"], t["payload"]["to_agent"]) for t in trail] == [
         ("delegation", "analyzer"), ("delegation", "writer"), ("delegation", "editor")]
@@ -76,7 +76,7 @@ async def test_the_first_failing_agent_stops_the_chain_and_is_named(make_config:
     assert fake.requests_for("m-editor") == []  # the chain stopped
     await laddr.projected(s)
     status, view = await s.client.get(f"/api/prompts/{body['prompt_id']}")
-    assert view["status"] == "failed" and view["failed_agent"] == "writer" and view["outputs"] is None
+    assert view["status"] == "failed" and view["failed_agent"] == "writer" and view["outputs"] == {"error": view["error"]}
     assert "agent 'writer'" in view["error"]
     assert [(st["agent"], st["status"]) for st in view["steps"]] == [("analyzer", "completed"), ("writer", "failed")]
     trail = await laddr.traces(s, body["prompt_id"])
@@ -94,13 +94,13 @@ async def test_single_mode_and_bad_prompt_requests(make_config: Any, start_stack
     await s.client.wait_job(body["prompt_id"])
     await laddr.projected(s)  # token usage is summed from the traces table
     status, view = await s.client.get(f"/api/prompts/{body['prompt_id']}")
-    assert view["outputs"]["result"] == "m-writer: hi" and view["token_usage"]["total_tokens"] == 10
+    assert view["outputs"] == "m-writer: hi" and view["token_usage"]["total_tokens"] == 10
     cases = [
         ({"prompt_name": "writer", "mode": "parallel"}, 400, "mode"),
         ({"mode": "single", "agents": ["writer", "editor"]}, 400, "exactly one"),
         ({"inputs": {}}, 400, "prompt_name"),
-        ({"prompt_name": "nobody"}, 404, "nobody"),
-        ({"mode": "sequential", "agents": ["writer", "ghost"]}, 404, "ghost"),
+        ({"prompt_name": "nobody", "inputs": {}}, 404, "nobody"),
+        ({"mode": "sequential", "agents": ["writer", "ghost"], "inputs": {}}, 404, "ghost"),
         ({"prompt_name": "writer", "agents": "writer"}, 400, "agents"),
         ({"prompt_name": "writer", "inputs": "text"}, 400, "inputs"),
     ]
@@ -117,7 +117,8 @@ async def test_cancelling_a_prompt_cancels_its_running_agent(make_config: Any, s
                                                              fake: FakeLLM) -> None:
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents=three_agents(fake)))
     fake.script("m-analyzer", fake_llm.delayed(3.0, fake_llm.text("too late")))
-    status, body = await s.client.post("/api/prompts", json={"mode": "sequential", "agents": ["analyzer", "writer"]})
+    status, body = await s.client.post("/api/prompts", json={"mode": "sequential", "agents": ["analyzer", "writer"],
+                                                             "inputs": {}})
     prompt_id = body["prompt_id"]
 
     async def agent_running() -> dict[str, Any] | None:

@@ -110,25 +110,25 @@ async def test_laddr_job_replay_and_retry_need_the_scope_of_what_they_run(make_c
     assert (await s.client.post("/pipeline/shout", json={}, token=jobs_rw))[0] == 403
     assert (await s.client.post("/plugin/echo/poll", json={}, token=jobs_rw))[0] == 403
     # … so a Laddr job naming the pipeline does too
-    status, body = await s.client.post("/api/jobs", json={"pipeline_name": "shout"}, token=jobs_rw)
+    status, body = await s.client.post("/api/jobs", json={"pipeline_name": "shout", "inputs": {}}, token=jobs_rw)
     assert status == 403 and body["required_scopes"] == ["plugin:rw"], body
-    status, body = await s.client.post("/api/jobs", json={"pipeline_name": "shout"}, token=both)
+    status, body = await s.client.post("/api/jobs", json={"pipeline_name": "shout", "inputs": {}}, token=both)
     assert status == 202, body
 
     poll = await s.client.submit("echo", "poll", {"message": "once"})
     await s.client.wait_job(poll)
-    status, body = await s.client.post(f"/api/jobs/{poll}/replay", json={}, token=jobs_rw)
+    status, body = await s.client.post(f"/api/jobs/{poll}/replay", json={"reexecute": True}, token=jobs_rw)
     assert status == 403 and "plugin:rw" in body["error"], body
     status, body = await s.client.post(f"/api/jobs/{poll}/replay", json={"reexecute": False}, token=jobs_rw)
     assert status == 200  # returns the recorded result; runs nothing
-    status, body = await s.client.post(f"/api/jobs/{poll}/replay", json={}, token=both)
+    status, body = await s.client.post(f"/api/jobs/{poll}/replay", json={"reexecute": True}, token=both)
     assert status == 202, body
 
     health = await s.client.submit("echo", "health")
     await s.client.wait_job(health)
-    status, _ = await s.client.post(f"/api/jobs/{health}/replay", json={}, token=jobs_rw)
+    status, _ = await s.client.post(f"/api/jobs/{health}/replay", json={"reexecute": True}, token=jobs_rw)
     assert status == 403  # a read command needs plugin:ro
-    status, _ = await s.client.post(f"/api/jobs/{health}/replay", json={}, token=both)
+    status, _ = await s.client.post(f"/api/jobs/{health}/replay", json={"reexecute": True}, token=both)
     assert status == 202
 
     dead = await s.client.submit("exit78", "poll")

@@ -194,10 +194,10 @@ async def test_indirect_doors_need_the_scope_of_the_work_they_run(
     assert (await client.wait_job(dead))["status"] == "dead"
     await laddr.projected(matrix_stack)
     doors = [  # (method, path, body, scopes all of which it needs)
-        ("POST", "/api/jobs", b'{"pipeline_name": "shout"}', ("jobs:rw", "plugin:rw")),
-        ("POST", f"/api/jobs/{poll}/replay", b"{}", ("jobs:rw", "plugin:rw")),
-        ("POST", f"/api/jobs/{health}/replay", b"{}", ("jobs:rw", "plugin:ro")),
-        ("POST", f"/api/jobs/{poll}/replay", b'{"reexecute": false}', ("jobs:rw",)),  # runs nothing
+        ("POST", "/api/jobs", b'{"pipeline_name": "shout", "inputs": {}}', ("jobs:rw", "plugin:rw")),
+        ("POST", f"/api/jobs/{poll}/replay", b'{"reexecute": true}', ("jobs:rw", "plugin:rw")),
+        ("POST", f"/api/jobs/{health}/replay", b'{"request": true}', ("jobs:rw", "plugin:ro")),
+        ("POST", f"/api/jobs/{poll}/replay", b"{}", ("jobs:rw",)),  # the recorded result: runs nothing
         ("POST", f"/job/{dead}/retry", b"{}", ("jobs:rw", "plugin:rw")),
     ]
     tokens = {**SCOPE_TOKENS, "jobs:rw+plugin:rw": TOKENS["laddr_rw"][0]}

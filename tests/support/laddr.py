@@ -37,4 +37,4 @@ async def traces(s: Stack, job_id: str) -> list[dict[str, Any]]:
     assert s.client is not None
     status, body = await s.client.get(f"/api/traces?job_id={job_id}&limit=1000")
     assert status == 200, body
-    return list(reversed(body["traces"]))
+    return sorted(body["traces"], key=lambda t: t["id"])
