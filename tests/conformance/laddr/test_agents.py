@@ -59,6 +59,6 @@ async def test_s83_12_agents_carry_trace_count_and_last_executed(s: Stack, fake:
     _, body = await s.client.get("/api/agents")
     by_name = {a["name"]: a for a in body["agents"]}
     _, traces = await s.client.get(f"/api/traces?job_id={job_id}")
-    assert by_name["echo"]["trace_count"] == len(traces["traces"]) == 6
+    assert by_name["echo"]["trace_count"] == len(traces["traces"]) == 8  # with autonomous_think per iteration
     assert by_name["echo"]["last_executed"] == traces["traces"][-1]["timestamp"]
     assert by_name["plain"]["trace_count"] == 0 and by_name["plain"]["last_executed"] is None

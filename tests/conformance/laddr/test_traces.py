@@ -17,7 +17,8 @@ from tests.support.fake_llm import FakeLLM
 from tests.support.stack import Stack
 
 TRACE_KEYS = {"id", "job_id", "agent_name", "event_type", "parent_id", "payload", "timestamp"}
-RUN = ["task_start", "llm_usage", "tool_call", "tool_result", "llm_usage", "task_complete"]
+RUN = ["task_start", "llm_usage", "autonomous_think", "tool_call", "tool_result", "llm_usage", "autonomous_think",
+       "task_complete"]
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ async def test_s83_15_job_traces_oldest_first_limit_only_when_given(s: Stack, fa
 
 
 async def test_s83_16_groups_count_every_trace_of_their_job(s: Stack, fake: FakeLLM) -> None:
-    # Laddr reads only limit x 10 rows, so with limit=1 a job of 14 traces shows 10: ours is complete
+    # Laddr reads only limit x 10 rows, so with limit=1 a job of 16 traces shows 10: ours is complete
     await run_echo(s, fake)
     calls = [("echo_py__poll", {"message": str(n)}) for n in range(5)]
     fake.script("m-echo", fake_llm.tool_calls(*calls), fake_llm.text("five"))
@@ -122,10 +123,10 @@ async def test_s83_16_groups_count_every_trace_of_their_job(s: Stack, fake: Fake
     await laddr.projected(s)
     _, grouped = await s.client.get("/api/traces/grouped?limit=1")
     (group,) = grouped["grouped_traces"]
-    assert group["job_id"] == body["job_id"] and group["trace_count"] == len(group["traces"]) == 1 + 1 + 10 + 1 + 1
+    assert group["job_id"] == body["job_id"] and group["trace_count"] == len(group["traces"]) == 1 + 2 + 10 + 2 + 1
     assert [t["event_type"] for t in group["traces"]].count("tool_result") == 5
     _, everything = await s.client.get("/api/traces/grouped?limit=3")
-    assert [g["trace_count"] for g in everything["grouped_traces"]] == [14, len(RUN)]
+    assert [g["trace_count"] for g in everything["grouped_traces"]] == [16, len(RUN)]
 
 
 async def test_s83_17_metrics_are_computed_without_laddrs_miscounts(s: Stack, fake: FakeLLM) -> None:
