@@ -1,0 +1,387 @@
+"""Laddr: POST /api/agents/{agent_name}/batch, POST /api/batches/{batch_id}/add-tasks,
+GET /api/batches/{batch_id}, GET /api/batches.
+
+A batch is a set of agent jobs with its own id (services/core/batches.py). Each task is a normal
+agent run (its own job id, retries, traces, GET /api/jobs/{id}), submitted on the caller's
+authority like any other agent job; then the API records the membership as one
+`evt.batch.<id>.tasks_added` event, which the projector turns into `batches` + `batch_members`
+rows. Submits come first: should the API die in between, the jobs run unlisted, rather than a
+batch listing jobs that never existed. A task's `task_id` and `trace_id` are its job id (traces
+are keyed by job id; /api/responses/{task_id}/resolved and /ws/batches take it as it is).
+
+Status and progress are computed from the member jobs' rows (`batches.progress`): `submitted`,
+`running`, then `completed` (every task succeeded) or `failed`. `outputs` always keeps Laddr's
+per-job dict `{results: {<job_id>: {status, response, metadata}}, summary}`, also after a
+`wait: true` (Laddr then overwrites it with a list and loses the summary).
+
+`wait: true` waits for all the request's tasks at once (one sync slot for the whole request, 429
+when none is free), up to `timeout` seconds overall (a Headrace extension, default 300 = Laddr's
+budget for *one* task, at most 600), and answers `results: [{task_id, response}]` in task order
+(`response` null for a task still running then) with the status computed at that moment.
+
+Decisions where Laddr does not check: an unknown agent (in the path or as add-tasks'
+`agent_name`) is 404 "agent ... not found" (Laddr publishes to a queue nobody reads). Status
+conventions for the dialect layer (helper A's mapping): invalid bodies raise `errors.BadRequest`
+with `field=` (→ 422 like FastAPI); an unknown batch raises `errors.NotFound("Batch not found")`;
+adding to a finished batch raises `errors.BadRequest("Cannot add tasks to batch with status: <s>",
+laddr_status=400)`, which must stay a **400** (Laddr's HTTPException), not become a 422.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from services.api import auth, bodies, laddr_common, pipelines, state, submit, views
+from services.core import agents as agents_mod
+from services.core import batches, envelope, errors, job_waits, subjects
+
+routes = web.RouteTableDef()
+
+#: tasks in one request: their ids must fit one event far below NATS's max payload
+MAX_TASKS = 1000
+DEFAULT_WAIT_S = 300.0
+MAX_WAIT_S = 600.0
+#: submits (and waits) in flight at once for one request
+CONCURRENCY = 64
+#: member jobs the projection has not shown final are folded from the log, up to this many per request
+FRESH_MAX = 32
+#: `running` and `submitted` batches take more tasks (Laddr's rule)
+OPEN = frozenset({"running", "submitted"})
+
+BATCH_SQL = f"SELECT {', '.join(batches.BATCH_COLUMNS)} FROM batches WHERE batch_id = $1"
+MEMBERS_SQL = f"""
+SELECT {", ".join(batches.MEMBER_COLUMNS)} FROM batch_members WHERE batch_id = ANY($1::text[])
+ORDER BY batch_id, batch_index
+"""
+JOBS_SQL = """
+SELECT job_id, plugin, command, status, result, last_error, started_at, completed_at, last_seq
+FROM jobs WHERE job_id = ANY($1::text[])
+"""
+LIST_SQL = f"""
+SELECT {", ".join(batches.BATCH_COLUMNS)} FROM batches ORDER BY created_at DESC, batch_id DESC LIMIT $1 OFFSET $2
+"""
+
+
+# --- request bodies ---------------------------------------------------------------------------------
+
+
+def _tasks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    if "tasks" not in body:
+        raise errors.BadRequest("'tasks' is required", field="tasks")
+    tasks = body["tasks"]
+    if not isinstance(tasks, list):
+        raise errors.BadRequest("'tasks' must be a list of objects", field="tasks")
+    if not all(isinstance(t, dict) for t in tasks):
+        raise errors.BadRequest("every entry of 'tasks' must be an object", field="tasks")
+    if len(tasks) > MAX_TASKS:
+        raise errors.BadRequest(f"at most {MAX_TASKS} tasks per request", field="tasks", max_tasks=MAX_TASKS)
+    return tasks
+
+
+def _flag(body: dict[str, Any], field: str) -> bool:
+    value = body.get(field, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise errors.BadRequest(f"'{field}' must be a boolean", field=field)
+    return value
+
+
+def _timeout(body: dict[str, Any]) -> float:
+    value = body.get("timeout")
+    if value is None:
+        return DEFAULT_WAIT_S
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_WAIT_S:
+        raise errors.BadRequest(f"'timeout' must be a number of seconds between 0 and {MAX_WAIT_S:g}", field="timeout")
+    return float(value)
+
+
+def _name(body: dict[str, Any], field: str, *, required: bool) -> str | None:
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise errors.BadRequest(f"'{field}' is required", field=field)
+        return None
+    if not isinstance(value, str) or not value:
+        raise errors.BadRequest(f"'{field}' must be a non-empty string", field=field)
+    return value
+
+
+def _batch_id(value: str | None) -> str:
+    if value is None:
+        return envelope.new_id()
+    try:
+        subjects.batch_event(value, batches.SHORT_TYPE)
+    except ValueError:
+        raise errors.BadRequest(
+            "'batch_id' must be at most 256 characters without '.', '*', '>' or whitespace", field="batch_id"
+        ) from None
+    return value
+
+
+# --- reading a batch --------------------------------------------------------------------------------
+
+
+async def load(st: state.ApiState, batch_id: str) -> tuple[batches.Row, list[batches.Row]] | None:
+    """The batch and its members: the read model, or folded from the log when the projection lags."""
+    try:
+        subject = subjects.batch_event(batch_id, batches.SHORT_TYPE)
+    except ValueError:
+        return None
+    row = await st.pool.fetchrow(BATCH_SQL, batch_id)
+    last = await st.bus.last_message(subjects.EVENTS, subject)
+    if row is not None and (last is None or last[0] <= row["last_seq"]):
+        members = [dict(m) for m in await st.pool.fetch(MEMBERS_SQL, [batch_id])]
+        return dict(row), members
+    if last is None:
+        return None
+    folded, members = batches.fold(await st.bus.history(subjects.EVENTS, subject))
+    return (folded, members) if folded is not None else None
+
+
+async def member_jobs(st: state.ApiState, members: list[batches.Row], *, fresh: bool) -> dict[str, batches.Row]:
+    """The member jobs' rows by job id; with `fresh`, those the projection shows unfinished are folded from
+    the log (up to FRESH_MAX), so a GET right after a wait sees what the wait saw."""
+    ids = [m["job_id"] for m in members]
+    jobs = {r["job_id"]: dict(r) for r in await st.pool.fetch(JOBS_SQL, ids)} if ids else {}
+    if fresh:
+        stale = [i for i in ids if i not in jobs or jobs[i]["status"] not in batches.FINAL][:FRESH_MAX]
+        for job_id, row in zip(
+            stale, await asyncio.gather(*(laddr_common.fresh_job(st, i) for i in stale)), strict=True
+        ):
+            if row is not None:
+                jobs[job_id] = row
+    return jobs
+
+
+def _error_of(job: batches.Row) -> str:
+    return str(job.get("last_error") or job["status"])
+
+
+async def response(st: state.ApiState, job_id: str, job: batches.Row | None) -> dict[str, Any] | None:
+    """A finished task's response in Laddr's shape `{status, result|error, job_id, prompt_id}`; None before."""
+    state_ = batches.member_state(job)
+    if job is None or not batches.is_recorded(state_):
+        return None
+    out: dict[str, Any] = {"status": state_}
+    if state_ == "success":
+        answer = laddr_common.inner(await laddr_common.resolve(st, job_id, job.get("result")))
+        out["result"] = answer.get("result") if isinstance(answer, dict) and "result" in answer else answer
+    else:
+        out["error"] = _error_of(job)
+    return {**out, "job_id": job_id, "prompt_id": job_id}
+
+
+async def outputs(st: state.ApiState, members: list[batches.Row], jobs: dict[str, batches.Row]) -> dict[str, Any]:
+    _, summary, _ = batches.progress(members, jobs)
+    results: dict[str, Any] = {}
+    for m in members:
+        job = jobs.get(m["job_id"])
+        answer = await response(st, m["job_id"], job)
+        if answer is None or job is None:
+            continue
+        results[m["job_id"]] = {
+            "status": answer["status"],
+            "response": answer,
+            "metadata": {
+                "agent_name": m["agent_name"],
+                "batch_index": m["batch_index"],
+                "recorded_at": views.timestamp(job.get("completed_at")),
+            },
+        }
+    return {"results": results, "summary": summary}
+
+
+def summary_view(row: batches.Row, members: list[batches.Row], jobs: dict[str, batches.Row]) -> dict[str, Any]:
+    status, _, completed_at = batches.progress(members, jobs)
+    ids = [m["job_id"] for m in members]
+    return {
+        "batch_id": row["batch_id"],
+        "agent_name": row["agent_name"],
+        "status": status,
+        "task_count": len(members),
+        "job_ids": ids,
+        "task_ids": ids,
+        "created_at": views.timestamp(row["created_at"]),
+        "completed_at": views.timestamp(completed_at),
+    }
+
+
+# --- submitting tasks -------------------------------------------------------------------------------
+
+
+async def _bounded(calls: list[Any]) -> list[Any]:
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(call: Any) -> Any:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))
+
+
+async def add_tasks(
+    st: state.ApiState, principal: Any, batch_id: str, agent: str, tasks: list[dict[str, Any]], *, batch_agent: str
+) -> list[str]:
+    """Submit one agent job per task, then record them as members of `batch_id`; returns their job ids."""
+    job_ids = [envelope.new_id() for _ in tasks]
+    event = batches.tasks_added(
+        batch_id,
+        agent_name=batch_agent,
+        tasks=list(zip(job_ids, [agent] * len(tasks), tasks, strict=True)),
+        source=st.source,
+        submitted_by="laddr",
+        principal=principal.name,
+        event_id=f"{batch_id}:tasks:{job_ids[0]}" if job_ids else None,
+    )
+    limit = st.bus.nc.max_payload
+    if limit and len(envelope.encode(event)) > limit:  # refused before any job exists
+        raise errors.PayloadTooLarge(
+            f"the tasks exceed the event bus's max_payload ({limit} bytes); send fewer", max_payload=limit
+        )
+    authority = auth.authority(principal)
+    await _bounded(
+        [
+            submit.submit_job(
+                st,
+                plugin=agents_mod.AGENT,
+                command=agent,
+                payload=task,
+                submitted_by="batch",
+                job_id=job_id,
+                context={"batch_id": batch_id},
+                authority=authority,
+            )
+            for job_id, task in zip(job_ids, tasks, strict=True)
+        ]
+    )
+    await st.bus.publish(subjects.batch_event(batch_id, batches.SHORT_TYPE), event)
+    return job_ids
+
+
+async def wait_results(
+    request: web.Request, st: state.ApiState, job_ids: list[str], timeout_s: float
+) -> tuple[list[dict[str, Any]], dict[str, batches.Row]]:
+    """Wait for every job at once (bounded by `timeout_s` overall); Laddr's `results` and the jobs as seen."""
+    slots = request.app[pipelines.SYNC_SLOTS]
+    if slots.locked():
+        raise errors.TooManyRequests(f"at most {st.config.api.max_concurrent_sync} waiting requests at once")
+    async with slots:
+        finals = await _bounded([job_waits.wait_final(st.bus, job_id, timeout_s=timeout_s) for job_id in job_ids])
+    jobs: dict[str, batches.Row] = {}
+    for job_id, final in zip(job_ids, finals, strict=True):
+        row = await laddr_common.fresh_job(st, job_id) if final is not None else None
+        if row is not None:
+            jobs[job_id] = row
+    results = [{"task_id": job_id, "response": await response(st, job_id, jobs.get(job_id))} for job_id in job_ids]
+    return results, jobs
+
+
+# --- routes -----------------------------------------------------------------------------------------
+
+
+@routes.post("/api/agents/{agent_name}/batch")
+async def create_batch(request: web.Request) -> web.Response:
+    principal = auth.require(request, "jobs:rw")
+    st = state.of(request)
+    name = request.match_info["agent_name"]
+    body = await bodies.json_object(request, required=True)
+    tasks = _tasks(body)
+    wait = _flag(body, "wait")
+    timeout_s = _timeout(body)
+    batch_id = _batch_id(_name(body, "batch_id", required=False))
+    laddr_common.agent(st, name)  # 404 unknown, 409 misconfigured
+    existing = await load(st, batch_id)
+    batch_agent = existing[0]["agent_name"] if existing is not None else name
+    job_ids = await add_tasks(st, principal, batch_id, name, tasks, batch_agent=batch_agent)
+    out: dict[str, Any] = {
+        "batch_id": batch_id,
+        "agent_name": name,
+        "status": "submitted",
+        "task_count": len(tasks),
+        "task_ids": job_ids,
+        "job_ids": job_ids,
+        "trace_ids": job_ids,
+    }
+    if wait:
+        results, jobs = await wait_results(request, st, job_ids, timeout_s)
+        members = [{"job_id": job_id} for job_id in job_ids]
+        out["status"] = batches.progress(members, jobs)[0]
+        out["results"] = results
+    return web.json_response(out, dumps=state.dumps)
+
+
+@routes.post("/api/batches/{batch_id}/add-tasks")
+async def add_to_batch(request: web.Request) -> web.Response:
+    principal = auth.require(request, "jobs:rw")
+    st = state.of(request)
+    batch_id = request.match_info["batch_id"]
+    body = await bodies.json_object(request, required=True)
+    agent = _name(body, "agent_name", required=True)
+    assert agent is not None
+    tasks = _tasks(body)
+    wait = _flag(body, "wait")
+    timeout_s = _timeout(body)
+    found = await load(st, batch_id)
+    if found is None:
+        raise errors.NotFound("Batch not found", batch_id=batch_id)
+    row, members = found
+    status, _, _ = batches.progress(members, await member_jobs(st, members, fresh=True))
+    if status not in OPEN:
+        raise errors.BadRequest(f"Cannot add tasks to batch with status: {status}", laddr_status=400)
+    laddr_common.agent(st, agent)
+    job_ids = await add_tasks(st, principal, batch_id, agent, tasks, batch_agent=row["agent_name"])
+    out: dict[str, Any] = {
+        "batch_id": batch_id,
+        "status": status,
+        "added_job_ids": job_ids,
+        "added_trace_ids": job_ids,
+        "added_task_ids": job_ids,
+        "total_tasks": len(members) + len(job_ids),
+        "total_job_ids": len(members) + len(job_ids),
+    }
+    if wait:
+        out["results"], _ = await wait_results(request, st, job_ids, timeout_s)
+    return web.json_response(out, dumps=state.dumps)
+
+
+@routes.get("/api/batches/{batch_id}")
+async def get_batch(request: web.Request) -> web.Response:
+    auth.require(request, "jobs:ro")
+    st = state.of(request)
+    batch_id = request.match_info["batch_id"]
+    found = await load(st, batch_id)
+    if found is None:
+        raise errors.NotFound("Batch not found", batch_id=batch_id)
+    row, members = found
+    jobs = await member_jobs(st, members, fresh=True)
+    summary = summary_view(row, members, jobs)
+    created_at, completed_at = summary.pop("created_at"), summary.pop("completed_at")
+    body = {
+        **summary,
+        "trace_ids": summary["job_ids"],
+        "inputs": {"tasks": [m["task"] for m in members]},
+        "outputs": await outputs(st, members, jobs),
+        "created_at": created_at,
+        "completed_at": completed_at,
+    }
+    return web.json_response(body, dumps=state.dumps)
+
+
+@routes.get("/api/batches")
+async def list_batches(request: web.Request) -> web.Response:
+    auth.require(request, "jobs:ro")
+    st = state.of(request)
+    limit, offset = bodies.page(request)
+    rows = [dict(r) for r in await st.pool.fetch(LIST_SQL, limit, offset)]
+    members: dict[str, list[batches.Row]] = {r["batch_id"]: [] for r in rows}
+    if rows:
+        for m in await st.pool.fetch(MEMBERS_SQL, list(members)):
+            members[m["batch_id"]].append(dict(m))
+    everyone = [m for group in members.values() for m in group]
+    jobs = await member_jobs(st, everyone, fresh=False)
+    listed = [summary_view(r, members[r["batch_id"]], jobs) for r in rows]
+    return web.json_response({"batches": listed, "limit": limit, "offset": offset}, dumps=state.dumps)
