@@ -30,6 +30,9 @@ laddr_status=400)`, which must stay a **400** (Laddr's HTTPException), not becom
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -213,12 +216,13 @@ def summary_view(row: batches.Row, members: list[batches.Row], jobs: dict[str, b
 # --- submitting tasks -------------------------------------------------------------------------------
 
 
-async def _bounded(calls: list[Any]) -> list[Any]:
+async def _bounded(calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    """Run the calls, at most CONCURRENCY at once; their results in order."""
     gate = asyncio.Semaphore(CONCURRENCY)
 
-    async def one(call: Any) -> Any:
+    async def one(call: Callable[[], Awaitable[Any]]) -> Any:
         async with gate:
-            return await call
+            return await call()
 
     return list(await asyncio.gather(*(one(c) for c in calls)))
 
@@ -245,7 +249,8 @@ async def add_tasks(
     authority = auth.authority(principal)
     await _bounded(
         [
-            submit.submit_job(
+            functools.partial(
+                submit.submit_job,
                 st,
                 plugin=agents_mod.AGENT,
                 command=agent,
@@ -269,13 +274,17 @@ async def wait_results(
     slots = request.app[pipelines.SYNC_SLOTS]
     if slots.locked():
         raise errors.TooManyRequests(f"at most {st.config.api.max_concurrent_sync} waiting requests at once")
+    deadline = time.monotonic() + timeout_s
+
+    def waiter(job_id: str) -> Callable[[], Awaitable[Any]]:
+        # one deadline for the whole request, also for the waits that queue for the concurrency bound
+        return lambda: job_waits.wait_final(st.bus, job_id, timeout_s=max(0.0, deadline - time.monotonic()))
+
     async with slots:
-        finals = await _bounded([job_waits.wait_final(st.bus, job_id, timeout_s=timeout_s) for job_id in job_ids])
-    jobs: dict[str, batches.Row] = {}
-    for job_id, final in zip(job_ids, finals, strict=True):
-        row = await laddr_common.fresh_job(st, job_id) if final is not None else None
-        if row is not None:
-            jobs[job_id] = row
+        await _bounded([waiter(job_id) for job_id in job_ids])
+    # the rows as the waits left them (folded from the log where the projection lags), unfinished ones too
+    rows = await _bounded([functools.partial(laddr_common.fresh_job, st, job_id) for job_id in job_ids])
+    jobs = {job_id: row for job_id, row in zip(job_ids, rows, strict=True) if row is not None}
     results = [{"task_id": job_id, "response": await response(st, job_id, jobs.get(job_id))} for job_id in job_ids]
     return results, jobs
 
