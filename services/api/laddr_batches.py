@@ -8,6 +8,8 @@ authority like any other agent job; then the API records the membership as one
 rows. Submits come first: should the API die in between, the jobs run unlisted, rather than a
 batch listing jobs that never existed. A task's `task_id` and `trace_id` are its job id (traces
 are keyed by job id; /api/responses/{task_id}/resolved and /ws/batches take it as it is).
+Both POSTs honour `Idempotency-Key`: the job ids and the event id derive from the key's id, so a
+retried request re-submits nothing new.
 
 Status and progress are computed from the member jobs' rows (`batches.progress`): `submitted`,
 `running`, then `completed` (every task succeeded) or `failed`. `outputs` always keeps Laddr's
@@ -37,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import auth, bodies, laddr_common, pipelines, state, submit, views
+from services.api import auth, bodies, idempotency, laddr_common, pipelines, state, submit, views
 from services.core import agents as agents_mod
 from services.core import batches, envelope, errors, job_waits, subjects
 
@@ -113,9 +115,7 @@ def _name(body: dict[str, Any], field: str, *, required: bool) -> str | None:
     return value
 
 
-def _batch_id(value: str | None) -> str:
-    if value is None:
-        return envelope.new_id()
+def _batch_id(value: str) -> str:
     try:
         subjects.batch_event(value, batches.SHORT_TYPE)
     except ValueError:
@@ -228,10 +228,19 @@ async def _bounded(calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
 
 
 async def add_tasks(
-    st: state.ApiState, principal: Any, batch_id: str, agent: str, tasks: list[dict[str, Any]], *, batch_agent: str
+    st: state.ApiState,
+    principal: Any,
+    batch_id: str,
+    agent: str,
+    tasks: list[dict[str, Any]],
+    *,
+    batch_agent: str,
+    seed: str,
 ) -> list[str]:
-    """Submit one agent job per task, then record them as members of `batch_id`; returns their job ids."""
-    job_ids = [envelope.new_id() for _ in tasks]
+    """Submit one agent job per task, then record them as members of `batch_id`; returns their job ids.
+    The ids derive from `seed` (the Idempotency-Key's id, else a new one), so a retried request
+    re-submits the same jobs and the same membership event, which JetStream drops as duplicates."""
+    job_ids = [agents_mod.child_job_id(f"{seed}:task:{i}") for i in range(len(tasks))]
     event = batches.tasks_added(
         batch_id,
         agent_name=batch_agent,
@@ -239,7 +248,7 @@ async def add_tasks(
         source=st.source,
         submitted_by="laddr",
         principal=principal.name,
-        event_id=f"{batch_id}:tasks:{job_ids[0]}" if job_ids else None,
+        event_id=f"{batch_id}:tasks:{seed}",
     )
     limit = st.bus.nc.max_payload
     if limit and len(envelope.encode(event)) > limit:  # refused before any job exists
@@ -301,26 +310,32 @@ async def create_batch(request: web.Request) -> web.Response:
     tasks = _tasks(body)
     wait = _flag(body, "wait")
     timeout_s = _timeout(body)
-    batch_id = _batch_id(_name(body, "batch_id", required=False))
+    given = _name(body, "batch_id", required=False)
+    if given is not None:
+        _batch_id(given)
     laddr_common.agent(st, name)  # 404 unknown, 409 misconfigured
-    existing = await load(st, batch_id)
-    batch_agent = existing[0]["agent_name"] if existing is not None else name
-    job_ids = await add_tasks(st, principal, batch_id, name, tasks, batch_agent=batch_agent)
-    out: dict[str, Any] = {
-        "batch_id": batch_id,
-        "agent_name": name,
-        "status": "submitted",
-        "task_count": len(tasks),
-        "task_ids": job_ids,
-        "job_ids": job_ids,
-        "trace_ids": job_ids,
-    }
-    if wait:
-        results, jobs = await wait_results(request, st, job_ids, timeout_s)
-        members = [{"job_id": job_id} for job_id in job_ids]
-        out["status"] = batches.progress(members, jobs)[0]
-        out["results"] = results
-    return web.json_response(out, dumps=state.dumps)
+
+    async def create(seed: str) -> tuple[int, dict[str, Any]]:
+        batch_id = given or seed
+        existing = await load(st, batch_id)
+        batch_agent = existing[0]["agent_name"] if existing is not None else name
+        job_ids = await add_tasks(st, principal, batch_id, name, tasks, batch_agent=batch_agent, seed=seed)
+        out: dict[str, Any] = {
+            "batch_id": batch_id,
+            "agent_name": name,
+            "status": "submitted",
+            "task_count": len(tasks),
+            "task_ids": job_ids,
+            "job_ids": job_ids,
+            "trace_ids": job_ids,
+        }
+        if wait:
+            results, jobs = await wait_results(request, st, job_ids, timeout_s)
+            out["status"] = batches.progress([{"job_id": job_id} for job_id in job_ids], jobs)[0]
+            out["results"] = results
+        return 200, out
+
+    return await idempotency.respond(request, principal, create)
 
 
 @routes.post("/api/batches/{batch_id}/add-tasks")
@@ -342,19 +357,24 @@ async def add_to_batch(request: web.Request) -> web.Response:
     if status not in OPEN:
         raise errors.BadRequest(f"Cannot add tasks to batch with status: {status}", laddr_status=400)
     laddr_common.agent(st, agent)
-    job_ids = await add_tasks(st, principal, batch_id, agent, tasks, batch_agent=row["agent_name"])
-    out: dict[str, Any] = {
-        "batch_id": batch_id,
-        "status": status,
-        "added_job_ids": job_ids,
-        "added_trace_ids": job_ids,
-        "added_task_ids": job_ids,
-        "total_tasks": len(members) + len(job_ids),
-        "total_job_ids": len(members) + len(job_ids),
-    }
-    if wait:
-        out["results"], _ = await wait_results(request, st, job_ids, timeout_s)
-    return web.json_response(out, dumps=state.dumps)
+
+    async def create(seed: str) -> tuple[int, dict[str, Any]]:
+        job_ids = await add_tasks(st, principal, batch_id, agent, tasks, batch_agent=row["agent_name"], seed=seed)
+        total = len(members) + len(job_ids)
+        out: dict[str, Any] = {
+            "batch_id": batch_id,
+            "status": status,
+            "added_job_ids": job_ids,
+            "added_trace_ids": job_ids,
+            "added_task_ids": job_ids,
+            "total_tasks": total,
+            "total_job_ids": total,
+        }
+        if wait:
+            out["results"], _ = await wait_results(request, st, job_ids, timeout_s)
+        return 200, out
+
+    return await idempotency.respond(request, principal, create)
 
 
 @routes.get("/api/batches/{batch_id}")

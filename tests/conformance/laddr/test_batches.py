@@ -174,6 +174,20 @@ async def test_row13_an_existing_batch_id_extends_the_batch(make_config: Any, st
     assert [(m["agent_name"], m["batch_index"]) for m in metadata] == [("slow", 0), ("echo", 1)]
 
 
+async def test_row13_idempotency_key_makes_a_retried_post_one_batch(make_config: Any, start_stack: Any,
+                                                                    fake: FakeLLM) -> None:
+    s = await stack(make_config, start_stack, fake)
+    request = {"json": {"tasks": [{"message": "once"}]}, "headers": {"Idempotency-Key": "batch-1"}}
+    _, first = await s.client.post("/api/agents/echo/batch", **request)
+    _, again = await s.client.post("/api/agents/echo/batch", **request)
+    assert again == first
+    view = await finished(s, first["batch_id"])
+    assert view["task_count"] == 1 and view["job_ids"] == first["job_ids"]
+    await laddr.projected(s)
+    count = await s.api.pool.fetchval("SELECT count(*) FROM jobs WHERE plugin = 'agent'")
+    assert count == 1
+
+
 async def test_row14_add_tasks_to_a_running_batch(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s = await stack(make_config, start_stack, fake)
     fake.script("m-slow", fake_llm.delayed(3.0, fake_llm.text("slow one")))
