@@ -65,6 +65,7 @@ JOBS_SQL = """
 SELECT job_id, plugin, command, status, result, last_error, started_at, completed_at, last_seq
 FROM jobs WHERE job_id = ANY($1::text[])
 """
+CHECKPOINT_SQL = "SELECT stream_seq FROM checkpoint WHERE name = 'events'"
 LIST_SQL = f"""
 SELECT {", ".join(batches.BATCH_COLUMNS)} FROM batches ORDER BY created_at DESC, batch_id DESC LIMIT $1 OFFSET $2
 """
@@ -145,18 +146,21 @@ async def load(st: state.ApiState, batch_id: str) -> tuple[batches.Row, list[bat
     return (folded, members) if folded is not None else None
 
 
+async def _projection_lags(st: state.ApiState) -> bool:
+    """Whether the read models are behind the event log right now."""
+    checkpoint = await st.pool.fetchval(CHECKPOINT_SQL)
+    return int(checkpoint or 0) < await st.bus.stream_last_seq(subjects.EVENTS)
+
+
 async def member_jobs(st: state.ApiState, members: list[batches.Row], *, fresh: bool) -> dict[str, batches.Row]:
-    """The member jobs' rows by job id; with `fresh`, those the projection shows unfinished are folded from
-    the log (up to FRESH_MAX), so a GET right after a wait sees what the wait saw."""
+    """The member jobs' rows by job id; with `fresh` and the projection behind the log, those it shows
+    unfinished are folded from the log (up to FRESH_MAX), so a GET right after a wait sees what the wait saw."""
     ids = [m["job_id"] for m in members]
     jobs = {r["job_id"]: dict(r) for r in await st.pool.fetch(JOBS_SQL, ids)} if ids else {}
-    if fresh:
-        stale = [i for i in ids if i not in jobs or jobs[i]["status"] not in batches.FINAL][:FRESH_MAX]
-        for job_id, row in zip(
-            stale, await asyncio.gather(*(laddr_common.fresh_job(st, i) for i in stale)), strict=True
-        ):
-            if row is not None:
-                jobs[job_id] = row
+    stale = [i for i in ids if i not in jobs or jobs[i]["status"] not in batches.FINAL][:FRESH_MAX]
+    if fresh and stale and await _projection_lags(st):
+        rows = await asyncio.gather(*(laddr_common.fresh_job(st, i) for i in stale))
+        jobs.update({job_id: row for job_id, row in zip(stale, rows, strict=True) if row is not None})
     return jobs
 
 
