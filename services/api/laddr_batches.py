@@ -32,9 +32,10 @@ laddr_status=400)`, which must stay a **400** (Laddr's HTTPException), not becom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -280,21 +281,32 @@ async def add_tasks(
     return job_ids
 
 
-async def wait_results(
-    request: web.Request, st: state.ApiState, job_ids: list[str], timeout_s: float
-) -> tuple[list[dict[str, Any]], dict[str, batches.Row]]:
-    """Wait for every job at once (bounded by `timeout_s` overall); Laddr's `results` and the jobs as seen."""
+@contextlib.asynccontextmanager
+async def sync_slot(request: web.Request, st: state.ApiState, wanted: bool) -> AsyncIterator[None]:
+    """One of the API's waiting slots for a `wait: true` request, taken before any task is submitted
+    (429 when none is free: nothing was created then)."""
+    if not wanted:
+        yield
+        return
     slots = request.app[pipelines.SYNC_SLOTS]
     if slots.locked():
         raise errors.TooManyRequests(f"at most {st.config.api.max_concurrent_sync} waiting requests at once")
+    async with slots:
+        yield
+
+
+async def wait_results(
+    st: state.ApiState, job_ids: list[str], timeout_s: float
+) -> tuple[list[dict[str, Any]], dict[str, batches.Row]]:
+    """Wait for every job at once (bounded by `timeout_s` overall; the caller holds a `sync_slot`);
+    Laddr's `results` and the jobs as seen."""
     deadline = time.monotonic() + timeout_s
 
     def waiter(job_id: str) -> Callable[[], Awaitable[Any]]:
         # one deadline for the whole request, also for the waits that queue for the concurrency bound
         return lambda: job_waits.wait_final(st.bus, job_id, timeout_s=max(0.0, deadline - time.monotonic()))
 
-    async with slots:
-        await _bounded([waiter(job_id) for job_id in job_ids])
+    await _bounded([waiter(job_id) for job_id in job_ids])
     # the rows as the waits left them (folded from the log where the projection lags), unfinished ones too
     rows = await _bounded([functools.partial(laddr_common.fresh_job, st, job_id) for job_id in job_ids])
     jobs = {job_id: row for job_id, row in zip(job_ids, rows, strict=True) if row is not None}
@@ -323,20 +335,21 @@ async def create_batch(request: web.Request) -> web.Response:
         batch_id = given or seed
         existing = await load(st, batch_id)
         batch_agent = existing[0]["agent_name"] if existing is not None else name
-        job_ids = await add_tasks(st, principal, batch_id, name, tasks, batch_agent=batch_agent, seed=seed)
-        out: dict[str, Any] = {
-            "batch_id": batch_id,
-            "agent_name": name,
-            "status": "submitted",
-            "task_count": len(tasks),
-            "task_ids": job_ids,
-            "job_ids": job_ids,
-            "trace_ids": job_ids,
-        }
-        if wait:
-            results, jobs = await wait_results(request, st, job_ids, timeout_s)
-            out["status"] = batches.progress([{"job_id": job_id} for job_id in job_ids], jobs)[0]
-            out["results"] = results
+        async with sync_slot(request, st, wait):
+            job_ids = await add_tasks(st, principal, batch_id, name, tasks, batch_agent=batch_agent, seed=seed)
+            out: dict[str, Any] = {
+                "batch_id": batch_id,
+                "agent_name": name,
+                "status": "submitted",
+                "task_count": len(tasks),
+                "task_ids": job_ids,
+                "job_ids": job_ids,
+                "trace_ids": job_ids,
+            }
+            if wait:
+                results, jobs = await wait_results(st, job_ids, timeout_s)
+                out["status"] = batches.progress([{"job_id": job_id} for job_id in job_ids], jobs)[0]
+                out["results"] = results
         return 200, out
 
     return await idempotency.respond(request, principal, create)
@@ -363,19 +376,20 @@ async def add_to_batch(request: web.Request) -> web.Response:
     laddr_common.agent(st, agent)
 
     async def create(seed: str) -> tuple[int, dict[str, Any]]:
-        job_ids = await add_tasks(st, principal, batch_id, agent, tasks, batch_agent=row["agent_name"], seed=seed)
-        total = len(members) + len(job_ids)
-        out: dict[str, Any] = {
-            "batch_id": batch_id,
-            "status": status,
-            "added_job_ids": job_ids,
-            "added_trace_ids": job_ids,
-            "added_task_ids": job_ids,
-            "total_tasks": total,
-            "total_job_ids": total,
-        }
-        if wait:
-            out["results"], _ = await wait_results(request, st, job_ids, timeout_s)
+        async with sync_slot(request, st, wait):
+            job_ids = await add_tasks(st, principal, batch_id, agent, tasks, batch_agent=row["agent_name"], seed=seed)
+            total = len(members) + len(job_ids)
+            out: dict[str, Any] = {
+                "batch_id": batch_id,
+                "status": status,
+                "added_job_ids": job_ids,
+                "added_trace_ids": job_ids,
+                "added_task_ids": job_ids,
+                "total_tasks": total,
+                "total_job_ids": total,
+            }
+            if wait:
+                out["results"], _ = await wait_results(st, job_ids, timeout_s)
         return 200, out
 
     return await idempotency.respond(request, principal, create)

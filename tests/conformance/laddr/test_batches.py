@@ -8,6 +8,7 @@ layer maps them, FastAPI's 422 whose `loc` names it (`invalid` below).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -142,6 +143,29 @@ async def test_row13_wait_true_timeout_answers_null_for_tasks_still_running(make
     assert body["status"] == "running" and body["results"] == [{"task_id": body["job_ids"][0], "response": None}]
     view = await finished(s, body["batch_id"])
     assert view["status"] == "completed"
+
+
+async def test_row13_wait_true_beyond_the_sync_slots_is_429_and_creates_nothing(make_config: Any, start_stack: Any,
+                                                                                fake: FakeLLM) -> None:
+    api = {"listen": "127.0.0.1:0", "max_concurrent_sync": 1,
+           "auth": {"tokens": [{"name": "admin", "token": TOKENS["admin"][0], "scopes": ["*"]}]}}
+    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), api=api,
+                                             agents={"slow": laddr.agent(fake, "m-slow")}))
+    fake.script("m-slow", fake_llm.delayed(2.0, fake_llm.text("slow")))
+    first = asyncio.create_task(s.client.post("/api/agents/slow/batch", json={"tasks": [{"m": "1"}], "wait": True}))
+
+    async def waiting() -> bool:
+        return bool(fake.requests_for("m-slow"))
+
+    await infra.wait_until(waiting, timeout_s=15, what="the first batch's task to run")
+    status, body = await s.client.post("/api/agents/slow/batch", json={"tasks": [{"m": "2"}], "wait": True})
+    assert status == 429, body
+    status, body = await first
+    assert status == 200 and body["status"] == "completed"
+    await laddr.projected(s)
+    _, listed = await s.client.get("/api/batches")
+    assert [b["batch_id"] for b in listed["batches"]] == [body["batch_id"]]
+    assert await s.api.pool.fetchval("SELECT count(*) FROM jobs WHERE plugin = 'agent'") == 1
 
 
 async def test_row13_bad_batch_requests(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
