@@ -11,7 +11,8 @@ are keyed by job id; /api/responses/{task_id}/resolved and /ws/batches take it a
 Both POSTs honour `Idempotency-Key`: the job ids and the event id derive from the key's id, so a
 retried request re-submits nothing new.
 
-Status and progress are computed from the member jobs' rows (`batches.progress`): `submitted`,
+Status and progress are computed from the member jobs' rows (`batches.progress`; the reading and
+the shapes are in services/api/laddr_batch_views.py): `submitted`,
 `running`, then `completed` (every task succeeded) or `failed`. `outputs` always keeps Laddr's
 per-job dict `{results: {<job_id>: {status, response, metadata}}, summary}`, also after a
 `wait: true` (Laddr then overwrites it with a list and loses the summary).
@@ -40,7 +41,8 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import auth, bodies, idempotency, laddr_common, pipelines, state, submit, views
+from services.api import auth, bodies, idempotency, laddr_common, pipelines, state, submit
+from services.api import laddr_batch_views as batch_views
 from services.core import agents as agents_mod
 from services.core import batches, envelope, errors, job_waits, subjects
 
@@ -52,21 +54,9 @@ DEFAULT_WAIT_S = 300.0
 MAX_WAIT_S = 600.0
 #: submits (and waits) in flight at once for one request
 CONCURRENCY = 64
-#: member jobs the projection has not shown final are folded from the log, up to this many per request
-FRESH_MAX = 32
 #: `running` and `submitted` batches take more tasks (Laddr's rule)
 OPEN = frozenset({"running", "submitted"})
 
-BATCH_SQL = f"SELECT {', '.join(batches.BATCH_COLUMNS)} FROM batches WHERE batch_id = $1"
-MEMBERS_SQL = f"""
-SELECT {", ".join(batches.MEMBER_COLUMNS)} FROM batch_members WHERE batch_id = ANY($1::text[])
-ORDER BY batch_id, batch_index
-"""
-JOBS_SQL = """
-SELECT job_id, plugin, command, status, result, last_error, started_at, completed_at, last_seq
-FROM jobs WHERE job_id = ANY($1::text[])
-"""
-CHECKPOINT_SQL = "SELECT stream_seq FROM checkpoint WHERE name = 'events'"
 LIST_SQL = f"""
 SELECT {", ".join(batches.BATCH_COLUMNS)} FROM batches ORDER BY created_at DESC, batch_id DESC LIMIT $1 OFFSET $2
 """
@@ -125,97 +115,6 @@ def _batch_id(value: str) -> str:
             "'batch_id' must be at most 256 characters without '.', '*', '>' or whitespace", field="batch_id"
         ) from None
     return value
-
-
-# --- reading a batch --------------------------------------------------------------------------------
-
-
-async def load(st: state.ApiState, batch_id: str) -> tuple[batches.Row, list[batches.Row]] | None:
-    """The batch and its members: the read model, or folded from the log when the projection lags."""
-    try:
-        subject = subjects.batch_event(batch_id, batches.SHORT_TYPE)
-    except ValueError:
-        return None
-    row = await st.pool.fetchrow(BATCH_SQL, batch_id)
-    last = await st.bus.last_message(subjects.EVENTS, subject)
-    if row is not None and (last is None or last[0] <= row["last_seq"]):
-        members = [dict(m) for m in await st.pool.fetch(MEMBERS_SQL, [batch_id])]
-        return dict(row), members
-    if last is None:
-        return None
-    folded, members = batches.fold(await st.bus.history(subjects.EVENTS, subject))
-    return (folded, members) if folded is not None else None
-
-
-async def _projection_lags(st: state.ApiState) -> bool:
-    """Whether the read models are behind the event log right now."""
-    checkpoint = await st.pool.fetchval(CHECKPOINT_SQL)
-    return int(checkpoint or 0) < await st.bus.stream_last_seq(subjects.EVENTS)
-
-
-async def member_jobs(st: state.ApiState, members: list[batches.Row], *, fresh: bool) -> dict[str, batches.Row]:
-    """The member jobs' rows by job id; with `fresh` and the projection behind the log, those it shows
-    unfinished are folded from the log (up to FRESH_MAX), so a GET right after a wait sees what the wait saw."""
-    ids = [m["job_id"] for m in members]
-    jobs = {r["job_id"]: dict(r) for r in await st.pool.fetch(JOBS_SQL, ids)} if ids else {}
-    stale = [i for i in ids if i not in jobs or jobs[i]["status"] not in batches.FINAL][:FRESH_MAX]
-    if fresh and stale and await _projection_lags(st):
-        rows = await asyncio.gather(*(laddr_common.fresh_job(st, i) for i in stale))
-        jobs.update({job_id: row for job_id, row in zip(stale, rows, strict=True) if row is not None})
-    return jobs
-
-
-def _error_of(job: batches.Row) -> str:
-    return str(job.get("last_error") or job["status"])
-
-
-async def response(st: state.ApiState, job_id: str, job: batches.Row | None) -> dict[str, Any] | None:
-    """A finished task's response in Laddr's shape `{status, result|error, job_id, prompt_id}`; None before."""
-    state_ = batches.member_state(job)
-    if job is None or not batches.is_recorded(state_):
-        return None
-    out: dict[str, Any] = {"status": state_}
-    if state_ == "success":
-        answer = laddr_common.inner(await laddr_common.resolve(st, job_id, job.get("result")))
-        out["result"] = answer.get("result") if isinstance(answer, dict) and "result" in answer else answer
-    else:
-        out["error"] = _error_of(job)
-    return {**out, "job_id": job_id, "prompt_id": job_id}
-
-
-async def outputs(st: state.ApiState, members: list[batches.Row], jobs: dict[str, batches.Row]) -> dict[str, Any]:
-    _, summary, _ = batches.progress(members, jobs)
-    results: dict[str, Any] = {}
-    for m in members:
-        job = jobs.get(m["job_id"])
-        answer = await response(st, m["job_id"], job)
-        if answer is None or job is None:
-            continue
-        results[m["job_id"]] = {
-            "status": answer["status"],
-            "response": answer,
-            "metadata": {
-                "agent_name": m["agent_name"],
-                "batch_index": m["batch_index"],
-                "recorded_at": views.timestamp(job.get("completed_at")),
-            },
-        }
-    return {"results": results, "summary": summary}
-
-
-def summary_view(row: batches.Row, members: list[batches.Row], jobs: dict[str, batches.Row]) -> dict[str, Any]:
-    status, _, completed_at = batches.progress(members, jobs)
-    ids = [m["job_id"] for m in members]
-    return {
-        "batch_id": row["batch_id"],
-        "agent_name": row["agent_name"],
-        "status": status,
-        "task_count": len(members),
-        "job_ids": ids,
-        "task_ids": ids,
-        "created_at": views.timestamp(row["created_at"]),
-        "completed_at": views.timestamp(completed_at),
-    }
 
 
 # --- submitting tasks -------------------------------------------------------------------------------
@@ -310,7 +209,9 @@ async def wait_results(
     # the rows as the waits left them (folded from the log where the projection lags), unfinished ones too
     rows = await _bounded([functools.partial(laddr_common.fresh_job, st, job_id) for job_id in job_ids])
     jobs = {job_id: row for job_id, row in zip(job_ids, rows, strict=True) if row is not None}
-    results = [{"task_id": job_id, "response": await response(st, job_id, jobs.get(job_id))} for job_id in job_ids]
+    results = [
+        {"task_id": job_id, "response": await batch_views.response(st, job_id, jobs.get(job_id))} for job_id in job_ids
+    ]
     return results, jobs
 
 
@@ -333,7 +234,7 @@ async def create_batch(request: web.Request) -> web.Response:
 
     async def create(seed: str) -> tuple[int, dict[str, Any]]:
         batch_id = given or seed
-        existing = await load(st, batch_id)
+        existing = await batch_views.load(st, batch_id)
         batch_agent = existing[0]["agent_name"] if existing is not None else name
         async with sync_slot(request, st, wait):
             job_ids = await add_tasks(st, principal, batch_id, name, tasks, batch_agent=batch_agent, seed=seed)
@@ -366,11 +267,11 @@ async def add_to_batch(request: web.Request) -> web.Response:
     tasks = _tasks(body)
     wait = _flag(body, "wait")
     timeout_s = _timeout(body)
-    found = await load(st, batch_id)
+    found = await batch_views.load(st, batch_id)
     if found is None:
         raise errors.NotFound("Batch not found", batch_id=batch_id)
     row, members = found
-    status, _, _ = batches.progress(members, await member_jobs(st, members, fresh=True))
+    status, _, _ = batches.progress(members, await batch_views.member_jobs(st, members, fresh=True))
     if status not in OPEN:
         raise errors.BadRequest(f"Cannot add tasks to batch with status: {status}", laddr_status=400)
     laddr_common.agent(st, agent)
@@ -400,18 +301,18 @@ async def get_batch(request: web.Request) -> web.Response:
     auth.require(request, "jobs:ro")
     st = state.of(request)
     batch_id = request.match_info["batch_id"]
-    found = await load(st, batch_id)
+    found = await batch_views.load(st, batch_id)
     if found is None:
         raise errors.NotFound("Batch not found", batch_id=batch_id)
     row, members = found
-    jobs = await member_jobs(st, members, fresh=True)
-    summary = summary_view(row, members, jobs)
+    jobs = await batch_views.member_jobs(st, members, fresh=True)
+    summary = batch_views.summary_view(row, members, jobs)
     created_at, completed_at = summary.pop("created_at"), summary.pop("completed_at")
     body = {
         **summary,
         "trace_ids": summary["job_ids"],
         "inputs": {"tasks": [m["task"] for m in members]},
-        "outputs": await outputs(st, members, jobs),
+        "outputs": await batch_views.outputs(st, members, jobs),
         "created_at": created_at,
         "completed_at": completed_at,
     }
@@ -426,9 +327,9 @@ async def list_batches(request: web.Request) -> web.Response:
     rows = [dict(r) for r in await st.pool.fetch(LIST_SQL, limit, offset)]
     members: dict[str, list[batches.Row]] = {r["batch_id"]: [] for r in rows}
     if rows:
-        for m in await st.pool.fetch(MEMBERS_SQL, list(members)):
+        for m in await st.pool.fetch(batch_views.MEMBERS_SQL, list(members)):
             members[m["batch_id"]].append(dict(m))
     everyone = [m for group in members.values() for m in group]
-    jobs = await member_jobs(st, everyone, fresh=False)
-    listed = [summary_view(r, members[r["batch_id"]], jobs) for r in rows]
+    jobs = await batch_views.member_jobs(st, everyone, fresh=False)
+    listed = [batch_views.summary_view(r, members[r["batch_id"]], jobs) for r in rows]
     return web.json_response({"batches": listed, "limit": limit, "offset": offset}, dumps=state.dumps)
