@@ -140,10 +140,15 @@ async def add_tasks(
     *,
     batch_agent: str,
     seed: str,
+    first_index: int,
 ) -> list[str]:
     """Submit one agent job per task, then record them as members of `batch_id`; returns their job ids.
     The ids derive from `seed` (the Idempotency-Key's id, else a new one), so a retried request
-    re-submits the same jobs and the same membership event, which JetStream drops as duplicates."""
+    re-submits the same jobs and the same membership event, which JetStream drops as duplicates.
+    Each job's context carries `batch_id`, `batch_index` (`first_index` + its place: the count the API
+    read; the read model numbers members in the log's order, the same unless two requests add to one
+    batch at the same moment) and `trace_id` (its job id): the agent runtime writes them as Laddr's
+    `trace_id` and `_batch_*` keys into its traces."""
     job_ids = [agents_mod.child_job_id(f"{seed}:task:{i}") for i in range(len(tasks))]
     event = batches.tasks_added(
         batch_id,
@@ -170,10 +175,10 @@ async def add_tasks(
                 payload=task,
                 submitted_by="batch",
                 job_id=job_id,
-                context={"batch_id": batch_id},
+                context={"batch_id": batch_id, "batch_index": first_index + i, "trace_id": job_id},
                 authority=authority,
             )
-            for job_id, task in zip(job_ids, tasks, strict=True)
+            for i, (job_id, task) in enumerate(zip(job_ids, tasks, strict=True))
         ]
     )
     await st.bus.publish(subjects.batch_event(batch_id, batches.SHORT_TYPE), event)
@@ -237,7 +242,16 @@ async def create_batch(request: web.Request) -> web.Response:
         existing = await batch_views.load(st, batch_id)
         batch_agent = existing[0]["agent_name"] if existing is not None else name
         async with sync_slot(request, st, wait):
-            job_ids = await add_tasks(st, principal, batch_id, name, tasks, batch_agent=batch_agent, seed=seed)
+            job_ids = await add_tasks(
+                st,
+                principal,
+                batch_id,
+                name,
+                tasks,
+                batch_agent=batch_agent,
+                seed=seed,
+                first_index=len(existing[1]) if existing is not None else 0,
+            )
             out: dict[str, Any] = {
                 "batch_id": batch_id,
                 "agent_name": name,
@@ -278,7 +292,16 @@ async def add_to_batch(request: web.Request) -> web.Response:
 
     async def create(seed: str) -> tuple[int, dict[str, Any]]:
         async with sync_slot(request, st, wait):
-            job_ids = await add_tasks(st, principal, batch_id, agent, tasks, batch_agent=row["agent_name"], seed=seed)
+            job_ids = await add_tasks(
+                st,
+                principal,
+                batch_id,
+                agent,
+                tasks,
+                batch_agent=row["agent_name"],
+                seed=seed,
+                first_index=len(members),
+            )
             total = len(members) + len(job_ids)
             out: dict[str, Any] = {
                 "batch_id": batch_id,

@@ -87,6 +87,9 @@ async def test_row13_batch_of_two_is_two_agent_jobs_with_their_own_ids(make_conf
         assert status == 200 and job["status"] == "completed", job
         trail = await laddr.traces(s, job_id)
         assert [t["event_type"] for t in trail][-1] == "task_complete"
+        # Laddr's task payload keys in task_start (written by the agent runtime from the job's context)
+        inputs = trail[0]["payload"]["inputs"]
+        assert (inputs["_batch_id"], inputs["_batch_index"], inputs["trace_id"]) == (body["batch_id"], index, job_id)
 
 
 async def test_row13_tasks_run_on_the_callers_authority(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
@@ -99,7 +102,8 @@ async def test_row13_tasks_run_on_the_callers_authority(make_config: Any, start_
     assert submitted is not None
     data = submitted[1].data
     assert data["authority"] == {"principal": "jobs_rw", "scopes": ["jobs:rw"]}
-    assert data["plugin"] == "agent" and data["command"] == "echo" and data["context"] == {"batch_id": body["batch_id"]}
+    assert data["plugin"] == "agent" and data["command"] == "echo"
+    assert data["context"] == {"batch_id": body["batch_id"], "batch_index": 0, "trace_id": body["job_ids"][0]}
     status, _ = await s.client.post("/api/agents/echo/batch", json={"tasks": [{"message": "x"}]},
                                     token=TOKENS["jobs_ro"][0])
     assert status == 403
