@@ -233,7 +233,12 @@ async def test_row14_add_tasks_to_a_running_batch(make_config: Any, start_stack:
     assert waited["results"] == [{"task_id": waited["added_task_ids"][0], "response": {
         "status": "success", "result": "m-echo: d2", "job_id": waited["added_job_ids"][0],
         "prompt_id": waited["added_job_ids"][0]}}]
-    status, running = await s.client.get(f"/api/batches/{batch_id}")
+
+    async def echoes_done() -> dict[str, Any] | None:  # the slow task still has seconds to go
+        _, body = await s.client.get(f"/api/batches/{batch_id}")
+        return body if body["outputs"]["summary"]["recorded"] == 2 else None
+
+    running = await infra.wait_until(echoes_done, timeout_s=10, what="both echo tasks to finish")
     assert running["status"] == "running" and running["task_count"] == 3
     assert running["outputs"]["summary"] == {"total_expected": 3, "recorded": 2, "succeeded": 2, "failed": 0}
     assert running["inputs"]["tasks"] == [{"message": "slow one"}, {"message": "d"}, {"message": "d2"}]
