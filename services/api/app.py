@@ -26,6 +26,8 @@ from services.api import (
     job_actions,
     jobs,
     laddr_agents,
+    laddr_batches,
+    laddr_cancel,
     laddr_jobs,
     laddr_prompts,
     laddr_responses,
@@ -54,6 +56,7 @@ log = logging.get("api")
 RESOURCES = (system.routes, plugins.routes, jobs.routes, job_actions.routes, discovery.routes, listing.routes,
              analytics.routes, config_view.routes, pipelines.routes, reload.routes,
              laddr_jobs.routes, laddr_prompts.routes, laddr_agents.routes, laddr_traces.routes, laddr_responses.routes,
+             laddr_cancel.routes, laddr_batches.routes,
              events.routes, ingest.routes, scheduler.routes, doctor.routes, topology.routes, stopwatch.routes)
 
 

@@ -79,6 +79,11 @@ def trace_event(job_id: str, short_type: str) -> str:
     return f"evt.trace.{_token(job_id)}.{_token(short_type)}"
 
 
+def batch_event(batch_id: str, short_type: str) -> str:
+    """evt.batch.<batch_id>.<short_type>: a Laddr batch's membership (`tasks_added`), in order."""
+    return f"evt.batch.{_token(batch_id)}.{_token(short_type)}"
+
+
 def plugin_event(plugin: str, short_type: str) -> str:
     return f"evt.plugin.{_token(plugin)}.{_token(short_type)}"
 
@@ -107,6 +112,8 @@ def event_subject(event_type: str, aggregate_id: str) -> str:
         return trace_event(aggregate_id, short)
     if family == "plugin":
         return plugin_event(aggregate_id, short)
+    if family == "batch":
+        return batch_event(aggregate_id, short)
     if family == "system":
         return system_event(short)
     if family == "ingest":

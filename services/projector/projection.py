@@ -18,7 +18,7 @@ from collections.abc import Collection, Sequence
 import asyncpg
 
 from services.core import db, envelope, logging, values
-from services.projector import ingest_rows, read_models, stream_reader, trace_rows
+from services.projector import batch_rows, ingest_rows, read_models, stream_reader, trace_rows
 from services.projector.sql import queries
 
 Batch = Sequence[tuple[int, envelope.Envelope]]
@@ -83,6 +83,7 @@ async def _apply(conn: asyncpg.Connection, batch: Batch) -> int:
         await _apply_jobs(conn, fresh)
         await _apply_traces(conn, fresh)
         await _apply_ingest_rejections(conn, fresh)
+        await batch_rows.apply(conn, fresh)
         await _apply_undecodable(conn, fresh)
         last = fresh[-1][0]
         await conn.execute(queries["write_checkpoint"], last)

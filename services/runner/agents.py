@@ -23,7 +23,7 @@ import orjson
 
 from services.core import agents as agents_mod
 from services.core import logging
-from services.runner import builtin, llm, protocol, tools, traces
+from services.runner import builtin, cancel_watch, llm, protocol, tools, traces
 
 log = logging.get("runner.agents")
 
@@ -98,6 +98,8 @@ async def run_agent(run: builtin.Run, spec: agents_mod.AgentSpec) -> protocol.Ou
     usage = llm.Usage()
     async with aiohttp.ClientSession() as session:
         for iteration in range(1, spec.max_iterations + 1):
+            if (cancelled := await cancel_watch.stopped(run, iteration=iteration)) is not None:
+                return cancelled
             think = traces.Span()
             try:
                 completion = await llm.complete(session, spec.llm, messages, schemas)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.core import agents as agents_mod
-from services.runner import builtin, protocol, traces
+from services.runner import builtin, cancel_watch, protocol, traces
 
 JSONDict = dict[str, Any]
 
@@ -31,6 +31,8 @@ async def run_prompt(run: builtin.Run) -> protocol.Outcome:
     steps: list[JSONDict] = []
     output: Any = None
     for step, agent in enumerate(chain, start=1):
+        if (cancelled := await cancel_watch.stopped(run, iteration=step)) is not None:
+            return cancelled
         child_id = agents_mod.child_job_id(f"{item.job_id}:prompt:{step}")
         inputs = traces.preview(current)
         # Laddr's keys (target_agent, task_id, payload) and ours

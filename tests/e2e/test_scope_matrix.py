@@ -42,6 +42,7 @@ PARAMS = {
     "prompt_id": "no-such-prompt",
     "trace_id": "no-such-trace",
     "task_id": "no-such-task",
+    "batch_id": "no-such-batch",
 }
 #: the direct command route needs the command's scope: one read and one write command
 COMMANDS = {"health": "read", "poll": "write"}
