@@ -210,6 +210,9 @@ def outputs(row: dict[str, Any], whole: Any) -> Any:
     failed for good (Laddr keeps the error there too), None while it runs."""
     if row["status"] == "succeeded":
         return answer(row, whole)
+    if row["status"] == "cancelled" and is_run(row):
+        # Laddr's agent loop answers a cancel with this result (agent_runtime.py _autonomous_run_loop)
+        return {"status": "canceled", "result": "Execution canceled by user."}
     if row["status"] in jobstate.FINAL_STATUSES and row.get("last_error"):
         return {"error": row["last_error"]}
     return None

@@ -65,6 +65,7 @@ async def test_row10_cancel_of_a_running_prompt_stops_its_agent(make_config: Any
     assert time.monotonic() - started < 3.0  # not the 4 s the LLM would have taken
     status, view = await s.client.get(f"/api/prompts/{prompt_id}")  # right after, as Laddr's row shows
     assert status == 200 and view["status"] == "cancelled", view
+    assert view["outputs"] == {"status": "canceled", "result": "Execution canceled by user."}  # Laddr's words
     agent = await s.client.wait_job(step["job_id"], {"cancelled"})
     assert agent["status"] == "cancelled"
     trail = await laddr.traces(s, prompt_id)
