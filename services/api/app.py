@@ -29,6 +29,7 @@ from services.api import (
     laddr_prompts,
     laddr_responses,
     laddr_traces,
+    laddr_ws,
     limits,
     listing,
     pipelines,
@@ -52,6 +53,7 @@ log = logging.get("api")
 RESOURCES = (system.routes, plugins.routes, jobs.routes, job_actions.routes, discovery.routes, listing.routes,
              analytics.routes, config_view.routes, pipelines.routes, reload.routes,
              laddr_jobs.routes, laddr_prompts.routes, laddr_agents.routes, laddr_traces.routes, laddr_responses.routes,
+             laddr_ws.routes,
              events.routes, ingest.routes, scheduler.routes, doctor.routes, topology.routes, stopwatch.routes)
 
 
