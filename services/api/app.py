@@ -12,6 +12,7 @@ from aiohttp import web
 
 from services.api import (
     analytics,
+    api_docs,
     auth,
     bodies,
     config_view,
@@ -53,7 +54,7 @@ log = logging.get("api")
 RESOURCES = (system.routes, plugins.routes, jobs.routes, job_actions.routes, discovery.routes, listing.routes,
              analytics.routes, config_view.routes, pipelines.routes, reload.routes,
              laddr_jobs.routes, laddr_prompts.routes, laddr_agents.routes, laddr_traces.routes, laddr_responses.routes,
-             laddr_ws.routes,
+             laddr_ws.routes, api_docs.routes,
              events.routes, ingest.routes, scheduler.routes, doctor.routes, topology.routes, stopwatch.routes)
 
 
