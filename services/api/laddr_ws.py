@@ -13,6 +13,13 @@
                                 forgets `incomplete`) `{"type":"complete","data":{status,outputs,error,spans}}`
                                 with the whole tree, and a normal close. Any job id works; an id that does
                                 not exist (yet) gets the empty first message and waits for it
+    /ws/batches/{batch_id}      `{"type":"traces","data":{"spans":[...],"count":n}}` as Laddr's: raw trace rows
+                                of the batch's jobs (a row under its parent's `children` when both are in the
+                                message), the ones so far first (also when there are none), then each batch
+                                of new ones; the batch's membership is read from its `batch.tasks_added`
+                                events (services/core/batches.py), so tasks added later are followed too.
+                                Never `complete` (as Laddr): the client closes. An unknown batch: a close
+                                (1000, reason "Batch not found") and no message
     /ws/logs/{container_name}   Laddr without the Docker SDK: `{"type":"error","data":{"error":...}}`, close
 
 Authentication is Laddr's WebSocket order — `?api_key=`, then `X-API-Key`, then `Authorization:
@@ -35,6 +42,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from services.api import auth, event_feed, events, laddr_common, laddr_spans, limits, state
+from services.core import bus as bus_mod
 from services.core import config as config_mod
 from services.core import envelope, errors, job_waits, jobstate, logging, subjects
 
@@ -56,6 +64,8 @@ HEARTBEAT_S = 30.0
 TRACE_FILTER = "evt.trace.>"
 #: a prompt's tree grows by job.queued events (`parent_job_id`); its traces are trace events
 TREE_FILTERS = ["evt.job.>", TRACE_FILTER]
+#: a batch's membership: `evt.batch.<id>.tasks_added` events listing `tasks[].job_id` (services/core/batches.py)
+BATCH_EVENT = "batch.tasks_added"
 LOGS_UNAVAILABLE = (
     "Docker SDK not available: Headrace runs no containers; job output is at GET /job-logs and in each job's result"
 )
@@ -313,6 +323,101 @@ async def ws_prompt(request: web.Request) -> web.StreamResponse:
                     fresh = []
             if tree.final:
                 await sock.send(await tree.complete(st))
+            return sock.ws
+    finally:
+        await feed.close()
+
+
+# --- /ws/batches/{batch_id} -------------------------------------------------------------------------
+
+
+def batch_events(batch_id: str) -> str | None:
+    """The subject filter of a batch's events; None for an id that cannot be one."""
+    return f"evt.batch.{batch_id}.>" if _valid_id(batch_id) else None
+
+
+def nested_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Laddr's batch tree: the raw rows, each under its parent's `children` when the parent is among them."""
+    copies = {row["id"]: dict(row) for row in rows}
+    roots = []
+    for row in sorted(copies.values(), key=lambda r: r["id"]):
+        parent = copies.get(row["parent_id"]) if row["parent_id"] is not None and row["parent_id"] < row["id"] else None
+        if parent is not None:
+            parent.setdefault("children", []).append(row)
+        else:
+            roots.append(row)
+    return roots
+
+
+class BatchJobs:
+    """A batch's member jobs as its events add them, and their traces."""
+
+    def __init__(self, bus: bus_mod.Bus, batch_id: str) -> None:
+        self.bus = bus
+        self.batch_id = batch_id
+        self.jobs: set[str] = set()
+        self.traces = laddr_spans.Traces()
+
+    async def take(self, item: event_feed.Item) -> list[dict[str, Any]]:
+        """The trace rows an event brings: its own, or those of the jobs it adds to the batch. The API
+        records a membership after submitting the jobs, so a new member may have traced before: its
+        traces up to this event are read from the log (the later ones come through the feed)."""
+        env = item.env
+        if env.type != BATCH_EVENT:
+            row = self.traces.add(item.seq, env) if env.job_id in self.jobs else None
+            return [row] if row is not None else []
+        if env.data.get("batch_id") != self.batch_id:
+            return []
+        added = [str(t["job_id"]) for t in env.data.get("tasks") or [] if isinstance(t, dict) and t.get("job_id")]
+        rows = []
+        for job_id in added:
+            if job_id in self.jobs or not _valid_id(job_id):
+                continue
+            self.jobs.add(job_id)
+            for seq, earlier in await self.bus.history(subjects.EVENTS, f"evt.trace.{job_id}.>"):
+                if seq < item.seq and (row := self.traces.add(seq, earlier)) is not None:
+                    rows.append(row)
+        return rows
+
+
+def batch_message(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "traces", "data": {"spans": nested_rows(rows), "count": len(rows)}}
+
+
+@routes.get("/ws/batches/{batch_id}", allow_head=False)
+async def ws_batch(request: web.Request) -> web.StreamResponse:
+    principal = principal_of(request)
+    if not wants_upgrade(request):
+        return upgrade_required(request)
+    st = state.of(request)
+    batch = BatchJobs(st.bus, request.match_info["batch_id"])
+    subject = batch_events(batch.batch_id)
+    last = await st.bus.stream_last_seq(subjects.EVENTS)
+    start = await event_feed.first_seq(st.bus, subject) if subject is not None else None
+    if subject is None or start is None:
+        async with accepted(request, principal) as sock:
+            await sock.ws.close(code=WSCloseCode.OK, message=b"Batch not found")
+            return sock.ws
+    feed = await event_feed.Feed.open(st.bus, [subject, TRACE_FILTER], start_seq=start)
+    try:
+        async with accepted(request, principal) as sock:
+            rows: list[dict[str, Any]] = []
+            while not sock.gone:
+                item = await feed.next(IDLE_S)
+                if item is None:
+                    break
+                rows += await batch.take(item)
+                if item.pending == 0 or item.seq >= last:
+                    break
+            await sock.send(batch_message(rows))
+            fresh: list[dict[str, Any]] = []
+            while not sock.gone:
+                item = await feed.next(IDLE_S)
+                if item is not None:
+                    fresh += await batch.take(item)
+                if fresh and (item is None or item.pending == 0 or len(fresh) >= INCREMENT_MAX):
+                    await sock.send(batch_message(fresh))
+                    fresh = []
             return sock.ws
     finally:
         await feed.close()

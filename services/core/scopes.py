@@ -233,6 +233,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     # Laddr's WebSockets: what they stream is what GET /api/traces and /api/prompts/{id} show
     ("GET", "/ws/events"): websocket("jobs:ro"),
     ("GET", "/ws/prompts/{prompt_id}"): websocket("jobs:ro"),
+    ("GET", "/ws/batches/{batch_id}"): websocket("jobs:ro"),
     ("GET", "/ws/logs/{container_name}"): websocket("jobs:ro"),
     # the Laddr dialect's description and its Swagger UI (as Laddr's FastAPI built-ins: no auth)
     ("GET", "/api/openapi.json"): OPEN,

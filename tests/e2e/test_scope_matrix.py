@@ -43,6 +43,7 @@ PARAMS = {
     "trace_id": "no-such-trace",
     "task_id": "no-such-task",
     "container_name": "no-such-container",
+    "batch_id": "no-such-batch",
     "file": "swagger-ui.css",
 }
 #: the direct command route needs the command's scope: one read and one write command

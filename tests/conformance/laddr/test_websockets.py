@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import jsonschema
 import orjson
 import pytest
 
-from services.api import laddr_spans, laddr_ws
+from services.api import laddr_openapi, laddr_spans, laddr_ws
 from services.core import envelope, subjects
 from tests.support import fake_llm, laddr, stack
 from tests.support.fake_llm import FakeLLM
@@ -101,6 +102,24 @@ async def quiet_for(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> list
     return out
 
 
+#: the schema of each message type in GET /api/openapi.json (the batch socket's `traces` hold raw rows)
+MESSAGE_SCHEMAS = {
+    "trace": "WsTrace",
+    "batch": "WsBatch",
+    "traces": "WsTraces",
+    "complete": "WsComplete",
+    "error": "WsError",
+}
+
+
+def conforms(messages: list[dict[str, Any]], *, rows: bool = False) -> None:
+    """Every message matches the schema the document gives it."""
+    for message in messages:
+        name = "WsBatchTraces" if rows and message["type"] == "traces" else MESSAGE_SCHEMAS[message["type"]]
+        schema = {"$ref": f"#/components/schemas/{name}", "components": {"schemas": laddr_openapi.SCHEMAS}}
+        jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(message)
+
+
 def flat(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """/ws/events messages with the batches unpacked."""
     out = []
@@ -167,6 +186,7 @@ async def test_ws_events_sends_every_trace_once_with_laddrs_keys(
         got.extend(await quiet_for(ws, 0.5))
     got.extend(await quiet_for(ws, 1.5))  # Laddr re-sends a trace on every poll for 5 s; nothing may come again
     await ws.close()
+    conforms(got)
     mine = [e for e in flat(got) if e["data"]["job_id"] == job_id]
     assert Counter(e["data"]["event_type"] for e in mine) == Counter(r["event_type"] for r in rows)
     for event in mine:
@@ -238,6 +258,7 @@ async def test_ws_prompt_of_a_finished_prompt_sends_traces_then_complete_and_clo
     messages = await until_closed(ws)
     assert ws.close_code == 1000
     assert [m["type"] for m in messages] == ["traces", "complete"]
+    conforms(messages)
     first, complete = messages
     assert first["data"]["count"] == len(rows) and sorted(span_ids(first["data"]["spans"])) == [r["id"] for r in rows]
     _, view = await s.client.get(f"/api/prompts/{prompt_id}")
@@ -296,6 +317,7 @@ async def test_ws_prompt_streams_increments_live_then_completes(
     ws = await connect(session, s, f"/ws/prompts/{prompt_id}")
     messages = await until_closed(ws, timeout_s=40)
     assert ws.close_code == 1000
+    conforms(messages)
     kinds = [m["type"] for m in messages]
     assert kinds[-1] == "complete" and set(kinds[:-1]) == {"traces"} and len(kinds) >= 3, kinds
     streamed = [i for m in messages[:-1] for i in span_ids(m["data"]["spans"])]
@@ -346,6 +368,7 @@ async def test_ws_logs_sends_an_error_then_closes(
     ws = await connect(session, s, "/ws/logs/api")
     messages = await until_closed(ws, timeout_s=5)
     assert ws.close_code == 1000
+    conforms(messages)
     assert len(messages) == 1 and messages[0]["type"] == "error"
     assert messages[0]["data"]["error"].startswith("Docker SDK not available")
 
@@ -484,3 +507,70 @@ def test_spans_nest_by_the_parent_trace_and_survive_increments() -> None:
     assert late is not None
     (alone,) = traces.tree([late])
     assert alone["parent_id"] == 15 and alone["type"] == "reasoning"
+
+
+# --- /ws/batches/{batch_id} ------------------------------------------------------------------------------
+
+
+async def add_to_batch(s: Stack, batch_id: str, *job_ids: str) -> None:
+    """The membership event the batch routes record after submitting the jobs (services/core/batches.py)."""
+    assert s.api.bus is not None
+    env = envelope.make(
+        laddr_ws.BATCH_EVENT,
+        source="test",
+        data={
+            "batch_id": batch_id,
+            "agent_name": "echoer",
+            "submitted_by": "laddr",
+            "principal": None,
+            "tasks": [{"job_id": job_id, "agent_name": "echoer", "inputs": {}} for job_id in job_ids],
+        },
+    )
+    await s.api.bus.publish(f"evt.batch.{batch_id}.tasks_added", env)
+
+
+async def test_ws_batch_sends_the_raw_trace_rows_of_its_jobs_as_they_join(
+    make_config: Any, start_stack: Any, fake: FakeLLM, session: aiohttp.ClientSession
+) -> None:
+    s = await traced_stack(make_config, start_stack, fake)
+    first = await run_agent(s)
+    await s.client.wait_job(first)
+    await add_to_batch(s, "batch-1", first)
+    ws = await connect(session, s, "/ws/batches/batch-1")
+    opening = await receive(ws, 10)
+    assert opening is not None and opening["type"] == "traces"
+    conforms([opening], rows=True)
+    rows = await rows_of(s, first)
+    sent = opening["data"]["spans"]
+    assert opening["data"]["count"] == len(rows) and len(rows) >= 3
+    assert [r["id"] for r in sent] == [r["id"] for r in rows]  # flat: the runs' traces have no parents here
+    for got, row in zip(sent, rows, strict=True):
+        assert set(got) >= {"id", "job_id", "agent_name", "event_type", "parent_id", "payload", "timestamp"}
+        assert {k: got[k] for k in ("id", "job_id", "agent_name", "event_type", "payload", "timestamp")} == {
+            k: row[k] for k in ("id", "job_id", "agent_name", "event_type", "payload", "timestamp")
+        }
+    # a task added later: its traces (also those made before the membership was recorded) follow
+    fake.script("m-echo", fake_llm.delayed(0.6, fake_llm.text("late")))
+    second = await run_agent(s)
+    await asyncio.sleep(0.2)
+    await add_to_batch(s, "batch-1", second)
+    await s.client.wait_job(second)
+    later = await rows_of(s, second)
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 15
+    while len(got) < len(later) and time.monotonic() < deadline:
+        got += [r for m in await quiet_for(ws, 0.5) for r in m["data"]["spans"]]
+    got += [r for m in await quiet_for(ws, 1.0) for r in m["data"]["spans"]]
+    assert sorted(r["id"] for r in got) == [r["id"] for r in later]  # each once, none of the first job again
+    assert not ws.closed  # as Laddr: no `complete`, the client closes
+    await ws.close()
+
+
+async def test_ws_batch_of_an_unknown_batch_closes_without_a_message(
+    make_config: Any, start_stack: Any, fake: FakeLLM, session: aiohttp.ClientSession
+) -> None:
+    s = await traced_stack(make_config, start_stack, fake)
+    for batch_id in ("no-such-batch", "bad.id"):
+        ws = await connect(session, s, f"/ws/batches/{batch_id}")
+        assert await until_closed(ws, timeout_s=5) == []
+        assert ws.close_code == 1000
