@@ -154,9 +154,11 @@ def document(
     """The OpenAPI document of the operations whose (METHOD, path template) is in `registered`."""
     mounted = {(m.upper(), p) for m, p in registered}
     paths: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
     for op in operations:
         if op.key in mounted:
             paths.setdefault(op.path, {})[op.method.lower()] = op.render()
+            used.add(op.tag)
     out: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": dict(info),
@@ -164,5 +166,5 @@ def document(
         "components": {"schemas": dict(schemas), "securitySchemes": dict(security_schemes)},
     }
     if tags:
-        out["tags"] = [dict(t) for t in tags]
+        out["tags"] = [dict(t) for t in tags if t["name"] in used]
     return out
