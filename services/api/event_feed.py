@@ -65,6 +65,8 @@ class Feed:
                 msg = await self._sub.next_msg(timeout=timeout_s)  # type: ignore[attr-defined]
             except (TimeoutError, nats.errors.TimeoutError):
                 return None
+            except nats.errors.Error as exc:
+                raise errors.TransientError(f"the event log is unavailable: {exc}") from exc
             try:
                 env = envelope.decode(msg.data)
             except envelope.DecodeError:

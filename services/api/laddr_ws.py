@@ -137,7 +137,8 @@ class Socket:
 @contextlib.asynccontextmanager
 async def accepted(request: web.Request, principal: config_mod.Token) -> AsyncIterator[Socket]:
     """Take one of the token's stream slots (429 when none is free), upgrade, hold the slot until the end.
-    An API error after the upgrade becomes Laddr's `{"type":"error"}` message and an error close."""
+    A failure after the upgrade (the event log unavailable...) becomes Laddr's `{"type":"error"}` message and
+    an error close (1011)."""
     cap = state.of(request).config.api.limits.sse_per_token
     with request.app[limits.STREAMS].hold(limits.token_key(principal), cap) as free:
         if not free:  # GET /events's answer (services/api/limits.py)
@@ -159,7 +160,8 @@ async def accepted(request: web.Request, principal: config_mod.Token) -> AsyncIt
         sock = Socket(request, ws)
         try:
             yield sock
-        except errors.ApiError as exc:
+        except errors.HeadraceError as exc:  # the event log or the object store went away mid-stream
+            log.warning("ws_failed", path=request.path, error=exc.message)
             await sock.send({"type": "error", "data": {"error": exc.message}})
             await sock.close(WSCloseCode.INTERNAL_ERROR)
         finally:
