@@ -87,15 +87,29 @@ def wants_upgrade(request: web.Request) -> bool:
 
 
 def principal_of(request: web.Request) -> config_mod.Token:
-    """The token of a WebSocket request: 403 refuses a handshake (401 over plain HTTP), 403 without the scope."""
+    """The token of a WebSocket request: 403 refuses a handshake (401 over plain HTTP), 403 without the scope.
+    Without any credential `auth.authenticate` decides (a deployment may admit keyless Laddr clients)."""
     key = presented_key(request)
-    principal = request.app[auth.TABLE].find(key) if key else None
+    principal: config_mod.Token | None
+    if key:
+        principal = request.app[auth.TABLE].find(key)
+    else:
+        try:
+            principal = auth.authenticate(request)
+        except errors.Unauthorized:
+            principal = None
     if principal is None:
         if wants_upgrade(request):
             raise errors.Forbidden(REFUSED)
         raise errors.Unauthorized(REFUSED)
     auth.check(principal, SCOPE)
     return principal
+
+
+def slot_key(request: web.Request, principal: config_mod.Token) -> str:
+    """Whose stream slots a socket takes: its token's (shared with GET /events), or its address when it
+    came without a credential (a keyless deployment: clients must not share one pool)."""
+    return limits.token_key(principal) if presented_key(request) else f"addr:{request.remote}"
 
 
 class Socket:
@@ -140,7 +154,7 @@ async def accepted(request: web.Request, principal: config_mod.Token) -> AsyncIt
     A failure after the upgrade (the event log unavailable...) becomes Laddr's `{"type":"error"}` message and
     an error close (1011)."""
     cap = state.of(request).config.api.limits.sse_per_token
-    with request.app[limits.STREAMS].hold(limits.token_key(principal), cap) as free:
+    with request.app[limits.STREAMS].hold(slot_key(request, principal), cap) as free:
         if not free:  # GET /events's answer (services/api/limits.py)
             raise web.HTTPTooManyRequests(
                 text=state.dumps(
