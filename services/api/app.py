@@ -16,6 +16,7 @@ from services.api import (
     auth,
     bodies,
     config_view,
+    cors,
     discovery,
     doctor,
     events,
@@ -35,6 +36,7 @@ from services.api import (
     listing,
     pipelines,
     plugins,
+    relay,
     reload,
     scheduler,
     state,
@@ -97,7 +99,7 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
 
 def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool,
                catalog: catalog_mod.Catalog | None = None) -> web.Application:
-    middlewares = [error_middleware, limits.limits_middleware, inputs.input_middleware,
+    middlewares = [cors.preflight, error_middleware, limits.limits_middleware, inputs.input_middleware,
                    http_errors.body_encoding_middleware, guard.scope_guard]
     app = web.Application(middlewares=middlewares, client_max_size=config.api.max_body_bytes)
     app[bodies.MAX_BODY_BYTES] = config.api.max_body_bytes
@@ -111,7 +113,9 @@ def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Poo
         app.add_routes(routes)
     webhooks.add_routes(app, config)
     vault.add_routes(app, config)
+    relay.add_routes(app, config)
     events.setup(app)
     guard.check_table(app)
     limits.setup(app)
+    cors.setup(app)
     return app

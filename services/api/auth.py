@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 from aiohttp import web
 
@@ -83,6 +84,24 @@ def check(principal: config_mod.Token, *any_of: str, narrow: tuple[str, ...] = (
     if not any(grants(principal.scopes, scope) for scope in (*any_of, *narrow)):
         raise errors.Forbidden(f"this token lacks the scope for this action (needs {' or '.join(any_of)})",
                                required_scopes=list(any_of))
+
+
+#: who may see what jobs produced (`result`, `last_error`, `stderr`, plugin logs, stopwatch sub-timings):
+#: Ductile's canSeeJobResults (jobs:result:ro, which jobs:ro and jobs:rw imply, or *)
+RESULTS_SCOPES = ("jobs:ro", "jobs:result:ro")
+RESULT_FIELDS = ("result", "last_error", "stderr", "logs")
+
+
+def sees_results(principal: config_mod.Token) -> bool:
+    return any(grants(principal.scopes, s) for s in RESULTS_SCOPES)
+
+
+def results_for(principal: config_mod.Token, entry: dict[str, Any]) -> dict[str, Any]:
+    """`entry` without what the job produced, unless the principal may see results (Ductile's narrow
+    jobs:status:ro / jobs:tree:ro / jobs:logs:ro tokens see status, not output)."""
+    if sees_results(principal):
+        return entry
+    return {k: v for k, v in entry.items() if k not in RESULT_FIELDS}
 
 
 def authority(principal: config_mod.Token) -> scopes.Authority:

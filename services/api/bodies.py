@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -22,10 +23,25 @@ class Body(dict[str, Any]):
     out_of_range: frozenset[str] = frozenset()
 
 
-async def json_object(request: web.Request, *, required: bool = False, extras_ignored: bool = False) -> Body:
+def _first_document(raw: bytes) -> tuple[Any, bytes]:
+    """The first JSON document of `raw` and its bytes, ignoring what follows it (Go's json.Decoder, which
+    Ductile's /plugin and /pipeline handlers use, reads one value and never looks further)."""
+    try:
+        text = raw.decode("utf-8")
+        start = len(text) - len(text.lstrip())
+        _, end = json.JSONDecoder().raw_decode(text, start)
+        head = text[:end].encode()
+        return orjson.loads(head), head
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise errors.BadRequest(f"malformed JSON body: {exc}") from None
+
+
+async def json_object(request: web.Request, *, required: bool = False, extras_ignored: bool = False,
+                      first_document: bool = False) -> Body:
     """The body as a JSON object; an empty body is {} unless `required`. With `extras_ignored` (the
     body's input is taken by `payload()`, other keys are ignored), an out-of-range integer is refused
-    only where `payload()` keeps it."""
+    only where `payload()` keeps it. With `first_document`, anything after the first JSON document is
+    ignored, as Ductile does."""
     limit = request.app[MAX_BODY_BYTES]
     if request.content_length is not None and request.content_length > limit:
         raise errors.PayloadTooLarge(f"request body exceeds {limit} bytes")
@@ -40,7 +56,9 @@ async def json_object(request: web.Request, *, required: bool = False, extras_ig
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise errors.BadRequest(f"malformed JSON body: {exc}") from exc
+        if not (first_document and "unexpected content after document" in str(exc)):
+            raise errors.BadRequest(f"malformed JSON body: {exc}") from exc
+        body, raw = _first_document(raw)
     if not isinstance(body, dict):
         raise errors.BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
     parsed = Body(body)

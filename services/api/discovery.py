@@ -227,7 +227,8 @@ async def plugin_openapi(request: web.Request) -> web.Response:
 
 
 def plugin_skills(manifest: catalog_mod.Manifest) -> Iterator[dict[str, Any]]:
-    for command in manifest.commands.values():
+    """One skill per command, commands by name (Ductile's handleListSkills sorts them)."""
+    for command in sorted(manifest.commands.values(), key=lambda c: c.name):
         yield {
             "name": f"plugin.{manifest.name}.{command.name}",
             "kind": "plugin",
@@ -255,24 +256,34 @@ def execution_mode(value: Any) -> str:
     return EXECUTION_MODES.get(str(value), str(value))
 
 
-def pipeline_skill(pipeline: Mapping[str, Any]) -> dict[str, Any]:
+def pipeline_skill(pipeline: Mapping[str, Any], compiled: Any = None) -> dict[str, Any]:
+    """A pipeline's skill as Ductile lists it: `trigger` is the `on:` (else the `on-hook:`) value and
+    `timeout_secs` the compiled timeout (default 30 s), each left out when empty."""
     name = pipeline["name"]
-    return {
+    trigger = pipeline.get("on") or pipeline.get("on-hook") or pipeline.get("on_hook")
+    timeout = compiled.timeout_s if compiled is not None else None
+    if timeout is None:
+        timeout = timeout_secs(pipeline.get("timeout"))
+    skill: dict[str, Any] = {
         "name": f"pipeline.{name}",
         "kind": "pipeline",
         "endpoint": f"/pipeline/{name}",
         "pipeline": name,
-        "trigger": pipeline.get("on"),
+        "trigger": trigger,
         "execution_mode": execution_mode(pipeline.get("execution_mode")),
-        "timeout_secs": timeout_secs(pipeline.get("timeout")),
+        "timeout_secs": int(timeout) if timeout else None,
     }
+    return {k: v for k, v in skill.items() if v is not None and v != ""}
 
 
 @routes.get("/skills")
 async def list_skills(request: web.Request) -> web.Response:
     st = state.of(request)
     skills = [skill for m in enabled_plugins(st) for skill in plugin_skills(m)]
-    skills.extend(pipeline_skill(p) for p in st.config.pipelines)
+    compiled = getattr(st.config.routes, "pipelines", None) or {}
+    named = sorted((p for p in st.config.pipelines if isinstance(p, Mapping) and p.get("name")),
+                   key=lambda p: str(p["name"]))
+    skills.extend(pipeline_skill(p, compiled.get(p["name"])) for p in named)
     return respond({"skills": skills})
 
 

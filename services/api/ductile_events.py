@@ -84,15 +84,22 @@ def _dead(env: envelope.Envelope) -> tuple[str, JSONDict]:
 def _retry(env: envelope.Envelope) -> tuple[str, JSONDict]:
     data = env.data
     delay_s = data.get("delay_s")
-    return "job.retry_scheduled", {
+    out: JSONDict = {
         **_base(env),
         "attempt": data.get("attempt"),
         "retry_count": data.get("after_attempt"),
         "retry_policy_owner": "core",
+        "plugin_retry_field": "v2_boundary_compatibility_signal",
         "backoff_ms": round(float(delay_s) * 1000) if isinstance(delay_s, int | float) else None,
         "next_retry_at": data.get("due_at"),
         "reason": data.get("error"),
     }
+    max_attempts, base_s = data.get("max_attempts"), data.get("backoff_base_s")
+    if isinstance(max_attempts, int):  # events recorded before these keys existed carry neither
+        out.update(max_attempts=max_attempts, max_retries=max(0, max_attempts - 1))
+        if isinstance(base_s, int | float):  # each retry's base delay, before its jitter
+            out["backoff_schedule"] = [round(base_s * 1000 * 2**i) for i in range(max(0, max_attempts - 1))]
+    return "job.retry_scheduled", out
 
 
 def _started(env: envelope.Envelope) -> tuple[str, JSONDict]:

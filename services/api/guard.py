@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.api import auth, webhooks
+from services.api import auth, relay, webhooks
 from services.core import errors, scopes
 
 
@@ -19,6 +19,8 @@ def rule_of(route: web.AbstractRoute) -> scopes.Rule | None:
     """The table's rule for a registered route (webhook routes share one entry)."""
     if route.handler is webhooks.receive:
         return scopes.ROUTES.get(("POST", scopes.WEBHOOK_PATH))
+    if route.handler is relay.receive:  # the peer's signature is the authentication
+        return scopes.ROUTES.get(("POST", scopes.RELAY_PATH))
     resource = route.resource
     if resource is None:
         return None

@@ -59,9 +59,9 @@ async def _fold_from_log(st: state.ApiState, job_id: str) -> dict[str, Any] | No
 
 @routes.get("/job/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
-    auth.require(request, "jobs:ro", narrow=("jobs:status:ro",))
+    principal = auth.require(request, "jobs:ro", narrow=("jobs:status:ro",))
     job_id = request.match_info["job_id"]
     row = await load_job(state.of(request), job_id)
     if row is None:
         raise errors.NotFound(f"job {job_id!r} not found")
-    return web.json_response(views.job(row), dumps=state.dumps)
+    return web.json_response(auth.results_for(principal, views.job(row)), dumps=state.dumps)

@@ -230,13 +230,14 @@ def rank_window(limit: int, offset: int) -> int:
 
 @routes.get("/job-logs")
 async def list_job_logs(request: web.Request) -> web.Response:
-    auth.require(request, "jobs:ro", narrow=("jobs:logs:ro",))
+    principal = auth.require(request, "jobs:ro", narrow=("jobs:logs:ro",))
     filters, query_param, limit, offset, include_result = logs_query(request)
     st = state.of(request)
     async with st.pool.acquire() as conn:
         rows, total, estimated = await job_logs_page(conn, filters, limit, offset, query_param=query_param,
                                                      include_result=include_result)
-    body: dict[str, Any] = {"logs": [views.job_log(dict(r), include_result=include_result) for r in rows],
+    body: dict[str, Any] = {"logs": [auth.results_for(principal, views.job_log(dict(r), include_result=include_result))
+                                     for r in rows],
                             "total": total, "total_is_estimate": estimated}
     if query_param is not None:
         body["rank_window"] = rank_window(limit, offset)

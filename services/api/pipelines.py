@@ -42,7 +42,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
     principal = auth.require(request, "plugin:rw")
     st = state.of(request)
     pipeline = _pipeline(st, request.match_info["name"])
-    body = await bodies.json_object(request, extras_ignored=True)
+    body = await bodies.json_object(request, extras_ignored=True, first_document=True)
     payload = bodies.payload(body)
     synchronous = pipeline.synchronous and not bodies.bool_param(request, "async")
     if synchronous and len(pipeline.entries) > 1:
@@ -59,7 +59,9 @@ async def run_pipeline(request: web.Request) -> web.Response:
                                                           "authority": auth.authority(principal).to_data()})
         if not synchronous:
             await st.bus.publish(subjects.pipeline_command(root_id), cmd)
-            return 202, {"job_id": root_id, "status": "queued", "pipeline": pipeline.name}
+            # Ductile's keys (plugin "pipeline" is a label, command the pipeline's name) and ours
+            return 202, {"job_id": root_id, "status": "queued", "plugin": "pipeline", "command": pipeline.name,
+                         "pipeline": pipeline.name}
         async with slots:
             return await _run_synchronously(st, cmd, pipeline.timeout_s)
 
@@ -85,7 +87,7 @@ async def _run_synchronously(st: state.ApiState, cmd: envelope.Envelope, timeout
             env = await asyncio.wait_for(final, timeout=timeout_s)
         except TimeoutError:
             return 202, {"job_id": root_id, "status": "running", "timeout_exceeded": True,
-                         "message": f"Pipeline still running after timeout ({timeout_s:g}s)."}
+                         "message": "Pipeline still running after timeout.", "timeout_secs": timeout_s}
     finally:
         await sub.unsubscribe()
     status = "succeeded" if env.type == "job.succeeded" else "failed"
@@ -106,7 +108,7 @@ FROM jobs WHERE correlation_id = $1 ORDER BY created_at, job_id
 
 @routes.get("/job/{job_id}/tree")
 async def job_tree(request: web.Request) -> web.Response:
-    auth.require(request, "jobs:ro", narrow=("jobs:tree:ro",))
+    principal = auth.require(request, "jobs:ro", narrow=("jobs:tree:ro",))
     st = state.of(request)
     job_id = request.match_info["job_id"]
     row = await jobs.load_job(st, job_id)
@@ -124,6 +126,6 @@ async def job_tree(request: web.Request) -> web.Response:
         node = by_id.get(current, row if current == row["job_id"] else None)
         if node is None:
             continue
-        out.append(views.tree_node(node))
+        out.append(auth.results_for(principal, views.tree_node(node)))
         stack.extend(child["job_id"] for child in children.get(current, []))
     return web.json_response(out, dumps=state.dumps)

@@ -74,7 +74,7 @@ async def run_command(request: web.Request) -> web.Response:
     plugin, command = resolve_command(st, request.match_info["plugin"], request.match_info["command"])
     spec = st.catalog.plugins[plugin].commands[command]
     auth.check(principal, scopes.command_scope(spec.type))
-    body = await bodies.json_object(request, extras_ignored=True)
+    body = await bodies.json_object(request, extras_ignored=True, first_document=True)
     payload = bodies.payload(body)
     check_payload(plugin, spec, payload)
     event = {"type": "api.trigger", "payload": payload} if command == "handle" else None

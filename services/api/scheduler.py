@@ -46,6 +46,5 @@ async def describe(st: state.ApiState, schedule: specs.Schedule) -> dict[str, An
 async def list_schedules(request: web.Request) -> web.Response:
     auth.require(request, "jobs:ro", narrow=("jobs:status:ro",))
     st = state.of(request)
-    schedules = specs.parse_all(st.config.raw.get("plugins") or {})
-    jobs = list(await asyncio.gather(*(describe(st, s) for s in schedules)))
+    jobs = list(await asyncio.gather(*(describe(st, s) for s in st.config.schedules)))
     return web.json_response({"jobs": jobs, "count": len(jobs)}, dumps=state.dumps)

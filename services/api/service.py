@@ -1,4 +1,5 @@
-"""API service: owns the NATS connection and the read-only Postgres pool, serves create_app()."""
+"""API service: owns the NATS connection and the read-only Postgres pool, serves create_app() on
+`api.listen`, and, when Ductile's `webhooks.listen` is set, the webhook paths on that address too."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncpg
 from aiohttp import web
 
 from services.api import app as app_mod
-from services.api import limits, reload, state
+from services.api import limits, reload, state, webhooks
 from services.core import bus as bus_mod
 from services.core import config as config_mod
 from services.core import db, lifecycle, logging, reload_coordinator, reloads
@@ -29,6 +30,9 @@ class Api(lifecycle.Service):
         self.runner: web.AppRunner | None = None
         self.app: web.Application | None = None
         self.participant: reloads.Participant | None = None
+        self.webhook_runner: web.AppRunner | None = None
+        #: the port of the `webhooks.listen` listener (None without one)
+        self.webhook_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -54,6 +58,19 @@ class Api(lifecycle.Service):
         await self.participant.start()
         self.spawn("reloads", self.participant.run(self.stop_event))
         log.info("api_listening", url=self.url)
+        if self.config.webhooks_listen is not None:
+            await self._start_webhook_listener(*self.config.webhooks_listen)
+
+    async def _start_webhook_listener(self, host: str, port: int) -> None:
+        """Ductile's separate webhook server (a change of `webhooks.listen` needs a restart)."""
+        assert self.app is not None
+        hooks = webhooks.listener_app(self.app, self.config, [app_mod.error_middleware])
+        self.webhook_runner = web.AppRunner(hooks, access_log=None, handle_signals=False)
+        await self.webhook_runner.setup()
+        site = web.TCPSite(self.webhook_runner, host, port, reuse_address=True)
+        await site.start()
+        self.webhook_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("webhooks_listening", host=host, port=self.webhook_port)
 
     async def _apply_config(self, fresh: config_mod.Config) -> None:
         assert self.app is not None
@@ -61,6 +78,8 @@ class Api(lifecycle.Service):
         self.config = fresh
 
     async def close(self) -> None:
+        if self.webhook_runner is not None:
+            await self.webhook_runner.cleanup()
         if self.runner is not None:
             await self.runner.cleanup()
         if self._own_pool and self.pool is not None:

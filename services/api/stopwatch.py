@@ -24,8 +24,6 @@ routes = web.RouteTableDef()
 
 WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": timedelta(hours=24)}
 BUCKETS = 6
-#: who may see results may see the sub-timings inside them (Ductile's canSeeJobResults)
-RESULTS_SCOPES = ("jobs:ro", "jobs:result:ro")
 
 RUNS = """
 WITH runs AS (
@@ -81,7 +79,7 @@ async def stopwatch(request: web.Request) -> web.Response:
     if window not in WINDOWS:
         raise errors.BadRequest("invalid window (use 5m, 1h, or 24h)", parameter="window", allowed=list(WINDOWS))
     wants_subs = request.query.get("include_subs") == "true"
-    may_see_subs = any(auth.grants(principal.scopes, s) for s in RESULTS_SCOPES)
+    may_see_subs = auth.sees_results(principal)  # who may see results may see the sub-timings inside them
     until = envelope.now()
     since = until - WINDOWS[window]
     st = state.of(request)

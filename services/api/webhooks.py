@@ -6,7 +6,8 @@ the authentication).
           event {type: "webhook.<name>" (or webhook.<name>.<event_header value>), payload: the
           JSON body, or {"raw": text} when it is not a JSON object}
     missing or wrong signature, or a signed timestamp outside `tolerance` → 403
-    body over 1 MiB → 413        unknown path → 404
+    body over `max_body_size` (default 1 MiB) → 413        unknown path → 404
+    a body that is an event envelope ({"type", "payload"}) is taken as the event, as in Ductile
     a replay (same body digest or delivery id within `dedupe_window`) → the first delivery's
         response with "duplicate": true and no new job (services/api/webhook_replays.py)
 
@@ -29,6 +30,7 @@ from services.core import webhooks as hooks_mod
 
 log = logging.get("api.webhooks")
 
+#: a webhook's jobs are submitted by `webhook:<path>`, as in Ductile
 SUBMITTED_BY = "webhook"
 
 
@@ -64,12 +66,21 @@ def payload_of(body: bytes) -> dict[str, Any]:
     return {"raw": body.decode("utf-8", "replace")}
 
 
+def event_of(payload: dict[str, Any], event_type: str) -> dict[str, Any]:
+    """The job's event. As in Ductile's dispatcher, a body that is itself an event envelope (a string
+    `type` and/or an object `payload`) is taken as one; any other object is the event's payload."""
+    kind, inner = payload.get("type"), payload.get("payload")
+    if ("type" in payload or "payload" in payload) and isinstance(kind, str | None) and isinstance(inner, dict | None):
+        return {"type": kind or event_type, "payload": inner or {}}
+    return {"type": event_type, "payload": payload}
+
+
 async def receive(request: web.Request) -> web.Response:
     st = state.of(request)
     hook = _find(st, request.path)
     if hook is None:  # removed by a reload
         raise errors.NotFound(f"no route for {request.method} {request.path}")
-    body = await _read_body(request, hooks_mod.MAX_BODY_BYTES)
+    body = await _read_body(request, hook.max_body_bytes)
     secret = st.config.webhook_secrets.get(hook.name)
     try:
         if secret is None:
@@ -81,11 +92,12 @@ async def receive(request: web.Request) -> web.Response:
         raise errors.Forbidden(str(exc)) from None
     payload = payload_of(body)
     event_type = hook.event_type(request.headers.get(hook.event_header) if hook.event_header else None)
-    event = {"type": event_type, "payload": payload}
+    event = event_of(payload, event_type)
+    event_type = event["type"]
 
     async def create(job_id: str) -> dict[str, Any]:
         await submit.submit_job(st, plugin=hook.plugin, command=hook.command, payload=payload,
-                                submitted_by=SUBMITTED_BY, event=event, job_id=job_id)
+                                submitted_by=f"{SUBMITTED_BY}:{hook.path}", event=event, job_id=job_id)
         return {"job_id": job_id, "status": "queued", "plugin": hook.plugin, "command": hook.command,
                 "event_type": event_type}
 
@@ -104,3 +116,12 @@ def add_routes(app: web.Application, config: Any) -> None:
     """A POST route per configured webhook path (call from create_app, after the API's own routes)."""
     for hook in hooks_mod.parse_all(config.webhooks):
         app.router.add_post(hook.path, receive)
+
+
+def listener_app(api_app: web.Application, config: Any, middlewares: list[Any]) -> web.Application:
+    """Ductile's `webhooks.listen` server: the webhook paths only (nothing else, no /healthz), sharing
+    the API's state, so a reload changes its secrets, plugins and commands too."""
+    app = web.Application(middlewares=middlewares)
+    app[state.STATE] = api_app[state.STATE]
+    add_routes(app, config)
+    return app

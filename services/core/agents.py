@@ -32,6 +32,8 @@ OPENAI_COMPATIBLE = frozenset({"openai", "openai-compatible", "ollama", "vllm", 
 #: the offline provider: no network, a deterministic echo of the last user message
 ECHO = "echo"
 DEFAULT_MAX_ITERATIONS = 6
+#: tool calls of one model message that run as child jobs at the same time
+DEFAULT_MAX_PARALLEL_TOOLS = 4
 DEFAULT_LLM_TIMEOUT_S = 60.0
 #: OpenAI function names allow [a-zA-Z0-9_-]: "<plugin>.<command>" becomes "<plugin>__<command>"
 TOOL_SEPARATOR = "__"
@@ -68,6 +70,8 @@ class AgentSpec:
     tool_cache_ttl_s: float = 0.0
     #: concurrent runs of this agent across all runners; None = service.max_workers
     parallelism: int | None = None
+    #: tool calls of one model message run at once (each a child job); 1 = one after another
+    max_parallel_tools: int = DEFAULT_MAX_PARALLEL_TOOLS
 
     def tool_names(self) -> dict[str, str]:
         """OpenAI function name → "<plugin>.<command>"."""
@@ -112,6 +116,7 @@ def parse(name: str, doc: Mapping[str, Any]) -> AgentSpec:
         max_iterations=int(doc.get("max_iterations") or DEFAULT_MAX_ITERATIONS),
         tool_cache_ttl_s=durations.parse_seconds(doc.get("tool_cache_ttl", 0)),
         parallelism=doc.get("parallelism"),
+        max_parallel_tools=int(doc.get("max_parallel_tools") or DEFAULT_MAX_PARALLEL_TOOLS),
     )
 
 

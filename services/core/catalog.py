@@ -5,12 +5,19 @@ a key its manifest lists in `config_keys.required`.
 
 Compact `input_schema`/`output_schema` maps (`{url: string}`) are expanded here as Ductile's
 `expandSchema` does, so discovery, OpenAPI and payload validation all see the same JSON Schema.
+
+Ductile's `validateManifest` rules a manifest here breaks too: `manifest_spec` other than
+`ductile.plugin`, `manifest_version` other than 1, a protocol-2 `entrypoint` that is absolute, has
+a `..` or resolves outside its plugin directory, and a world-writable plugin directory. (Headrace
+stays lenient where Ductile is strict but nothing is at stake: the two keys may be left out, and
+a command's `type` defaults to `write`.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -121,11 +128,30 @@ def _command(entry: str | Mapping[str, Any]) -> Command:
     )
 
 
+def _ductile_rules(doc: Mapping[str, Any], directory: Path) -> None:
+    """Ductile's manifest rules the schema cannot say (ValueError in Ductile's words)."""
+    spec = doc.get("manifest_spec")
+    if spec is not None and spec != "ductile.plugin":
+        raise ValueError(f"manifest_spec must be \"ductile.plugin\" (got {spec!r})")
+    version = doc.get("manifest_version")
+    if version is not None and str(version).strip() != "1":
+        raise ValueError(f"manifest_version must be 1 (got {version!r})")
+    if doc["protocol"] == "python":
+        return
+    entry = str(doc["entrypoint"])
+    if Path(entry).is_absolute() or ".." in Path(entry).parts:
+        raise ValueError(f"entrypoint {entry!r} must be a path inside the plugin directory (no '..', not absolute)")
+    target = directory / entry
+    if target.exists() and not target.resolve().is_relative_to(directory.resolve()):
+        raise ValueError(f"entrypoint {entry!r} resolves outside the plugin directory")
+
+
 def parse_manifest(doc: Any, directory: Path) -> Manifest:
     """Validate one manifest document; raises ValueError naming the problem."""
     problems = schemas.violations("manifest", doc)
     if problems:
         raise ValueError("; ".join(problems))
+    _ductile_rules(doc, directory)
     commands = {c.name: c for c in map(_command, doc["commands"])}
     for command in commands.values():
         for key in ("input_schema", "output_schema"):
@@ -172,6 +198,8 @@ def scan(roots: Iterable[Path], configs: Mapping[str, Mapping[str, Any] | None] 
             continue
         for manifest_path in sorted(root.glob("*/manifest.yaml")):
             try:
+                if manifest_path.parent.stat().st_mode & stat.S_IWOTH:
+                    raise ValueError(f"plugin directory {manifest_path.parent} is world-writable")
                 doc = yamlio.load_plain(manifest_path.read_text())  # YAML 1.2, as Ductile reads manifests
                 manifest = parse_manifest(doc, manifest_path.parent)
             except (OSError, yamlio.YAMLError, ValueError, KeyError, TypeError) as exc:

@@ -21,6 +21,7 @@ import orjson
 
 from services.core import agents as agents_mod
 from services.core import catalog, ductile_config, durations, environment, errors, pipelines, schemas, yamlio
+from services.core import relay as relay_mod
 from services.core import schedules as schedules_mod
 from services.core import vault as vault_mod
 from services.core import webhooks as webhooks_mod
@@ -107,6 +108,8 @@ class ApiConfig:
     max_body_bytes: int = 1024 * 1024
     limits: ApiLimits = ApiLimits()
     tokens: tuple[Token, ...] = ()
+    #: Ductile's `api.allowed_origins`: origins that get CORS headers (`*`: any, without credentials)
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +133,10 @@ class Config:
     plugins: Mapping[str, PluginConfig] = dataclasses.field(default_factory=dict)
     pipelines: tuple[Mapping[str, Any], ...] = ()
     webhooks: tuple[Mapping[str, Any], ...] = ()
+    #: Ductile's `remote_ingress` (services.core.relay.Ingress), None when not configured
+    remote_ingress: Any = None
+    #: Ductile's `webhooks.listen`: a second listener serving only the webhook paths (host, port)
+    webhooks_listen: tuple[str, int] | None = None
     #: webhook name → its HMAC secret, resolved at load from `secret_ref` (the vault, a `secrets:` entry or an env var)
     webhook_secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     agents: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
@@ -152,6 +159,9 @@ class Config:
     warnings: tuple[str, ...] = ()
     #: Ductile's age vault (services.core.vault.Vault) when the config has one (`secrets.vault_file`)
     vault: Any = dataclasses.field(default=None, compare=False, repr=False)
+    #: every plugin's schedules (services.core.schedules.Schedule), parsed from the normalised document
+    #: (Ductile's `every: daily`, a schedule without `command`), not from `raw`
+    schedules: tuple[Any, ...] = ()
 
     def with_runtime_token(self, token: Token) -> Config:
         """This config plus a token that does not come from the file."""
@@ -223,12 +233,18 @@ def load_env_file(path: Path) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def merge(base: Any, extra: Any) -> Any:
-    """Maps merge key by key (later wins), arrays append, scalars replace."""
+#: maps whose entries a later file replaces whole, as Ductile's deepMergeConfig does for plugins.<name>
+_REPLACED_ENTRIES = frozenset({("plugins",)})
+
+
+def merge(base: Any, extra: Any, path: tuple[str, ...] = ()) -> Any:
+    """Maps merge key by key (later wins), arrays append, scalars replace; a `plugins.<name>` entry given
+    again replaces the earlier one as a whole (Ductile: no per-field merge of a plugin)."""
     if isinstance(base, dict) and isinstance(extra, dict):
         out = dict(base)
         for key, value in extra.items():
-            out[key] = merge(base[key], value) if key in base else value
+            replace = path in _REPLACED_ENTRIES or key not in base
+            out[key] = value if replace else merge(base[key], value, (*path, str(key)))
         return out
     if isinstance(base, list) and isinstance(extra, list):
         return base + extra
@@ -414,7 +430,7 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
         # `from None`: the cause's text would be printed unredacted (`headrace check-config` prints causes)
         extra = vault.values() if vault is not None else set()
         raise errors.ConfigError(redact(f"{path or 'config'}: {exc}", doc, environ, extra=extra)) from None
-    return dataclasses.replace(built, raw=doc, warnings=tuple(warnings), vault=vault)
+    return dataclasses.replace(built, raw=doc, warnings=tuple(warnings), vault=vault, schedules=schedules)
 
 
 def _vault_plugin_problems(built: Config, vault: vault_mod.Vault | None) -> list[str]:
@@ -467,7 +483,8 @@ _MIN_REDACTED_LEN = 8
 
 def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
     """The values of every secret-bearing field of a config document: API tokens, `secrets:`,
-    plugins' `secrets`, agents' `llm.api_key`, and the environment variables webhooks' `secret_ref` name."""
+    plugins' `secrets`, agents' `llm.api_key`, and the environment variables webhooks' and relay peers'
+    `secret_ref` name."""
     found: list[Any] = []
 
     def leaves(value: Any) -> None:
@@ -502,8 +519,10 @@ def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
     hooks = doc.get("webhooks")
     if isinstance(hooks, Mapping):  # Ductile's map form
         hooks = hooks.get("endpoints")
-    for hook in hooks if isinstance(hooks, list) else ():
-        ref = hook.get("secret_ref") if isinstance(hook, Mapping) else None
+    ingress = doc.get("remote_ingress")
+    peers = ingress.get("peers") if isinstance(ingress, Mapping) else None
+    for entry in [*(hooks if isinstance(hooks, list) else ()), *(peers if isinstance(peers, list) else ())]:
+        ref = entry.get("secret_ref") if isinstance(entry, Mapping) else None
         if isinstance(ref, str) and ref in env:
             found.append(env[ref])
     return {str(v) for v in found if isinstance(v, str | int | float) and len(str(v)) >= _MIN_REDACTED_LEN}
@@ -553,6 +572,8 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
     state_dir = env.get("HEADRACE_STATE_DIR") or service.get("state_dir") or ".state"
     schedules_mod.parse_all(doc.get("plugins") or {})  # cron strings, exactly one of every/cron/at/after
     hooks = webhooks_mod.parse_all(doc.get("webhooks") or ())
+    listen = webhooks_mod.listen_address(doc.get("webhooks_listen")) if hooks else None
+    remote_ingress = relay_mod.parse(doc.get("remote_ingress"), secrets, env)
     return Config(
         path=path,
         service_name=service.get("name", "headrace"),
@@ -573,10 +594,13 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
             max_body_bytes=int(api.get("max_body_bytes", 1024 * 1024)),
             limits=_api_limits(api.get("limits") or {}),
             tokens=tokens,
+            allowed_origins=tuple(str(o).strip() for o in api.get("allowed_origins") or () if str(o).strip()),
         ),
         plugins=plugins,
         pipelines=tuple(doc.get("pipelines") or ()),
         webhooks=tuple(doc.get("webhooks") or ()),
+        webhooks_listen=listen,
+        remote_ingress=remote_ingress,
         webhook_secrets=webhooks_mod.resolve_secrets(hooks, secrets, env),
         agents=dict(doc.get("agents") or {}),
         offload_threshold_bytes=int(offload.get("threshold_bytes", 100 * 1024)),

@@ -30,7 +30,6 @@ _IGNORED_TOP = {
     "tcc_paths": "macOS TCC paths are not managed by Headrace",
     "accounts": "privilege-separation accounts are not supported; see service.plugin_user",
     "instances": "outbound relay is not supported",
-    "remote_ingress": "relay ingress is not supported",
 }
 _IGNORED_SERVICE = {
     "tick_interval": "schedules fire at their own times (no scheduler tick)",
@@ -55,19 +54,12 @@ _ADMISSION = {
 _IGNORED_API = {
     "management_socket": "there is no management socket; manage the running gateway over the HTTP API",
     "max_sync_timeout": "synchronous calls wait for their pipeline's `timeout`",
-    "allowed_origins": "CORS headers are not sent",
 }
 _IGNORED_PLUGIN = {
-    "max_outstanding_polls": "a schedule's if_running decides whether a poll may overlap",
     "run_as": "plugins run as service.plugin_user",
 }
 _IGNORED_SCHEDULE = {
-    "only_between": "not enforced: the schedule also fires outside that window",
-    "not_on": "not enforced: the schedule also fires on those days",
     "preferred_window": "Ductile parses it without using it",
-}
-_IGNORED_WEBHOOK = {
-    "max_body_size": "webhook bodies are limited by api.max_body_bytes",
 }
 VAULT_KEYS = ("age_key_file", "vault_file")
 
@@ -138,6 +130,11 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     for name, spec in (plugins or {}).items():
         if spec is None:
             plugins[name] = spec = {}
+        if "enabled" not in spec:
+            warnings.append(
+                f"plugins.{name}.enabled: not set, so Headrace runs plugin {name!r} "
+                "(Ductile leaves a plugin without `enabled: true` off); set enabled: true or false"
+            )
         if spec.get("config") is None:
             spec["config"] = {}
         for key, why in _IGNORED_PLUGIN.items():
@@ -148,28 +145,13 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
             schedule.setdefault("command", DEFAULT_SCHEDULE_COMMAND)
             if "every" in schedule:
                 schedule["every"] = every_value(schedule["every"])
-            catch_up = schedule.get("catch_up")
-            if isinstance(catch_up, str):  # Ductile: skip | run_once | run_all
-                schedule["catch_up"] = catch_up != "skip"
-                if catch_up == "run_all":
-                    ignore(
-                        f"plugins.{name}.schedules[{i}].catch_up",
-                        "run_all fires once for the missed times, like run_once",
-                    )
             for key, why in _IGNORED_SCHEDULE.items():
                 if key in schedule:
                     schedule.pop(key)
                     ignore(f"plugins.{name}.schedules[{i}].{key}", why)
     hooks = out.get("webhooks")
     if isinstance(hooks, dict):  # Ductile's map form: {listen, endpoints: [...]}
-        if "listen" in hooks:
-            ignore("webhooks.listen", "webhooks are served on the API listener (api.listen), at their path")
-        endpoints = list(hooks.get("endpoints") or [])
-        out["webhooks"] = endpoints
-        hooks = endpoints
-    for i, hook in enumerate(hooks or []):
-        for key, why in _IGNORED_WEBHOOK.items():
-            if isinstance(hook, dict) and key in hook:
-                hook.pop(key)
-                ignore(f"webhooks[{i}].{key}", why)
+        out["webhooks"] = list(hooks.get("endpoints") or [])
+        if hooks.get("listen"):
+            out["webhooks_listen"] = hooks["listen"]  # a second listener for the webhook paths
     return out, warnings

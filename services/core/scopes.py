@@ -180,6 +180,9 @@ def websocket(*any_of: str) -> Rule:
 
 #: the path under which WEBHOOK stands for every configured webhook path
 WEBHOOK_PATH = "<webhook>"
+#: the path under which RELAY stands for `POST <remote_ingress.listen_path>/{peer}`
+RELAY_PATH = "<relay>"
+RELAY = Rule(webhook=True, work="pipelines whose `on` is the relayed event type (operator's config)")
 
 #: every route the API serves. GET covers HEAD. `work` says what else is checked where work is made.
 ROUTES: dict[tuple[str, str], Rule] = {
@@ -249,6 +252,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("POST", "/vault/principal/revoke"): VAULT_ADMIN,
     ("POST", "/vault/principal/purge"): VAULT_ADMIN,
     ("POST", "/vault/principal/roll"): VAULT_ADMIN,
+    ("POST", RELAY_PATH): RELAY,
 }
 
 

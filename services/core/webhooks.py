@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,9 +34,11 @@ SCHEME_HEADERS: dict[str, tuple[str, str | None]] = {
 DEFAULT_TOLERANCE_S = 300.0
 DEFAULT_DELIVERY_HEADER = "X-GitHub-Delivery"
 DEFAULT_DEDUPE_WINDOW_S = 86400.0
-#: bodies over this are refused with 413
+#: bodies over this are refused with 413 (Ductile's default `max_body_size`)
 MAX_BODY_BYTES = 1024 * 1024
 SIGNATURE_PREFIX = "sha256="
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +62,8 @@ class Webhook:
     delivery_header: str | None = DEFAULT_DELIVERY_HEADER
     #: a delivery seen within this long is answered with its first job, not a new one; 0 = off
     dedupe_window_s: float = DEFAULT_DEDUPE_WINDOW_S
+    #: Ductile's `max_body_size`: a larger body is refused with 413
+    max_body_bytes: int = MAX_BODY_BYTES
     where: str = ""
 
     @property
@@ -70,6 +75,30 @@ class Webhook:
         if value and all(c.isalnum() or c in "_-." for c in value):
             return f"webhook.{self.name}.{value}"
         return f"webhook.{self.name}"
+
+
+def parse_size(value: Any, *, where: str) -> int:
+    """Ductile's `max_body_size`: a byte count, or text such as `512KB`, `1MB`, `2MiB` (powers of 1024);
+    unset or 0 is the 1 MiB default."""
+    if value is None or value == "" or value == 0:
+        return MAX_BODY_BYTES
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: must be a byte count or a size such as 1MB")
+    match = _SIZE.match(str(value))
+    if match is None:
+        raise ValueError(f"{where}: must be a byte count or a size such as 1MB")
+    size = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "")[:1].lower()]
+    return size if size > 0 else MAX_BODY_BYTES
+
+
+def listen_address(value: Any) -> tuple[str, int] | None:
+    """Ductile's `webhooks.listen` (`host:port`, `:port` = every interface) as (host, port); None when unset."""
+    if not value:
+        return None
+    host, sep, port = str(value).strip().rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError("webhooks.listen: must be host:port (e.g. 127.0.0.1:8091)")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
 def parse_all(raw: Sequence[Mapping[str, Any]]) -> tuple[Webhook, ...]:
@@ -93,6 +122,7 @@ def parse_all(raw: Sequence[Mapping[str, Any]]) -> tuple[Webhook, ...]:
             tolerance_s=durations.parse_seconds(spec.get("tolerance", DEFAULT_TOLERANCE_S)),
             delivery_header=str(delivery) if delivery else None,
             dedupe_window_s=durations.parse_seconds(spec.get("dedupe_window", DEFAULT_DEDUPE_WINDOW_S)),
+            max_body_bytes=parse_size(spec.get("max_body_size"), where=f"{where}.max_body_size"),
             where=where,
         )
         if scheme == "stripe" and hook.timestamp_header:

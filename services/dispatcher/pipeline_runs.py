@@ -97,7 +97,9 @@ class PipelineRuns:
         result = env.data.get("result") if env.type == "job.succeeded" else None
         if pipeline is not None and env.type == "job.succeeded":
             node = pipeline.nodes.get(str(queued.get("step_id")))
-            for i, event in enumerate(routing.emitted_events(result, env)):
+            for i, emitted_event in enumerate(routing.emitted_events(result, env)):
+                event = routing.with_upstream(emitted_event, plugin=queued.get("plugin"), pipeline=route.pipeline,
+                                              step_id=queued.get("step_id"), result=result)
                 for successor in node.successors if node else []:
                     routing.dispatch_node(pipeline, successor, event, parent_job_id=job_id, event_index=i,
                                           context=dict(queued.get("context") or {}), route=route,

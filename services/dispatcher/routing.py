@@ -191,6 +191,22 @@ def emitted_events(result: dict[str, Any] | None, outcome: envelope.Envelope | N
     return [{"type": STEP_SUCCEEDED, "payload": inner if isinstance(inner, dict) else {"result": inner}}]
 
 
+def with_upstream(event: dict[str, Any], *, plugin: Any, pipeline: str, step_id: Any,
+                  result: dict[str, Any] | None) -> dict[str, Any]:
+    """The event as the next step sees it: Ductile's dispatcher adds `ductile_upstream_plugin`,
+    `ductile_upstream_pipeline`, `ductile_upstream_step_id` and, when the upstream reply had a
+    `result` message, `result` to the routed payload (each only when the payload does not set it)."""
+    payload = dict(event.get("payload") or {})
+    for key, value in (("ductile_upstream_plugin", plugin), ("ductile_upstream_pipeline", pipeline),
+                       ("ductile_upstream_step_id", step_id)):
+        if value:
+            payload.setdefault(key, value)
+    message = (result or {}).get("result")
+    if isinstance(message, str) and message.strip():
+        payload.setdefault("result", message)
+    return {**event, "payload": payload}
+
+
 def matches(pipeline: pipelines_mod.Pipeline, *, payload: dict[str, Any], from_plugin: str | None,
             context: dict[str, Any] | None = None) -> bool:
     """Does a pipeline's `from_plugin` and pipeline-level `if` admit this event?"""

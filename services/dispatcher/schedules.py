@@ -4,14 +4,17 @@ Schedule state lives in the event log, one subject per schedule:
 
     evt.schedule.<plugin>.<id>   schedule.armed    first sight: the anchor; nothing before it fires
                                  schedule.fired    id <plugin>:<id>:<nominal time>, with the job it submitted
-                                 schedule.skipped  missed fires (catch_up false, or beyond MAX_CATCH_UP),
-                                                   or a fire while the previous job runs (if_running: skip)
+                                 schedule.skipped  missed fires (catch_up false, or beyond its limit),
+                                                   a fire while the previous job runs (if_running: skip),
+                                                   or outside only_between / on a not_on day
 
 Each decision is published with the subject's expected last sequence (optimistic
 concurrency), so two dispatchers never both decide the same fire, and a restarted one reads
 the last decision and carries on: no double fire, no silent skip. A fire is claimed first,
 then its job is submitted (job id derived from the fire, so a resubmission after a crash
 between the two is a no-op); on start, a claimed fire whose job never appeared is submitted.
+`if_running: cancel` sends `job.cancel` for the previous fire's job when it is not final (the
+dispatcher's command consumer decides it, as for a cancel from the API), then fires.
 
 The clock is injected (`clock()` → aware datetime) so tests move time; the loop wakes every
 `interval_s` seconds.
@@ -91,8 +94,7 @@ class Scheduler:
         """The schedules of the current config's enabled plugins (re-parsed after a reload)."""
         config = self.config()
         if self._parsed is None or self._parsed[0] is not config:
-            parsed = specs.parse_all(config.raw.get("plugins") or {})
-            self._parsed = (config, tuple(s for s in parsed if config.plugin(s.plugin).enabled))
+            self._parsed = (config, tuple(s for s in config.schedules if config.plugin(s.plugin).enabled))
         return self._parsed[1]
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -168,7 +170,7 @@ class Scheduler:
     async def _tick_one(self, schedule: specs.Schedule) -> None:
         state = await self._state(schedule)
         now = self.clock()
-        limit = specs.MAX_CATCH_UP + 1 if schedule.catch_up else 2
+        limit = schedule.catch_up_limit + 1 if schedule.catch_up else 2
         times, older = schedule.due(state.at, now, anchor=state.anchor, limit=limit)
         ripe: list[datetime] = []
         for nominal in times:
@@ -178,9 +180,10 @@ class Scheduler:
         if not ripe:
             return
         if schedule.catch_up:
-            fire = ripe[-specs.MAX_CATCH_UP:]
-            skip = ripe[:-specs.MAX_CATCH_UP]
-            reason = f"missed: more than {specs.MAX_CATCH_UP} fires behind (catch_up runs the latest {specs.MAX_CATCH_UP})"
+            keep = schedule.catch_up_limit
+            fire = ripe[-keep:]
+            skip = ripe[:-keep]
+            reason = f"missed: more than {keep} fires behind (catch_up runs the latest {keep})"
         else:
             latest = ripe[-1]
             late_s = (now - latest - schedule.jitter_for(latest)).total_seconds()
@@ -195,23 +198,49 @@ class Scheduler:
                                        f"{schedule.key}:{specs.fire_label(last_skipped)}:skipped", state,
                                        {"reason": reason, "missed": len(skip), "more_missed_before": older})
             log.info("schedule_missed", plugin=schedule.plugin, schedule=schedule.id, missed=len(skip))
+        # a batch of missed fires is Ductile's startup catch-up, enqueued without the if_running check
+        # (scheduler.go catchUpSchedule): else `skip` would drop all but the first of them
+        batch = len(fire) > 1
         for nominal in fire:
-            state = await self._fire(schedule, state, nominal, now)
+            state = await self._fire(schedule, state, nominal, now, catching_up=batch)
 
     async def _fire(self, schedule: specs.Schedule, state: specs.State, nominal: datetime,
-                    now: datetime) -> specs.State:
+                    now: datetime, *, catching_up: bool = False) -> specs.State:
         label = specs.fire_label(nominal)
-        if schedule.if_running == "skip" and state.last_job_id and not is_final(await self.job_state(state.last_job_id)):
+        outside = schedule.constraint_at(nominal)
+        if outside is not None:
             state = dataclasses.replace(state, at=nominal)
             return await self._decide(schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state,
-                                      {"reason": f"previous job {state.last_job_id} is still running (if_running: skip)"})
+                                      {"reason": outside})
+        previous = state.last_job_id
+        busy = (not catching_up and schedule.if_running != "queue" and previous
+                and not is_final(await self.job_state(previous)))
+        if busy and schedule.if_running == "skip":
+            state = dataclasses.replace(state, at=nominal)
+            return await self._decide(schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state,
+                                      {"reason": f"previous job {previous} is still running (if_running: skip)"})
+        outstanding: tuple[str, ...] = ()
+        if schedule.if_running == "queue" and schedule.max_outstanding is not None:
+            outstanding = tuple([j for j in state.outstanding if not is_final(await self.job_state(j))])
+            if len(outstanding) >= schedule.max_outstanding:
+                state = dataclasses.replace(state, at=nominal, outstanding=outstanding)
+                return await self._decide(schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state,
+                                          {"reason": "outstanding_limit", "outstanding": len(outstanding),
+                                           "max_outstanding_polls": schedule.max_outstanding})
         cmd = submit_command(schedule, nominal, source=self.source)
         assert cmd.job_id is not None
-        state = dataclasses.replace(state, at=nominal, last_fired_at=nominal, last_job_id=cmd.job_id)
-        state = await self._decide(schedule, "schedule.fired", f"{schedule.key}:{label}", state,
-                                   {"job_id": cmd.job_id, "command": schedule.command,
-                                    "fire_at": specs.fire_label(nominal + schedule.jitter_for(nominal)),
-                                    "fired_at": specs.fire_label(now)})
+        extra: dict[str, Any] = {"job_id": cmd.job_id, "command": schedule.command,
+                                 "fire_at": specs.fire_label(nominal + schedule.jitter_for(nominal)),
+                                 "fired_at": specs.fire_label(now)}
+        if busy and previous:
+            # before the fire is claimed: a crash in between at worst cancels a job the next fire cancels too
+            await self._cancel(previous, schedule, label)
+            extra["cancelled_job_id"] = previous
+        if schedule.max_outstanding is not None:
+            outstanding = (*outstanding, cmd.job_id)
+        state = dataclasses.replace(state, at=nominal, last_fired_at=nominal, last_job_id=cmd.job_id,
+                                    outstanding=outstanding)
+        state = await self._decide(schedule, "schedule.fired", f"{schedule.key}:{label}", state, extra)
         log.info("schedule_fired", plugin=schedule.plugin, schedule=schedule.id, at=label, job_id=cmd.job_id)
         try:
             await self._submit(cmd)
@@ -219,6 +248,15 @@ class Scheduler:
             self._unsubmitted[cmd.job_id] = cmd
             raise
         return state
+
+    async def _cancel(self, job_id: str, schedule: specs.Schedule, label: str) -> None:
+        """Ask the dispatcher to cancel the previous fire's job (`if_running: cancel`), as the API would."""
+        cmd = envelope.make("job.cancel", source=self.source, job_id=job_id, id=f"{job_id}:cancel",
+                            correlation_id=job_id,
+                            data={"reason": f"cancelled by schedule {schedule.key} firing at {label} "
+                                            "(if_running: cancel)"})
+        await self.bus.publish(subjects.job_command(job_id, "cancel"), cmd)
+        log.info("schedule_cancelled_previous", plugin=schedule.plugin, schedule=schedule.id, job_id=job_id)
 
     async def _submit(self, cmd: envelope.Envelope) -> None:
         out = await self.submit(cmd)

@@ -13,7 +13,7 @@ it does not depend on where batches begin and rebuild gives the same rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import asyncpg
 
@@ -125,7 +125,10 @@ async def _apply_jobs(conn: asyncpg.Connection, batch: Batch) -> None:
 
 
 async def _apply_traces(conn: asyncpg.Connection, batch: Batch) -> None:
-    rows = [row for seq, env in batch if (row := trace_rows.trace_row(seq, env)) is not None]
+    async def projected(event_ids: Collection[str]) -> dict[str, int]:
+        return {r["event_id"]: r["id"] for r in await conn.fetch(queries["trace_ids_by_event"], list(event_ids))}
+
+    rows = await trace_rows.trace_rows(batch, projected)
     if rows:
         await conn.executemany(queries["insert_trace"], rows)
 

@@ -136,6 +136,7 @@ class Runtime:
             try:
                 return work.result()
             except errors.TransientError as exc:
+                await run.cancel_children(f"its parent {item.job_id} failed: {exc.message}")
                 await self._trace_quietly(run, "task_error", {"error": exc.message, "retryable": True,
                                                               "ended_at": traces.now()})
                 return protocol.Outcome(status="failed", error=exc.message, retry=True, duration_ms=run.elapsed_ms)

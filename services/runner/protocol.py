@@ -137,10 +137,9 @@ def interpret_run(raw: supervision.RawRun, *, timeout_s: float) -> Outcome:
     problem = values.problem_in_json(raw.stdout, response)
     if problem is not None:
         return Outcome(status="failed", error=f"plugin response is not accepted: {problem}", **common)
-    outcome = interpret_response(response, **common)
-    if outcome.status == "succeeded" and raw.exit_code not in (0, None):
-        return dataclasses.replace(outcome, status="failed", error=f"plugin answered ok but exited {raw.exit_code}")
-    return outcome
+    # Ductile counts a valid reply by the reply whatever the exit code (subprocess_executor.go), so an
+    # `ok` answer with exit 3 succeeded; 78 stays a permanent failure, as our protocol reference says
+    return interpret_response(response, **common)
 
 
 def _stderr_hint(stderr: str) -> str:

@@ -232,10 +232,10 @@ async def test_skills_include_configured_pipelines(bare_hr: Stack) -> None:
     pipelines = {s["name"]: s for s in body["skills"] if s["kind"] == "pipeline"}
     assert pipelines["pipeline.p1"] == {
         "name": "pipeline.p1", "kind": "pipeline", "endpoint": "/pipeline/p1", "pipeline": "p1",
-        "trigger": "echo.handled", "execution_mode": "asynchronous", "timeout_secs": None,
+        "trigger": "echo.handled", "execution_mode": "asynchronous", "timeout_secs": 30,  # the compiled default
     }
     assert pipelines["pipeline.p2"]["execution_mode"] == "synchronous"
-    assert pipelines["pipeline.p2"]["timeout_secs"] == 90 and pipelines["pipeline.p2"]["trigger"] is None
+    assert pipelines["pipeline.p2"]["timeout_secs"] == 90 and "trigger" not in pipelines["pipeline.p2"]  # omitempty
     assert pipelines["pipeline.p3"]["execution_mode"] == "asynchronous"
     assert pipelines["pipeline.p3"]["timeout_secs"] == 45
     bare = {s["name"]: s for s in body["skills"] if s.get("plugin") == "bare"}

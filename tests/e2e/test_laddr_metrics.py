@@ -46,10 +46,13 @@ async def test_metrics_equal_what_the_tables_say_and_cache_hits_skip_the_child_j
     await s.client.wait_job(await s.client.submit("echo_py", "poll", {"message": "plain"}))
 
     first_trail, second_trail = await laddr.traces(s, first), await laddr.traces(s, second)
-    assert [t["event_type"] for t in second_trail] == ["task_start", "llm_usage", "tool_call", "cache_hit", "tool_call",
-                                                       "tool_result", "llm_usage", "task_complete"]
+    kinds = [t["event_type"] for t in second_trail]
+    assert kinds[:3] == ["task_start", "llm_usage", "autonomous_think"]
+    # both calls of the message run at once: their traces interleave
+    assert sorted(kinds[3:7]) == ["cache_hit", "tool_call", "tool_call", "tool_result"]
+    assert kinds[7:] == ["llm_usage", "autonomous_think", "task_complete"]
     assert "cache_hit" not in [t["event_type"] for t in first_trail]  # the first run filled the cache
-    assert second_trail[3]["payload"]["result"] == {"healthy": True}
+    assert next(t for t in second_trail if t["event_type"] == "cache_hit")["payload"]["result"] == {"healthy": True}
     children = await s.api.pool.fetch("SELECT command FROM jobs WHERE parent_job_id = $1 ORDER BY command", second)
     assert [r["command"] for r in children] == ["poll"]  # echo_py.poll is not idempotent: never cached
 
@@ -89,10 +92,11 @@ async def test_trace_endpoints_and_rebuild_equality(make_config: Any, start_stac
     ids = [t["id"] for t in body["traces"]]
     assert ids == sorted(ids, reverse=True) and body["traces"][0]["job_id"] == job_b
     status, body = await s.client.get("/api/traces?agent=a")
-    assert {t["agent_name"] for t in body["traces"]} == {"a"} and len(body["traces"]) == 6
+    assert {t["agent_name"] for t in body["traces"]} == {"a"} and len(body["traces"]) == 8
     status, body = await s.client.get(f"/api/traces?job_id={job_b}&agent=b")
-    assert [t["event_type"] for t in body["traces"]] == ["task_complete", "llm_usage", "task_start"]
-    one = body["traces"][1]
+    assert [t["event_type"] for t in body["traces"]] == ["task_complete", "autonomous_think", "llm_usage",
+                                                         "task_start"]
+    one = next(t for t in body["traces"] if t["event_type"] == "llm_usage")
     status, fetched = await s.client.get(f"/api/traces/{one['id']}")
     assert status == 200 and fetched == one
     assert one["payload"]["model"] == "m-b" and one["payload"]["total_tokens"] == 10
@@ -101,7 +105,7 @@ async def test_trace_endpoints_and_rebuild_equality(make_config: Any, start_stac
     assert status == 200
     groups = grouped["grouped_traces"]
     assert [g["job_id"] for g in groups] == [job_b, job_a]
-    assert groups[1]["trace_count"] == 6 and groups[1]["agents"] == ["a"]
+    assert groups[1]["trace_count"] == 8 and groups[1]["agents"] == ["a"]
     assert groups[1]["start_time"] == groups[1]["traces"][0]["timestamp"] <= groups[1]["end_time"]
 
     for path, code in [("/api/traces/999999", 404), ("/api/traces/abc", 400), ("/api/traces?limit=0", 400)]:
@@ -113,14 +117,14 @@ async def test_trace_endpoints_and_rebuild_equality(make_config: Any, start_stac
     async def snapshot() -> list[tuple[Any, ...]]:
         conn = await asyncpg.connect(database_url, server_settings={"search_path": "headrace"})
         try:
-            rows = await conn.fetch("SELECT id, job_id, agent_name, event_type, payload::text, timestamp "
-                                    "FROM traces ORDER BY id")
+            rows = await conn.fetch("SELECT id, job_id, agent_name, event_type, payload::text, timestamp, "
+                                    "parent_id FROM traces ORDER BY id")
         finally:
             await conn.close()
         return [tuple(r) for r in rows]
 
     live = await snapshot()
-    assert len(live) == 9
+    assert len(live) == 12 and sum(row[-1] is None for row in live) == 2  # the two task_starts are roots
     assert s.api.bus is not None
     await rebuild.rebuild(s.api.bus, database_url)
     assert await snapshot() == live

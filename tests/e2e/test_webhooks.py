@@ -56,7 +56,7 @@ async def test_signed_webhooks_submit_jobs(make_config: Any, start_stack: Any, m
     assert status == 202, out
     done = await s.client.wait_job(out["job_id"])
     assert done["status"] == "succeeded" and done["plugin"] == "echo_py" and done["command"] == "handle"
-    assert done["submitted_by"] == "webhook"
+    assert done["submitted_by"] == "webhook:/webhook/github"  # Ductile's webhook:<path>
     assert done["result"]["result"]["echo"] == {"ref": "refs/heads/main", "commits": 3}
     queued = await queued_event(s, out["job_id"])
     assert queued["event"] == {"type": "webhook.github.push", "payload": {"ref": "refs/heads/main", "commits": 3}}

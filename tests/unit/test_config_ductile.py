@@ -140,7 +140,8 @@ def test_webhooks_in_ductiles_map_form(tmp_path: Path) -> None:
         env={"gh_secret": "s3cret-value"},
     )
     assert [h["name"] for h in cfg.webhooks] == ["gh"] and cfg.webhook_secrets == {"gh": "s3cret-value"}
-    assert any(w.startswith("webhooks.listen:") for w in cfg.warnings)
+    # listen takes effect: a second listener for the webhook paths (tests/conformance/ductile/test_webhook_listener.py)
+    assert cfg.webhooks_listen == ("127.0.0.1", 8091) and not any(w.startswith("webhooks") for w in cfg.warnings)
 
 
 def test_secret_ref_tokens_resolve_from_secrets_then_environment(tmp_path: Path) -> None:

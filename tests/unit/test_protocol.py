@@ -181,9 +181,17 @@ def test_non_json_stdout() -> None:
     assert outcome.status == "failed" and "not JSON" in (outcome.error or "") and "<html>" in (outcome.error or "")
 
 
-def test_ok_answer_with_a_nonzero_exit_fails() -> None:
-    outcome = run(raw(ok_json(), exit_code=3))
-    assert outcome.status == "failed" and "exited 3" in (outcome.error or "")
+def test_ok_answer_with_a_nonzero_exit_counts_by_the_reply() -> None:
+    # Ductile (ductile-conformance.md §6.3): a non-zero exit with a valid reply counts by the reply
+    # (exit 78 excepted: ductile-plugins.md makes it a permanent failure, see the test above)
+    for code in (1, 3, 77):
+        outcome = run(raw(ok_json(), exit_code=code))
+        assert outcome.status == "succeeded" and outcome.exit_code == code, (code, outcome)
+
+
+def test_exit_78_with_an_error_reply_is_permanent() -> None:
+    outcome = run(raw(orjson.dumps({"status": "error", "error": "bad input"}), exit_code=78))
+    assert outcome.status == "failed" and outcome.retry is False and outcome.error == "bad input"
 
 
 def test_error_answer_keeps_the_plugin_error_and_retry_flag() -> None:

@@ -47,9 +47,13 @@ UPDATE checkpoint SET stream_seq = $1 WHERE name = 'events';
 
 -- name: insert_trace
 -- One trace row per evt.trace.* event; the id is its stream sequence, so a replay overlap is a no-op.
-INSERT INTO traces (id, job_id, agent_name, event_type, payload, timestamp)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO traces (id, job_id, agent_name, event_type, payload, timestamp, parent_id, event_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (id) DO NOTHING;
+
+-- name: trace_ids_by_event
+-- The row id of each named trace event already projected (its first row, should the log hold it twice).
+SELECT event_id, min(id) AS id FROM traces WHERE event_id = ANY($1::text[]) GROUP BY event_id;
 
 -- name: read_log_identity
 -- The event log (EVENTS stream creation time) these rows were projected from.

@@ -81,3 +81,14 @@ def test_warnings_are_printed_once_and_the_check_passes(tmp_path: Path) -> None:
     assert (
         sum(line.startswith("headrace: warning: agents.a: tool 'ghost.run': no plugin 'ghost'") for line in lines) == 1
     )
+
+
+def test_a_plugin_entry_without_enabled_is_named_in_one_warning(tmp_path: Path) -> None:
+    """Ductile leaves such a plugin off (Go's zero value); Headrace runs it, and says so (§5.5)."""
+    done = check(tmp_path, "plugins:\n  echo:\n    config: {}\n  echo_py:\n    enabled: false\n")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if ".enabled:" in line]
+    assert lines == [
+        "headrace: warning: plugins.echo.enabled: not set, so Headrace runs plugin 'echo' "
+        "(Ductile leaves a plugin without `enabled: true` off); set enabled: true or false"
+    ], done.stderr

@@ -111,3 +111,24 @@ def test_fact_events_and_state_event_of_a_real_fixture_manifest() -> None:
     assert by_type["plugin.fact_recorded"].data["fact_type"] == "jina-reader.snapshot"
     assert by_type["plugin.fact_recorded"].data["fact"] == {"content_hash": "h"}
     assert by_type["plugin.state_updated"].data["state"] == {"content_hash": "h"}
+
+
+def _run(stdout: bytes, exit_code: int) -> protocol.Outcome:
+    from services.runner import supervision
+
+    raw = supervision.RawRun(stdout=stdout, stderr="", exit_code=exit_code, timed_out=False, stdout_truncated=False,
+                             duration_ms=1)
+    return protocol.interpret_run(raw, timeout_s=10)
+
+
+def test_exit_codes_and_replies() -> None:
+    """§6.3: a reply counts by the reply whatever the exit code (an `ok` with exit 2 succeeded); 78
+    makes a failure non-retryable; empty stdout and bad JSON fail naming why."""
+    assert _run(b'{"status":"ok","result":"done"}', 2).status == "succeeded"
+    failed = _run(b'{"status":"error","error":"nope"}', 2)
+    assert failed.status == "failed" and failed.retry is not False
+    permanent = _run(b'{"status":"error","error":"bad input"}', 78)
+    assert permanent.status == "failed" and permanent.retry is False and permanent.error == "bad input"
+    assert _run(b"", 1).status == "failed" and "empty stdout" in str(_run(b"", 1).error)
+    assert "not JSON" in str(_run(b"oops", 0).error)
+    assert _run(b'{"status":"error","error":"stop","retry":false}', 0).retry is False

@@ -303,9 +303,26 @@ async def test_ws_prompt_of_a_finished_prompt_sends_traces_then_complete_and_clo
             check(span["children"])
 
     check(complete["data"]["spans"])
-    nested = {c for span in complete["data"]["spans"] for c in span_ids(span["children"])}
-    for row in rows:  # a trace whose parent is in the tree is under it, any other one is a root
-        assert (row["id"] in nested) == (row.get("parent_id") in by_id), row
+    # nested exactly as the projector resolved each trace's parent (traces.parent_id), across the tree's jobs
+    parents = {
+        r["id"]: r["parent_id"]
+        for r in await s.api.pool.fetch("SELECT id, parent_id FROM traces WHERE job_id = ANY($1::text[])", jobs)
+    }
+    assert sorted(parents) == [r["id"] for r in rows]
+    placed: dict[int, int | None] = {}
+
+    def walk(spans: list[dict[str, Any]], parent: int | None) -> None:
+        for span in spans:
+            placed[span["id"]] = parent
+            assert span["parent_id"] == parents[span["id"]]
+            walk(span["children"], span["id"])
+
+    walk(complete["data"]["spans"], None)
+    assert placed == parents
+    assert any(p is not None for p in parents.values())  # the runtime writes real parents
+    # the prompt's delegation is the root; the agent's run hangs under it, its traces under its task_start
+    (root,) = complete["data"]["spans"]
+    assert root["event_type"] == "delegation" and [c["event_type"] for c in root["children"]] == ["task_start"]
 
 
 async def test_ws_prompt_streams_increments_live_then_completes(
@@ -512,6 +529,15 @@ def test_spans_nest_by_the_parent_trace_and_survive_increments() -> None:
 # --- /ws/batches/{batch_id} ------------------------------------------------------------------------------
 
 
+def unnest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The raw rows of a /ws/batches message, out of their parents' `children`, oldest first."""
+    out = []
+    for row in rows:
+        out.append({k: v for k, v in row.items() if k != "children"})
+        out.extend(unnest(row.get("children", [])))
+    return sorted(out, key=lambda r: r["id"])
+
+
 async def add_to_batch(s: Stack, batch_id: str, *job_ids: str) -> None:
     """The membership event the batch routes record after submitting the jobs (services/core/batches.py)."""
     assert s.api.bus is not None
@@ -541,9 +567,17 @@ async def test_ws_batch_sends_the_raw_trace_rows_of_its_jobs_as_they_join(
     assert opening is not None and opening["type"] == "traces"
     conforms([opening], rows=True)
     rows = await rows_of(s, first)
-    sent = opening["data"]["spans"]
+    sent = unnest(opening["data"]["spans"])
     assert opening["data"]["count"] == len(rows) and len(rows) >= 3
-    assert [r["id"] for r in sent] == [r["id"] for r in rows]  # flat: the runs' traces have no parents here
+    assert [r["id"] for r in sent] == [r["id"] for r in rows]
+    parents = {
+        r["id"]: r["parent_id"]
+        for r in await s.api.pool.fetch("SELECT id, parent_id FROM traces WHERE job_id = $1", first)
+    }
+    assert {r["id"]: r["parent_id"] for r in sent} == parents
+    # Laddr's batch tree: the run's task_start is the root, its other traces its `children` (raw rows)
+    (start,) = opening["data"]["spans"]
+    assert start["event_type"] == "task_start" and [c["id"] for c in start["children"]] == [r["id"] for r in rows[1:]]
     for got, row in zip(sent, rows, strict=True):
         assert set(got) >= {"id", "job_id", "agent_name", "event_type", "parent_id", "payload", "timestamp"}
         assert {k: got[k] for k in ("id", "job_id", "agent_name", "event_type", "payload", "timestamp")} == {
@@ -559,8 +593,8 @@ async def test_ws_batch_sends_the_raw_trace_rows_of_its_jobs_as_they_join(
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + 15
     while len(got) < len(later) and time.monotonic() < deadline:
-        got += [r for m in await quiet_for(ws, 0.5) for r in m["data"]["spans"]]
-    got += [r for m in await quiet_for(ws, 1.0) for r in m["data"]["spans"]]
+        got += [r for m in await quiet_for(ws, 0.5) for r in unnest(m["data"]["spans"])]
+    got += [r for m in await quiet_for(ws, 1.0) for r in unnest(m["data"]["spans"])]
     assert sorted(r["id"] for r in got) == [r["id"] for r in later]  # each once, none of the first job again
     assert not ws.closed  # as Laddr: no `complete`, the client closes
     await ws.close()
