@@ -12,6 +12,7 @@ from aiohttp import web
 
 from services.api import (
     analytics,
+    api_docs,
     auth,
     bodies,
     config_view,
@@ -32,6 +33,7 @@ from services.api import (
     laddr_prompts,
     laddr_responses,
     laddr_traces,
+    laddr_ws,
     limits,
     listing,
     pipelines,
@@ -57,6 +59,7 @@ RESOURCES = (system.routes, plugins.routes, jobs.routes, job_actions.routes, dis
              analytics.routes, config_view.routes, pipelines.routes, reload.routes,
              laddr_jobs.routes, laddr_prompts.routes, laddr_agents.routes, laddr_traces.routes, laddr_responses.routes,
              laddr_cancel.routes, laddr_batches.routes,
+             laddr_ws.routes, api_docs.routes,
              events.routes, ingest.routes, scheduler.routes, doctor.routes, topology.routes, stopwatch.routes)
 
 

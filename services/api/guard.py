@@ -51,6 +51,6 @@ async def scope_guard(request: web.Request, handler: web.Handler) -> web.StreamR
     rule = rule_of(match.route)
     if rule is None:  # unreachable after check_table; refuse rather than serve unguarded
         raise errors.Forbidden("this route has no scope rule")
-    if not rule.open:
+    if not rule.open and not rule.websocket:  # a WebSocket handler checks its own credentials
         auth.require(request, *rule.any_of, allow_query=rule.query_token, narrow=rule.narrow)
     return await handler(request)

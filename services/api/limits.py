@@ -14,7 +14,8 @@ are `GuardedRequestHandler`s):
 Request level (`limits_middleware`, read from the config in force, so a reload applies):
   * a token bucket per token (per client address without a valid token): 429 `rate_limited`
     with `Retry-After` once it is empty (off by default);
-  * at most `sse_per_token` concurrent `GET /events` streams per token: 429 `too_many_streams`.
+  * at most `sse_per_token` concurrent `GET /events` streams per token: 429 `too_many_streams` (the
+    Laddr WebSockets, services/api/laddr_ws.py, hold the same slots: one bound for both).
 """
 
 from __future__ import annotations
@@ -240,12 +241,17 @@ def setup(app: web.Application) -> None:
     app[STREAMS] = StreamSlots()
 
 
+def token_key(principal: config_mod.Token) -> str:
+    """The key a token's buckets and stream slots are counted under (the Laddr WebSockets share the slots)."""
+    return "token:" + hashlib.sha256(principal.token.encode()).hexdigest()[:32]
+
+
 def _client_key(request: web.Request) -> tuple[str, bool]:
     """(key, authenticated): a digest of a valid token, else the client's address."""
     presented = auth.presented_token(request, allow_query=request.path in STREAM_PATHS)
     principal = request.app[auth.TABLE].find(presented) if presented else None
     if principal is not None:
-        return "token:" + hashlib.sha256(principal.token.encode()).hexdigest()[:32], True
+        return token_key(principal), True
     return f"addr:{request.remote}", False
 
 

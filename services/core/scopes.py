@@ -156,6 +156,9 @@ class Rule:
     #: the vault admin token (the vault's `core-admin-token`) is the authentication, checked by the
     #: handler (services/api/vault.py); API tokens are not accepted
     vault_admin: bool = False
+    #: a Laddr WebSocket: the handler authenticates with Laddr's WebSocket rules (`?api_key=`, `X-API-Key`,
+    #: Bearer, `?token=`; refused with 403 before the upgrade) against `any_of` (services/api/laddr_ws.py)
+    websocket: bool = False
 
     @property
     def open(self) -> bool:
@@ -169,6 +172,10 @@ VAULT_ADMIN = Rule(vault_admin=True)
 
 def need(*any_of: str, query_token: bool = False, work: str | None = None, narrow: tuple[str, ...] = ()) -> Rule:
     return Rule(any_of=any_of, query_token=query_token, work=work, narrow=narrow)
+
+
+def websocket(*any_of: str) -> Rule:
+    return Rule(any_of=any_of, query_token=True, websocket=True)
 
 
 #: the path under which WEBHOOK stands for every configured webhook path
@@ -232,6 +239,16 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/traces/{trace_id}"): need("jobs:ro"),
     ("GET", "/api/metrics"): need("jobs:ro"),
     ("GET", "/api/responses/{task_id}/resolved"): need("jobs:ro"),
+    # Laddr's WebSockets: what they stream is what GET /api/traces and /api/prompts/{id} show
+    ("GET", "/ws/events"): websocket("jobs:ro"),
+    ("GET", "/ws/prompts/{prompt_id}"): websocket("jobs:ro"),
+    ("GET", "/ws/batches/{batch_id}"): websocket("jobs:ro"),
+    ("GET", "/ws/logs/{container_name}"): websocket("jobs:ro"),
+    # the Laddr dialect's description and its Swagger UI (as Laddr's FastAPI built-ins: no auth)
+    ("GET", "/api/openapi.json"): OPEN,
+    ("GET", "/docs"): OPEN,
+    ("GET", "/docs/oauth2-redirect"): OPEN,
+    ("GET", "/docs/static/{file}"): OPEN,
     ("POST", WEBHOOK_PATH): WEBHOOK,
     # Ductile's vault management (internal/api/vault.go), mounted only when a vault is loaded
     ("POST", "/vault/principal"): VAULT_ADMIN,

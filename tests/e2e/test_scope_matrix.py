@@ -42,7 +42,9 @@ PARAMS = {
     "prompt_id": "no-such-prompt",
     "trace_id": "no-such-trace",
     "task_id": "no-such-task",
+    "container_name": "no-such-container",
     "batch_id": "no-such-batch",
+    "file": "swagger-ui.css",
 }
 #: the direct command route needs the command's scope: one read and one write command
 COMMANDS = {"health": "read", "poll": "write"}
