@@ -282,13 +282,12 @@ class PromptTree:
     async def complete(self, st: state.ApiState) -> dict[str, Any]:
         row = self.row
         assert row is not None
-        succeeded = row["status"] == "succeeded"
         return {
             "type": "complete",
             "data": {
                 "status": laddr_common.status(row),
-                "outputs": await laddr_common.outputs(st, row),
-                "error": None if succeeded else row.get("last_error"),
+                "outputs": laddr_common.outputs(row, await laddr_common.result(st, row)),
+                "error": laddr_common.error_text(row),
                 "spans": self.traces.tree(self.rows),
             },
         }

@@ -360,7 +360,8 @@ async def test_ws_prompt_completes_a_run_laddr_would_leave_incomplete(
     assert ws.close_code == 1000
     complete = messages[-1]
     assert complete["type"] == "complete", messages
-    assert complete["data"]["status"] == "failed" and complete["data"]["outputs"] is None
+    assert complete["data"]["status"] == "failed"
+    assert complete["data"]["outputs"] == {"error": complete["data"]["error"]}  # as GET /api/jobs/{id} shows it
     assert "max_iterations" in complete["data"]["error"]
     assert "task_error" in {r["event_type"] for r in await rows_of(s, job_id)}
 
