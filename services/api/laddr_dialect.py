@@ -113,7 +113,7 @@ def _with_detail(resp: web.StreamResponse) -> None:
         return
     if isinstance(body, dict) and "detail" not in body:
         text = body.get("error") if isinstance(body.get("error"), str) else resp.reason
-        resp.body = state.dumps({"detail": text, **body})
+        resp.body = state.dumps({"detail": text, **body}).encode()
 
 
 @web.middleware
@@ -255,4 +255,10 @@ async def render(request: web.Request, exc: errors.ApiError) -> web.Response:
         if item is not None:
             status, detail = 422, [item]
     headers = {"Allow": exc.allowed} if isinstance(exc, errors.MethodNotAllowed) else None
-    return web.json_response({**body, "detail": detail}, status=status, headers=headers, dumps=state.dumps)
+    try:
+        text = state.dumps({**body, "detail": detail})
+    except TypeError:  # an input that JSON cannot carry (a header's bytes that are not UTF-8): not quoted
+        if isinstance(detail, list):
+            detail = [{**item, "input": None} for item in detail]
+        text = state.dumps({**body, "detail": detail})
+    return web.Response(text=text, status=status, headers=headers, content_type="application/json")
