@@ -28,8 +28,9 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 UNAUTHORIZED = "Invalid or missing API key"
 
 
-def _doc(laddr: dict[str, Any] | None = None) -> dict[str, Any]:
+def _doc(laddr: dict[str, Any] | None = None, api: dict[str, Any] | None = None) -> dict[str, Any]:
     doc = stack.config_doc(plugins=laddr_support.plugins(), agents={"echo": laddr_support.agent(None, "echo")})
+    doc["api"].update(api or {})
     if laddr is not None:
         doc["api"]["laddr"] = laddr
     return doc
@@ -41,9 +42,11 @@ def laddr_config(tmp_path: Path, nats_url: str, database_url: str) -> Callable[.
     to the process environment (as the sealed environment would hold it)."""
     counter = iter(range(100))
 
-    def make(laddr: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> config_mod.Config:
+    def make(
+        laddr: dict[str, Any] | None = None, env: dict[str, str] | None = None, api: dict[str, Any] | None = None
+    ) -> config_mod.Config:
         path = tmp_path / f"laddr-{next(counter)}.yaml"
-        path.write_text(yaml.safe_dump(_doc(laddr), sort_keys=False))
+        path.write_text(yaml.safe_dump(_doc(laddr, api), sort_keys=False))
         environ = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url, **(env or {})}
         return config_mod.load(path, env=environ)
 
@@ -426,6 +429,20 @@ async def test_ductile_validation_errors_keep_their_400_bodies(keyed: Stack) -> 
         "code": "bad_request",
         "parameter": "limit",
     }, body
+
+
+async def test_errors_made_outside_the_error_middleware_gain_detail_too(
+    laddr_config: Callable[..., config_mod.Config], start_stack: Any
+) -> None:
+    s = await start_stack(
+        laddr_config(env={"LADDR_API_KEY": KEY}, api={"limits": {"rate": {"per_second": 0.01, "burst": 1}}})
+    )
+    assert (await call(s, "GET", "/api/jobs", headers=API_KEY_RIGHT))[0] == 200
+    status, headers, body = await call(s, "GET", "/api/jobs", headers=API_KEY_RIGHT)
+    assert status == 429 and body["code"] == "rate_limited" and body["detail"] == body["error"], body
+    assert headers["Retry-After"]
+    status, _, body = await call(s, "GET", "/jobs", headers=BEARER_RIGHT)  # the same bucket, Ductile's body
+    assert status == 429 and "detail" not in body, body
 
 
 # --- GET /, /api/health, container logs ----------------------------------------------------------------
