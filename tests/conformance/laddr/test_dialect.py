@@ -29,7 +29,11 @@ UNAUTHORIZED = "Invalid or missing API key"
 
 
 def _doc(laddr: dict[str, Any] | None = None, api: dict[str, Any] | None = None) -> dict[str, Any]:
-    doc = stack.config_doc(plugins=laddr_support.plugins(), agents={"echo": laddr_support.agent(None, "echo")})
+    doc = stack.config_doc(
+        plugins=laddr_support.plugins(),
+        agents={"echo": laddr_support.agent(None, "echo")},
+        pipelines=[{"name": "shout", "steps": [{"id": "one", "uses": "echo.poll"}]}],  # needs plugin:rw
+    )
     doc["api"].update(api or {})
     if laddr is not None:
         doc["api"]["laddr"] = laddr
@@ -188,11 +192,12 @@ async def test_laddr_key_gets_default_scopes_enough_for_every_api_route_and_agen
     for (method, path), rule in scopes.ROUTES.items():
         if path.startswith(("/api/", "/ws/")) and rule.any_of:
             assert scopes.grants_any(token.scopes, rule.any_of), (method, path)
-    status, _, body = await call(
-        keyed, "POST", "/api/jobs", headers=API_KEY_RIGHT, json={"pipeline_name": "echo", "inputs": {"message": "hi"}}
-    )
-    assert status == 200 and body["job_id"], body
-    assert (await keyed.client.wait_job(body["job_id"]))["status"] == "succeeded"
+    for name in ("echo", "shout"):  # an agent, and a pipeline (plugin:rw)
+        status, _, body = await call(
+            keyed, "POST", "/api/jobs", headers=API_KEY_RIGHT, json={"pipeline_name": name, "inputs": {"message": "hi"}}
+        )
+        assert status == 200 and body["job_id"], body
+        assert (await keyed.client.wait_job(body["job_id"]))["status"] == "succeeded", name
     status, _, body = await call(keyed, "GET", "/config/view", headers=BEARER_RIGHT)  # not an admin
     assert status == 403, body
 
@@ -214,7 +219,7 @@ def test_config_file_key_wins_over_the_environment(laddr_config: Callable[..., c
     assert [t.token for t in config.api.tokens if t.name == "laddr"] == [KEY]
 
 
-def test_a_listed_token_with_the_same_value_keeps_its_scopes(tmp_path: Path) -> None:
+def test_a_listed_token_with_the_same_value_keeps_its_scopes() -> None:
     admin = TOKENS["admin"][0]
     config = config_mod.from_dict(stack.config_doc(), env={"LADDR_API_KEY": admin})
     assert [t.scopes for t in config.api.tokens if t.token == admin] == [frozenset({"*"})]
