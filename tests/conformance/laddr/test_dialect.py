@@ -214,6 +214,27 @@ async def test_laddr_key_and_scopes_from_the_config_file(
     assert status == 403 and body["code"] == "forbidden" and body["detail"], body
 
 
+async def test_a_reload_rotates_the_laddr_key_and_its_keyless_mode(
+    laddr_config: Callable[..., config_mod.Config], start_stack: Any
+) -> None:
+    config = laddr_config({"api_key": KEY})
+    s = await start_stack(config)
+    assert (await call(s, "GET", "/api/jobs", headers=API_KEY_RIGHT))[0] == 200
+    rotated = "laddr-rotated-key-02"
+    assert config.path is not None
+    config.path.write_text(yaml.safe_dump(_doc({"api_key": rotated}), sort_keys=False))
+    status, body = await s.client.post("/system/reload")
+    assert status == 200, body
+    assert_unauthorized(*await call(s, "GET", "/api/jobs", headers=API_KEY_RIGHT))
+    assert (await call(s, "GET", "/api/jobs", headers={"X-API-Key": rotated}))[0] == 200
+    assert_unauthorized(*await call(s, "GET", "/api/jobs"))
+    config.path.write_text(yaml.safe_dump(_doc({"auth": "none"}), sort_keys=False))
+    status, body = await s.client.post("/system/reload")
+    assert status == 200, body
+    assert (await call(s, "GET", "/api/jobs"))[0] == 200  # keyless from now on
+    assert_unauthorized(*await call(s, "GET", "/api/jobs", headers={"X-API-Key": rotated}))  # that key is gone
+
+
 def test_config_file_key_wins_over_the_environment(laddr_config: Callable[..., config_mod.Config]) -> None:
     config = laddr_config({"api_key": KEY}, env={"LADDR_API_KEY": "from-the-environment"})
     assert [t.token for t in config.api.tokens if t.name == "laddr"] == [KEY]
