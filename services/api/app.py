@@ -29,9 +29,11 @@ from services.api import (
     laddr_agents,
     laddr_batches,
     laddr_cancel,
+    laddr_dialect,
     laddr_jobs,
     laddr_prompts,
     laddr_responses,
+    laddr_system,
     laddr_traces,
     laddr_ws,
     limits,
@@ -60,49 +62,63 @@ RESOURCES = (system.routes, plugins.routes, jobs.routes, job_actions.routes, dis
              laddr_jobs.routes, laddr_prompts.routes, laddr_agents.routes, laddr_traces.routes, laddr_responses.routes,
              laddr_cancel.routes, laddr_batches.routes,
              laddr_ws.routes, api_docs.routes,
+             laddr_system.routes,
              events.routes, ingest.routes, scheduler.routes, doctor.routes, topology.routes, stopwatch.routes)
 
 
 def error_response(exc: errors.ApiError) -> web.Response:
-    return web.json_response(exc.body(), status=exc.status, dumps=state.dumps)
+    headers = {"Allow": exc.allowed} if isinstance(exc, errors.MethodNotAllowed) else None  # RFC 9110
+    return web.json_response(exc.body(), status=exc.status, headers=headers, dumps=state.dumps)
+
+
+def problem_of(request: web.Request, exc: Exception) -> errors.ApiError | None:
+    """The API error a failure of this request is (None: not an error, let aiohttp send it)."""
+    if isinstance(exc, errors.ApiError):
+        return exc
+    if isinstance(exc, errors.TransientError):
+        log.warning("dependency_unavailable", path=request.path, error=exc.message)
+        return errors.ServiceUnavailable(exc.message)
+    if isinstance(exc, web.HTTPException):
+        if exc.status == 413:
+            return errors.PayloadTooLarge()
+        if exc.status == 405:
+            allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+            return errors.MethodNotAllowed(f"method {request.method} not allowed on {request.path}",
+                                           allowed=allowed or exc.headers.get("Allow", ""))
+        if exc.status == 404:
+            return errors.NotFound(f"no route for {request.method} {request.path}")
+        if exc.status >= 400 and exc.content_type != "application/json":
+            problem = errors.ApiError(exc.reason)
+            problem.status, problem.code = exc.status, "http_error"
+            return problem
+        return None
+    if isinstance(exc, nats.errors.Error | TimeoutError):
+        log.warning("nats_unavailable", path=request.path, error=str(exc) or type(exc).__name__)
+        return errors.ServiceUnavailable("the event bus (NATS) is unavailable; retry shortly")
+    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | OSError):
+        log.warning("postgres_unavailable", path=request.path, error=str(exc))
+        return errors.ServiceUnavailable("the read-model database is unavailable")
+    log.exception("unhandled_error", method=request.method, path=request.path)
+    return errors.ApiError("internal error")
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Every failure as JSON: Headrace's `{error, code, ...}`, or on Laddr's paths its dialect's body."""
     try:
         return await handler(request)
-    except errors.ApiError as exc:
-        return error_response(exc)
-    except errors.TransientError as exc:
-        log.warning("dependency_unavailable", path=request.path, error=exc.message)
-        return error_response(errors.ServiceUnavailable(exc.message))
-    except web.HTTPException as exc:
-        if exc.status == 413:
-            return error_response(errors.PayloadTooLarge())
-        if exc.status == 405:
-            allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
-            return web.json_response({"error": f"method {request.method} not allowed on {request.path}",
-                                      "code": "method_not_allowed"}, status=405,
-                                     headers={"Allow": allowed or exc.headers.get("Allow", "")})  # RFC 9110
-        if exc.status == 404:
-            return error_response(errors.NotFound(f"no route for {request.method} {request.path}"))
-        if exc.status >= 400 and exc.content_type != "application/json":
-            return web.json_response({"error": exc.reason, "code": "http_error"}, status=exc.status)
-        raise
-    except (nats.errors.Error, TimeoutError) as exc:
-        log.warning("nats_unavailable", path=request.path, error=str(exc) or type(exc).__name__)
-        return error_response(errors.ServiceUnavailable("the event bus (NATS) is unavailable; retry shortly"))
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
-        log.warning("postgres_unavailable", path=request.path, error=str(exc))
-        return error_response(errors.ServiceUnavailable("the read-model database is unavailable"))
-    except Exception:
-        log.exception("unhandled_error", method=request.method, path=request.path)
-        return web.json_response({"error": "internal error", "code": "internal_error"}, status=500)
+    except Exception as exc:
+        problem = problem_of(request, exc)
+        if problem is None:
+            raise
+        if laddr_dialect.applies(request.path):
+            return await laddr_dialect.render(request, problem)
+        return error_response(problem)
 
 
 def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool,
                catalog: catalog_mod.Catalog | None = None) -> web.Application:
-    middlewares = [cors.preflight, error_middleware, limits.limits_middleware, inputs.input_middleware,
+    middlewares = [cors.preflight, laddr_dialect.middleware, error_middleware, limits.limits_middleware, inputs.input_middleware,
                    http_errors.body_encoding_middleware, guard.scope_guard]
     app = web.Application(middlewares=middlewares, client_max_size=config.api.max_body_bytes)
     app[bodies.MAX_BODY_BYTES] = config.api.max_body_bytes

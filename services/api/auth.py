@@ -1,6 +1,8 @@
 """Bearer-token authentication and scope checks.
 
-Tokens come from `api.auth.tokens`; comparison is constant time over every configured
+Tokens come from `api.auth.tokens` (plus the Laddr key, `api.laddr`: services/core/config.py);
+on Laddr's paths (`/api/*`, `/ws/*`) an `X-API-Key` header is a token too, and wins over
+`Authorization` when it holds a value. Comparison is constant time over every configured
 token. What a scope implies (Ductile's rules: `plugin:rw` ⇒ `plugin:ro` ⇒ `plugin:catalog:ro`, ...;
 `*` implies everything) is decided in one place, services/core/scopes.py `implied`.
 """
@@ -13,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.api import laddr_dialect, state
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
 from services.core import errors, scopes
@@ -45,7 +48,16 @@ def grants(held: frozenset[str], needed: str) -> bool:
     return scopes.grants(held, needed)
 
 
+#: Laddr's key header; on Laddr's paths, when it holds a value, only that value counts (a wrong
+#: X-API-Key next to a right Bearer token is refused, as Laddr 0.9.6 `verify_api_key` does)
+API_KEY_HEADER = "X-API-Key"
+
+
 def presented_token(request: web.Request, *, allow_query: bool = False) -> str | None:
+    if laddr_dialect.applies(request.path):
+        key = request.headers.get(API_KEY_HEADER, "").strip()
+        if key:
+            return key
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -55,6 +67,9 @@ def presented_token(request: web.Request, *, allow_query: bool = False) -> str |
     return None
 
 
+#: the token value standing for "no credentials" under `api.laddr.auth: none` (no header can carry it)
+OPEN_PRINCIPAL = "\x00laddr-open"
+
 TABLE = web.AppKey("headrace_tokens", TokenTable)
 
 
@@ -62,11 +77,17 @@ def authenticate(request: web.Request, *, allow_query: bool = False) -> config_m
     """The token's principal, or 401."""
     table = request.app[TABLE]
     token = presented_token(request, allow_query=allow_query)
+    laddr = laddr_dialect.applies(request.path)
+    if token is None and laddr:
+        settings = state.of(request).config.api.laddr
+        if settings.open:  # `api.laddr.auth: none`, an explicit opt-in (logged at start)
+            return config_mod.Token(token=OPEN_PRINCIPAL, scopes=settings.scopes, name="laddr-open")
     if token is None:
-        raise errors.Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        raise errors.Unauthorized("missing API key (X-API-Key: <key> or Authorization: Bearer <key>)" if laddr
+                                  else "missing bearer token (Authorization: Bearer <token>)")
     principal = table.find(token)
     if principal is None:
-        raise errors.Unauthorized("invalid bearer token")
+        raise errors.Unauthorized("invalid API key" if laddr else "invalid bearer token")
     return principal
 
 

@@ -51,16 +51,18 @@ async def json_object(request: web.Request, *, required: bool = False, extras_ig
         raise errors.PayloadTooLarge(f"request body exceeds {limit} bytes") from None
     if not raw.strip():
         if required:
-            raise errors.BadRequest("request body must be a JSON object")
+            raise errors.BadRequest("request body must be a JSON object", kind="missing", loc=("body",))
         return Body()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if not (first_document and "unexpected content after document" in str(exc)):
-            raise errors.BadRequest(f"malformed JSON body: {exc}") from exc
+            raise errors.BadRequest(f"malformed JSON body: {exc}", kind="json_invalid", loc=("body", exc.pos),
+                                    ctx={"error": exc.msg}) from exc
         body, raw = _first_document(raw)
     if not isinstance(body, dict):
-        raise errors.BadRequest(f"request body must be a JSON object, not {type(body).__name__}")
+        raise errors.BadRequest(f"request body must be a JSON object, not {type(body).__name__}",
+                                kind="model_attributes_type", loc=("body",))
     parsed = Body(body)
     problem = values.problem_in_json(raw, body)
     if problem is not None and extras_ignored and problem == values.OUT_OF_RANGE:
@@ -82,7 +84,7 @@ def optional_object(body: dict[str, Any], field: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise errors.BadRequest(f"'{field}' must be a JSON object", field=field)
+        raise errors.BadRequest(f"'{field}' must be a JSON object", field=field, kind="dict_type")
     return value
 
 
@@ -111,10 +113,12 @@ def int_param(request: web.Request, name: str, *, default: int, minimum: int = 0
     try:
         value = int(raw)
     except ValueError:
-        raise errors.BadRequest(f"query parameter '{name}' must be an integer", parameter=name) from None
+        raise errors.BadRequest(f"query parameter '{name}' must be an integer", parameter=name,
+                                kind="int_parsing") from None
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise errors.BadRequest(f"query parameter '{name}' must be {bound}", parameter=name)
+        kind, ctx = ("greater_than_equal", {"ge": minimum}) if value < minimum else ("less_than_equal", {"le": maximum})
+        raise errors.BadRequest(f"query parameter '{name}' must be {bound}", parameter=name, kind=kind, ctx=ctx)
     return value
 
 
@@ -138,7 +142,8 @@ def bool_param(request: web.Request, name: str, *, default: bool = False) -> boo
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise errors.BadRequest(f"query parameter '{name}' must be a boolean (true/false)", parameter=name)
+    raise errors.BadRequest(f"query parameter '{name}' must be a boolean (true/false)", parameter=name,
+                            kind="bool_parsing")
 
 
 def choice_param(request: web.Request, name: str, allowed: Sequence[str],

@@ -1,4 +1,4 @@
-"""Laddr: GET /api/health (open), POST/GET /api/jobs, GET /api/jobs/{id}, POST /api/jobs/{id}/replay.
+"""Laddr: POST/GET /api/jobs, GET /api/jobs/{id}, POST /api/jobs/{id}/replay.
 
 `pipeline_name` names an agent (the job is an agent run: plugin "agent", command = the name) or,
 failing that, a configured pipeline (a `pipeline.run` command, as POST /pipeline/{name} async).
@@ -17,13 +17,12 @@ command). An unknown job is Laddr's 200 `{"status": "error", "error": "Job not f
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from aiohttp import web
 
-from services.api import auth, bodies, idempotency, laddr_common, pipelines, state, submit, system, views
+from services.api import auth, bodies, idempotency, laddr_common, pipelines, state, submit, views
 from services.core import agents as agents_mod
 from services.core import envelope, errors, job_waits, scopes, subjects
 
@@ -41,39 +40,6 @@ SELECT job_id, plugin, command, status, payload, created_at, completed_at
 FROM jobs WHERE parent_job_id IS NULL
 ORDER BY created_at DESC, job_id DESC LIMIT $1 OFFSET $2
 """
-
-
-async def _check(what: str, kind: str, probe: Any) -> dict[str, Any]:
-    try:
-        await asyncio.wait_for(probe, timeout=system.CHECK_TIMEOUT_S)
-    except Exception as exc:  # any failure of the check is the answer
-        return {"type": kind, "status": "error", "error": f"{what}: {exc or type(exc).__name__}"}
-    return {"type": kind, "status": "ok"}
-
-
-async def _storage(st: state.ApiState) -> None:
-    store = await st.bus.object_store(st.config.offload_bucket)
-    await store.status()
-
-
-async def _message_bus(st: state.ApiState) -> None:
-    ok, _, error = await system.check_nats(st)
-    if not ok:
-        raise errors.TransientError(error or "NATS check failed")
-
-
-@routes.get("/api/health")
-async def health(request: web.Request) -> web.Response:
-    st = state.of(request)
-    database, storage, bus = await asyncio.gather(
-        _check("postgres", "postgresql", st.pool.fetchval("SELECT 1")),
-        _check(f"object store {st.config.offload_bucket}", "nats-object-store", _storage(st)),
-        _check("nats", "nats-jetstream", _message_bus(st)),
-    )
-    components = {"database": database, "storage": storage, "message_bus": bus}
-    ok = all(c["status"] == "ok" for c in components.values())
-    return web.json_response({"status": "ok" if ok else "degraded", "version": system.version(),
-                              "components": components}, status=200 if ok else 503, dumps=state.dumps)
 
 
 def _pipeline(st: state.ApiState, name: str) -> Any:
@@ -174,7 +140,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     auth.require(request, "jobs:ro")
     st = state.of(request)
     limit, offset = laddr_common.page(request)
-    shape = bodies.choice_param(request, "format", LIST_SHAPES) or st.config.api.laddr_jobs_list
+    shape = bodies.choice_param(request, "format", LIST_SHAPES) or st.config.api.laddr.jobs_list
     rows = [dict(r) for r in await st.pool.fetch(LIST_SQL, limit, offset)]
     items = [
         {"job_id": r["job_id"], "pipeline_name": laddr_common.pipeline_name(r), "status": laddr_common.status(r),

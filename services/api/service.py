@@ -15,6 +15,17 @@ from services.core import db, lifecycle, logging, reload_coordinator, reloads
 log = logging.get("api")
 
 
+def announce_laddr_auth(config: config_mod.Config) -> None:
+    """Say how Laddr's paths authenticate; loudly when they take requests without credentials."""
+    laddr = config.api.laddr
+    if laddr.open:
+        log.warning("laddr_api_open", scopes=sorted(laddr.scopes),
+                    warning="api.laddr.auth is none: /api/* and /ws/* accept requests WITHOUT credentials, acting "
+                            "with these scopes; anyone who can reach this port can run agents and pipelines")
+    elif laddr.api_key is not None:
+        log.info("laddr_api_key", scopes=sorted(laddr.scopes), token_name="laddr")
+
+
 class Api(lifecycle.Service):
     name = "api"
 
@@ -58,6 +69,7 @@ class Api(lifecycle.Service):
         await self.participant.start()
         self.spawn("reloads", self.participant.run(self.stop_event))
         log.info("api_listening", url=self.url)
+        announce_laddr_auth(self.config)
         if self.config.webhooks_listen is not None:
             await self._start_webhook_listener(*self.config.webhooks_listen)
 
@@ -75,6 +87,8 @@ class Api(lifecycle.Service):
     async def _apply_config(self, fresh: config_mod.Config) -> None:
         assert self.app is not None
         reload.apply(self.app, fresh)
+        if fresh.api.laddr != self.config.api.laddr:
+            announce_laddr_auth(fresh)
         self.config = fresh
 
     async def close(self) -> None:

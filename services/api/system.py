@@ -1,4 +1,4 @@
-"""GET / (discovery index, both dialects) and GET /healthz (real checks of NATS and Postgres,
+"""GET / (discovery index, both dialects: Laddr's `service, version, status, dashboard, docs` among ours) and GET /healthz (real checks of NATS and Postgres,
 Ductile's keys `plugins_circuit_open` and `posture`; internals such as paths only for an admin token)."""
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ async def index(request: web.Request) -> web.Response:
         "service": "Headrace",
         "version": version(),
         "status": "running",
-        "docs": "/openapi.json",
+        # Laddr's keys: its dashboard (a separate app) and its API docs (Swagger UI once /docs is served)
+        "dashboard": st.config.api.laddr.dashboard,
+        "docs": "/docs" if _serves(request.app, "/docs") else "/openapi.json",
         "uptime_seconds": st.uptime_s,
         "discovery": {
             "health": "/healthz",
@@ -45,6 +47,10 @@ async def index(request: web.Request) -> web.Response:
             "ai_plugin": "/.well-known/ai-plugin.json",
         },
     })
+
+
+def _serves(app: web.Application, path: str) -> bool:
+    return any(r.resource is not None and r.resource.canonical == path for r in app.router.routes())
 
 
 async def check_nats(st: state.ApiState) -> tuple[bool, int | None, str | None]:

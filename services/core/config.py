@@ -23,6 +23,7 @@ from services.core import agents as agents_mod
 from services.core import catalog, ductile_config, durations, environment, errors, pipelines, schemas, yamlio
 from services.core import relay as relay_mod
 from services.core import schedules as schedules_mod
+from services.core import scopes as scopes_mod
 from services.core import vault as vault_mod
 from services.core import webhooks as webhooks_mod
 
@@ -99,6 +100,26 @@ class ApiLimits:
     rate_burst: int = 0
 
 
+#: the environment variable Laddr reads its key from
+LADDR_KEY_VAR = "LADDR_API_KEY"
+#: where Laddr's dashboard runs by default (its GET / says so)
+LADDR_DASHBOARD = "http://localhost:5173"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LaddrApi:
+    """`api.laddr`: Laddr's single key (`api_key`, else $LADDR_API_KEY) becomes the token `laddr` with
+    `scopes`; `open` (`auth: none`) lets Laddr's paths act with `scopes` for a request without credentials."""
+
+    api_key: str | None = None
+    scopes: frozenset[str] = frozenset()
+    open: bool = False
+    #: GET /'s `dashboard`: where a Laddr dashboard using this API runs (Laddr's default)
+    dashboard: str = LADDR_DASHBOARD
+    #: GET /api/jobs as the reference's bare array or Laddr's {"jobs", "limit", "offset"}
+    jobs_list: str = "array"
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ApiConfig:
     enabled: bool = True
@@ -110,8 +131,7 @@ class ApiConfig:
     tokens: tuple[Token, ...] = ()
     #: Ductile's `api.allowed_origins`: origins that get CORS headers (`*`: any, without credentials)
     allowed_origins: tuple[str, ...] = ()
-    #: `api.laddr.jobs_list`: GET /api/jobs as the reference's bare array or Laddr's {"jobs", "limit", "offset"}
-    laddr_jobs_list: str = "array"
+    laddr: LaddrApi = LaddrApi()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -508,6 +528,10 @@ def secret_values(doc: Mapping[str, Any], env: Mapping[str, str]) -> set[str]:
             ref = token.get("secret_ref")
             if isinstance(ref, str) and ref in env:
                 found.append(env[ref])
+    laddr = api.get("laddr") if isinstance(api, Mapping) else None
+    if isinstance(laddr, Mapping):
+        found.append(laddr.get("api_key"))
+    found.append(env.get(LADDR_KEY_VAR))
     secrets = doc.get("secrets")
     if isinstance(secrets, Mapping):  # not Ductile's age_key_file/vault_file: file names, quoted in errors
         leaves({k: v for k, v in secrets.items() if k not in ductile_config.VAULT_KEYS})
@@ -564,6 +588,9 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
               name=t.get("name") or t.get("secret_ref"))
         for i, t in enumerate((api.get("auth") or {}).get("tokens") or [])
     )
+    laddr = _laddr_api(api.get("laddr") or {}, env)
+    if laddr.api_key is not None and not any(t.token == laddr.api_key for t in tokens):  # a listed token keeps its scopes
+        tokens = (*tokens, Token(token=laddr.api_key, scopes=laddr.scopes, name="laddr"))
     max_workers = int(service.get("max_workers") or max(1, (os.cpu_count() or 2) - 1))
     plugins = {name: _plugin(name, spec or {}, max_workers) for name, spec in (doc.get("plugins") or {}).items()}
     roots = tuple((base_dir / r).resolve() for r in doc.get("plugin_roots") or []) or (DEFAULT_PLUGIN_ROOT,)
@@ -597,7 +624,7 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
             limits=_api_limits(api.get("limits") or {}),
             tokens=tokens,
             allowed_origins=tuple(str(o).strip() for o in api.get("allowed_origins") or () if str(o).strip()),
-            laddr_jobs_list=str((api.get("laddr") or {}).get("jobs_list") or "array"),
+            laddr=laddr,
         ),
         plugins=plugins,
         pipelines=tuple(doc.get("pipelines") or ()),
@@ -614,6 +641,24 @@ def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mappi
         database_url=env.get("DATABASE_URL") or database.get("url") or None,
         raw=doc,
     )
+
+
+def _laddr_api(raw: Mapping[str, Any], env: Mapping[str, str]) -> LaddrApi:
+    """`api.laddr`, its key from the file or else from $LADDR_API_KEY (Laddr's own source)."""
+    key = raw.get("api_key")
+    where = "api.laddr.api_key"
+    if key is None and env.get(LADDR_KEY_VAR):
+        key, where = env[LADDR_KEY_VAR], f"environment variable {LADDR_KEY_VAR}"
+    if key is not None and len(str(key)) < 8:
+        raise ValueError(f"{where}: a Laddr key must have at least 8 characters")
+    chosen = raw.get("scopes")
+    scopes = frozenset(chosen) if chosen is not None else scopes_mod.laddr_default_scopes()
+    is_open = raw.get("auth", "key") == "none"
+    if is_open and key is not None:
+        raise ValueError(f"api.laddr.auth: 'none' (no key) contradicts the key set in {where}: remove one")
+    return LaddrApi(api_key=str(key) if key is not None else None, scopes=scopes, open=is_open,
+                    dashboard=str(raw.get("dashboard") or LADDR_DASHBOARD),
+                    jobs_list=str(raw.get("jobs_list") or "array"))
 
 
 def _token_value(i: int, token: Mapping[str, Any], secrets: Mapping[str, str], env: Mapping[str, str]) -> str:

@@ -27,14 +27,26 @@ class TransientError(HeadraceError):
 
 
 class ApiError(HeadraceError):
-    """The request failed."""
+    """The request failed.
+
+    `details` are extra keys of the JSON body. `kind`, `loc` and `ctx` are never rendered by
+    Headrace's dialect: they tell the Laddr dialect (services/api/laddr_dialect.py) what FastAPI
+    would call the problem (its validation error `type`, e.g. `int_parsing`), where it is
+    (`("body", 1)`) and its context (`{"ge": 1}`), where that cannot be told from
+    `field=`/`parameter=` and the request itself.
+    """
 
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str | None = None, **details: Any) -> None:
+    def __init__(self, message: str | None = None, *, kind: str | None = None,
+                 loc: tuple[str | int, ...] | None = None, ctx: dict[str, Any] | None = None,
+                 **details: Any) -> None:
         super().__init__(message)
         self.details = details
+        self.kind = kind
+        self.loc = loc
+        self.ctx = ctx
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.message, "code": self.code}
@@ -68,6 +80,17 @@ class NotFound(ApiError):
 
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    """The route exists but not for this method."""
+
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str | None = None, *, allowed: str = "", **details: Any) -> None:
+        super().__init__(message, **details)
+        self.allowed = allowed
 
 
 class Conflict(ApiError):

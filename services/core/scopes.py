@@ -249,6 +249,8 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/docs"): OPEN,
     ("GET", "/docs/oauth2-redirect"): OPEN,
     ("GET", "/docs/static/{file}"): OPEN,
+    ("GET", "/api/logs/containers"): need("jobs:ro"),
+    ("GET", "/api/logs/containers/{container_name}"): need("jobs:ro"),
     ("POST", WEBHOOK_PATH): WEBHOOK,
     # Ductile's vault management (internal/api/vault.go), mounted only when a vault is loaded
     ("POST", "/vault/principal"): VAULT_ADMIN,
@@ -265,3 +267,16 @@ ROUTES: dict[tuple[str, str], Rule] = {
 def route_rule(method: str, path: str) -> Rule | None:
     """The rule of a route by its method and path template (HEAD as GET); None when it has none."""
     return ROUTES.get(("GET" if method == "HEAD" else method, path))
+
+
+#: the work a Laddr client's requests cause beyond their routes: pipelines (POST /api/jobs) and the
+#: agents' tool calls, which may run any plugin command
+LADDR_WORK = ("plugin:rw",)
+
+
+def laddr_default_scopes() -> frozenset[str]:
+    """What Laddr's single key grants by default: every /api/* and /ws/* route's scope, plus LADDR_WORK
+    (Laddr's key covers everything it serves; `*` would also open Ductile's admin routes)."""
+    needed = {rule.any_of[0] for (_, path), rule in ROUTES.items()
+              if path.startswith(("/api/", "/ws/")) and rule.any_of}
+    return frozenset(needed | set(LADDR_WORK))

@@ -106,5 +106,6 @@ async def test_huge_or_bad_paging_is_400_never_500(client: Client) -> None:
             + [("/api/traces", paged[1:3])]:
         for query in queries:
             status, body = await client.get(path + query)
-            assert status == 400, (path, query, status, body)
+            # Laddr's paths answer FastAPI's 422 for a parameter they refuse (services/api/laddr_dialect.py)
+            assert status == (422 if path.startswith("/api/") else 400), (path, query, status, body)
             assert "parameter" in body or "limit" in body["error"] or "offset" in body["error"]

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from tests.support import laddr
 from tests.support.stack import ADMIN, Client, Stack
 
 JUNK_SEGMENTS = [
@@ -147,7 +148,9 @@ async def check_http(
 def verdict(failures: list[Any] | None, what: Any, status: int, ctype: str, raw: bytes) -> None:
     assert failures is not None
     if status >= 500:
-        failures.append((*what, status, raw[:200]))
+        # the one designed 5xx: Laddr's container-log routes say 503 "no containers here", as Laddr does
+        if not laddr.designed_unavailable(str(what[1]), status, raw):
+            failures.append((*what, status, raw[:200]))
     elif status >= 400:
         try:
             body = orjson.loads(raw)

@@ -40,7 +40,7 @@ async def test_two_tool_agent_run_is_a_job_tree_with_traces_and_token_totals(mak
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "researcher",
                                                           "inputs": {"task": "use both tools"}},
                                        token=TOKENS["laddr_rw"][0])  # write tools need plugin:rw too
-    assert status == 202 and body["status"] == "queued" and body["pipeline_name"] == "researcher", body
+    assert status == 200 and body["status"] == "queued" and body["pipeline_name"] == "researcher", body
     job_id = body["job_id"]
     done = await s.client.wait_job(job_id)
     assert done["status"] == "succeeded", done
@@ -107,21 +107,21 @@ async def test_chat_completed_submitted_and_timeout(make_config: Any, start_stac
     assert body["usage"]["total_tokens"] == 10
 
     status, body = await s.client.get("/api/agents/writer/chat?message=later&wait=false")
-    assert status == 202 and body["status"] == "submitted"
+    assert status == 200 and body["status"] == "submitted"
     done = await s.client.wait_job(body["task_id"])
     assert done["result"]["result"]["result"] == "m-writer: later"
 
     fake.script("m-slow", fake_llm.delayed(2.0, fake_llm.text("late answer")))
     status, body = await s.client.get("/api/agents/slow/chat?message=hurry&timeout=0.3")
-    assert status == 202 and body["status"] == "timeout" and "did not respond in time" in body["message"]
+    assert status == 200 and body["status"] == "timeout" and "did not respond in time" in body["message"]
     running = await s.client.wait_job(body["task_id"], {"running"})
     assert running["status"] == "running"
     done = await s.client.wait_job(body["task_id"])
     assert done["status"] == "succeeded" and done["result"]["result"]["result"] == "late answer"
 
-    for path, code in [("/api/agents/nobody/chat?message=x", 404), ("/api/agents/writer/chat", 400),
-                       ("/api/agents/writer/chat?message=x&timeout=abc", 400),
-                       ("/api/agents/writer/chat?message=x&wait=maybe", 400)]:
+    for path, code in [("/api/agents/nobody/chat?message=x", 404), ("/api/agents/writer/chat", 422),
+                       ("/api/agents/writer/chat?message=x&timeout=abc", 422),
+                       ("/api/agents/writer/chat?message=x&wait=maybe", 422)]:
         status, body = await s.client.get(path)
         assert status == code and body["error"], (path, body)
     status, _ = await s.client.get("/api/agents/writer/chat?message=x", token=TOKENS["plugin_rw"][0])
@@ -140,7 +140,7 @@ async def test_unreachable_llm_is_a_task_error_and_a_dead_job_after_retries(make
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
         "lost": {"role": "Lost", "llm": dead_llm}}))
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "lost", "inputs": {"message": "hi"}})
-    assert status == 202
+    assert status == 200
     done = await s.client.wait_job(body["job_id"], timeout_s=30)
     assert done["status"] == "dead" and done["attempt"] == 2
     assert "LLM unreachable" in done["last_error"]
@@ -167,7 +167,7 @@ async def test_replay_reexecutes_or_returns_the_recorded_result(make_config: Any
     assert len(fake.requests) == 1  # nothing ran
 
     status, replayed = await s.client.post(f"/api/jobs/{original}/replay", json={"reexecute": True})
-    assert status == 202 and replayed["replayed"] is True and replayed["original_job_id"] == original
+    assert status == 200 and replayed["replayed"] is True and replayed["original_job_id"] == original
     assert replayed["job_id"] != original
     done = await s.client.wait_job(replayed["job_id"])
     assert done["status"] == "succeeded" and done["submitted_by"] == "replay" and len(fake.requests) == 2
@@ -179,11 +179,11 @@ async def test_replay_reexecutes_or_returns_the_recorded_result(make_config: Any
     plugin_job = await s.client.submit("echo_py", "poll", {"message": "p"})
     await s.client.wait_job(plugin_job)
     status, again = await s.client.post(f"/api/jobs/{plugin_job}/replay", json={"reexecute": True})
-    assert status == 202
+    assert status == 200
     assert (await s.client.wait_job(again["job_id"]))["result"]["result"] == "Echoed: p"
 
     for path, payload, code, token in [
-        (f"/api/jobs/{original}/replay", {"reexecute": "maybe"}, 400, None),
+        (f"/api/jobs/{original}/replay", {"reexecute": "maybe"}, 422, None),
         (f"/api/jobs/{original}/replay", {}, 403, TOKENS["jobs_ro"][0]),
     ]:
         status, body = await s.client.post(path, json=payload, token=token or "default")
@@ -194,16 +194,16 @@ async def test_bad_laddr_requests_are_clear_4xx(make_config: Any, start_stack: A
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
         "ok": laddr.agent(fake, "m"), "broken": laddr.agent(fake, "m", tools=["echo.nope", "ghost.poll"])}))
     cases = [
-        ({"inputs": {}}, 400, "pipeline_name"),
+        ({"inputs": {}}, 422, "pipeline_name"),
         ({"pipeline_name": "nobody", "inputs": {}}, 404, "no agent or pipeline"),
-        ({"pipeline_name": "ok", "inputs": [1]}, 400, "inputs"),
+        ({"pipeline_name": "ok", "inputs": [1]}, 422, "inputs"),
         ({"pipeline_name": "broken", "inputs": {}}, 409, "misconfigured"),
     ]
     for payload, code, needle in cases:
         status, body = await s.client.post("/api/jobs", json=payload)
         assert status == code and needle in body["error"], (payload, body)
     status, body = await s.client.post("/api/jobs", data="not json", headers={"Content-Type": "application/json"})
-    assert status == 400
+    assert status == 422
     status, _ = await s.client.post("/api/jobs", json={"pipeline_name": "ok"}, token=TOKENS["jobs_ro"][0])
     assert status == 403
     status, _ = await s.client.get("/api/jobs", token=None)
@@ -263,7 +263,7 @@ async def test_pipeline_name_resolves_to_a_pipeline_when_no_agent_has_it(make_co
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), pipelines=pipes,
                                              agents={"helper": laddr.agent(fake, "m-h")}))
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "greet", "inputs": {"name": "Ada"}})
-    assert status == 202 and body["pipeline_name"] == "greet", body
+    assert status == 200 and body["pipeline_name"] == "greet", body
     done = await s.client.wait_job(body["job_id"])
     assert done["status"] == "succeeded" and done["plugin"] == "pipeline"
     status, view = await s.client.get(f"/api/jobs/{body['job_id']}")
@@ -278,7 +278,7 @@ async def test_an_agent_that_never_answers_stops_at_max_iterations(make_config: 
     for _ in range(2):
         fake.script("m-loop", fake_llm.tool_calls(("echo_py__poll", {"message": "again"})))
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "looper", "inputs": {"message": "go"}})
-    assert status == 202
+    assert status == 200
     done = await s.client.wait_job(body["job_id"], {"dead"})
     assert done["attempt"] == 1 and "reached max_iterations (2)" in done["last_error"]
     trail = await laddr.traces(s, body["job_id"])

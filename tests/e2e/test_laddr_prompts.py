@@ -30,7 +30,7 @@ async def test_sequential_prompt_pipes_each_output_into_the_next_agent(make_conf
     status, body = await s.client.post("/api/prompts", json={
         "prompt_name": "story", "mode": "sequential", "agents": ["analyzer", "writer", "editor"],
         "inputs": {"task": "Write a haiku"}}, token=TOKENS["jobs_rw"][0])
-    assert status == 202, body
+    assert status == 200, body
     assert body["status"] == "running" and body["mode"] == "sequential" and body["agents"] == ["analyzer", "writer",
                                                                                                "editor"]
     prompt_id = body["prompt_id"]
@@ -69,7 +69,7 @@ async def test_the_first_failing_agent_stops_the_chain_and_is_named(make_config:
     status, body = await s.client.post("/api/prompts", json={
         "prompt_name": "story", "mode": "sequential", "agents": ["analyzer", "writer", "editor"],
         "inputs": {"task": "x"}})
-    assert status == 202
+    assert status == 200
     done = await s.client.wait_job(body["prompt_id"], {"dead"}, timeout_s=30)
     assert "agent 'writer' (step 2 of 3) failed" in done["last_error"]
     assert "context length exceeded" in done["last_error"]
@@ -90,19 +90,19 @@ async def test_the_first_failing_agent_stops_the_chain_and_is_named(make_config:
 async def test_single_mode_and_bad_prompt_requests(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents=three_agents(fake)))
     status, body = await s.client.post("/api/prompts", json={"prompt_name": "writer", "inputs": {"message": "hi"}})
-    assert status == 202 and body["mode"] == "single" and body["agent"] == "writer" and body["agents"] == ["writer"]
+    assert status == 200 and body["mode"] == "single" and body["agent"] == "writer" and body["agents"] == ["writer"]
     await s.client.wait_job(body["prompt_id"])
     await laddr.projected(s)  # token usage is summed from the traces table
     status, view = await s.client.get(f"/api/prompts/{body['prompt_id']}")
     assert view["outputs"] == "m-writer: hi" and view["token_usage"]["total_tokens"] == 10
     cases = [
-        ({"prompt_name": "writer", "mode": "parallel"}, 400, "mode"),
-        ({"mode": "single", "agents": ["writer", "editor"]}, 400, "exactly one"),
-        ({"inputs": {}}, 400, "prompt_name"),
+        ({"prompt_name": "writer", "mode": "parallel"}, 422, "mode"),
+        ({"mode": "single", "agents": ["writer", "editor"]}, 422, "exactly one"),
+        ({"inputs": {}}, 422, "prompt_name"),
         ({"prompt_name": "nobody", "inputs": {}}, 404, "nobody"),
         ({"mode": "sequential", "agents": ["writer", "ghost"], "inputs": {}}, 404, "ghost"),
-        ({"prompt_name": "writer", "agents": "writer"}, 400, "agents"),
-        ({"prompt_name": "writer", "inputs": "text"}, 400, "inputs"),
+        ({"prompt_name": "writer", "agents": "writer"}, 422, "agents"),
+        ({"prompt_name": "writer", "inputs": "text"}, 422, "inputs"),
     ]
     for payload, code, needle in cases:
         status, body = await s.client.post("/api/prompts", json=payload)

@@ -90,7 +90,7 @@ async def test_prompt_agents_carry_the_callers_authority(make_config: Any, start
     status, body = await s.client.post(
         "/api/prompts", json={"prompt_name": "poster", "inputs": {"task": "post"}}, token=TOKENS["jobs_rw"][0]
     )
-    assert status == 202, body
+    assert status == 200, body
     done = await s.client.wait_job(body["prompt_id"], timeout_s=30)
     assert done["status"] == "succeeded"
     (agent_job,) = await _tool_children(s, body["prompt_id"])
@@ -113,7 +113,7 @@ async def test_laddr_job_replay_and_retry_need_the_scope_of_what_they_run(make_c
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "shout", "inputs": {}}, token=jobs_rw)
     assert status == 403 and body["required_scopes"] == ["plugin:rw"], body
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "shout", "inputs": {}}, token=both)
-    assert status == 202, body
+    assert status == 200, body
 
     poll = await s.client.submit("echo", "poll", {"message": "once"})
     await s.client.wait_job(poll)
@@ -122,14 +122,14 @@ async def test_laddr_job_replay_and_retry_need_the_scope_of_what_they_run(make_c
     status, body = await s.client.post(f"/api/jobs/{poll}/replay", json={"reexecute": False}, token=jobs_rw)
     assert status == 200  # returns the recorded result; runs nothing
     status, body = await s.client.post(f"/api/jobs/{poll}/replay", json={"reexecute": True}, token=both)
-    assert status == 202, body
+    assert status == 200, body
 
     health = await s.client.submit("echo", "health")
     await s.client.wait_job(health)
     status, _ = await s.client.post(f"/api/jobs/{health}/replay", json={"reexecute": True}, token=jobs_rw)
     assert status == 403  # a read command needs plugin:ro
     status, _ = await s.client.post(f"/api/jobs/{health}/replay", json={"reexecute": True}, token=both)
-    assert status == 202
+    assert status == 200
 
     dead = await s.client.submit("exit78", "poll")
     assert (await s.client.wait_job(dead))["status"] == "dead"

@@ -129,6 +129,14 @@ async def _status(
         return resp.status
 
 
+async def _designed_unavailable(session: aiohttp.ClientSession, stack: Stack, path: str, token: str | None,
+                                status: int) -> bool:
+    """A 5xx that is Laddr's container-log 503 by design (read again with GET: HEAD has no body)."""
+    hdrs = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    async with session.get(stack.url + path, headers=hdrs) as resp:
+        return laddr.designed_unavailable(path, status, await resp.read())
+
+
 @pytest.fixture
 async def matrix_stack(make_config: Any, start_stack: Any) -> Stack:
     return await start_stack(
@@ -151,7 +159,7 @@ async def test_every_route_answers_every_scope_exactly_as_the_table_says(
         for scope, token in SCOPE_TOKENS.items():
             status = await _status(session, matrix_stack, method, path, token)
             checked += 1
-            if status >= 500:
+            if status >= 500 and not await _designed_unavailable(session, matrix_stack, path, token, status):
                 server_errors.append((method, path, scope, status))
             if _outcome(status) != _expected(needed, scope):
                 mismatches.append((method, path, scope, status, _expected(needed, scope)))

@@ -3,8 +3,12 @@ waiting for the projection, and reading traces."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import orjson
+
+from services.api import laddr_system
 from services.core import subjects
 from tests.support.fake_llm import FakeLLM
 from tests.support.stack import Stack
@@ -38,3 +42,19 @@ async def traces(s: Stack, job_id: str) -> list[dict[str, Any]]:
     status, body = await s.client.get(f"/api/traces?job_id={job_id}&limit=1000")
     assert status == 200, body
     return sorted(body["traces"], key=lambda t: t["id"])
+
+
+#: Laddr's container-log routes, which answer 503 by design (Headrace has no containers to read)
+_CONTAINER_LOGS = re.compile(r"^/api/logs/containers(/[^/?]*)?(\?|$)")
+
+
+def designed_unavailable(path: str, status: int, body: Any) -> bool:
+    """Whether a 5xx is the container-log routes' designed 503 (`detail` saying why), not a failure."""
+    if status != 503 or not _CONTAINER_LOGS.match(path):
+        return False
+    if isinstance(body, bytes | str):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+    return isinstance(body, dict) and body.get("detail") == laddr_system.NO_CONTAINERS

@@ -314,8 +314,8 @@ async def test_s83_03_a_waited_job_naming_a_pipeline(make_config: Any, start_sta
 
 
 def test_s83_04_jobs_list_option_is_checked(make_config: Any) -> None:
-    assert make_config(api=api_section(jobs_list="object")).api.laddr_jobs_list == "object"
-    assert make_config().api.laddr_jobs_list == "array"
+    assert make_config(api=api_section(jobs_list="object")).api.laddr.jobs_list == "object"
+    assert make_config().api.laddr.jobs_list == "array"
     with pytest.raises(errors.ConfigError, match=r"api\.laddr\.jobs_list: must be one of 'array', 'object'"):
         make_config(api=api_section(jobs_list="dict"))
     with pytest.raises(errors.ConfigError, match=r"api\.laddr: unknown key 'jobs_lsit'"):
