@@ -182,7 +182,7 @@ async def test_row13_bad_batch_requests(make_config: Any, start_stack: Any, fake
         assert invalid(status, body, field), (payload, status, body)
     # Laddr publishes to an agent nobody serves; Headrace refuses an unknown agent
     status, body = await s.client.post("/api/agents/ghost/batch", json={"tasks": [{"message": "x"}]})
-    assert status == 404 and "ghost" in detail(body)
+    assert status == 404 and detail(body) == "Agent not found" and "ghost" in body["error"]
     status, listed = await s.client.get("/api/batches")
     assert listed["batches"] == []  # nothing was created by a refused request
 
