@@ -53,9 +53,12 @@ async def member_jobs(st: state.ApiState, members: list[batches.Row], *, fresh: 
     """The member jobs' rows by job id; with `fresh` and the projection behind the log, those it shows
     unfinished are folded from the log (up to FRESH_MAX), so a GET right after a wait sees what the wait saw."""
     ids = [m["job_id"] for m in members]
+    # the lag is read before the rows: read after, a projection committing in between would pass for
+    # caught up while the rows read are the older ones
+    lagging = fresh and bool(ids) and await _projection_lags(st)
     jobs = {r["job_id"]: dict(r) for r in await st.pool.fetch(JOBS_SQL, ids)} if ids else {}
     stale = [i for i in ids if i not in jobs or jobs[i]["status"] not in batches.FINAL][:FRESH_MAX]
-    if fresh and stale and await _projection_lags(st):
+    if lagging and stale:
         rows = await asyncio.gather(*(laddr_common.fresh_job(st, i) for i in stale))
         jobs.update({job_id: row for job_id, row in zip(stale, rows, strict=True) if row is not None})
     return jobs

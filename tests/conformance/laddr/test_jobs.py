@@ -1,6 +1,5 @@
 """Laddr conformance, jobs and prompts (laddr-conformance.md route table rows 3-9 and §8.3 rows 3-11),
-over real HTTP against the fake LLM. Status codes are checked loosely where the dialect layer maps
-ours to Laddr's (202 → 200, 400 → 422); bodies exactly."""
+over real HTTP against the fake LLM: Laddr's status codes (200, 404, 422) and bodies."""
 
 from __future__ import annotations
 
