@@ -104,6 +104,7 @@ class Dispatcher(lifecycle.Service):
     async def _on_commands(self, msgs: list[Msg]) -> None:
         assert self.bus is not None
         out: decisions.Published = []
+        signals: list[str] = []
         for msg in msgs:
             try:
                 cmd = envelope.decode(msg.data)
@@ -117,11 +118,15 @@ class Dispatcher(lifecycle.Service):
             elif cmd.type == "job.cancel":
                 out.extend(cancels.decide_cancel(cmd, await self._job_state(cmd.job_id), source=self.source))
                 if cmd.job_id:
-                    await self.bus.nc.publish(subjects.cancel_signal(cmd.job_id), b"")
+                    signals.append(subjects.cancel_signal(cmd.job_id))
             else:
                 log.warning("command_unknown", type=cmd.type, subject=msg.subject)
         if out:
             await self.bus.publish_all(out)
+        # signals only after `cancel_requested` is stored: a runner that misses the signal (its preflight had
+        # not begun) reads the request in preflight instead (services/runner/service.py `_execute`)
+        for signal in signals:
+            await self.bus.nc.publish(signal, b"")
         for msg in msgs:
             await msg.ack()
 

@@ -216,6 +216,17 @@ class Runner(lifecycle.Service):
             # keep this delivery leased too and ack it with the outcome
             self._held[item.job_id].append(msg)
             return
+        # listen for the cancel signal before preflight reads the log: the dispatcher stores
+        # `cancel_requested` before it signals, so a cancel is either in what preflight reads or signalled here
+        cancel = self.running.setdefault(item.job_id, asyncio.Event())
+        try:
+            await self._attempt(msg, item, cancel)
+        finally:
+            if self.running.get(item.job_id) is cancel:
+                del self.running[item.job_id]
+
+    async def _attempt(self, msg: Msg, item: attempt.WorkItem, cancel: asyncio.Event) -> None:
+        assert self.bus is not None
         bound = log.bind(job_id=item.job_id, plugin=item.plugin, command=item.command, attempt=item.attempt)
         manifest = self.catalog.get(item.plugin)
         work_seq = msg.metadata.sequence.stream if msg.metadata.sequence is not None else None
@@ -242,10 +253,10 @@ class Runner(lifecycle.Service):
             return
         held = self._held[item.job_id] = [msg]
         heartbeat = asyncio.create_task(self._heartbeat(held))
-        cancel = asyncio.Event()
-        self.running[item.job_id] = cancel
         try:
-            if item.plugin in agents_mod.RESERVED and self.builtin is not None:
+            if cancel.is_set():  # signalled between preflight and the claim: never start the plugin
+                outcome = protocol.Outcome(status="cancelled", error="cancelled before it ran", retry=False)
+            elif item.plugin in agents_mod.RESERVED and self.builtin is not None:
                 outcome = await self.builtin.execute(item, cancel)
             elif manifest is None or item.command not in manifest.commands:
                 outcome = protocol.Outcome(status="failed", retry=False,
@@ -271,7 +282,6 @@ class Runner(lifecycle.Service):
             raise
         finally:
             heartbeat.cancel()
-            self.running.pop(item.job_id, None)
         outcome = protocol.checked(outcome)
         new_state, facts = None, []
         if outcome.status == "succeeded" and (outcome.response or {}).get("state_updates"):

@@ -3,6 +3,7 @@ timeouts, cancel, the retry endpoint, Idempotency-Key, dedupe and the circuit br
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,51 @@ async def test_cancel_a_queued_job_never_runs_it(make_config: Any, start_stack: 
     assert queued not in marker.read_text()
     status, body = await s.client.post(f"/job/{queued}/cancel")
     assert status == 409 and "cancelled" in body["error"]
+
+
+async def test_cancel_that_races_the_runners_claim_still_stops_the_job(
+    make_config: Any, start_stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher still sees the job queued (no `started` yet) while the runner has passed preflight:
+    the cancel it records must reach that runner, or the job runs after its `cancelled` (seen once in CI)."""
+    from services.runner import preflight
+
+    s = await start_stack(make_config(plugins=plugins(napper={})))
+    checked, release = asyncio.Event(), asyncio.Event()
+    original = preflight.check
+
+    async def held_after_reading(*args: Any, **kwargs: Any) -> Any:
+        verdict = await original(*args, **kwargs)
+        checked.set()
+        await release.wait()  # the cancel lands here: after preflight read the log, before the claim
+        return verdict
+
+    monkeypatch.setattr(preflight, "check", held_after_reading)
+    marker = tmp_path / "started"
+    job_id = await s.client.submit("napper", "poll", {"seconds": 20, "marker": str(marker)})
+    await asyncio.wait_for(checked.wait(), timeout=10)
+    status, _ = await s.client.post(f"/job/{job_id}/cancel")
+    assert status == 202
+
+    async def decided() -> bool:
+        return {"job.cancel_requested", "job.cancelled"} <= set(await event_types(s, job_id))
+
+    await infra.wait_until(decided, what="the dispatcher's cancel of the (to it) queued job")
+    await asyncio.sleep(0.3)  # the signal follows the stored decision; give it time to arrive
+    release.set()
+    assert s.api.bus is not None
+
+    async def runners_outcome() -> str | None:
+        for _, env in await s.api.bus.history(subjects.EVENTS, subjects.job_events(job_id)):
+            if env.id.startswith(f"{job_id}:1:") and env.type != "job.started":
+                return env.type
+        return None
+
+    # the runner records its attempt's end: cancelled at once, not the 20 s nap run to success
+    assert await infra.wait_until(runners_outcome, timeout_s=10, what="the runner's outcome") == "job.cancelled"
+    assert not marker.exists(), "the plugin started after its cancel was recorded"
+    done = await s.client.wait_job(job_id, {"cancelled"}, timeout_s=10)
+    assert done["status"] == "cancelled"
 
 
 async def test_cancel_a_running_job_stops_the_plugin(make_config: Any, start_stack: Any, tmp_path: Path) -> None:
