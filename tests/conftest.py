@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support import infra, stack
+from tests.support.fake_llm import FakeLLM
 
 for _key in [k for k in os.environ if k.startswith("HEADRACE_")]:
     del os.environ[_key]
@@ -83,3 +84,11 @@ async def hr(make_config: Callable[..., Any], start_stack: Callable[..., Any]) -
 def client(hr: stack.Stack) -> stack.Client:
     assert hr.client is not None
     return hr.client
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeLLM]:
+    """A fake OpenAI-compatible server over real HTTP (tests/support/fake_llm.py), stopped after the test."""
+    server = await FakeLLM().start()
+    yield server
+    await server.stop()

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from services.api import state as api_state
 from services.api import submit
@@ -19,13 +16,6 @@ from services.runner.service import Runner
 from tests.support import fake_llm, infra, laddr, stack
 from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 async def test_two_tool_agent_run_is_a_job_tree_with_traces_and_token_totals(make_config: Any, start_stack: Any,

@@ -4,23 +4,14 @@ endpoints, rebuild equality of the traces table, and /api/health."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
 
 from services.projector import rebuild
 from tests.support import fake_llm, laddr
 from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 async def run_agent(s: Stack, name: str, inputs: dict[str, Any], statuses: set[str] | None = None) -> str:

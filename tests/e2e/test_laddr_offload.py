@@ -4,22 +4,12 @@ task, 502 when the object is gone), agents read offloaded tool results, and no e
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from services.core import envelope, subjects
 from tests.support import fake_llm, laddr
 from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 async def test_threshold_zero_offloads_every_result_and_resolves_it(make_config: Any, start_stack: Any,

@@ -3,21 +3,11 @@ the first failing agent stops the chain and is named, single mode, cancel, and b
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from tests.support import fake_llm, infra, laddr
 from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 def three_agents(fake: FakeLLM) -> dict[str, Any]:

@@ -5,11 +5,9 @@ dispatcher's backstop and the retry path are checked on its pure decisions."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import pytest
 
 from services.core import catalog as catalog_mod
 from services.core import envelope, job_waits, scopes, subjects
@@ -19,13 +17,6 @@ from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
 
 PIPELINES = [{"name": "shout", "steps": [{"id": "one", "uses": "echo.poll"}]}]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 async def _tool_children(s: Stack, job_id: str) -> list[dict[str, Any]]:

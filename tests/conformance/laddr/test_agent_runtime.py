@@ -7,12 +7,10 @@ agent's `task_start` at the prompt's `delegation`), the same after `headrace reb
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from services.api import state as api_state
 from services.api import submit
@@ -26,13 +24,6 @@ from tests.support.stack import TOKENS, Stack
 
 #: a token that may run read commands but not write ones, and start Laddr jobs
 READER = ("test-laddr-reader-tok", ["jobs:rw", "plugin:ro"])
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 def plugins(**extra: Any) -> dict[str, Any]:

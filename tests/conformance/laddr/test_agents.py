@@ -4,7 +4,6 @@ tools with the JSON schema its model sees."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,13 +12,6 @@ from tests.conformance.laddr.jobs_support import run_echo, start
 from tests.support import laddr
 from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

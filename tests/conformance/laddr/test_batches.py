@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from services.core import subjects
 from services.projector import rebuild
@@ -22,13 +19,6 @@ from tests.support.stack import TOKENS, Stack
 
 BATCH_KEYS = {"batch_id", "agent_name", "status", "task_count", "task_ids", "job_ids", "trace_ids"}
 ROW_KEYS = {"batch_id", "agent_name", "status", "task_count", "job_ids", "task_ids", "created_at", "completed_at"}
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 async def stack(make_config: Any, start_stack: Any, fake: FakeLLM) -> Stack:

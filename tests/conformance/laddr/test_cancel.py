@@ -7,10 +7,7 @@ stopping between iterations when the cancel is only in the log (its signal lost)
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from services.core import envelope, subjects
 from tests.support import fake_llm, infra, laddr
@@ -18,13 +15,6 @@ from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 async def stack(make_config: Any, start_stack: Any, fake: FakeLLM) -> Stack:

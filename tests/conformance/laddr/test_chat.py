@@ -5,7 +5,6 @@ string, wait/timeout defaults and coercion, the completed/submitted/timeout shap
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,13 +15,6 @@ from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
 
 CHAT = "/api/agents/echo/chat"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

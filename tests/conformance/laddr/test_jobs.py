@@ -3,7 +3,6 @@ over real HTTP against the fake LLM: Laddr's status codes (200, 404, 422) and bo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,13 +25,6 @@ JOB_KEYS = {
     "completed_at",
     "token_usage",
 }
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

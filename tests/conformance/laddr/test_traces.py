@@ -5,7 +5,6 @@ cannot exist, metrics computed without Laddr's miscounts (§3.3)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,13 +18,6 @@ from tests.support.stack import Stack
 TRACE_KEYS = {"id", "job_id", "agent_name", "event_type", "parent_id", "payload", "timestamp"}
 RUN = ["task_start", "llm_usage", "autonomous_think", "tool_call", "tool_result", "llm_usage", "autonomous_think",
        "task_complete"]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

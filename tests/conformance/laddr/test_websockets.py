@@ -30,13 +30,6 @@ RUNNER = TOKENS["laddr_rw"][0]  # the agents call a write tool: the caller needs
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    server = await FakeLLM().start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as s:
         yield s
