@@ -460,12 +460,18 @@ class Vault:
             }
 
     @staticmethod
-    def _roll_one(store: dict[str, Any], name: str, value: str) -> None:
-        entry = store["secrets"].get(name)
+    def _operable(store: dict[str, Any], name: str) -> dict[str, Any]:
+        """The stored secret an operator may roll or revoke: it exists and is not the reserved admin token."""
+        entry: dict[str, Any] | None = store["secrets"].get(name)
         if entry is None:
             raise refused(UNKNOWN_SECRET, quote(name))
         if name == ADMIN_TOKEN_SECRET:
             raise refused(RESERVED, f"secret {quote(name)}")
+        return entry
+
+    @classmethod
+    def _roll_one(cls, store: dict[str, Any], name: str, value: str) -> None:
+        entry = cls._operable(store, name)
         if entry.get("status") == REVOKED:
             raise refused(SECRET_REVOKED, quote(name))
         if entry.get("pattern") == AUTO:
@@ -484,11 +490,7 @@ class Vault:
     def revoke(self, name: str) -> None:
         """Terminal and idempotent; the value is cleared."""
         with self._writing() as store:
-            entry = store["secrets"].get(name)
-            if entry is None:
-                raise refused(UNKNOWN_SECRET, quote(name))
-            if name == ADMIN_TOKEN_SECRET:
-                raise refused(RESERVED, f"secret {quote(name)}")
+            entry = self._operable(store, name)
             if entry.get("status") == REVOKED:
                 return
             entry.update(status=REVOKED, value="", revoked_at=_now())
