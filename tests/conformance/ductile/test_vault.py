@@ -224,15 +224,21 @@ async def test_bad_bodies_and_refused_operations_are_400_with_ductile_texts(
     assert status == 200
 
 
-async def test_an_api_token_secret_ref_resolves_from_the_vault(
-    tmp_path: Path, make_config: Any, start_stack: Any
-) -> None:
-    made = vaults.make(tmp_path / "vault", secrets={"ops-token": secret("ops-token-from-the-vault")})
+async def vault_token_stack(tmp_path: Path, make_config: Any, start_stack: Any, value: str) -> Stack:
+    """A stack whose one API token is `secret_ref: ops-token`, held in the vault with `value`."""
+    made = vaults.make(tmp_path / "vault", secrets={"ops-token": secret(value)})
     cfg = make_config(
         secrets=settings(made),
         api={"listen": "127.0.0.1:0", "auth": {"tokens": [{"secret_ref": "ops-token", "scopes": ["*"]}]}},
     )
-    hr = await start_stack(cfg)
+    stack: Stack = await start_stack(cfg)
+    return stack
+
+
+async def test_an_api_token_secret_ref_resolves_from_the_vault(
+    tmp_path: Path, make_config: Any, start_stack: Any
+) -> None:
+    hr = await vault_token_stack(tmp_path, make_config, start_stack, "ops-token-from-the-vault")
     assert (await hr.client.get("/jobs", token="ops-token-from-the-vault"))[0] == 200
     assert (await hr.client.get("/jobs", token="ops-token"))[0] == 401
     status, view = await hr.client.get("/config/view", token="ops-token-from-the-vault")
@@ -400,12 +406,7 @@ def test_the_vault_secret_delivery_fixture_loads_with_a_vault_beside_it(tmp_path
 async def test_a_rolled_api_token_takes_effect_at_the_next_reload(
     tmp_path: Path, make_config: Any, start_stack: Any
 ) -> None:
-    made = vaults.make(tmp_path / "vault", secrets={"ops-token": secret("ops-token-before-roll")})
-    cfg = make_config(
-        secrets=settings(made),
-        api={"listen": "127.0.0.1:0", "auth": {"tokens": [{"secret_ref": "ops-token", "scopes": ["*"]}]}},
-    )
-    hr = await start_stack(cfg)
+    hr = await vault_token_stack(tmp_path, make_config, start_stack, "ops-token-before-roll")
     roll = {"name": "ops-token", "value": "ops-token-after-roll"}
     assert (await hr.client.post("/vault/secret/roll", json=roll, token=None, headers=ADMIN))[0] == 200
     assert (await hr.client.get("/jobs", token="ops-token-before-roll"))[0] == 200  # resolved at load, as Ductile

@@ -125,13 +125,19 @@ async def test_route_08_get_prompt(s: Stack) -> None:
     assert status == 404
 
 
-async def test_route_09_list_prompts_applies_offset(s: Stack) -> None:
+async def finished_prompts(s: Stack, count: int) -> list[str]:
+    """`count` prompts run one after another to the end and projected; their ids, oldest first."""
     ids = []
-    for n in range(3):
+    for n in range(count):
         _, body = await s.client.post("/api/prompts", json={"prompt_name": "plain", "inputs": {"n": str(n)}})
         ids.append(body["prompt_id"])
         await s.client.wait_job(body["prompt_id"])
     await laddr.projected(s)
+    return ids
+
+
+async def test_route_09_list_prompts_applies_offset(s: Stack) -> None:
+    ids = await finished_prompts(s, 3)
     status, listed = await s.client.get("/api/prompts?limit=2&offset=1")
     assert status == 200 and listed["limit"] == 2 and [p["prompt_id"] for p in listed["prompts"]] == [ids[1], ids[0]]
     assert all(p["completed_at"] for p in listed["prompts"])
@@ -266,12 +272,7 @@ async def test_s83_09_post_prompts_keys(s: Stack) -> None:
 
 
 async def test_s83_10_prompts_list_offset_and_completed_at(s: Stack) -> None:
-    ids = []
-    for n in range(2):
-        _, body = await s.client.post("/api/prompts", json={"prompt_name": "plain", "inputs": {"n": str(n)}})
-        ids.append(body["prompt_id"])
-        await s.client.wait_job(body["prompt_id"])
-    await laddr.projected(s)
+    ids = await finished_prompts(s, 2)
     _, listed = await s.client.get("/api/prompts?offset=1")
     assert [p["prompt_id"] for p in listed["prompts"]] == [ids[0]] and listed["prompts"][0]["completed_at"]
     _, everything = await s.client.get("/api/prompts?offset=-5")
