@@ -66,7 +66,7 @@ class Row:
     headrace_value: float | None = None
     baseline_value: float | None = None
     unit: str = ""
-    #: a latency ratio: the goal is a ceiling (ratio ≤ goal), shown as ×
+    #: a latency ratio: the goal is a ceiling (ratio ≤ goal), shown as x
     lower_better: bool = False
 
     @property
@@ -79,12 +79,12 @@ class Row:
         elif self.ratio is None:
             ratio = "—"
         else:
-            ratio = f"{self.ratio:.2f}×" if self.lower_better or self.unit == "jobs/s" else f"{self.ratio:.1%}"
+            ratio = f"{self.ratio:.2f}x" if self.lower_better or self.unit == "jobs/s" else f"{self.ratio:.1%}"
         if self.goal is None:
             goal = "—"
         else:
             sign = "≤" if self.lower_better else "≥"
-            target = f"{self.goal:g}×" if self.lower_better or self.unit == "jobs/s" else f"{self.goal:.0%}"
+            target = f"{self.goal:g}x" if self.lower_better or self.unit == "jobs/s" else f"{self.goal:.0%}"
             goal = f"{sign} {target} {'✓' if self.met else '✗'}"
         return [self.name, self.headrace, self.baseline, ratio, goal]
 

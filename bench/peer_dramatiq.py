@@ -1,5 +1,5 @@
 """The Dramatiq actors `python -m bench --peers` runs (in the peers venv, never Headrace's):
-`dramatiq bench.peer_dramatiq` with its default processes × threads on the harness's private
+`dramatiq bench.peer_dramatiq` with its default processes x threads on the harness's private
 Redis (PEER_REDIS_URL). `noop` records its completion with one INCR; `noop_result` stores its
 result through the Results middleware (Redis backend) for `message.get_result(block=True)`.
 """

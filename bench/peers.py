@@ -243,7 +243,7 @@ class Peers:
                     argv = [str(bin_dir / "celery"), "-A", "bench.peer_celery", "worker", "--pool", "prefork",
                             "--concurrency", cores, "--loglevel", "warning", "--without-gossip", "--without-mingle",
                             "--without-heartbeat"]
-                else:  # default processes (cores) × threads (8)
+                else:  # default processes (cores) x threads (8)
                     argv = [str(bin_dir / "dramatiq"), "bench.peer_dramatiq"]
                 self.workers[f"{system}-{variant}"] = await self._spawn(f"{system}-{variant}", argv, env=env)
             client = await self._spawn(f"peer-client-{variant}", [str(self.python), "-m", "bench.peer_client"],
@@ -502,11 +502,11 @@ class Peers:
             main = self.main_stack()
             assert self.stack_2m is not None
             always = main.label
-            await self.compare(f"e2e echo_py (nats {always}) vs Celery prefork ×{self.bench.cores}", main,
+            await self.compare(f"e2e echo_py (nats {always}) vs Celery prefork -c {self.bench.cores}", main,
                                "celery", "plain", E2E_GOAL if always == "always" else None)
             await self.compare(f"e2e echo_py (nats {always}) vs Celery prefork, Redis appendfsync always", main,
                                "celery", "durable", None)
-            await self.compare(f"e2e echo_py (nats 2m) vs Celery prefork ×{self.bench.cores}", self.stack_2m,
+            await self.compare(f"e2e echo_py (nats 2m) vs Celery prefork -c {self.bench.cores}", self.stack_2m,
                                "celery", "plain", E2E_2M_GOAL)
             await self.compare(f"submit commands straight onto NATS (nats {always}) vs Dramatiq", main,
                                "dramatiq", "plain", DIRECT_GOAL, direct=True)
