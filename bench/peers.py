@@ -84,19 +84,24 @@ def requirements_digest(text: str) -> str:
 # --- processes -----------------------------------------------------------------------------------
 
 
-def group_cpu_seconds(pgids: set[int]) -> float:
-    """User + system CPU seconds of every live process in these process groups (a prefork pool's
-    children included: /proc/<pid>/stat of a single pid would miss them)."""
-    total = 0
+def group_cpu_seconds(pgids: dict[int, str]) -> dict[str, float]:
+    """User + system CPU seconds of every live process in these process groups, by the groups' names
+    (a prefork pool's children included: /proc/<pid>/stat of a single pid would miss them)."""
+    ticks: dict[str, int] = dict.fromkeys(pgids.values(), 0)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
         except OSError:
             continue
         # after the command: state(0) ppid(1) pgrp(2) … utime(11) stime(12)
-        if int(fields[2]) in pgids:
-            total += int(fields[11]) + int(fields[12])
-    return total / infra._TICK
+        name = pgids.get(int(fields[2]))
+        if name is not None:
+            ticks[name] += int(fields[11]) + int(fields[12])
+    return {name: n / infra._TICK for name, n in ticks.items()}
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
 
 
 async def ensure_venv(venv: Path, say: Any) -> Path:
@@ -154,12 +159,19 @@ class Side:
     seconds: float = 0.0
     cpu: float = 0.0
     rates: list[float] = dataclasses.field(default_factory=list)
+    per_process: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def add(self, count: int, seconds: float, cpu: float) -> None:
+    def add(self, count: int, seconds: float, cpu: dict[str, float]) -> None:
         self.count += count
         self.seconds += seconds
-        self.cpu += cpu
+        self.cpu += sum(cpu.values())
+        for name, used in cpu.items():
+            self.per_process[name] = self.per_process.get(name, 0.0) + used
         self.rates.append(count / seconds if seconds else 0.0)
+
+    def breakdown(self) -> str:
+        used = sorted(self.per_process.items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{name} {v * 1000 / max(self.count, 1):.2f}" for name, v in used)
 
     @property
     def rate(self) -> float:
@@ -180,10 +192,10 @@ class Stack:
     pg: asyncpg.Connection
     procs: list[infra.Proc]
 
-    def pgids(self) -> set[int]:
-        out = {p.pid for p in self.procs if p.alive and p.pid is not None}
+    def pgids(self) -> dict[int, str]:
+        out = {p.pid: p.name.removesuffix("-2m") for p in self.procs if p.alive and p.pid is not None}
         if self.nats.embedded.proc is not None:
-            out.add(self.nats.embedded.proc.pid)
+            out[self.nats.embedded.proc.pid] = "nats-server"
         return out
 
 
@@ -318,27 +330,30 @@ class Peers:
             raise RuntimeError(f"peer client ({variant}): {reply['error']}\n{client.tail()}")
         return reply
 
-    def _loadgen_pgid(self) -> set[int]:
+    def _loadgen_pgid(self) -> dict[int, str]:
         lg = self.bench.loadgen
-        return {lg.pid} if lg is not None and lg.pid is not None else set()
+        return {lg.pid: "loadgen"} if lg is not None and lg.pid is not None else {}
 
-    async def peer_segment(self, system: str, variant: str, count: int) -> tuple[int, float, float]:
-        redis = self.redis[variant].proc
-        pgids = {self.workers[f"{system}-{variant}"].pid, self.clients[variant].pid, redis.pid if redis else None}
-        pgids.discard(None)
-        before = group_cpu_seconds(pgids)  # type: ignore[arg-type]
+    async def peer_segment(self, system: str, variant: str, count: int) -> tuple[int, float, dict[str, float]]:
+        pgids: dict[int, str] = {}
+        for name, proc in (("workers", self.workers[f"{system}-{variant}"]), ("client", self.clients[variant]),
+                           ("redis-server", self.redis[variant].proc)):
+            if proc is not None and proc.pid is not None:
+                pgids[proc.pid] = name
+        before = group_cpu_seconds(pgids)
         r = await self._client(variant, {"op": "burst", "system": system, "count": count, "timeout": 300}, 330)
-        cpu = group_cpu_seconds(pgids) - before  # type: ignore[arg-type]
+        cpu = cpu_delta(before, group_cpu_seconds(pgids))
         if not r["complete"]:
             raise RuntimeError(f"{system} ({variant} redis): only {r['ok']} of {count} jobs done in {r['seconds']:.0f}s")
         return r["ok"], r["seconds"], cpu
 
-    async def headrace_segment(self, stack: Stack, count: int, *, direct: bool = False) -> tuple[int, float, float]:
+    async def headrace_segment(self, stack: Stack, count: int, *,
+                               direct: bool = False) -> tuple[int, float, dict[str, float]]:
         pgids = stack.pgids() | self._loadgen_pgid()
         before = group_cpu_seconds(pgids)
         cmd = {"op": "nats_burst", "nats": stack.nats.url, "count": count} if direct else None
         r = await self.bench._jobs("echo_py", count, api_url=stack.api_url, pg=stack.pg, cmd=cmd)
-        cpu = group_cpu_seconds(pgids) - before
+        cpu = cpu_delta(before, group_cpu_seconds(pgids))
         if not r["complete"]:
             raise RuntimeError(f"headrace ({stack.label}): only {r['finished']} of {count} jobs final")
         return r["finished"], r["elapsed"], cpu
@@ -348,11 +363,12 @@ class Peers:
     async def compare(self, name: str, stack: Stack, system: str, variant: str, goal: float | None, *,
                       direct: bool = False) -> None:
         seg_s = max(1.0, self.args.seconds / 2)
-        # warm-ups size the segments so that each lasts about seg_s on either side
-        h_warm = await self.headrace_segment(stack, 200, direct=direct)
-        p_warm = await self.peer_segment(system, variant, 300)
-        sizes = {"headrace": max(200, int(h_warm[0] / h_warm[1] * seg_s)),
-                 "peer": max(300, int(p_warm[0] / p_warm[1] * seg_s))}
+        # warm-ups size the segments so that each lasts about seg_s on either side (x1.5: a small
+        # batch underestimates the steady rate, as in Bench.e2e)
+        h_warm = await self.headrace_segment(stack, 300, direct=direct)
+        p_warm = await self.peer_segment(system, variant, 500)
+        sizes = {"headrace": max(300, int(h_warm[0] / h_warm[1] * seg_s * 1.5)),
+                 "peer": max(500, int(p_warm[0] / p_warm[1] * seg_s * 1.5))}
         sides = {"headrace": Side(), "peer": Side()}
         self.say(f"peers: {name}: {PAIRS} ABBA pairs, {sizes['headrace']} headrace / {sizes['peer']} {system} jobs "
                  "per segment")
@@ -370,7 +386,8 @@ class Peers:
             f"peers/{name}: headrace {h.count} jobs in {h.seconds:.2f}s (segments "
             f"{', '.join(f'{r:,.0f}' for r in h.rates)}), {system} {p.count} in {p.seconds:.2f}s (segments "
             f"{', '.join(f'{r:,.0f}' for r in p.rates)}); CPU ms/job headrace {h.cpu_ms:.2f} vs {system} {p.cpu_ms:.2f}"
-            f" (ratio {h.cpu_ms / p.cpu_ms if p.cpu_ms else 0:.1f}x)")
+            f" (ratio {h.cpu_ms / p.cpu_ms if p.cpu_ms else 0:.1f}x); per process: headrace {h.breakdown()}; "
+            f"{system} {p.breakdown()}")
 
     # --- latency ------------------------------------------------------------------------------
 
