@@ -135,13 +135,24 @@ async def nats_burst(cmd: dict[str, Any]) -> dict[str, Any]:
             for _ in range(low, min(count, low + 256)):
                 job_id = envelope.new_id()
                 env = envelope.Envelope(
-                    id=f"{job_id}:submit", type="job.submit", time=envelope.rfc3339(envelope.now()),
-                    source="bench-loadgen", job_id=job_id, correlation_id=job_id,
-                    data={"plugin": cmd["plugin"], "command": cmd["command"], "payload": payload,
-                          "submitted_by": "bench"},
+                    id=f"{job_id}:submit",
+                    type="job.submit",
+                    time=envelope.rfc3339(envelope.now()),
+                    source="bench-loadgen",
+                    job_id=job_id,
+                    correlation_id=job_id,
+                    data={
+                        "plugin": cmd["plugin"],
+                        "command": cmd["command"],
+                        "payload": payload,
+                        "submitted_by": "bench",
+                    },
                 )
-                futures.append(await js.publish_async(subjects.job_command(job_id, "submit"), envelope.encode(env),
-                                                       headers={subjects.MSG_ID: env.id}))
+                futures.append(
+                    await js.publish_async(
+                        subjects.job_command(job_id, "submit"), envelope.encode(env), headers={subjects.MSG_ID: env.id}
+                    )
+                )
             acked += len(await asyncio.gather(*futures))
         return {"ok": acked, "statuses": {"acked": acked}, "seconds": time.perf_counter() - t0}
     finally:

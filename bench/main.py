@@ -89,8 +89,15 @@ class Row:
         return [self.name, self.headrace, self.baseline, ratio, goal]
 
     def json(self) -> dict[str, Any]:
-        return peers.json_row(self.name, self.headrace_value, self.baseline_value, self.ratio, self.goal,
-                              lower_better=self.lower_better, unit=self.unit)
+        return peers.json_row(
+            self.name,
+            self.headrace_value,
+            self.baseline_value,
+            self.ratio,
+            self.goal,
+            lower_better=self.lower_better,
+            unit=self.unit,
+        )
 
 
 def _fmt(rate: float, unit: str) -> str:
@@ -133,8 +140,9 @@ class Bench:
         self.e2e_rates: dict[str, float] = {}
         self.peers = peers.Peers(self) if args.peers else None
 
-    def add_row(self, name: str, headrace: str, baseline: str, ratio: float | None, goal: float | None,
-                **kw: Any) -> None:
+    def add_row(
+        self, name: str, headrace: str, baseline: str, ratio: float | None, goal: float | None, **kw: Any
+    ) -> None:
         self.rows.append(Row(name, headrace, baseline, ratio, goal, **kw))
 
     def say(self, message: str) -> None:

@@ -16,8 +16,13 @@ URL = os.environ.get("PEER_REDIS_URL", "redis://127.0.0.1:6379/0")
 DONE_KEY = "hr-bench:celery:done"
 
 app = Celery("hr_bench_peer", broker=URL, backend=URL)
-app.conf.update(task_ignore_result=True, worker_hijack_root_logger=False, broker_connection_retry_on_startup=True,
-                worker_send_task_events=False, task_send_sent_event=False)
+app.conf.update(
+    task_ignore_result=True,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    worker_send_task_events=False,
+    task_send_sent_event=False,
+)
 _redis: redis.Redis | None = None
 
 

@@ -69,12 +69,28 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def json_row(name: str, headrace: float | None, baseline: float | None, ratio: float | None, goal: float | None,
-             *, lower_better: bool = False, unit: str = "") -> dict[str, Any]:
+def json_row(
+    name: str,
+    headrace: float | None,
+    baseline: float | None,
+    ratio: float | None,
+    goal: float | None,
+    *,
+    lower_better: bool = False,
+    unit: str = "",
+) -> dict[str, Any]:
     """One row of `--json`: {"row", "headrace", "baseline", "ratio", "goal", "met"} (+ "unit",
     and "goal_is" saying whether the ratio must be at least or at most the goal)."""
-    return {"row": name, "headrace": headrace, "baseline": baseline, "ratio": ratio, "goal": goal,
-            "met": met(ratio, goal, lower_better), "unit": unit, "goal_is": "max" if lower_better else "min"}
+    return {
+        "row": name,
+        "headrace": headrace,
+        "baseline": baseline,
+        "ratio": ratio,
+        "goal": goal,
+        "met": met(ratio, goal, lower_better),
+        "unit": unit,
+        "goal_is": "max" if lower_better else "min",
+    }
 
 
 def requirements_digest(text: str) -> str:
@@ -115,10 +131,13 @@ async def ensure_venv(venv: Path, say: Any) -> Path:
     say(f"peers: installing {REQUIREMENTS.name} into {venv}")
     venv.parent.mkdir(parents=True, exist_ok=True)
     base = getattr(sys, "_base_executable", sys.executable)
-    for argv in ([base, "-m", "venv", str(venv)],
-                 [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(REQUIREMENTS)]):
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
+    for argv in (
+        [base, "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
         out, _ = await proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed:\n{out.decode(errors='replace')[-2000:]}")
@@ -134,8 +153,20 @@ class Redis:
         self.dir = tmp / name
         self.port = embedded.free_port()
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
-        self.argv = [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                     "--dir", str(self.dir), "--save", "", *persistence, "--daemonize", "no"]
+        self.argv = [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            *persistence,
+            "--daemonize",
+            "no",
+        ]
         self.proc: infra.Proc | None = None
 
     @property
@@ -252,14 +283,31 @@ class Peers:
             systems = ("celery", "dramatiq") if variant == "plain" else ("celery",)
             for system in systems:
                 if system == "celery":
-                    argv = [str(bin_dir / "celery"), "-A", "bench.peer_celery", "worker", "--pool", "prefork",
-                            "--concurrency", cores, "--loglevel", "warning", "--without-gossip", "--without-mingle",
-                            "--without-heartbeat"]
+                    argv = [
+                        str(bin_dir / "celery"),
+                        "-A",
+                        "bench.peer_celery",
+                        "worker",
+                        "--pool",
+                        "prefork",
+                        "--concurrency",
+                        cores,
+                        "--loglevel",
+                        "warning",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--without-heartbeat",
+                    ]
                 else:  # default processes (cores) x threads (8)
                     argv = [str(bin_dir / "dramatiq"), "bench.peer_dramatiq"]
                 self.workers[f"{system}-{variant}"] = await self._spawn(f"{system}-{variant}", argv, env=env)
-            client = await self._spawn(f"peer-client-{variant}", [str(self.python), "-m", "bench.peer_client"],
-                                       env=env, stdin_pipe=True, stdout_pipe=True)
+            client = await self._spawn(
+                f"peer-client-{variant}",
+                [str(self.python), "-m", "bench.peer_client"],
+                env=env,
+                stdin_pipe=True,
+                stdout_pipe=True,
+            )
             await client.readline(60)
             self.clients[variant] = client
         # the workers print little at warning level: a first round trip says they are consuming
@@ -278,13 +326,19 @@ class Peers:
         nats_url = await nats_2m.start()
         database_url = await db.create()
         port = embedded.free_port()
-        config = infra.write_config(tmp / "config.yaml", api_port=port, log_level=self.args.log_level,
-                                    echo_parallelism=bench.echo_parallelism, py_parallelism=self.args.py_parallelism)
+        config = infra.write_config(
+            tmp / "config.yaml",
+            api_port=port,
+            log_level=self.args.log_level,
+            echo_parallelism=bench.echo_parallelism,
+            py_parallelism=self.args.py_parallelism,
+        )
         env = {"NATS_URL": nats_url, "DATABASE_URL": database_url}
         procs = []
         for command in ("api", "projector", "dispatcher", "runner"):
-            proc = infra.Proc(f"{command}-2m", infra.python_argv("services.cli", "-c", str(config), command),
-                              log_dir=tmp, env=env)
+            proc = infra.Proc(
+                f"{command}-2m", infra.python_argv("services.cli", "-c", str(config), command), log_dir=tmp, env=env
+            )
             self.procs.append(proc)
             procs.append(await proc.start())
         api_url = f"http://127.0.0.1:{port}"
@@ -336,19 +390,25 @@ class Peers:
 
     async def peer_segment(self, system: str, variant: str, count: int) -> tuple[int, float, dict[str, float]]:
         pgids: dict[int, str] = {}
-        for name, proc in (("workers", self.workers[f"{system}-{variant}"]), ("client", self.clients[variant]),
-                           ("redis-server", self.redis[variant].proc)):
+        for name, proc in (
+            ("workers", self.workers[f"{system}-{variant}"]),
+            ("client", self.clients[variant]),
+            ("redis-server", self.redis[variant].proc),
+        ):
             if proc is not None and proc.pid is not None:
                 pgids[proc.pid] = name
         before = group_cpu_seconds(pgids)
         r = await self._client(variant, {"op": "burst", "system": system, "count": count, "timeout": 300}, 330)
         cpu = cpu_delta(before, group_cpu_seconds(pgids))
         if not r["complete"]:
-            raise RuntimeError(f"{system} ({variant} redis): only {r['ok']} of {count} jobs done in {r['seconds']:.0f}s")
+            raise RuntimeError(
+                f"{system} ({variant} redis): only {r['ok']} of {count} jobs done in {r['seconds']:.0f}s"
+            )
         return r["ok"], r["seconds"], cpu
 
-    async def headrace_segment(self, stack: Stack, count: int, *,
-                               direct: bool = False) -> tuple[int, float, dict[str, float]]:
+    async def headrace_segment(
+        self, stack: Stack, count: int, *, direct: bool = False
+    ) -> tuple[int, float, dict[str, float]]:
         pgids = stack.pgids() | self._loadgen_pgid()
         before = group_cpu_seconds(pgids)
         cmd = {"op": "nats_burst", "nats": stack.nats.url, "count": count} if direct else None
@@ -360,18 +420,23 @@ class Peers:
 
     # --- comparisons ------------------------------------------------------------------------------
 
-    async def compare(self, name: str, stack: Stack, system: str, variant: str, goal: float | None, *,
-                      direct: bool = False) -> None:
+    async def compare(
+        self, name: str, stack: Stack, system: str, variant: str, goal: float | None, *, direct: bool = False
+    ) -> None:
         seg_s = max(1.0, self.args.seconds / 2)
         # warm-ups size the segments so that each lasts about seg_s on either side (x1.5: a small
         # batch underestimates the steady rate, as in Bench.e2e)
         h_warm = await self.headrace_segment(stack, 300, direct=direct)
         p_warm = await self.peer_segment(system, variant, 500)
-        sizes = {"headrace": max(300, int(h_warm[0] / h_warm[1] * seg_s * 1.5)),
-                 "peer": max(500, int(p_warm[0] / p_warm[1] * seg_s * 1.5))}
+        sizes = {
+            "headrace": max(300, int(h_warm[0] / h_warm[1] * seg_s * 1.5)),
+            "peer": max(500, int(p_warm[0] / p_warm[1] * seg_s * 1.5)),
+        }
         sides = {"headrace": Side(), "peer": Side()}
-        self.say(f"peers: {name}: {PAIRS} ABBA pairs, {sizes['headrace']} headrace / {sizes['peer']} {system} jobs "
-                 "per segment")
+        self.say(
+            f"peers: {name}: {PAIRS} ABBA pairs, {sizes['headrace']} headrace / {sizes['peer']} {system} jobs "
+            "per segment"
+        )
         for which in abba(PAIRS):
             if which == "headrace":
                 sides[which].add(*await self.headrace_segment(stack, sizes[which], direct=direct))
@@ -379,15 +444,23 @@ class Peers:
                 sides[which].add(*await self.peer_segment(system, variant, sizes[which]))
         h, p = sides["headrace"], sides["peer"]
         ratio = h.rate / p.rate if p.rate else None
-        self.bench.add_row(name, f"{h.rate:,.0f} jobs/s · {h.cpu_ms:.2f} CPU ms/job",
-                           f"{p.rate:,.0f} jobs/s · {p.cpu_ms:.2f} CPU ms/job", ratio, goal,
-                           headrace_value=h.rate, baseline_value=p.rate, unit="jobs/s")
+        self.bench.add_row(
+            name,
+            f"{h.rate:,.0f} jobs/s · {h.cpu_ms:.2f} CPU ms/job",
+            f"{p.rate:,.0f} jobs/s · {p.cpu_ms:.2f} CPU ms/job",
+            ratio,
+            goal,
+            headrace_value=h.rate,
+            baseline_value=p.rate,
+            unit="jobs/s",
+        )
         self.bench.details.append(
             f"peers/{name}: headrace {h.count} jobs in {h.seconds:.2f}s (segments "
             f"{', '.join(f'{r:,.0f}' for r in h.rates)}), {system} {p.count} in {p.seconds:.2f}s (segments "
             f"{', '.join(f'{r:,.0f}' for r in p.rates)}); CPU ms/job headrace {h.cpu_ms:.2f} vs {system} {p.cpu_ms:.2f}"
             f" (ratio {h.cpu_ms / p.cpu_ms if p.cpu_ms else 0:.1f}x); per process: headrace {h.breakdown()}; "
-            f"{system} {p.breakdown()}")
+            f"{system} {p.breakdown()}"
+        )
 
     # --- latency ------------------------------------------------------------------------------
 
@@ -396,17 +469,24 @@ class Peers:
 
         self.rr_nc = await nats.connect(stack.nats.url)
         js = self.rr_nc.jetstream()
-        await js.add_stream(api.StreamConfig(name=pipelines.RR_STREAM,
-                                             subjects=[f"{pipelines.RR_REQUESTS}.>", f"{pipelines.RR_REPLIES}.>"],
-                                             storage=api.StorageType.FILE, duplicate_window=120.0))
-        rr = await self._spawn("responder", infra.python_argv("bench.pipelines", "--responder", stack.nats.url),
-                               stdout_pipe=True)
+        await js.add_stream(
+            api.StreamConfig(
+                name=pipelines.RR_STREAM,
+                subjects=[f"{pipelines.RR_REQUESTS}.>", f"{pipelines.RR_REPLIES}.>"],
+                storage=api.StorageType.FILE,
+                duplicate_window=120.0,
+            )
+        )
+        rr = await self._spawn(
+            "responder", infra.python_argv("bench.pipelines", "--responder", stack.nats.url), stdout_pipe=True
+        )
         assert rr.proc is not None and rr.proc.stdout is not None
         line = await asyncio.wait_for(rr.proc.stdout.readline(), timeout=30)
         if line.strip() != b"ready":
             raise RuntimeError(f"responder did not start:\n{rr.tail()}")
-        self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {infra.TOKEN}"},
-                                          connector=aiohttp.TCPConnector(limit=8))
+        self.http = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {infra.TOKEN}"}, connector=aiohttp.TCPConnector(limit=8)
+        )
         # does POST /plugin/{p}/{c} take ?wait=? (another branch may add it): a 200 with a final status says so
         async with self.http.post(f"{stack.api_url}/plugin/echo_py/poll?wait=true", json={"payload": {}}) as resp:
             body = orjson.loads(await resp.read())
@@ -424,8 +504,11 @@ class Peers:
 
         sub = await self.rr_nc.subscribe(f"{pipelines.RR_REPLIES}.{n}", cb=on_reply)
         try:
-            await self.rr_nc.jetstream().publish(f"{pipelines.RR_REQUESTS}.{n}", orjson.dumps({"n": n}),
-                                                 headers={"Nats-Msg-Id": f"peers-rr-{n}-{started}"})
+            await self.rr_nc.jetstream().publish(
+                f"{pipelines.RR_REQUESTS}.{n}",
+                orjson.dumps({"n": n}),
+                headers={"Nats-Msg-Id": f"peers-rr-{n}-{started}"},
+            )
             await asyncio.wait_for(got, timeout=10)
         finally:
             await sub.unsubscribe()
@@ -475,36 +558,94 @@ class Peers:
         for k in order:  # warm-up
             await measures[k](20)
         samples: dict[str, list[float]] = {k: [] for k in order}
-        self.say(f"peers: sync latency, {LATENCY_ROUNDS} rounds of {LATENCY_PER_ROUND} per system "
-                 f"(headrace: {'POST ?wait=true' if self.sync_mode == 'wait' else 'POST then poll GET /job/{id}'})")
+        self.say(
+            f"peers: sync latency, {LATENCY_ROUNDS} rounds of {LATENCY_PER_ROUND} per system "
+            f"(headrace: {'POST ?wait=true' if self.sync_mode == 'wait' else 'POST then poll GET /job/{id}'})"
+        )
         for r in range(LATENCY_ROUNDS):
             for k in order if r % 2 == 0 else order[::-1]:
                 samples[k].extend(await measures[k](LATENCY_PER_ROUND))
         p = {k: (percentile(v, 0.5) * 1000, percentile(v, 0.99) * 1000) for k, v in samples.items()}
         self.latency = {k: list(v) for k, v in p.items()}
-        how = ("POST /plugin/echo_py/poll?wait=true" if self.sync_mode == "wait"
-               else f"POST /plugin/echo_py/poll then GET /job/{{id}} every {POLL_S * 1000:g} ms (no ?wait= yet)")
+        how = (
+            "POST /plugin/echo_py/poll?wait=true"
+            if self.sync_mode == "wait"
+            else f"POST /plugin/echo_py/poll then GET /job/{{id}} every {POLL_S * 1000:g} ms (the plugin POST "
+            "has no ?wait= yet)"
+        )
+        short = "?wait=true" if self.sync_mode == "wait" else "POST+poll"
         hp, jp = p["headrace"], p["jetstream"]
         for i, (q, goal) in enumerate((("p50", P50_GOAL), ("p99", P99_GOAL))):
-            self.bench.add_row(f"sync round trip {q} ({how}) vs bare JetStream request/reply", f"{hp[i]:.2f} ms",
-                               f"{jp[i]:.2f} ms", hp[i] / jp[i] if jp[i] else None, goal, lower_better=True,
-                               headrace_value=hp[i], baseline_value=jp[i], unit="ms")
-        for system, label in (("celery", "Celery apply_async().get()"),
-                              ("dramatiq", "Dramatiq send().get_result(block=True)")):
+            self.bench.add_row(
+                f"sync round trip {q} vs bare JetStream request/reply",
+                f"{hp[i]:.2f} ms ({short})",
+                f"{jp[i]:.2f} ms",
+                hp[i] / jp[i] if jp[i] else None,
+                goal,
+                lower_better=True,
+                headrace_value=hp[i],
+                baseline_value=jp[i],
+                unit="ms",
+            )
+        for system, label in (
+            ("celery", "Celery apply_async().get()"),
+            ("dramatiq", "Dramatiq send().get_result(block=True)"),
+        ):
             sp = p[system]
-            self.bench.add_row(f"sync round trip p50 vs {label}", f"{hp[0]:.2f} ms · p99 {hp[1]:.2f}",
-                               f"{sp[0]:.2f} ms · p99 {sp[1]:.2f}", hp[0] / sp[0] if sp[0] else None, None,
-                               lower_better=True, headrace_value=hp[0], baseline_value=sp[0], unit="ms")
+            self.bench.add_row(
+                f"sync round trip p50 vs {label}",
+                f"{hp[0]:.2f} ms · p99 {hp[1]:.2f}",
+                f"{sp[0]:.2f} ms · p99 {sp[1]:.2f}",
+                hp[0] / sp[0] if sp[0] else None,
+                None,
+                lower_better=True,
+                headrace_value=hp[0],
+                baseline_value=sp[0],
+                unit="ms",
+            )
         self.bench.details.append(
-            "peers/sync latency p50/p99 ms (" + f"{len(samples['headrace'])} samples each): "
+            f"peers/sync round trip, headrace side: {how}; one request at a time, "
+            f"{LATENCY_ROUNDS} rounds alternating the four systems"
+        )
+        self.bench.details.append(
+            "peers/sync latency p50/p99 ms ("
+            + f"{len(samples['headrace'])} samples each): "
             + ", ".join(f"{k} {v[0]:.2f}/{v[1]:.2f}" for k, v in p.items())
-            + f"; headrace mean {statistics.mean(samples['headrace']) * 1000:.2f} ms")
+            + f"; headrace mean {statistics.mean(samples['headrace']) * 1000:.2f} ms"
+        )
 
     # --- the run --------------------------------------------------------------------------------
 
+    def comparisons(self) -> list[tuple[str, str, str, float | None, bool]]:
+        """(row, stack, peer system, goal, direct) of each throughput comparison, in run order."""
+        always = self.args.nats_sync
+        return [
+            (
+                f"e2e echo_py (nats {always}) vs Celery prefork",
+                "main",
+                "celery-plain",
+                E2E_GOAL if always == "always" else None,
+                False,
+            ),
+            (
+                f"e2e echo_py (nats {always}) vs Celery prefork, Redis appendfsync always",
+                "main",
+                "celery-durable",
+                None,
+                False,
+            ),
+            ("e2e echo_py (nats 2m) vs Celery prefork", "2m", "celery-plain", E2E_2M_GOAL, False),
+            (
+                f"submit commands straight onto NATS (nats {always}) vs Dramatiq",
+                "main",
+                "dramatiq-plain",
+                DIRECT_GOAL,
+                True,
+            ),
+        ]
+
     def skipped(self) -> None:
-        for name, goal in (("e2e vs Celery prefork", E2E_GOAL), ("e2e 2m vs Celery prefork", E2E_2M_GOAL),
-                           ("direct NATS submit vs Dramatiq", DIRECT_GOAL)):
+        for name, _, _, goal, _ in self.comparisons():
             self.bench.add_row(name, "—", f"skipped: {self.skip_reason}", None, goal)
         self.bench.details.append(f"peers: skipped, {self.skip_reason}")
 
@@ -516,17 +657,16 @@ class Peers:
             self.say("peers: starting Redis (plain and appendfsync always), Celery and Dramatiq workers")
             await self.start_peers()
             await self.start_stack_2m()
-            main = self.main_stack()
-            assert self.stack_2m is not None
-            always = main.label
-            await self.compare(f"e2e echo_py (nats {always}) vs Celery prefork -c {self.bench.cores}", main,
-                               "celery", "plain", E2E_GOAL if always == "always" else None)
-            await self.compare(f"e2e echo_py (nats {always}) vs Celery prefork, Redis appendfsync always", main,
-                               "celery", "durable", None)
-            await self.compare(f"e2e echo_py (nats 2m) vs Celery prefork -c {self.bench.cores}", self.stack_2m,
-                               "celery", "plain", E2E_2M_GOAL)
-            await self.compare(f"submit commands straight onto NATS (nats {always}) vs Dramatiq", main,
-                               "dramatiq", "plain", DIRECT_GOAL, direct=True)
-            await self.latency_rows(main)
+            stacks = {"main": self.main_stack(), "2m": self.stack_2m}
+            for name, stack, peer, goal, direct in self.comparisons():
+                system, variant = peer.split("-")
+                stack_obj = stacks[stack]
+                assert stack_obj is not None
+                await self.compare(name, stack_obj, system, variant, goal, direct=direct)
+            await self.latency_rows(stacks["main"])  # type: ignore[arg-type]
+            self.bench.details.append(
+                f"peers: Celery prefork --concurrency {self.bench.cores} (cores), Dramatiq "
+                "default processes (cores) x 8 threads; one load process per Redis"
+            )
         finally:
             await self.teardown()
