@@ -416,6 +416,8 @@ class Peers:
         cpu = cpu_delta(before, group_cpu_seconds(pgids))
         if not r["complete"]:
             raise RuntimeError(f"headrace ({stack.label}): only {r['finished']} of {count} jobs final")
+        if r["not_succeeded"]:  # cumulative over the run: any at all means a no-op job did not succeed
+            raise RuntimeError(f"headrace ({stack.label}): jobs not succeeded: {r['not_succeeded']}")
         return r["finished"], r["elapsed"], cpu
 
     # --- comparisons ------------------------------------------------------------------------------
