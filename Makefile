@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --peers
 
 # real Laddr 0.9.6 (installed from PyPI into a scratch venv) vs Headrace, same requests and fake LLM
 laddr-side-by-side: install

@@ -8,6 +8,10 @@ each command answers one JSON line on stdout.
           window: {"count": 202s, "statuses": {...}, "seconds": ..., "rate": ..., "p50_ms", "p99_ms"}
     {"op": "burst", "url": ..., "headers": {...}, "body": ..., "concurrency": 64, "count": N}
         → N requests as fast as `concurrency` allows: {"ok": 202s, "statuses": {...}, "seconds": ...}
+    {"op": "nats_burst", "nats": url, "count": N, "plugin": ..., "command": ..., "body": {"payload": ...}}
+        → N `job.submit` commands published straight onto COMMANDS (cmd.job.<id>.submit, the
+          envelope and Nats-Msg-Id the API's submit_job publishes), 256 PubAcks in flight:
+          {"ok": acked, "statuses": {...}, "seconds": ...}
     {"op": "quit"}
 """
 
@@ -114,7 +118,48 @@ async def burst(cmd: dict[str, Any]) -> dict[str, Any]:
     return {"ok": statuses.get("202", 0), "statuses": statuses, "seconds": time.perf_counter() - t0}
 
 
-OPS = {"rate": rate, "burst": burst}
+async def nats_burst(cmd: dict[str, Any]) -> dict[str, Any]:
+    import nats
+
+    from services.core import envelope, subjects
+
+    nc = await nats.connect(cmd["nats"], name="bench-loadgen", pending_size=64 * 1024 * 1024)
+    try:
+        js = nc.jetstream(timeout=30)
+        payload = cmd.get("body", {}).get("payload", {})
+        count = int(cmd["count"])
+        t0 = time.perf_counter()
+        acked = 0
+        for low in range(0, count, 256):
+            futures = []
+            for _ in range(low, min(count, low + 256)):
+                job_id = envelope.new_id()
+                env = envelope.Envelope(
+                    id=f"{job_id}:submit",
+                    type="job.submit",
+                    time=envelope.rfc3339(envelope.now()),
+                    source="bench-loadgen",
+                    job_id=job_id,
+                    correlation_id=job_id,
+                    data={
+                        "plugin": cmd["plugin"],
+                        "command": cmd["command"],
+                        "payload": payload,
+                        "submitted_by": "bench",
+                    },
+                )
+                futures.append(
+                    await js.publish_async(
+                        subjects.job_command(job_id, "submit"), envelope.encode(env), headers={subjects.MSG_ID: env.id}
+                    )
+                )
+            acked += len(await asyncio.gather(*futures))
+        return {"ok": acked, "statuses": {"acked": acked}, "seconds": time.perf_counter() - t0}
+    finally:
+        await nc.close()
+
+
+OPS = {"rate": rate, "burst": burst, "nats_burst": nats_burst}
 
 
 async def serve() -> None:

@@ -7,6 +7,7 @@ Rows (see bench/README.md):
     inprocess    echo_py jobs/s end to end (api → dispatcher → runner → projector → Postgres)
     subprocess   echo jobs/s end to end vs the bare fork/exec rate of plugins/echo/run.py
     e2e_echo     both end-to-end rows (inprocess + subprocess)
+    --peers      Celery and Dramatiq against Headrace in the same run (bench/peers.py)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import asyncpg
 import nats
 import orjson
 
-from bench import infra
+from bench import infra, peers
 from services.core import embedded
 from services.core import logging as hr_logging
 
@@ -61,15 +62,42 @@ class Row:
     ratio: float | None
     goal: float | None
     ratio_text: str | None = None
+    #: the numbers behind `headrace`/`baseline` for --json (rates, or ms for a latency row)
+    headrace_value: float | None = None
+    baseline_value: float | None = None
+    unit: str = ""
+    #: a latency ratio: the goal is a ceiling (ratio ≤ goal), shown as x
+    lower_better: bool = False
+
+    @property
+    def met(self) -> bool | None:
+        return peers.met(self.ratio, self.goal, self.lower_better)
 
     def cells(self) -> list[str]:
-        ratio = self.ratio_text or (f"{self.ratio:.1%}" if self.ratio is not None else "—")
+        if self.ratio_text:
+            ratio = self.ratio_text
+        elif self.ratio is None:
+            ratio = "—"
+        else:
+            ratio = f"{self.ratio:.2f}x" if self.lower_better or self.unit == "jobs/s" else f"{self.ratio:.1%}"
         if self.goal is None:
             goal = "—"
         else:
-            met = self.ratio is not None and self.ratio >= self.goal
-            goal = f"≥ {self.goal:.0%} {'✓' if met else '✗'}"
+            sign = "≤" if self.lower_better else "≥"
+            target = f"{self.goal:g}x" if self.lower_better or self.unit == "jobs/s" else f"{self.goal:.0%}"
+            goal = f"{sign} {target} {'✓' if self.met else '✗'}"
         return [self.name, self.headrace, self.baseline, ratio, goal]
+
+    def json(self) -> dict[str, Any]:
+        return peers.json_row(
+            self.name,
+            self.headrace_value,
+            self.baseline_value,
+            self.ratio,
+            self.goal,
+            lower_better=self.lower_better,
+            unit=self.unit,
+        )
 
 
 def _fmt(rate: float, unit: str) -> str:
@@ -110,6 +138,12 @@ class Bench:
         self.details: list[str] = []
         self.accept_rate: float | None = None
         self.e2e_rates: dict[str, float] = {}
+        self.peers = peers.Peers(self) if args.peers else None
+
+    def add_row(
+        self, name: str, headrace: str, baseline: str, ratio: float | None, goal: float | None, **kw: Any
+    ) -> None:
+        self.rows.append(Row(name, headrace, baseline, ratio, goal, **kw))
 
     def say(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -266,6 +300,9 @@ class Bench:
                 _fmt(rates["ceiling"], "req/s"),
                 rates["headrace"] / rates["ceiling"],
                 ACCEPT_GOAL,
+                headrace_value=rates["headrace"],
+                baseline_value=rates["ceiling"],
+                unit="req/s",
             )
         )
         for k, t in totals.items():
@@ -302,27 +339,39 @@ class Bench:
             if proc.name in ("projector", "dispatcher", "runner"):
                 await proc.wait_log(f"headrace {proc.name} started", 60)
 
-    async def _counts(self, plugin: str) -> dict[str, int]:
-        assert self.pg is not None
-        rows = await self.pg.fetch(
+    async def _counts(self, plugin: str, pg: asyncpg.Connection | None = None) -> dict[str, int]:
+        pg = pg or self.pg
+        assert pg is not None
+        rows = await pg.fetch(
             "SELECT status, count(*) AS n FROM headrace.jobs WHERE plugin = $1 GROUP BY status", plugin
         )
         return {r["status"]: r["n"] for r in rows}
 
-    async def _jobs(self, plugin: str, count: int) -> dict[str, Any]:
-        """Submit `count` jobs at `concurrency` and wait until all are final in Postgres."""
-        before = sum(n for s, n in (await self._counts(plugin)).items() if s in FINAL)
+    async def _jobs(
+        self,
+        plugin: str,
+        count: int,
+        *,
+        api_url: str | None = None,
+        pg: asyncpg.Connection | None = None,
+        cmd: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Submit `count` jobs at `concurrency` and wait until all are final in Postgres (the stack of
+        `api_url`/`pg`, by default the bench's own; `cmd`: another load generator command than the POSTs)."""
+        before = sum(n for s, n in (await self._counts(plugin, pg)).items() if s in FINAL)
         target = before + count
         t0 = time.perf_counter()
-        submit = asyncio.create_task(
-            self._loadgen(self._request(f"{self.api_url}/plugin/{plugin}/poll", op="burst", count=count), timeout_s=600)
-        )
+        if cmd is None:
+            cmd = self._request(f"{api_url or self.api_url}/plugin/{plugin}/poll", op="burst", count=count)
+        else:
+            cmd = {"plugin": plugin, "command": "poll", "body": BODY, **cmd}
+        submit = asyncio.create_task(self._loadgen(cmd, timeout_s=600))
         deadline = t0 + max(60.0, self.args.seconds * 12)
         counts: dict[str, int] = {}
         done = 0
         try:
             while time.perf_counter() < deadline:
-                counts = await self._counts(plugin)
+                counts = await self._counts(plugin, pg)
                 done = sum(n for s, n in counts.items() if s in FINAL)
                 if done >= target:
                     break
@@ -424,6 +473,9 @@ class Bench:
                 baseline,
                 ratio,
                 None,
+                headrace_value=result["rate"],
+                baseline_value=self.accept_rate,
+                unit="jobs/s ÷ req/s",
             )
         )
 
@@ -496,6 +548,9 @@ class Bench:
                 _fmt(bare, "spawns/s (bare fork/exec)"),
                 result["rate"] / bare,
                 SUBPROCESS_GOAL,
+                headrace_value=result["rate"],
+                baseline_value=bare,
+                unit="jobs/s ÷ spawns/s",
             )
         )
 
@@ -504,15 +559,19 @@ class Bench:
     async def run(self) -> None:
         started = time.perf_counter()
         try:
+            if self.peers is not None:
+                await self.peers.prepare()
             await self.setup()
             if "accept" in self.selected:
                 await self.accept()
-            if self.selected & {"inprocess", "subprocess"}:
+            if self.selected & {"inprocess", "subprocess"} or self.peers is not None:
                 await self.start_pipeline()
                 if "inprocess" in self.selected:
                     await self.inprocess()
                 if "subprocess" in self.selected:
                     await self.subprocess()
+                if self.peers is not None:
+                    await self.peers.run()
         finally:
             self.say("cleaning up")
             await self.teardown()
@@ -535,6 +594,9 @@ class Bench:
         for line in self.details:
             print("  " + line)
         print(f"  total wall time {total_s:.0f}s")
+        if self.args.json:
+            Path(self.args.json).write_bytes(orjson.dumps([r.json() for r in self.rows], option=orjson.OPT_INDENT_2))
+            print(f"  rows written to {self.args.json}")
         if self.profile_dir:
             print_profiles(self.profile_dir)
 
@@ -559,7 +621,7 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         action="append",
         default=[],
-        help=f"run only these (repeatable or comma-separated): {', '.join([*MEASUREMENTS, 'e2e_echo'])}",
+        help=f"run only these (repeatable or comma-separated): {', '.join([*MEASUREMENTS, 'e2e_echo', 'peers'])}",
     )
     parser.add_argument("--concurrency", type=int, default=64, help="client connections (default 64)")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each rate window")
@@ -569,6 +631,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info", help="services' log level (default info)")
     parser.add_argument("--profile", metavar="DIR", help="run the services under cProfile, write DIR/<svc>.prof")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, nats store)")
+    parser.add_argument("--peers", action="store_true", help="also measure Celery and Dramatiq in the same run")
+    parser.add_argument("--peers-venv", metavar="DIR", help=f"the peers' venv (default {peers.DEFAULT_VENV})")
+    parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list to PATH")
     return parser
 
 
@@ -581,6 +646,8 @@ def selection(only: list[str]) -> set[str]:
             out.add(item)
         elif item in ALIASES:
             out.update(ALIASES[item])
+        elif item == "peers":  # --only peers: just the peer rows (main() sets --peers)
+            continue
         elif item:
             raise SystemExit(f"bench: unknown measurement {item!r} (known: {', '.join([*MEASUREMENTS, *ALIASES])})")
     return out
@@ -596,6 +663,7 @@ async def _amain(bench: Bench) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     selected = selection(args.only)
+    args.peers = args.peers or any(name.strip() == "peers" for arg in args.only for name in arg.split(","))
     hr_logging.configure("warning")
     os.environ.pop("HEADRACE_CONFIG", None)
     bench = Bench(args, selected)
