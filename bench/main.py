@@ -484,10 +484,10 @@ class Bench:
         seconds = sum(t["seconds"] for t in turns)
         failed = sum(t["failed"] for t in turns)
         bare = spawns / seconds
-        wall = sum(t["wall"] for t in turns)
         self.details.append(
-            f"fork/exec bare: {spawns} spawns in {wall:.1f}s ({_rates(turns)} spawns/s per turn, "
-            "concurrency x spawns / their summed durations)" + (f", failed: {failed}" if failed else "")
+            f"fork/exec bare: {spawns} spawns in {seconds:.1f}s of wall clock ({_rates(turns)} spawns/s per turn, "
+            f"as {turns[0].get('user') or 'the runner user'}, spawns finished in the window / its length)"
+            + (f", failed: {failed}" if failed else "")
         )
         self.rows.append(
             Row(
