@@ -12,14 +12,17 @@ C child setup, with no extra exec in front.
         --concurrency 2 --seconds 5
 
 Prints one JSON line: {"count", "failed", "seconds" (the measuring window), "wall", "rate" =
-count / seconds, "user"}: spawns that *finished* inside the window over its wall-clock length,
-a closed loop of `concurrency` workers, the way jobs/s is measured on Headrace's side.
+count / seconds, "user", "spawns", "child_cpu_ms"}: spawns that *finished* inside the window over
+its wall-clock length, a closed loop of `concurrency` workers, the way jobs/s is measured on
+Headrace's side; `child_cpu_ms` is the CPU one spawn costs (the plugin's processes, from
+RUSAGE_CHILDREN over all `spawns`, warm-up included).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import threading
 import time
@@ -51,15 +54,17 @@ def measure(entrypoint: Path, request: bytes, *, concurrency: int, seconds: floa
     start = time.perf_counter() + warmup
     end = start + seconds
     lock = threading.Lock()
-    count = failed = 0
+    count = failed = spawns = 0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
 
     def worker() -> None:
-        nonlocal count, failed
+        nonlocal count, failed, spawns
         while time.perf_counter() < end:
             proc = subprocess.run(argv, input=request, capture_output=True, check=False, **kwargs)
             finished = time.perf_counter()
-            if start <= finished < end:
-                with lock:
+            with lock:
+                spawns += 1
+                if start <= finished < end:
                     if proc.returncode == 0 and proc.stdout.startswith(b"{"):
                         count += 1
                     else:
@@ -70,6 +75,8 @@ def measure(entrypoint: Path, request: bytes, *, concurrency: int, seconds: floa
         thread.start()
     for thread in threads:
         thread.join()
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime
     return {
         "count": count,
         "failed": failed,
@@ -77,6 +84,8 @@ def measure(entrypoint: Path, request: bytes, *, concurrency: int, seconds: floa
         "wall": time.perf_counter() - start,
         "rate": count / seconds,
         "user": user,
+        "spawns": spawns,
+        "child_cpu_ms": 1000 * child_cpu / spawns if spawns else None,
     }
 
 
