@@ -3,23 +3,32 @@
 401 without a token, 404 for an unknown/disabled plugin or command, 403 when the token
 may not call it (plugin:ro calls only `read` commands), 400 for a bad body or a payload
 that violates the command's `input_schema`, else 202.
+
+`?wait=<duration>` (Headrace's own; e.g. `wait=10s`, at most 5 minutes) waits for the job to be
+final, on its events (never by polling), holding one of the API's sync slots (429 when all are
+taken): 200 with `{job_id, status, plugin, command, attempt, duration_ms, result, error}` as its
+final event says (a failed attempt is not final: the dispatcher's retry or dead letter is), or,
+when the wait runs out first, the 202 body with `timeout_exceeded: true`. The dispatcher still
+decides; the API only listens.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
 from aiohttp import web
 
-from services.api import auth, bodies, idempotency, state, submit
+from services.api import auth, bodies, idempotency, pipelines, state, submit
 from services.core import catalog as catalog_mod
-from services.core import errors, schemas, scopes
+from services.core import durations, envelope, errors, job_waits, offload, schemas, scopes
 
 routes = web.RouteTableDef()
 
 MAX_VIOLATIONS = 20
+MAX_WAIT_S = 300.0
 
 #: (plugin, command) -> (the schema it was compiled from, its validator); recompiled when a
 #: reloaded catalog hands over a different schema object
@@ -79,9 +88,52 @@ async def run_command(request: web.Request) -> web.Response:
     check_payload(plugin, spec, payload)
     event = {"type": "api.trigger", "payload": payload} if command == "handle" else None
 
+    wait_s = wait_param(request)
+    slots = request.app[pipelines.SYNC_SLOTS]
+    if wait_s and slots.locked():
+        raise errors.TooManyRequests(f"at most {st.config.api.max_concurrent_sync} synchronous requests at once")
+
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
-        await submit.submit_job(st, plugin=plugin, command=command, payload=payload, event=event, job_id=job_id,
-                                authority=auth.authority(principal))
-        return 202, {"job_id": job_id, "status": "queued", "plugin": plugin, "command": command}
+        async def publish() -> None:
+            await submit.submit_job(st, plugin=plugin, command=command, payload=payload, event=event, job_id=job_id,
+                                    authority=auth.authority(principal))
+
+        accepted = {"job_id": job_id, "status": "queued", "plugin": plugin, "command": command}
+        if not wait_s:
+            await publish()
+            return 202, accepted
+        async with slots:
+            started = time.monotonic()
+            final = await job_waits.wait_final(st.bus, job_id, timeout_s=wait_s, before=publish)
+            if final is None:
+                return 202, {**accepted, "timeout_exceeded": True, "timeout_secs": wait_s}
+            return 200, auth.results_for(principal, await _finished(st, final, accepted, started))
 
     return await idempotency.respond(request, principal, create)
+
+
+def wait_param(request: web.Request) -> float:
+    """Seconds of `?wait=` (0: do not wait)."""
+    raw = request.query.get("wait")
+    if raw is None or raw in ("", "false", "0"):
+        return 0.0
+    try:
+        wait_s = durations.parse_seconds(raw)
+    except ValueError as exc:
+        raise errors.BadRequest(f"wait: {exc}") from None
+    if wait_s > MAX_WAIT_S:
+        raise errors.BadRequest(f"wait: at most {int(MAX_WAIT_S)}s")
+    return wait_s
+
+
+async def _finished(st: state.ApiState, final: envelope.Envelope, accepted: dict[str, Any],
+                    started: float) -> dict[str, Any]:
+    """The waited job's answer from its final event."""
+    data = final.data
+    status = final.type.removeprefix("job.")
+    result = data.get("result")
+    if offload.is_pointer(result):
+        result = await offload.resolve(st.bus, result)
+    error = data.get("error") or data.get("reason") if status != "succeeded" else None
+    return {**accepted, "status": "failed" if status == "rejected" else status, "attempt": data.get("attempt"),
+            "duration_ms": int((time.monotonic() - started) * 1000), "result": result, "error": error}

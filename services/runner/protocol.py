@@ -65,7 +65,7 @@ def build_request(
 
 def interpret_response(response: Any, *, exit_code: int | None, stderr: str, duration_ms: int) -> Outcome:
     """Validate a decoded response document and classify it."""
-    problems = schemas.violations("protocol-response", response)
+    problems = [] if plainly_valid(response) else schemas.violations("protocol-response", response)
     if problems:
         return Outcome(
             status="failed",
@@ -84,6 +84,45 @@ def interpret_response(response: Any, *, exit_code: int | None, stderr: str, dur
         status="failed", response=response, error=response["error"], retry=not permanent,
         exit_code=exit_code, stderr=stderr, duration_ms=duration_ms,
     )
+
+
+def _objects_with(items: Any, required: str, strings: tuple[str, ...]) -> bool:
+    """A list of objects, each holding `required`, whose `strings` keys (where present) are strings."""
+    return isinstance(items, list) and all(
+        isinstance(item, dict) and required in item and all(isinstance(item[k], str) for k in strings if k in item)
+        for item in items)
+
+
+def plainly_valid(response: Any) -> bool:
+    """True only when `response` certainly matches schemas/protocol-response.json: the usual answer is checked
+    here in a few microseconds; anything else (False) goes to the schema validator, which names the problems.
+    tests/unit/test_protocol_fast_path.py holds this to the schema."""
+    if not isinstance(response, dict):
+        return False
+    status = response.get("status")
+    if status == "ok":
+        if "result" not in response:
+            return False
+    elif status != "error" or "error" not in response:
+        return False
+    if "error" in response and not isinstance(response["error"], str):
+        return False
+    if "retry" in response and not isinstance(response["retry"], bool):
+        return False
+    if "state_updates" in response and not isinstance(response["state_updates"], dict):
+        return False
+    if "logs" in response and not _objects_with(response["logs"], "message", ("level", "message")):
+        return False
+    if "events" in response:
+        events = response["events"]
+        if not _objects_with(events, "type", ("type",)):
+            return False
+        for event in events:
+            if not event["type"] or ("payload" in event and not isinstance(event["payload"], dict)):
+                return False
+            if "dedupe_key" in event and not (event["dedupe_key"] is None or isinstance(event["dedupe_key"], str)):
+                return False
+    return True
 
 
 def codec_problem(response: JSONDict) -> str | None:
