@@ -1,7 +1,9 @@
 """GET /job/{job_id}: one job in the Ductile shape.
 
 Read your writes: a job the projection has not reached yet is folded straight from its
-events in the event log (or its submit command), so a GET right after the 202 never 404s.
+events in the event log (or its submit command), so a GET right after the 202 never 404s; a row
+that is not final yet is checked against the log too, so a GET right after a `?wait=` 200 (or a
+chat, or any answer that saw the final event) never reads the older row.
 A folded job gets the read models' substitution (`values.for_postgres`), so it reads the same
 before and after its row is written.
 """
@@ -33,6 +35,16 @@ async def load_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
     return values.for_postgres(folded) if folded is not None else None
 
 
+async def fresh_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
+    """The job row, folded from the event log when the projection has not reached its outcome yet
+    (a chat or a wait that saw the final event must not read an older row right after)."""
+    row = await load_job(st, job_id)
+    if row is None or row["status"] in jobstate.FINAL_STATUSES:
+        return row
+    folded = await fold_events(st, job_id)
+    return folded if folded is not None and folded["last_seq"] > row.get("last_seq", 0) else row
+
+
 async def fold_events(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
     """The job folded from its events in the log, as its row will read (the read models' substitution applied)."""
     folded = jobstate.fold(await st.bus.history(subjects.EVENTS, subjects.job_events(job_id), limit=1000))
@@ -61,7 +73,7 @@ async def _fold_from_log(st: state.ApiState, job_id: str) -> dict[str, Any] | No
 async def get_job(request: web.Request) -> web.Response:
     principal = auth.require(request, "jobs:ro", narrow=("jobs:status:ro",))
     job_id = request.match_info["job_id"]
-    row = await load_job(state.of(request), job_id)
+    row = await fresh_job(state.of(request), job_id)
     if row is None:
         raise errors.NotFound(f"job {job_id!r} not found")
     return web.json_response(auth.results_for(principal, views.job(row)), dumps=state.dumps)

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from services.api import auth, bodies, laddr_common, pipelines, state, views
+from services.api.jobs import fresh_job
 from services.core import agents as agents_mod
 from services.core import envelope, errors, job_waits, subjects
 from services.runner import heartbeat, llm
@@ -177,7 +178,7 @@ async def chat(request: web.Request) -> web.Response:
                                   "message": "Agent did not respond in time", "timeout_s": asked.timeout_s,
                                   "hint": "the task is still running; collect it from "
                                             f"/api/responses/{job_id}/resolved"}, status=202)
-    row = await laddr_common.fresh_job(st, job_id)
+    row = await fresh_job(st, job_id)
     whole = await laddr_common.result(st, row) if row is not None else None
     reply = _reply(job_id, row, whole)
     out: dict[str, Any] = {"task_id": job_id, "status": "completed", "result": reply["result"], "agent": name,

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 from services.api import laddr_common, state, views
+from services.api.jobs import fresh_job
 from services.core import batches, subjects
 
 #: member jobs the projection has not shown final are folded from the log, up to this many per request
@@ -59,7 +60,7 @@ async def member_jobs(st: state.ApiState, members: list[batches.Row], *, fresh: 
     jobs = {r["job_id"]: dict(r) for r in await st.pool.fetch(JOBS_SQL, ids)} if ids else {}
     stale = [i for i in ids if i not in jobs or jobs[i]["status"] not in batches.FINAL][:FRESH_MAX]
     if lagging and stale:
-        rows = await asyncio.gather(*(laddr_common.fresh_job(st, i) for i in stale))
+        rows = await asyncio.gather(*(fresh_job(st, i) for i in stale))
         jobs.update({job_id: row for job_id, row in zip(stale, rows, strict=True) if row is not None})
     return jobs
 

@@ -43,6 +43,7 @@ from aiohttp import web
 
 from services.api import auth, bodies, idempotency, laddr_common, pipelines, state, submit
 from services.api import laddr_batch_views as batch_views
+from services.api.jobs import fresh_job
 from services.core import agents as agents_mod
 from services.core import batches, envelope, errors, job_waits, subjects
 
@@ -212,7 +213,7 @@ async def wait_results(
 
     await _bounded([waiter(job_id) for job_id in job_ids])
     # the rows as the waits left them (folded from the log where the projection lags), unfinished ones too
-    rows = await _bounded([functools.partial(laddr_common.fresh_job, st, job_id) for job_id in job_ids])
+    rows = await _bounded([functools.partial(fresh_job, st, job_id) for job_id in job_ids])
     jobs = {job_id: row for job_id, row in zip(job_ids, rows, strict=True) if row is not None}
     results = [
         {"task_id": job_id, "response": await batch_views.response(st, job_id, jobs.get(job_id))} for job_id in job_ids

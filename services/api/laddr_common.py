@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import bodies, jobs, state, submit, views
+from services.api import bodies, state, submit, views
 from services.core import agents as agents_mod
 from services.core import errors, jobstate, offload, scopes, subjects
 
@@ -44,16 +44,6 @@ SELECT provider, model, sum(pt) AS prompt_tokens, sum(ct) AS completion_tokens,
 FROM calls GROUP BY provider, model ORDER BY first_id
 """
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
-
-
-async def fresh_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
-    """The job row, folded from the event log when the projection has not reached its outcome yet
-    (a chat or a wait that saw the final event must not read an older row right after)."""
-    row = await jobs.load_job(st, job_id)
-    if row is None or row["status"] in jobstate.FINAL_STATUSES:
-        return row
-    folded = await jobs.fold_events(st, job_id)
-    return folded if folded is not None and folded["last_seq"] > row.get("last_seq", 0) else row
 
 
 def status(row: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from services.api import auth, bodies, idempotency, laddr_common, pipelines, state, submit, views
+from services.api.jobs import fresh_job
 from services.core import agents as agents_mod
 from services.core import envelope, errors, job_waits, scopes, subjects
 
@@ -118,7 +119,7 @@ async def create_job(request: web.Request) -> web.Response:
 async def _finished(st: state.ApiState, job_id: str, name: str, is_agent: bool, created_at: str | None,
                     started: float) -> dict[str, Any]:
     """Laddr's synchronous answer: the job as it is now (final unless the wait timed out)."""
-    row = await laddr_common.fresh_job(st, job_id)
+    row = await fresh_job(st, job_id)
     out: dict[str, Any] = {"job_id": job_id, "status": "queued", "result": None, "error": None,
                            "duration_ms": int((time.monotonic() - started) * 1000), "agent": name if is_agent else None,
                            "created_at": created_at, "pipeline_name": name}
@@ -152,7 +153,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def _existing(st: state.ApiState, job_id: str) -> dict[str, Any]:
-    row = await laddr_common.fresh_job(st, job_id)
+    row = await fresh_job(st, job_id)
     if row is None:
         raise errors.NotFound(f"job {job_id!r} not found")
     return row
@@ -187,7 +188,7 @@ async def replay(request: web.Request) -> web.Response:
     st = state.of(request)
     body = await bodies.json_object(request)
     reexecute = _reexecute(body)
-    row = await laddr_common.fresh_job(st, request.match_info["job_id"])
+    row = await fresh_job(st, request.match_info["job_id"])
     if row is None:
         return _not_found(request.match_info["job_id"])
     original = row["job_id"]

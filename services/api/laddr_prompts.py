@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from services.api import auth, bodies, idempotency, laddr_common, state, submit, views
+from services.api.jobs import fresh_job
 from services.core import agents as agents_mod
 from services.core import errors
 
@@ -94,7 +95,7 @@ async def get_prompt(request: web.Request) -> web.Response:
     auth.require(request, "jobs:ro")
     st = state.of(request)
     prompt_id = request.match_info["prompt_id"]
-    row = await laddr_common.fresh_job(st, prompt_id)
+    row = await fresh_job(st, prompt_id)
     if row is None or row["plugin"] != agents_mod.PROMPT:
         raise errors.NotFound(f"prompt {prompt_id!r} not found")
     payload = row.get("payload") or {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.api import auth, laddr_common, state
+from services.api.jobs import fresh_job
 from services.core import errors, jobstate, offload
 
 routes = web.RouteTableDef()
@@ -22,7 +23,7 @@ async def resolved(request: web.Request) -> web.Response:
     auth.require(request, "jobs:ro")
     st = state.of(request)
     task_id = request.match_info["task_id"]
-    row = await laddr_common.fresh_job(st, task_id)
+    row = await fresh_job(st, task_id)
     if row is None:
         raise errors.NotFound(f"task {task_id!r} not found")
     stored = row.get("result")

@@ -4,7 +4,7 @@
 may not call it (plugin:ro calls only `read` commands), 400 for a bad body or a payload
 that violates the command's `input_schema`, else 202.
 
-`?wait=<duration>` (Headrace's own; e.g. `wait=10s`, at most 5 minutes) waits for the job to be
+`?wait=<duration>` (Headrace's own; e.g. `wait=10s`, at most 5 minutes; `wait=true`: 30 s) waits for the job to be
 final, on its events (never by polling), holding one of the API's sync slots (429 when all are
 taken): 200 with `{job_id, status, plugin, command, attempt, duration_ms, result, error}` as its
 final event says (a failed attempt is not final: the dispatcher's retry or dead letter is), or,
@@ -29,6 +29,8 @@ routes = web.RouteTableDef()
 
 MAX_VIOLATIONS = 20
 MAX_WAIT_S = 300.0
+#: `?wait=true`: as long as a Laddr chat waits by default
+DEFAULT_WAIT_S = 30.0
 
 #: (plugin, command) -> (the schema it was compiled from, its validator); recompiled when a
 #: reloaded catalog hands over a different schema object
@@ -117,6 +119,8 @@ def wait_param(request: web.Request) -> float:
     raw = request.query.get("wait")
     if raw is None or raw in ("", "false", "0"):
         return 0.0
+    if raw == "true":
+        return DEFAULT_WAIT_S
     try:
         wait_s = durations.parse_seconds(raw)
     except ValueError as exc:

@@ -19,10 +19,13 @@ async def test_wait_answers_200_with_the_final_outcome(make_config: Any, start_s
     assert status == 200, body
     assert body["status"] == "succeeded" and body["result"]["result"] == "Echoed: hi"
     assert body["plugin"] == "echo_py" and body["command"] == "poll" and body["attempt"] == 1
-    # read your writes: the job the answer names is there (its row catches up with the final event)
+    # read your writes: straight after the answer the job reads as final, with the same result
     status, job = await s.client.get(f"/job/{body['job_id']}")
-    assert status == 200 and job["job_id"] == body["job_id"]
-    assert (await s.client.wait_job(body["job_id"]))["result"] == body["result"]
+    assert status == 200 and job["status"] == "succeeded" and job["result"] == body["result"], job
+    status, body = await s.client.post("/plugin/echo_py/poll?wait=true", json={"payload": {"message": "t"}})
+    assert status == 200 and body["status"] == "succeeded", body
+    status, job = await s.client.get(f"/job/{body['job_id']}")
+    assert status == 200 and job["status"] == "succeeded", job
 
 
 async def test_wait_covers_the_dispatchers_retries(make_config: Any, start_stack: Any, tmp_path: Path) -> None:
