@@ -15,6 +15,7 @@ import pytest
 
 from services.core import subjects
 from services.core import webhooks as hooks_mod
+from tests.support import infra
 from tests.support.stack import Client, Stack
 
 SECRET = "ductile-webhook-secret-0"
@@ -107,11 +108,18 @@ async def test_an_envelope_body_is_the_event(hooked: Stack) -> None:
         assert status == 202, other
     finally:
         await hooks.close()
-    assert hooked.api.bus is not None
-    queued = await hooked.api.bus.last_message(subjects.EVENTS, subjects.job_event(out["job_id"], "queued"))
-    assert queued is not None and queued[1].data["event"] == {"type": "deploy.requested", "payload": {"env": "prod"}}
-    queued = await hooked.api.bus.last_message(subjects.EVENTS, subjects.job_event(other["job_id"], "queued"))
-    assert queued is not None and queued[1].data["event"] == {"type": "webhook.ci", "payload": {"action": "opened"}}
+    bus = hooked.api.bus
+    assert bus is not None
+
+    def queued_event(job_id: str) -> Any:
+        async def found() -> Any:  # the 202 comes before the dispatcher's decision: wait for it
+            got = await bus.last_message(subjects.EVENTS, subjects.job_event(job_id, "queued"))
+            return got[1].data["event"] if got is not None else None
+
+        return infra.wait_until(found, what=f"job {job_id} queued")
+
+    assert await queued_event(out["job_id"]) == {"type": "deploy.requested", "payload": {"env": "prod"}}
+    assert await queued_event(other["job_id"]) == {"type": "webhook.ci", "payload": {"action": "opened"}}
 
 
 def test_listen_and_max_body_size_load_without_warnings(make_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
