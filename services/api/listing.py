@@ -143,17 +143,17 @@ async def count(conn: asyncpg.Connection, table: str, filters: Filters) -> tuple
     """(total, is_estimate) of the rows of `table` matching `filters`."""
     assert table in TABLES
     if not filters.clauses:
-        estimate = await conn.fetchval(TABLE_ESTIMATE_SQL, table)
-        if estimate is not None and estimate > COUNT_CAP:
-            return int(estimate), True
+        whole = await conn.fetchval(TABLE_ESTIMATE_SQL, table)
+        if whole is not None and whole > COUNT_CAP:
+            return int(whole), True
     args = [*filters.args, COUNT_CAP + 1]
     exact = await conn.fetchval(CAPPED_COUNT_SQL.format(table=table, where=filters.where, cap=len(args)), *args)
     if exact <= COUNT_CAP:
         return int(exact), False
-    return await estimate(conn, table, filters), True
+    return await planned_count(conn, table, filters), True
 
 
-async def estimate(conn: asyncpg.Connection, table: str, filters: Filters) -> int:
+async def planned_count(conn: asyncpg.Connection, table: str, filters: Filters) -> int:
     """The planner's estimate of the rows matching `filters`, known to be more than COUNT_CAP."""
     assert table in TABLES
     plan = await conn.fetchval(ESTIMATE_SQL.format(table=table, where=filters.where), *filters.args)
@@ -240,7 +240,7 @@ async def job_logs_page(conn: asyncpg.Connection, filters: Filters, limit: int, 
     elif (matched := int(rows[0]["matched"])) <= COUNT_CAP:
         total, estimated = matched, False
     else:
-        total, estimated = await estimate(conn, "job_logs", filters), True
+        total, estimated = await planned_count(conn, "job_logs", filters), True
     return rows, total, estimated
 
 
