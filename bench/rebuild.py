@@ -15,7 +15,6 @@ decoding every message, no database) and `services.projector.rebuild.rebuild` (w
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import secrets
 import statistics
