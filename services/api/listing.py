@@ -58,14 +58,21 @@ FROM job_logs {where}
 ORDER BY completed_at DESC NULLS LAST, log_id DESC
 LIMIT ${limit} OFFSET ${offset}
 """
-#: with a full-text query: rank (ts_rank, then recency) the RANK_WINDOW most recent matches
+#: with a full-text query: rank (ts_rank, then recency) the RANK_WINDOW most recent matches. The scan reads
+#: one match more than the window and `matched` says how many it found, which is the exact count whenever
+#: it is at most COUNT_CAP (<= the window): the matches are read once, not again by a count.
 LOGS_RANKED_SQL = """
-SELECT {columns}
+SELECT {columns}, matched
 FROM (
-    SELECT {columns}, search FROM job_logs {where}
-    ORDER BY completed_at DESC NULLS LAST, log_id DESC
-    LIMIT ${window}
+    SELECT *, count(*) OVER () AS matched,
+           row_number() OVER (ORDER BY completed_at DESC NULLS LAST, log_id DESC) AS recency
+    FROM (
+        SELECT {columns}, search FROM job_logs {where}
+        ORDER BY completed_at DESC NULLS LAST, log_id DESC
+        LIMIT ${window} + 1
+    ) AS scanned
 ) AS recent
+WHERE recency <= ${window}
 ORDER BY ts_rank(search, websearch_to_tsquery('simple', ${query})) DESC, completed_at DESC NULLS LAST, log_id DESC
 LIMIT ${limit} OFFSET ${offset}
 """
@@ -136,18 +143,24 @@ async def count(conn: asyncpg.Connection, table: str, filters: Filters) -> tuple
     """(total, is_estimate) of the rows of `table` matching `filters`."""
     assert table in TABLES
     if not filters.clauses:
-        estimate = await conn.fetchval(TABLE_ESTIMATE_SQL, table)
-        if estimate is not None and estimate > COUNT_CAP:
-            return int(estimate), True
+        whole = await conn.fetchval(TABLE_ESTIMATE_SQL, table)
+        if whole is not None and whole > COUNT_CAP:
+            return int(whole), True
     args = [*filters.args, COUNT_CAP + 1]
     exact = await conn.fetchval(CAPPED_COUNT_SQL.format(table=table, where=filters.where, cap=len(args)), *args)
     if exact <= COUNT_CAP:
         return int(exact), False
+    return await planned_count(conn, table, filters), True
+
+
+async def planned_count(conn: asyncpg.Connection, table: str, filters: Filters) -> int:
+    """The planner's estimate of the rows matching `filters`, known to be more than COUNT_CAP."""
+    assert table in TABLES
     plan = await conn.fetchval(ESTIMATE_SQL.format(table=table, where=filters.where), *filters.args)
     if isinstance(plan, str):
         plan = orjson.loads(plan)
     planned = int(plan[0]["Plan"]["Plan Rows"])
-    return max(planned, COUNT_CAP + 1), True
+    return max(planned, COUNT_CAP + 1)
 
 
 def status_param(request: web.Request) -> str | None:
@@ -211,17 +224,24 @@ async def job_logs_page(conn: asyncpg.Connection, filters: Filters, limit: int, 
                         include_result: bool = False) -> tuple[list[asyncpg.Record], int, bool]:
     """(rows, total, total_is_estimate) of one page of attempts; ranked when `query_param` names the
     bound full-text query."""
-    total, estimated = await count(conn, "job_logs", filters)
     page = Filters(list(filters.clauses), list(filters.args))
     columns = LOG_COLUMNS + (", result" if include_result else "")
     if query_param is None:
+        total, estimated = await count(conn, "job_logs", filters)
         sql = LOGS_PAGE_SQL.format(columns=columns, where=page.where, limit=page.param(limit),
                                    offset=page.param(offset))
+        return await conn.fetch(sql, *page.args), total, estimated
+    sql = LOGS_RANKED_SQL.format(columns=columns, where=page.where, query=query_param,
+                                 window=page.param(rank_window(limit, offset)),
+                                 limit=page.param(limit), offset=page.param(offset))
+    rows = await conn.fetch(sql, *page.args)
+    if not rows:  # a page past the matches says nothing of how many there are
+        total, estimated = await count(conn, "job_logs", filters)
+    elif (matched := int(rows[0]["matched"])) <= COUNT_CAP:
+        total, estimated = matched, False
     else:
-        sql = LOGS_RANKED_SQL.format(columns=columns, where=page.where, query=query_param,
-                                     window=page.param(rank_window(limit, offset)),
-                                     limit=page.param(limit), offset=page.param(offset))
-    return await conn.fetch(sql, *page.args), total, estimated
+        total, estimated = await planned_count(conn, "job_logs", filters), True
+    return rows, total, estimated
 
 
 def rank_window(limit: int, offset: int) -> int:

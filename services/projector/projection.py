@@ -14,8 +14,10 @@ it does not depend on where batches begin and rebuild gives the same rows.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import asyncpg
+import orjson
 
 from services.core import db, envelope, logging, values
 from services.projector import batch_rows, ingest_rows, read_models, stream_reader, trace_rows
@@ -30,6 +32,9 @@ DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asy
                ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError)
 #: characters of a failure's error message kept in its row
 ERROR_LIMIT = 2000
+#: the jsonb columns of the jobs and job_logs rows (sent as JSON text in the multi-row upserts)
+JOB_JSON = frozenset({"payload", "result"})
+ATTEMPT_JSON = frozenset({"result", "logs"})
 
 
 async def checkpoint(conn: asyncpg.Connection) -> int:
@@ -114,15 +119,21 @@ async def _apply_jobs(conn: asyncpg.Connection, batch: Batch) -> None:
                 attempts[log_id] = attempt_row
                 touched_attempts.add(log_id)
     if touched_jobs:
-        await conn.executemany(
-            queries["upsert_job"],
-            [tuple(jobs[j][c] for c in read_models.JOB_COLUMNS) for j in sorted(touched_jobs)],
-        )
+        await conn.execute(queries["upsert_jobs"], *_columns([jobs[j] for j in sorted(touched_jobs)],
+                                                             read_models.JOB_COLUMNS, JOB_JSON))
     if touched_attempts:
-        await conn.executemany(
-            queries["upsert_attempt"],
-            [tuple(attempts[a][c] for c in read_models.ATTEMPT_COLUMNS) for a in sorted(touched_attempts)],
-        )
+        await conn.execute(queries["upsert_attempts"], *_columns([attempts[a] for a in sorted(touched_attempts)],
+                                                                 read_models.ATTEMPT_COLUMNS, ATTEMPT_JSON))
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _columns(rows: list[dict[str, Any]], columns: tuple[str, ...], json_columns: frozenset[str]) -> list[list[Any]]:
+    """`rows` as one list per column (the arrays of a multi-row upsert); jsonb columns as JSON text."""
+    return [[_json_text(row[c]) for row in rows] if c in json_columns else [row[c] for row in rows]
+            for c in columns]
 
 
 async def _apply_traces(conn: asyncpg.Connection, batch: Batch) -> None:

@@ -28,24 +28,40 @@ def undecodable(seq: int, subject: str, error: str) -> envelope.Envelope:
 
 
 class EventReader:
+    """Batches of (stream seq, envelope) in stream order with none left out. A push consumer that falls
+    behind drops messages client-side (a slow consumer), and the ordered consumer then resumes after
+    them; so the reader checks that each message follows the one before it, and when one does not it
+    re-subscribes from the first sequence it has not seen. The first message after a (re)subscribe may
+    be past that sequence: the server starts at the next one it still holds."""
+
     def __init__(self, bus: bus_mod.Bus, *, start_seq: int, batch_size: int = 500) -> None:
         self.bus = bus
         self.start_seq = max(1, start_seq)
         self.batch_size = batch_size
         self._sub: object | None = None
+        #: the stream seq the next message should have; None right after a (re)subscribe
+        self._expected: int | None = None
 
-    async def __aenter__(self) -> EventReader:
+    async def _subscribe(self) -> None:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start_seq)
         self._sub = await self.bus.js.subscribe(
             subjects.ALL_EVENTS, stream=subjects.EVENTS, ordered_consumer=True, config=config,
             pending_msgs_limit=100_000,
         )
-        return self
+        self._expected = None
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def _unsubscribe(self) -> None:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()  # type: ignore[attr-defined]
+            self._sub = None
+
+    async def __aenter__(self) -> EventReader:
+        await self._subscribe()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._unsubscribe()
 
     async def next_batch(self, *, wait_s: float = 0.5) -> list[tuple[int, envelope.Envelope]]:
         """Up to `batch_size` events; [] when nothing arrived within `wait_s`."""
@@ -58,11 +74,21 @@ class EventReader:
             return out
         while True:
             seq = msg.metadata.sequence.stream
-            try:
-                out.append((seq, envelope.decode(msg.data)))
-            except envelope.DecodeError as exc:
-                log.error("event_undecodable", seq=seq, subject=msg.subject, error=str(exc))
-                out.append((seq, undecodable(seq, msg.subject, str(exc))))
+            if self._expected is not None and seq != self._expected:
+                if seq > self._expected:  # messages dropped on the way: read again from the first one missed
+                    log.warning("event_stream_gap", expected=self._expected, got=seq)
+                    await self._unsubscribe()
+                    await self._subscribe()
+                    return out or await self.next_batch(wait_s=wait_s)
+                # already delivered (a redelivery after the ordered consumer reset): skip it
+            else:
+                try:
+                    out.append((seq, envelope.decode(msg.data)))
+                except envelope.DecodeError as exc:
+                    log.error("event_undecodable", seq=seq, subject=msg.subject, error=str(exc))
+                    out.append((seq, undecodable(seq, msg.subject, str(exc))))
+                self._expected = seq + 1
+                self.start_seq = seq + 1
             if len(out) >= self.batch_size or sub.pending_msgs == 0:  # type: ignore[attr-defined]
                 break
             try:

@@ -10,11 +10,18 @@ SELECT log_id, job_id, attempt, plugin, command, status, submitted_by, created_a
        last_error, stderr, result, logs, last_seq
 FROM job_logs WHERE log_id = ANY($1::text[]);
 
--- name: upsert_job
--- Insert or replace a job row, never going back in the event log.
+-- name: upsert_jobs
+-- Insert or replace the job rows of a batch (one array per column, each job once), never going back in
+-- the event log. jsonb columns arrive as JSON text.
 INSERT INTO jobs (job_id, plugin, command, status, submitted_by, payload, result, last_error, attempt, parent_job_id,
                   correlation_id, pipeline, step_id, created_at, started_at, completed_at, last_seq)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+SELECT job_id, plugin, command, status, submitted_by, payload::jsonb, result::jsonb, last_error, attempt,
+       parent_job_id, correlation_id, pipeline, step_id, created_at, started_at, completed_at, last_seq
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::integer[], $10::text[], $11::text[], $12::text[], $13::text[], $14::timestamptz[],
+            $15::timestamptz[], $16::timestamptz[], $17::bigint[])
+     AS v(job_id, plugin, command, status, submitted_by, payload, result, last_error, attempt, parent_job_id,
+          correlation_id, pipeline, step_id, created_at, started_at, completed_at, last_seq)
 ON CONFLICT (job_id) DO UPDATE SET
     plugin = EXCLUDED.plugin, command = EXCLUDED.command, status = EXCLUDED.status,
     submitted_by = EXCLUDED.submitted_by, payload = EXCLUDED.payload, result = EXCLUDED.result,
@@ -24,11 +31,17 @@ ON CONFLICT (job_id) DO UPDATE SET
     last_seq = EXCLUDED.last_seq
 WHERE jobs.last_seq < EXCLUDED.last_seq;
 
--- name: upsert_attempt
--- Insert or replace one attempt's /job-logs row.
+-- name: upsert_attempts
+-- Insert or replace the /job-logs rows of a batch (one array per column, each attempt once).
 INSERT INTO job_logs (log_id, job_id, attempt, plugin, command, status, submitted_by, created_at, started_at,
                       completed_at, last_error, stderr, result, logs, last_seq)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+SELECT log_id, job_id, attempt, plugin, command, status, submitted_by, created_at, started_at, completed_at,
+       last_error, stderr, result::jsonb, logs::jsonb, last_seq
+FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[], $13::text[],
+            $14::text[], $15::bigint[])
+     AS v(log_id, job_id, attempt, plugin, command, status, submitted_by, created_at, started_at, completed_at,
+          last_error, stderr, result, logs, last_seq)
 ON CONFLICT (log_id) DO UPDATE SET
     status = EXCLUDED.status, submitted_by = EXCLUDED.submitted_by, created_at = EXCLUDED.created_at,
     started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, last_error = EXCLUDED.last_error,
