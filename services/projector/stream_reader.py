@@ -34,19 +34,23 @@ class EventReader:
     re-subscribes from the first sequence it has not seen. The first message after a (re)subscribe may
     be past that sequence: the server starts at the next one it still holds."""
 
-    def __init__(self, bus: bus_mod.Bus, *, start_seq: int, batch_size: int = 500) -> None:
+    def __init__(self, bus: bus_mod.Bus, *, start_seq: int, batch_size: int = 500,
+                 pending_msgs_limit: int = 100_000) -> None:
         self.bus = bus
+        self.pending_msgs_limit = pending_msgs_limit
         self.start_seq = max(1, start_seq)
         self.batch_size = batch_size
         self._sub: object | None = None
         #: the stream seq the next message should have; None right after a (re)subscribe
         self._expected: int | None = None
+        #: start_seq when an idle wait last found the stream past it (see `_check_tail`)
+        self._idle_behind: int | None = None
 
     async def _subscribe(self) -> None:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start_seq)
         self._sub = await self.bus.js.subscribe(
             subjects.ALL_EVENTS, stream=subjects.EVENTS, ordered_consumer=True, config=config,
-            pending_msgs_limit=100_000,
+            pending_msgs_limit=self.pending_msgs_limit,
         )
         self._expected = None
 
@@ -55,6 +59,19 @@ class EventReader:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()  # type: ignore[attr-defined]
             self._sub = None
+
+    async def _check_tail(self) -> None:
+        """Idle, yet the stream holds events past what was read: the dropped ones were the last, so no later
+        message shows the gap. Seen twice in a row (not a message still on its way), read again from there."""
+        last = await self.bus.stream_last_seq(subjects.EVENTS)
+        if last < self.start_seq:
+            self._idle_behind = None
+            return
+        if self._idle_behind == self.start_seq:
+            log.warning("event_stream_tail_missed", expected=self.start_seq, last=last)
+            await self._unsubscribe()
+            await self._subscribe()
+        self._idle_behind = self.start_seq
 
     async def __aenter__(self) -> EventReader:
         await self._subscribe()
@@ -71,7 +88,9 @@ class EventReader:
         try:
             msg = await sub.next_msg(timeout=wait_s)  # type: ignore[attr-defined]
         except (TimeoutError, nats.errors.TimeoutError):
+            await self._check_tail()
             return out
+        self._idle_behind = None
         while True:
             seq = msg.metadata.sequence.stream
             if self._expected is not None and seq != self._expected:
