@@ -65,11 +65,25 @@ async def open_for(config: config_mod.Config, *, name: str, bus: Bus | None = No
     return bus
 
 
+class ConnectionLosses:
+    """Each drop of the NATS connection sets the event of its time: a wait for PubAcks of messages sent
+    before the drop ends then, instead of waiting out its timeout for replies that went with the old
+    connection (the caller's input is redelivered; the message ids make the second publish a no-op)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def dropped(self) -> None:
+        self.event.set()
+        self.event = asyncio.Event()
+
+
 class Bus:
     """A connected NATS client with its JetStream context."""
 
-    def __init__(self, nc: Client, *, replicas: int = 1) -> None:
+    def __init__(self, nc: Client, *, replicas: int = 1, losses: ConnectionLosses | None = None) -> None:
         self.nc = nc
+        self.losses = losses or ConnectionLosses()
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         self.replicas = replicas
         self._kv: dict[str, KeyValue] = {}
@@ -80,8 +94,11 @@ class Bus:
         async def on_error(exc: Exception) -> None:
             log.warning("nats_error", error=str(exc) or type(exc).__name__)
 
+        losses = ConnectionLosses()
+
         async def on_disconnect() -> None:
             log.warning("nats_disconnected")
+            losses.dropped()
 
         async def on_reconnect() -> None:
             log.info("nats_reconnected")
@@ -108,7 +125,7 @@ class Bus:
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             raise errors.TransientError(f"cannot connect to NATS at {url}: {exc}") from exc
-        return cls(nc, replicas=replicas)
+        return cls(nc, replicas=replicas, losses=losses)
 
     @property
     def connection_state(self) -> str:
@@ -252,14 +269,26 @@ class Bus:
         return data
 
     async def publish_all(self, items: Iterable[tuple[str, envelope.Envelope]]) -> list[api.PubAck]:
-        """Publish several messages pipelined and wait for every PubAck (in order)."""
+        """Publish several messages pipelined and wait for every PubAck (in order); a TransientError when one
+        fails, none comes within 30 s, or the connection drops before all came."""
+        lost = self.losses.event
         try:
             futures = [
                 await self.js.publish_async(subject, self._fitting(subject, envelope.encode(env)),
                                             headers={subjects.MSG_ID: env.id})
                 for subject, env in items
             ]
-            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout=30))
+            acks = asyncio.gather(*futures)
+            dropped = asyncio.ensure_future(lost.wait())
+            try:
+                await asyncio.wait({acks, dropped}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                dropped.cancel()
+            if not acks.done():
+                acks.cancel()
+                why = "the connection dropped before every PubAck came" if lost.is_set() else "no PubAck within 30s"
+                raise errors.TransientError(f"publish failed: {why}")
+            return list(acks.result())
         except nats.js.errors.APIError as exc:
             raise errors.TransientError(f"publish failed: {exc}") from exc
         except (nats.errors.Error, TimeoutError) as exc:
