@@ -14,6 +14,7 @@ so a redelivered message publishes the same events and the same pipeline roots
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -106,9 +107,11 @@ class IngestConsumer:
         return [accepted(subject, event, seq, roots, source=self.source), *routed]
 
     async def on_batch(self, msgs: list[Msg]) -> None:
-        out: Published = []
-        for msg in msgs:
-            out.extend(await self.decide(msg.subject, msg.data or b"", int(msg.metadata.sequence.stream)))
+        # each message starts runs of its own (their ids derive from its INGEST sequence): decided concurrently,
+        # since each start writes its run's tree (a KV round trip), then published at once and acked
+        decided = await asyncio.gather(*(self.decide(msg.subject, msg.data or b"", int(msg.metadata.sequence.stream))
+                                         for msg in msgs))
+        out = [item for published in decided for item in published]
         if out:
             await self.bus.publish_all(out)
         for msg in msgs:
