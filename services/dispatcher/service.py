@@ -13,6 +13,7 @@ deterministic event ids make a redelivered input's second publish a no-op.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -102,15 +103,33 @@ class Dispatcher(lifecycle.Service):
     # --- commands -------------------------------------------------------------
 
     async def _on_commands(self, msgs: list[Msg]) -> None:
+        """One batch: each job's commands in order, different jobs concurrently (their decisions read and write
+        only their own keys and events), everything published at once, then the batch acked."""
         assert self.bus is not None
-        out: decisions.Published = []
-        signals: list[str] = []
+        groups: dict[str, list[envelope.Envelope]] = {}
         for msg in msgs:
             try:
                 cmd = envelope.decode(msg.data)
             except envelope.DecodeError as exc:
                 log.error("command_undecodable", subject=msg.subject, error=str(exc))
                 continue
+            groups.setdefault(cmd.job_id or msg.subject, []).append(cmd)
+        decided = await asyncio.gather(*(self._decide_commands(group) for group in groups.values()))
+        out = [item for published, _ in decided for item in published]
+        if out:
+            await self.bus.publish_all(out)
+        # signals only after `cancel_requested` is stored: a runner that misses the signal (its preflight had
+        # not begun) reads the request in preflight instead (services/runner/service.py `_execute`)
+        for _, signals in decided:
+            for signal in signals:
+                await self.bus.nc.publish(signal, b"")
+        for msg in msgs:
+            await msg.ack()
+
+    async def _decide_commands(self, cmds: list[envelope.Envelope]) -> tuple[decisions.Published, list[str]]:
+        out: decisions.Published = []
+        signals: list[str] = []
+        for cmd in cmds:
             if cmd.type == "job.submit":
                 out.extend(await self._submit(cmd))
             elif cmd.type == "pipeline.run":
@@ -120,15 +139,8 @@ class Dispatcher(lifecycle.Service):
                 if cmd.job_id:
                     signals.append(subjects.cancel_signal(cmd.job_id))
             else:
-                log.warning("command_unknown", type=cmd.type, subject=msg.subject)
-        if out:
-            await self.bus.publish_all(out)
-        # signals only after `cancel_requested` is stored: a runner that misses the signal (its preflight had
-        # not begun) reads the request in preflight instead (services/runner/service.py `_execute`)
-        for signal in signals:
-            await self.bus.nc.publish(signal, b"")
-        for msg in msgs:
-            await msg.ack()
+                log.warning("command_unknown", type=cmd.type, subject=cmd.id)
+        return out, signals
 
     async def _run_pipeline(self, cmd: envelope.Envelope) -> decisions.Published:
         assert self.runs is not None and cmd.job_id is not None
@@ -232,27 +244,42 @@ class Dispatcher(lifecycle.Service):
         return jobstate.fold(await self.bus.history(subjects.EVENTS, subjects.job_events(job_id)))
 
     async def _on_outcomes(self, msgs: list[Msg]) -> None:
+        """One batch: breakers in order, then each job's decision; jobs of different pipeline runs are decided
+        concurrently (a run's tree is one KV record, so one run's outcomes go in order), everything they caused
+        is published at once, then the batch is acked (publish, then ack)."""
         assert self.bus is not None
+        groups: dict[str, list[envelope.Envelope]] = {}
         for msg in msgs:
             try:
                 env = envelope.decode(msg.data)
             except envelope.DecodeError as exc:
                 log.error("event_undecodable", subject=msg.subject, error=str(exc))
-                await msg.ack()
                 continue
             if env.data.get("pipeline_root") or not env.job_id:
-                await msg.ack()  # a pipeline's root job: decided here already
-                continue
-            out: decisions.Published = []
+                continue  # a pipeline's root job: decided here already
             if env.type in ("job.succeeded", "job.failed", "job.timed_out"):
                 await self._record_outcome(env)
-            if env.type in ("job.failed", "job.timed_out"):
-                out = await self._after_failure(env)
-            elif env.type in ROUTED_FINALS and self.runs is not None and self.runs.compiled.pipelines:
-                out = await self.runs.after_job(env, await self._job_spec(env))
+            if env.type in ("job.failed", "job.timed_out") or (
+                    env.type in ROUTED_FINALS and self.runs is not None and self.runs.compiled.pipelines):
+                route = env.data.get("route")
+                key = str(route.get("root") or env.job_id) if isinstance(route, dict) else env.job_id
+                groups.setdefault(key, []).append(env)
+        if groups:
+            decided = await asyncio.gather(*(self._decide_outcomes(group) for group in groups.values()))
+            out = [item for published in decided for item in published]
             if out:
                 await self.bus.publish_all(out)
+        for msg in msgs:
             await msg.ack()
+
+    async def _decide_outcomes(self, envs: list[envelope.Envelope]) -> decisions.Published:
+        out: decisions.Published = []
+        for env in envs:
+            if env.type in ("job.failed", "job.timed_out"):
+                out.extend(await self._after_failure(env))
+            elif self.runs is not None:
+                out.extend(await self.runs.after_job(env, await self._job_spec(env)))
+        return out
 
     async def _job_spec(self, env: envelope.Envelope) -> dict[str, Any] | None:
         """What the job was submitted with (its queued event; a job that never queued carries it itself)."""
@@ -266,13 +293,17 @@ class Dispatcher(lifecycle.Service):
 
     async def _after_failure(self, env: envelope.Envelope) -> decisions.Published:
         assert self.bus is not None and env.job_id is not None
-        job = await self._job_state(env.job_id)
+        # three reads at once (each is a round trip)
+        job, cancel_requested, queued = await asyncio.gather(
+            self._job_state(env.job_id),
+            self.bus.last_message(subjects.EVENTS, subjects.job_event(env.job_id, "cancel_requested")),
+            self.bus.last_message(subjects.EVENTS, subjects.job_event(env.job_id, "queued")),
+        )
         attempt = int(env.data.get("attempt", 1))
         if job is not None and (job["status"] in ("dead", "cancelled", "succeeded") or job["attempt"] > attempt):
             return []  # already decided (a redelivered outcome), or overtaken
-        if await self.bus.last_message(subjects.EVENTS, subjects.job_event(env.job_id, "cancel_requested")):
+        if cancel_requested:
             return []
-        queued = await self.bus.last_message(subjects.EVENTS, subjects.job_event(env.job_id, "queued"))
         out = retries.decide_outcome(env, queued[1] if queued else None, self.config, source=self.source)
         log.info("attempt_failed", job_id=env.job_id, plugin=env.data.get("plugin"), attempt=attempt,
                  decision=out[0][1].type if out else None)
