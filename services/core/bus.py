@@ -65,6 +65,11 @@ async def open_for(config: config_mod.Config, *, name: str, bus: Bus | None = No
     return bus
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class ConnectionLosses:
     """Each drop of the NATS connection sets the event of its time: a wait for PubAcks of messages sent
     before the drop ends then, instead of waiting out its timeout for replies that went with the old
@@ -286,6 +291,7 @@ class Bus:
                 dropped.cancel()
             if not acks.done():
                 acks.cancel()
+                acks.add_done_callback(_retrieved)  # no "exception was never retrieved" for the cancelled wait
                 why = "the connection dropped before every PubAck came" if lost.is_set() else "no PubAck within 30s"
                 raise errors.TransientError(f"publish failed: {why}")
             return list(acks.result())

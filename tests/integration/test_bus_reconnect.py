@@ -4,8 +4,15 @@ the bus reconnects on its own, keeps its subscriptions and publishes again."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
 from services.core import bus as bus_mod
-from services.core import envelope, subjects
+from services.core import envelope, errors, subjects
 from tests.support import infra
 from tests.support.stack import Client, Stack
 
@@ -59,3 +66,26 @@ async def test_api_serves_again_after_server_side_close(hr: Stack, client: Clien
     assert status == 200 and body["status"] == "ok", body
     job_id = await client.submit("echo", "handle", {"after": "server close"})
     assert (await client.wait_job(job_id))["status"] == "succeeded"
+
+
+async def test_a_wait_for_pubacks_ends_when_the_connection_drops(tmp_path: Path) -> None:
+    """Acks that went with a dead server never come: publish_all must say so when the connection drops,
+    not wait out its 30 s (a dispatcher batch in flight at a NATS restart held new work that long)."""
+    server = infra.NatsServer(tmp_path / "nats")
+    await server.start()
+    bus = await bus_mod.Bus.connect(server.url, name="drop-test")
+    try:
+        await bus.ensure_topology()
+        proc = server.embedded.proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGSTOP)  # the messages go out; no PubAck can come back
+        env = envelope.make("system.probe", source="test", data={})
+        pending = asyncio.ensure_future(bus.publish_all([(subjects.system_event("probe"), env)]))
+        await asyncio.sleep(0.3)
+        assert not pending.done()
+        await server.kill()  # SIGKILL works on a stopped process; the socket closes
+        with pytest.raises(errors.TransientError, match="connection dropped"):
+            await asyncio.wait_for(pending, timeout=20)
+    finally:
+        await bus.close()
+        await server.stop()
