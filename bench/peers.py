@@ -497,24 +497,7 @@ class Peers:
     async def jetstream_rr(self, n: int) -> float:
         from bench import pipelines
 
-        started = time.perf_counter()
-        got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        async def on_reply(msg: Any) -> None:
-            if not got.done():
-                got.set_result(msg)
-
-        sub = await self.rr_nc.subscribe(f"{pipelines.RR_REPLIES}.{n}", cb=on_reply)
-        try:
-            await self.rr_nc.jetstream().publish(
-                f"{pipelines.RR_REQUESTS}.{n}",
-                orjson.dumps({"n": n}),
-                headers={"Nats-Msg-Id": f"peers-rr-{n}-{started}"},
-            )
-            await asyncio.wait_for(got, timeout=10)
-        finally:
-            await sub.unsubscribe()
-        return time.perf_counter() - started
+        return await pipelines.jetstream_round_trip(self.rr_nc, n, id_prefix="peers-rr")
 
     async def headrace_sync(self, stack: Stack) -> float:
         assert self.http is not None

@@ -170,42 +170,25 @@ class PipelineBench:
     # --- one round trip each ----------------------------------------------------------------
 
     async def sync_pipeline(self, n: int) -> float:
-        assert self.http is not None
-        started = time.perf_counter()
-        async with self.http.post(f"{self.api_url}/pipeline/sync1", json={"payload": {"n": n}}) as resp:
-            body = await resp.read()
-        elapsed = time.perf_counter() - started
-        if resp.status != 200 or orjson.loads(body).get("status") != "succeeded":
-            raise RuntimeError(f"POST /pipeline/sync1 answered {resp.status}: {body[:300]!r}")
-        return elapsed
+        return await self._timed_post("/pipeline/sync1", n)
 
     async def sync_job(self, n: int) -> float:
         """One `POST /plugin/echo_py/poll?wait=10s`: the job's final outcome in the answer."""
+        return await self._timed_post("/plugin/echo_py/poll?wait=10s", n)
+
+    async def _timed_post(self, path: str, n: int) -> float:
+        """Seconds of one POST whose answer must be a 200 with a succeeded status."""
         assert self.http is not None
         started = time.perf_counter()
-        async with self.http.post(f"{self.api_url}/plugin/echo_py/poll?wait=10s", json={"payload": {"n": n}}) as resp:
+        async with self.http.post(f"{self.api_url}{path}", json={"payload": {"n": n}}) as resp:
             body = await resp.read()
         elapsed = time.perf_counter() - started
         if resp.status != 200 or orjson.loads(body).get("status") != "succeeded":
-            raise RuntimeError(f"POST /plugin/echo_py/poll?wait= answered {resp.status}: {body[:300]!r}")
+            raise RuntimeError(f"POST {path} answered {resp.status}: {body[:300]!r}")
         return elapsed
 
     async def jetstream_rr(self, n: int) -> float:
-        started = time.perf_counter()
-        got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        async def on_reply(msg: Any) -> None:
-            if not got.done():
-                got.set_result(msg)
-
-        sub = await self.nc.subscribe(f"{RR_REPLIES}.{n}", cb=on_reply)
-        try:
-            await self.nc.jetstream().publish(f"{RR_REQUESTS}.{n}", orjson.dumps({"n": n}),
-                                              headers={"Nats-Msg-Id": f"rr-{n}-{started}"})
-            await asyncio.wait_for(got, timeout=10)
-        finally:
-            await sub.unsubscribe()
-        return time.perf_counter() - started
+        return await jetstream_round_trip(self.nc, n, id_prefix="rr")
 
     async def latency(self) -> None:
         per_round = max(1, self.args.requests // ROUNDS)
@@ -334,6 +317,26 @@ async def _amain(bench: PipelineBench) -> None:
     await bench.run()
 
 
+async def jetstream_round_trip(nc: Any, n: int, *, id_prefix: str) -> float:
+    """Seconds of one bare JetStream request/reply through the responder (`RR_REQUESTS` → `RR_REPLIES`):
+    the baseline every sync row is read against."""
+    started = time.perf_counter()
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def on_reply(msg: Any) -> None:
+        if not got.done():
+            got.set_result(msg)
+
+    sub = await nc.subscribe(f"{RR_REPLIES}.{n}", cb=on_reply)
+    try:
+        await nc.jetstream().publish(f"{RR_REQUESTS}.{n}", orjson.dumps({"n": n}),
+                                     headers={"Nats-Msg-Id": f"{id_prefix}-{n}-{started}"})
+        await asyncio.wait_for(got, timeout=10)
+    finally:
+        await sub.unsubscribe()
+    return time.perf_counter() - started
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.responder:
@@ -348,3 +351,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
