@@ -37,12 +37,16 @@ async def cancel(request: web.Request) -> web.Response:
     if row["status"] in FINAL:
         raise errors.Conflict(f"job {row['job_id']} is already {row['status']}", status=row["status"])
     job_id = row["job_id"]
-    cmd = envelope.make("job.cancel", source=st.source, job_id=job_id, id=f"{job_id}:cancel",
-                        correlation_id=row.get("correlation_id") or job_id,
-                        data={"reason": f"cancelled via API ({principal.name or 'token'})"})
+    cmd = envelope.make(
+        "job.cancel",
+        source=st.source,
+        job_id=job_id,
+        id=f"{job_id}:cancel",
+        correlation_id=row.get("correlation_id") or job_id,
+        data={"reason": f"cancelled via API ({principal.name or 'token'})"},
+    )
     await st.bus.publish(subjects.job_command(job_id, "cancel"), cmd)
-    return web.json_response({"job_id": job_id, "status": "cancelling", "previous_status": row["status"]},
-                             status=202)
+    return web.json_response({"job_id": job_id, "status": "cancelling", "previous_status": row["status"]}, status=202)
 
 
 @routes.post("/job/{job_id}/retry")
@@ -50,8 +54,11 @@ async def retry(request: web.Request) -> web.Response:
     principal = auth.require(request, "jobs:rw")
     st, row = await _existing(request)
     if row["status"] not in RETRYABLE:
-        raise errors.Conflict(f"job {row['job_id']} is {row['status']}; only jobs that ended without success "
-                              f"({', '.join(sorted(RETRYABLE))}) can be retried", status=row["status"])
+        raise errors.Conflict(
+            f"job {row['job_id']} is {row['status']}; only jobs that ended without success "
+            f"({', '.join(sorted(RETRYABLE))}) can be retried",
+            status=row["status"],
+        )
     auth.check_work(principal, st.catalog, row["plugin"], row["command"])  # as running it directly would
     original = row["job_id"]
     queued = await st.bus.last_message(subjects.EVENTS, subjects.job_event(original, "queued"))
@@ -59,11 +66,23 @@ async def retry(request: web.Request) -> web.Response:
 
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
         await submit.submit_job(
-            st, plugin=row["plugin"], command=row["command"], payload=spec.get("payload") or {},
-            event=spec.get("event"), context=spec.get("context"), submitted_by="retry", job_id=job_id,
-            extra={"retry_of": original}, authority=auth.authority(principal),
+            st,
+            plugin=row["plugin"],
+            command=row["command"],
+            payload=spec.get("payload") or {},
+            event=spec.get("event"),
+            context=spec.get("context"),
+            submitted_by="retry",
+            job_id=job_id,
+            extra={"retry_of": original},
+            authority=auth.authority(principal),
         )
-        return 202, {"job_id": job_id, "status": "queued", "retry_of": original, "plugin": row["plugin"],
-                     "command": row["command"]}
+        return 202, {
+            "job_id": job_id,
+            "status": "queued",
+            "retry_of": original,
+            "plugin": row["plugin"],
+            "command": row["command"],
+        }
 
     return await idempotency.respond(request, principal, create)

@@ -63,8 +63,11 @@ async def _fold_from_log(st: state.ApiState, job_id: str) -> dict[str, Any] | No
         submitted = await st.bus.last_message(subjects.COMMANDS, subjects.job_command(job_id, action))
         if submitted is not None:
             _, cmd = submitted
-            data = cmd.data if action == "submit" else {"plugin": "pipeline", "command": cmd.data.get("pipeline"),
-                                                        **cmd.data}
+            data = (
+                cmd.data
+                if action == "submit"
+                else {"plugin": "pipeline", "command": cmd.data.get("pipeline"), **cmd.data}
+            )
             return jobstate.new_job_row(job_id, {**data, "created_at": cmd.time}, cmd)
     return None
 

@@ -17,18 +17,27 @@ PLUGINS = {"echo": {}, "echo_py": {}, "napper": {}, "flaky": {"retry": {"max_att
 
 MAIN = [
     {
-        "name": "main", "execution_mode": "synchronous", "timeout": "20s",
+        "name": "main",
+        "execution_mode": "synchronous",
+        "timeout": "20s",
         "steps": [
-            {"id": "first", "uses": "echo_py",
-             "with": {"greeting": "Hello {payload.name}", "count": "{payload.count}"},
-             "baggage": {"who.name": "payload.name"}},
-            {"split": [
-                {"id": "left", "uses": "echo_py"},
-                {"steps": [
-                    {"id": "gate", "uses": "echo_py", "if": {"path": "payload.count", "op": "gte", "value": 5}},
-                    {"id": "after_gate", "uses": "echo_py"},
-                ]},
-            ]},
+            {
+                "id": "first",
+                "uses": "echo_py",
+                "with": {"greeting": "Hello {payload.name}", "count": "{payload.count}"},
+                "baggage": {"who.name": "payload.name"},
+            },
+            {
+                "split": [
+                    {"id": "left", "uses": "echo_py"},
+                    {
+                        "steps": [
+                            {"id": "gate", "uses": "echo_py", "if": {"path": "payload.count", "op": "gte", "value": 5}},
+                            {"id": "after_gate", "uses": "echo_py"},
+                        ]
+                    },
+                ]
+            },
             {"call": "tail"},
         ],
     },
@@ -83,10 +92,24 @@ async def test_offloaded_results_still_route_their_events(make_config: Any, star
 
 
 async def test_an_agent_is_a_pipeline_step(make_config: Any, start_stack: Any) -> None:
-    agents = {"demo": {"role": "Echo", "goal": "Echo", "instructions": "Answer.", "llm": {"provider": "echo"},
-                       "tools": [], "max_iterations": 2}}
-    pipes = [{"name": "ask", "execution_mode": "synchronous", "timeout": "20s",
-              "steps": [{"id": "think", "uses": "agent.demo"}, {"id": "after", "uses": "echo_py"}]}]
+    agents = {
+        "demo": {
+            "role": "Echo",
+            "goal": "Echo",
+            "instructions": "Answer.",
+            "llm": {"provider": "echo"},
+            "tools": [],
+            "max_iterations": 2,
+        }
+    }
+    pipes = [
+        {
+            "name": "ask",
+            "execution_mode": "synchronous",
+            "timeout": "20s",
+            "steps": [{"id": "think", "uses": "agent.demo"}, {"id": "after", "uses": "echo_py"}],
+        }
+    ]
     s = await start_stack(make_config(plugins=PLUGINS, pipelines=pipes, agents=agents))
     status, body = await run_sync(s.client, "ask", {"message": "hello agent"})
     assert status == 200 and body["status"] == "succeeded", body
@@ -122,9 +145,15 @@ async def test_async_pipeline_and_the_tree_endpoint(make_config: Any, start_stac
 
 
 async def test_emitted_event_starts_a_pipeline(make_config: Any, start_stack: Any) -> None:
-    pipes = [{"name": "on_handled", "on": "echo.handled", "from_plugin": "echo",
-              "if": {"path": "payload.kind", "op": "eq", "value": "video"},
-              "steps": [{"id": "react", "uses": "echo_py"}]}]
+    pipes = [
+        {
+            "name": "on_handled",
+            "on": "echo.handled",
+            "from_plugin": "echo",
+            "if": {"path": "payload.kind", "op": "eq", "value": "video"},
+            "steps": [{"id": "react", "uses": "echo_py"}],
+        }
+    ]
     s = await start_stack(make_config(plugins=PLUGINS, pipelines=pipes))
     matching = await s.client.submit("echo", "handle", {"kind": "video"})
     other = await s.client.submit("echo", "handle", {"kind": "audio"})
@@ -138,8 +167,13 @@ async def test_emitted_event_starts_a_pipeline(make_config: Any, start_stack: An
 
 
 async def test_on_hook_pipeline_fires_on_job_failed(make_config: Any, start_stack: Any, tmp_path: Path) -> None:
-    pipes = [{"name": "alert", "on-hook": "job.failed", "steps": [{"id": "notify", "uses": "echo_py",
-                                                                   "with": {"failed_job": "{payload.job_id}"}}]}]
+    pipes = [
+        {
+            "name": "alert",
+            "on-hook": "job.failed",
+            "steps": [{"id": "notify", "uses": "echo_py", "with": {"failed_job": "{payload.job_id}"}}],
+        }
+    ]
     s = await start_stack(make_config(plugins=PLUGINS, pipelines=pipes))
     job_id = await s.client.submit("flaky", "poll", {"counter_file": str(tmp_path / "n")})
     await s.client.wait_job(job_id, {"dead"})
@@ -155,8 +189,14 @@ async def test_on_hook_pipeline_fires_on_job_failed(make_config: Any, start_stac
 
 
 async def test_a_dead_step_fails_the_root_naming_the_step(make_config: Any, start_stack: Any, tmp_path: Path) -> None:
-    pipes = [{"name": "breaks", "execution_mode": "synchronous", "timeout": "20s",
-              "steps": [{"id": "ok", "uses": "echo_py"}, {"id": "bad", "uses": "flaky.poll"}]}]
+    pipes = [
+        {
+            "name": "breaks",
+            "execution_mode": "synchronous",
+            "timeout": "20s",
+            "steps": [{"id": "ok", "uses": "echo_py"}, {"id": "bad", "uses": "flaky.poll"}],
+        }
+    ]
     s = await start_stack(make_config(plugins=PLUGINS, pipelines=pipes))
     status, body = await run_sync(s.client, "breaks", {"counter_file": str(tmp_path / "n")})
     assert status == 200 and body["status"] == "failed"
@@ -165,14 +205,25 @@ async def test_a_dead_step_fails_the_root_naming_the_step(make_config: Any, star
 
 async def test_sync_timeout_fanout_and_concurrency_cap(make_config: Any, start_stack: Any) -> None:
     pipes = [
-        {"name": "slow", "execution_mode": "synchronous", "timeout": "1s",
-         "steps": [{"uses": "napper.poll", "with": {"seconds": 3}}]},
-        {"name": "fan", "execution_mode": "synchronous", "steps": [{"split": [{"uses": "echo_py"},
-                                                                             {"uses": "echo"}]}]},
+        {
+            "name": "slow",
+            "execution_mode": "synchronous",
+            "timeout": "1s",
+            "steps": [{"uses": "napper.poll", "with": {"seconds": 3}}],
+        },
+        {"name": "fan", "execution_mode": "synchronous", "steps": [{"split": [{"uses": "echo_py"}, {"uses": "echo"}]}]},
     ]
-    s = await start_stack(make_config(plugins=PLUGINS, pipelines=pipes,
-                                      api={"listen": "127.0.0.1:0", "max_concurrent_sync": 1,
-                                           "auth": {"tokens": [{"token": "test-admin-token-000", "scopes": ["*"]}]}}))
+    s = await start_stack(
+        make_config(
+            plugins=PLUGINS,
+            pipelines=pipes,
+            api={
+                "listen": "127.0.0.1:0",
+                "max_concurrent_sync": 1,
+                "auth": {"tokens": [{"token": "test-admin-token-000", "scopes": ["*"]}]},
+            },
+        )
+    )
     status, body = await run_sync(s.client, "fan", {})
     assert status == 400 and "async=true" in body["error"]
     status, body = await s.client.post("/pipeline/fan?async=true", json={})
@@ -224,15 +275,31 @@ async def test_unknown_pipeline_and_scopes(make_config: Any, start_stack: Any) -
         ([{"name": "p", "steps": [{"call": "q"}]}], "pipelines.p.steps[0].call: unknown pipeline 'q'"),
         ([{"name": "p", "steps": [{"id": "a", "uses": "echo"}, {"id": "a", "uses": "echo"}]}], "duplicate step id 'a'"),
         ([{"name": "p", "steps": [{"call": "q"}]}, {"name": "q", "steps": [{"call": "p"}]}], "needs max_depth"),
-        ([{"name": "p", "steps": [{"id": "x", "uses": "echo", "if": {"path": "payload.a", "op": "like", "value": 1}}]}],
-         "pipelines.p.steps[0] (x).if: unknown op 'like'"),
-        ([{"name": "p", "steps": [{"id": "x", "uses": "echo", "if": {"path": "body.a", "op": "eq", "value": 1}}]}],
-         "must start with payload."),
+        (
+            [
+                {
+                    "name": "p",
+                    "steps": [{"id": "x", "uses": "echo", "if": {"path": "payload.a", "op": "like", "value": 1}}],
+                }
+            ],
+            "pipelines.p.steps[0] (x).if: unknown op 'like'",
+        ),
+        (
+            [{"name": "p", "steps": [{"id": "x", "uses": "echo", "if": {"path": "body.a", "op": "eq", "value": 1}}]}],
+            "must start with payload.",
+        ),
         ([{"name": "p", "steps": [{"id": "x", "uses": "echo", "with": {"m": "{payload.a"}}]}], "with.m: unbalanced"),
         ([{"name": "p", "steps": [{"uses": "echo", "call": "p"}]}], "exactly one of"),
         ([{"name": "p", "steps": [{"split": [{"uses": "echo"}], "with": {"a": 1}}]}], "only allowed on a uses step"),
-        ([{"name": "p", "steps": [{"id": "x", "uses": "echo", "if": {"path": "payload.a", "op": "regex",
-                                                                     "value": "("}}]}], "invalid regex"),
+        (
+            [
+                {
+                    "name": "p",
+                    "steps": [{"id": "x", "uses": "echo", "if": {"path": "payload.a", "op": "regex", "value": "("}}],
+                }
+            ],
+            "invalid regex",
+        ),
     ],
 )
 def test_config_errors_name_the_pipeline_and_step(spec: list[dict[str, Any]], needle: str) -> None:

@@ -67,8 +67,9 @@ class Streams:
         self.session = aiohttp.ClientSession()
         self.open: list[aiohttp.ClientResponse] = []
 
-    async def connect(self, query: str = "", *, token: str | None = ADMIN,
-                      headers: dict[str, str] | None = None) -> tuple[int, SseReader]:
+    async def connect(
+        self, query: str = "", *, token: str | None = ADMIN, headers: dict[str, str] | None = None
+    ) -> tuple[int, SseReader]:
         hdrs = dict(headers or {})
         if token is not None:
             hdrs["Authorization"] = f"Bearer {token}"
@@ -108,8 +109,9 @@ async def test_live_events_of_a_submitted_job_and_resume_after_a_sequence(hr: St
         later = await resumed.collect(lambda e: e["event"] == "job.succeeded", 1)
         assert int(later[0]["id"]) == seqs[2]
         # the query-parameter form, with a type filter: exactly the succeeded event
-        status, typed = await streams.connect(f"?last_event_id={after}&type=job.succeeded", token=None,
-                                              headers={"Authorization": f"Bearer {EVENTS_RO}"})
+        status, typed = await streams.connect(
+            f"?last_event_id={after}&type=job.succeeded", token=None, headers={"Authorization": f"Bearer {EVENTS_RO}"}
+        )
         first = await typed.next()
         assert first["event"] == "job.succeeded" and int(first["id"]) == seqs[2]
     finally:
