@@ -24,7 +24,7 @@ RETRYABLE = frozenset({"dead", "failed", "timed_out", "cancelled", "skipped"})
 async def _existing(request: web.Request) -> tuple[state.ApiState, dict[str, Any]]:
     st = state.of(request)
     job_id = request.match_info["job_id"]
-    row = await jobs.load_job(st, job_id)
+    row = await jobs.fresh_job(st, job_id)  # as GET /job says: a lagging row must not decide 409 or 202
     if row is None:
         raise errors.NotFound(f"job {job_id!r} not found")
     return st, row

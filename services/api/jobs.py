@@ -2,8 +2,10 @@
 
 Read your writes: a job the projection has not reached yet is folded straight from its
 events in the event log (or its submit command), so a GET right after the 202 never 404s; a row
-that is not final yet is checked against the log too, so a GET right after a `?wait=` 200 (or a
-chat, or any answer that saw the final event) never reads the older row.
+that can still change (any but `SETTLED`: a failed attempt's row too, the dispatcher retries or
+dead-letters it) is checked against the log too, so a GET right after a `?wait=` 200 (or a chat, or
+any answer that saw the final event) never reads the older row. The cancel and retry routes decide
+on the same `fresh_job`.
 A folded job gets the read models' substitution (`values.for_postgres`), so it reads the same
 before and after its row is written.
 """
@@ -18,6 +20,10 @@ from services.api import auth, state, views
 from services.core import errors, jobstate, subjects, values
 
 routes = web.RouteTableDef()
+
+#: the statuses a job's row never leaves; a failed or timed-out attempt is followed by the dispatcher's
+#: retry or dead letter, so such a row may be older than the log (jobstate.FINAL_STATUSES counts them final)
+SETTLED = frozenset({"succeeded", "dead", "skipped", "cancelled"})
 
 JOB_ROW_SQL = """
 SELECT job_id, plugin, command, status, submitted_by, payload, result, last_error, attempt, parent_job_id,
@@ -37,9 +43,10 @@ async def load_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
 
 async def fresh_job(st: state.ApiState, job_id: str) -> dict[str, Any] | None:
     """The job row, folded from the event log when the projection has not reached its outcome yet
-    (a chat or a wait that saw the final event must not read an older row right after)."""
+    (a chat or a wait that saw the final event must not read an older row right after, nor the row of
+    an attempt the dispatcher has retried since)."""
     row = await load_job(st, job_id)
-    if row is None or row["status"] in jobstate.FINAL_STATUSES:
+    if row is None or row["status"] in SETTLED:
         return row
     folded = await fold_events(st, job_id)
     return folded if folded is not None and folded["last_seq"] > row.get("last_seq", 0) else row

@@ -33,7 +33,7 @@ async def cancel_prompt(request: web.Request) -> web.Response:
     st = state.of(request)
     prompt_id = request.match_info["prompt_id"]
     answer = web.json_response({"ok": True, "prompt_id": prompt_id, "status": "canceled"})
-    row = await jobs.load_job(st, prompt_id)
+    row = await jobs.fresh_job(st, prompt_id)  # a lagging row of an ended job must not record a cancel
     if row is None or row["status"] in job_actions.FINAL:
         return answer
     correlation_id = row.get("correlation_id") or prompt_id
