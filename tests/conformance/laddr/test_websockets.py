@@ -139,6 +139,8 @@ async def rows_of(s: Stack, *job_ids: str) -> list[dict[str, Any]]:
 
 
 async def tree_jobs(s: Stack, root: str) -> list[str]:
+    """The job ids of the root's tree (GET /job/{id}/tree reads the read models: wait for the projection)."""
+    await laddr.projected(s)
     status, tree = await s.client.get(f"/job/{root}/tree")
     assert status == 200, tree
     return [node["job_id"] for node in tree]
