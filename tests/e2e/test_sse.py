@@ -122,10 +122,11 @@ async def test_filters_by_job_and_by_type(hr: Stack) -> None:
     assert hr.client is not None
     streams = Streams(hr)
     try:
+        # one after the other: two jobs running at once (echo_py runs four) may end in either order
         one = await hr.client.submit("echo_py", "poll", {"message": "one"})
+        await hr.client.wait_job(one)
         two = await hr.client.submit("echo_py", "poll", {"message": "two"})
-        for job_id in (one, two):
-            await hr.client.wait_job(job_id)
+        await hr.client.wait_job(two)
         _, only_two = await streams.connect(f"?job_id={two}&last_event_id=0")
         got = await only_two.collect(lambda e: True, 3)
         assert {e["data"]["job_id"] for e in got} == {two}
