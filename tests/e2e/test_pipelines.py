@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from services.api import pipelines as api_pipelines
 from services.core import catalog, errors, pipelines
 from services.dispatcher import routing
+from tests.support.infra import wait_until
 from tests.support.stack import REPO, TEST_PLUGINS, Client
 
 PLUGINS = {"echo": {}, "echo_py": {}, "napper": {}, "flaky": {"retry": {"max_attempts": 1}}}
@@ -73,8 +75,6 @@ async def test_sync_pipeline_with_with_baggage_split_call_and_if(make_config: An
     async def projected() -> Any:
         st, tree = await s.client.get(f"/job/{job_id}/tree")
         return tree if st == 200 and len(tree) == 7 and all(n["status"] == "succeeded" for n in tree) else None
-
-    from tests.support.infra import wait_until
 
     tree = await wait_until(projected, timeout_s=15, what="tree projected")
     assert tree[0]["job_id"] == job_id and tree[0]["plugin"] == "pipeline" and tree[0]["command"] == "main"
@@ -229,7 +229,13 @@ async def test_sync_timeout_fanout_and_concurrency_cap(make_config: Any, start_s
     status, body = await s.client.post("/pipeline/fan?async=true", json={})
     assert status == 202
     first = asyncio.create_task(run_sync(s.client, "slow", {}))
-    await asyncio.sleep(0.3)
+    assert s.api.app is not None
+    slots = s.api.app[api_pipelines.SYNC_SLOTS]
+
+    async def first_holds_the_slot() -> bool:
+        return slots.locked()
+
+    await wait_until(first_holds_the_slot, what="the first synchronous run to take the one slot")
     status, body = await run_sync(s.client, "slow", {})
     assert status == 429 and body["code"] == "too_many_requests"
     status, body = await first
@@ -244,7 +250,6 @@ async def test_max_depth_stops_runaway_recursion(make_config: Any, start_stack: 
     job_id = await s.client.submit("echo_py", "handle", {"n": 1})
     await s.client.wait_job(job_id)
     assert s.api.bus is not None
-    from tests.support.infra import wait_until
 
     async def stopped() -> Any:
         history = await s.api.bus.history("EVENTS", "evt.job.*.failed")  # type: ignore[union-attr]
