@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from tests.support import stack
+from tests.support.infra import wait_until
 from tests.support.stack import TOKENS, Client, Stack
 
 
@@ -115,9 +116,15 @@ async def test_connection_cap_evicts_idle_and_refuses_when_busy(make_config: Any
     finally:
         for writer in busy:
             writer.close()
-    await asyncio.sleep(1.5)
-    async with aiohttp.ClientSession() as session, session.get(s.url + "/healthz") as resp:
-        assert resp.status == 200
+
+    async def served() -> bool:  # the streams' handlers notice their clients went away within IDLE_CHECK_S
+        try:
+            async with aiohttp.ClientSession() as session, session.get(s.url + "/healthz") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_until(served, what="the closed streams' connections to be freed")
 
 
 async def test_sse_streams_per_token_are_capped(make_config: Any, start_stack: Any) -> None:
@@ -138,9 +145,12 @@ async def test_sse_streams_per_token_are_capped(make_config: Any, start_stack: A
                 assert other.status == 200  # another token has its own slots
         finally:
             streams[0].close()
-        await asyncio.sleep(1.5)  # the server notices the client went away within IDLE_CHECK_S
-        async with session.get(s.url + "/events", headers=auth) as again:
-            assert again.status == 200
+
+        async def slot_free() -> bool:  # the server notices the client went away within IDLE_CHECK_S
+            async with session.get(s.url + "/events", headers=auth) as again:
+                return again.status == 200
+
+        await wait_until(slot_free, what="the closed stream's slot to be free again")
         streams[1].close()
 
 
