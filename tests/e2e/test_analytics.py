@@ -151,27 +151,36 @@ async def test_summary_of_an_empty_window(client: Client) -> None:
     assert body["duration_ms"] == {"p50": None, "p95": None}
 
 
-SECRETS = ("sekrit-api-key-1", "hunter2-password", "nested-token-3", "in-secrets-4", "cred-5", "pw-in-url-6",
-           "agent-llm-key-7")
+SECRETS = (
+    "sekrit-api-key-1",
+    "hunter2-password",
+    "nested-token-3",
+    "in-secrets-4",
+    "cred-5",
+    "pw-in-url-6",
+    "agent-llm-key-7",
+)
 
 
 async def test_config_view_redacts_secrets(make_config: Callable[..., Any], start_stack: Callable[..., Any]) -> None:
-    config = make_config(plugins={
-        "echo": {
-            "parallelism": 2,
-            "config": {
-                "api_key": SECRETS[0],
-                "message": "Hello",
-                "Password": SECRETS[1],
-                "nested": {"deeper": {"Auth_Token": SECRETS[2], "region": "eu"}},
-                "credentials": [{"user": "u", "pass": SECRETS[4]}],
-                "endpoint": f"https://user:{SECRETS[5]}@example.com/hook",
-                "retries_enabled": True,
+    config = make_config(
+        plugins={
+            "echo": {
+                "parallelism": 2,
+                "config": {
+                    "api_key": SECRETS[0],
+                    "message": "Hello",
+                    "Password": SECRETS[1],
+                    "nested": {"deeper": {"Auth_Token": SECRETS[2], "region": "eu"}},
+                    "credentials": [{"user": "u", "pass": SECRETS[4]}],
+                    "endpoint": f"https://user:{SECRETS[5]}@example.com/hook",
+                    "retries_enabled": True,
+                },
+                "secrets": {"webhook": SECRETS[3]},
             },
-            "secrets": {"webhook": SECRETS[3]},
-        },
-        "echo_py": {},
-    })
+            "echo_py": {},
+        }
+    )
     hr = await start_stack(config)
     status, text = await hr.client.get("/config/view")
     assert status == 200
@@ -199,10 +208,21 @@ async def test_config_view_redacts_secrets(make_config: Callable[..., Any], star
 
 def test_redaction_rules() -> None:
     raw = {
-        "api": {"listen": "127.0.0.1:8080", "auth": {"tokens": [{"name": "ci", "token": "tok-abcdefgh",
-                                                               "scopes": ["jobs:ro"]}]}},
-        "plugins": {"keycloak": {"config": {"client_secret": "s1", "realm": "main", "keys": ["k1", "k2"],
-                                            "timeout": 30, "private_key": {"pem": "-----BEGIN"}}}},
+        "api": {
+            "listen": "127.0.0.1:8080",
+            "auth": {"tokens": [{"name": "ci", "token": "tok-abcdefgh", "scopes": ["jobs:ro"]}]},
+        },
+        "plugins": {
+            "keycloak": {
+                "config": {
+                    "client_secret": "s1",
+                    "realm": "main",
+                    "keys": ["k1", "k2"],
+                    "timeout": 30,
+                    "private_key": {"pem": "-----BEGIN"},
+                }
+            }
+        },
         "agents": {"token_counter": {"llm": {"api_key": "sk-xyz", "model": "m"}}},
         "database": {"url": "postgresql://hr:dbpass@db:5432/hr"},
         "pipelines": [{"name": "flow", "on": "echo.poll", "steps": [{"uses": "echo"}, {"uses": "echo_py"}]}],

@@ -47,8 +47,9 @@ def client(rt: Stack) -> Client:
     return rt.client
 
 
-async def run_job(client: Client, plugin: str, command: str = "poll", payload: dict[str, Any] | None = None,
-                  timeout_s: float = 20.0) -> dict[str, Any]:
+async def run_job(
+    client: Client, plugin: str, command: str = "poll", payload: dict[str, Any] | None = None, timeout_s: float = 20.0
+) -> dict[str, Any]:
     return await client.wait_job(await client.submit(plugin, command, payload), timeout_s=timeout_s)
 
 
@@ -138,10 +139,13 @@ async def test_emitted_events_carry_their_dedupe_keys(rt: Stack, client: Client)
         {"type": "emitter.done", "payload": {"tag": "abc"}},
     ]
     assert rt.api.bus is not None
-    emitted = [env.data for _, env in await rt.api.bus.history(subjects.EVENTS,
-                                                                 subjects.plugin_event("emitter", "emitted"))]
+    emitted = [
+        env.data for _, env in await rt.api.bus.history(subjects.EVENTS, subjects.plugin_event("emitter", "emitted"))
+    ]
     assert [(e["type"], e["dedupe_key"]) for e in emitted if e.get("plugin") == "emitter"] == [
-        ("emitter.item", "emitter-abc-0"), ("emitter.item", "emitter-abc-1"), ("emitter.done", None),
+        ("emitter.item", "emitter-abc-0"),
+        ("emitter.item", "emitter-abc-1"),
+        ("emitter.done", None),
     ]
 
 

@@ -21,8 +21,13 @@ async def test_four_separate_processes(make_config: Any, nats_url: str, database
     port = embedded.free_port()
     config = make_config(api={"listen": f"127.0.0.1:{port}", "auth": stack.config_doc()["api"]["auth"]})
     procs = [
-        stack.ServiceProcess(name, config_path=config.path, nats_url=nats_url, database_url=database_url,
-                             log_path=tmp_path / f"{name}.log").start()
+        stack.ServiceProcess(
+            name,
+            config_path=config.path,
+            nats_url=nats_url,
+            database_url=database_url,
+            log_path=tmp_path / f"{name}.log",
+        ).start()
         for name in ("projector", "dispatcher", "runner", "api")
     ]
     client = stack.Client(f"http://127.0.0.1:{port}")
@@ -46,12 +51,23 @@ async def test_headrace_up_prints_url_and_token_and_resumes(tmp_path: Path, post
     state = tmp_path / "state"
     port = embedded.free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(stack.REPO)}
-    argv = [sys.executable, "-m", "services.cli", "-c", str(stack.REPO / "config.example.yaml"), "up",
-            "--state-dir", str(state), "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "-c",
+        str(stack.REPO / "config.example.yaml"),
+        "up",
+        "--state-dir",
+        str(state),
+        "--port",
+        str(port),
+    ]
 
     async def run_once(expect_token_printed: bool) -> str:
-        proc = subprocess.Popen(argv, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             url_line = await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
             token_line = await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
@@ -76,8 +92,9 @@ async def test_headrace_up_prints_url_and_token_and_resumes(tmp_path: Path, post
     # the second `up` resumed the same data: the first job is still there
     out = (state / "admin.token").read_text().strip()
     assert re.fullmatch(r"hr_[\w-]+", out)
-    proc = subprocess.Popen(argv, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
         client = stack.Client(f"http://127.0.0.1:{port}")

@@ -44,8 +44,9 @@ async def submit_many(client: stack.Client, n: int, *, plugin: str = "echo_py", 
             deadline = asyncio.get_running_loop().time() + 90  # a restarting NATS may take a while on a busy box
             while asyncio.get_running_loop().time() < deadline:
                 try:
-                    status, body = await client.post(f"/plugin/{plugin}/poll", json={"payload": {"message": str(i)}},
-                                                     headers=key)
+                    status, body = await client.post(
+                        f"/plugin/{plugin}/poll", json={"payload": {"message": str(i)}}, headers=key
+                    )
                 except OSError:
                     status, body = 0, None
                 if status == 202:
@@ -60,8 +61,7 @@ async def submit_many(client: stack.Client, n: int, *, plugin: str = "echo_py", 
 async def all_succeeded(database_url: str, job_ids: list[str]) -> bool:
     conn = await asyncpg.connect(database_url, server_settings={"search_path": "headrace"})
     try:
-        done = await conn.fetchval("SELECT count(*) FROM jobs WHERE job_id = ANY($1) AND status = 'succeeded'",
-                                   job_ids)
+        done = await conn.fetchval("SELECT count(*) FROM jobs WHERE job_id = ANY($1) AND status = 'succeeded'", job_ids)
     finally:
         await conn.close()
     return done == len(job_ids)
@@ -83,13 +83,19 @@ async def _gone(pid: int) -> bool:
 async def test_sigkilled_runner_mid_plugin_is_retried_and_succeeds_once(
     make_config: Any, nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
-    config = make_config(plugins={"napper": FAST}, service={"log_level": "warning", "max_workers": 2,
-                                                               "work_lease": "3s"})
+    config = make_config(
+        plugins={"napper": FAST}, service={"log_level": "warning", "max_workers": 2, "work_lease": "3s"}
+    )
     projector, dispatcher, api = Projector(config), Dispatcher(config), Api(config, port=0)
     for service in (projector, dispatcher, api):
         await service.start()
-    runner = stack.ServiceProcess("runner", config_path=config.path, nats_url=nats_url, database_url=database_url,
-                                  log_path=tmp_path / "runner.log").start()
+    runner = stack.ServiceProcess(
+        "runner",
+        config_path=config.path,
+        nats_url=nats_url,
+        database_url=database_url,
+        log_path=tmp_path / "runner.log",
+    ).start()
     client = stack.Client(api.url)
     marker = tmp_path / "starts"
     try:
@@ -100,16 +106,22 @@ async def test_sigkilled_runner_mid_plugin_is_retried_and_succeeds_once(
         runner.kill()
         # the plugin dies with its runner: no orphan finishes an attempt that is about to be retried
         await infra.wait_until(lambda: _gone(orphan_pid), timeout_s=5, what="the plugin to die with its runner")
-        runner = stack.ServiceProcess("runner", config_path=config.path, nats_url=nats_url,
-                                      database_url=database_url, log_path=tmp_path / "runner2.log").start()
+        runner = stack.ServiceProcess(
+            "runner",
+            config_path=config.path,
+            nats_url=nats_url,
+            database_url=database_url,
+            log_path=tmp_path / "runner2.log",
+        ).start()
         done = await client.wait_job(job_id, timeout_s=60)
         assert done["status"] == "succeeded" and done["attempt"] == 2
         assert api.bus is not None
         assert (await success_counts(api.bus)).get(job_id) == 1
         await projector.wait_for(await api.bus.stream_last_seq(subjects.EVENTS))
         assert api.pool is not None
-        rows = await api.pool.fetch("SELECT attempt, status, last_error FROM job_logs WHERE job_id = $1 "
-                                    "ORDER BY attempt", job_id)
+        rows = await api.pool.fetch(
+            "SELECT attempt, status, last_error FROM job_logs WHERE job_id = $1 ORDER BY attempt", job_id
+        )
         assert [(r["attempt"], r["status"]) for r in rows] == [(1, "failed"), (2, "succeeded")]
         assert "lost" in rows[0]["last_error"]
         assert len(marker.read_text().splitlines()) == 2  # ran once per attempt, never more
@@ -129,8 +141,13 @@ async def test_sigkilled_dispatcher_and_projector_mid_load(
         await service.start()
 
     def spawn(name: str, n: int) -> stack.ServiceProcess:
-        return stack.ServiceProcess(name, config_path=config.path, nats_url=nats_url, database_url=database_url,
-                                    log_path=tmp_path / f"{name}{n}.log").start()
+        return stack.ServiceProcess(
+            name,
+            config_path=config.path,
+            nats_url=nats_url,
+            database_url=database_url,
+            log_path=tmp_path / f"{name}{n}.log",
+        ).start()
 
     dispatcher, projector = spawn("dispatcher", 0), spawn("projector", 0)
     client = stack.Client(api.url)
@@ -144,8 +161,9 @@ async def test_sigkilled_dispatcher_and_projector_mid_load(
             dispatcher, projector = spawn("dispatcher", n), spawn("projector", n)
         job_ids = await load
         assert len(set(job_ids)) == 2000
-        await infra.wait_until(lambda: all_succeeded(database_url, job_ids), timeout_s=240, interval_s=0.5,
-                               what="all 2000 jobs succeeded")
+        await infra.wait_until(
+            lambda: all_succeeded(database_url, job_ids), timeout_s=240, interval_s=0.5, what="all 2000 jobs succeeded"
+        )
         assert api.bus is not None
         counts = await success_counts(api.bus)
         assert all(counts.get(j) == 1 for j in job_ids), "a job succeeded twice or never"
@@ -170,8 +188,12 @@ async def test_sigkilled_dispatcher_and_projector_mid_load(
 async def test_nats_restart_mid_load(tmp_path: Path, database_url: str) -> None:
     nats = infra.NatsServer(tmp_path / "nats")
     await nats.start()
-    config = stack.write_config(tmp_path / "c.yaml", stack.config_doc(plugins={"echo_py": {"parallelism": 4}}),
-                                nats_url=nats.url, database_url=database_url)
+    config = stack.write_config(
+        tmp_path / "c.yaml",
+        stack.config_doc(plugins={"echo_py": {"parallelism": 4}}),
+        nats_url=nats.url,
+        database_url=database_url,
+    )
     s = await stack.Stack(config).start()
     assert s.client is not None
     try:
@@ -179,8 +201,12 @@ async def test_nats_restart_mid_load(tmp_path: Path, database_url: str) -> None:
         await asyncio.sleep(1.0)
         await nats.restart()
         job_ids = await load
-        await infra.wait_until(lambda: all_succeeded(database_url, job_ids), timeout_s=180, interval_s=0.5,
-                               what="all jobs succeeded after the NATS restart")
+        await infra.wait_until(
+            lambda: all_succeeded(database_url, job_ids),
+            timeout_s=180,
+            interval_s=0.5,
+            what="all jobs succeeded after the NATS restart",
+        )
         assert s.api.bus is not None
         counts = await success_counts(s.api.bus)
         assert all(counts.get(j) == 1 for j in job_ids)
@@ -197,16 +223,27 @@ async def test_lost_attempts_never_open_the_circuit_breaker(
     make_config: Any, nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
     """Runners SIGKILLed mid-plugin lose attempts; that is not the plugin failing: no later job is skipped."""
-    config = make_config(plugins={"napper": {"retry": {"max_attempts": 6, "backoff_base": "0.2s"},
-                                             "circuit_breaker": {"threshold": 2, "reset_after": "1h"}}},
-                         service={"log_level": "warning", "max_workers": 2, "work_lease": "2s"})
+    config = make_config(
+        plugins={
+            "napper": {
+                "retry": {"max_attempts": 6, "backoff_base": "0.2s"},
+                "circuit_breaker": {"threshold": 2, "reset_after": "1h"},
+            }
+        },
+        service={"log_level": "warning", "max_workers": 2, "work_lease": "2s"},
+    )
     projector, dispatcher, api = Projector(config), Dispatcher(config), Api(config, port=0)
     for service in (projector, dispatcher, api):
         await service.start()
 
     def spawn(n: int) -> stack.ServiceProcess:
-        return stack.ServiceProcess("runner", config_path=config.path, nats_url=nats_url, database_url=database_url,
-                                    log_path=tmp_path / f"runner{n}.log").start()
+        return stack.ServiceProcess(
+            "runner",
+            config_path=config.path,
+            nats_url=nats_url,
+            database_url=database_url,
+            log_path=tmp_path / f"runner{n}.log",
+        ).start()
 
     runner = spawn(0)
     client = stack.Client(api.url)

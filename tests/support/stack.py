@@ -81,9 +81,16 @@ class Client:
     async def close(self) -> None:
         await self.session.close()
 
-    async def request(self, method: str, path: str, *, token: str | None = "default", json: Any = None,
-                      data: bytes | str | None = None, headers: dict[str, str] | None = None,
-                      ) -> tuple[int, Any]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = "default",
+        json: Any = None,
+        data: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         hdrs = dict(headers or {})
         if token == "default":
             token = self.token
@@ -106,16 +113,24 @@ class Client:
     async def post(self, path: str, **kw: Any) -> tuple[int, Any]:
         return await self.request("POST", path, **kw)
 
-    async def submit(self, plugin: str, command: str, payload: dict[str, Any] | None = None,
-                     *, token: str = "default") -> str:
+    async def submit(
+        self, plugin: str, command: str, payload: dict[str, Any] | None = None, *, token: str = "default"
+    ) -> str:
         status, body = await self.post(f"/plugin/{plugin}/{command}", json={"payload": payload or {}}, token=token)
         assert status == 202, (status, body)
         return body["job_id"]
 
-    async def wait_job(self, job_id: str, statuses: frozenset[str] | set[str] = FINAL,
-                       timeout_s: float = 20.0, *, may_not_exist_yet: bool = False) -> dict[str, Any]:
+    async def wait_job(
+        self,
+        job_id: str,
+        statuses: frozenset[str] | set[str] = FINAL,
+        timeout_s: float = 20.0,
+        *,
+        may_not_exist_yet: bool = False,
+    ) -> dict[str, Any]:
         """Poll GET /job until it reaches one of `statuses`. A job the system creates on its own
         (a pipeline started by an event) may 404 until then when `may_not_exist_yet`."""
+
         async def reached() -> dict[str, Any] | None:
             status, body = await self.get(f"/job/{job_id}")
             if status == 404 and may_not_exist_yet:
@@ -130,6 +145,7 @@ async def wait_healthy(url: str, *, timeout_s: float = 30.0) -> None:
     """Until GET {url}/healthz answers 200 (NATS and Postgres reachable)."""
     client = Client(url)
     try:
+
         async def up() -> bool:
             try:
                 status, _ = await client.get("/healthz", token=None)
@@ -182,14 +198,21 @@ class Stack:
 class ServiceProcess:
     """One `headrace <service>` in its own OS process, for crash tests."""
 
-    def __init__(self, command: str, *, config_path: Path, nats_url: str, database_url: str,
-                 extra_args: list[str] | None = None, log_path: Path | None = None,
-                 env: dict[str, str | None] | None = None) -> None:
+    def __init__(
+        self,
+        command: str,
+        *,
+        config_path: Path,
+        nats_url: str,
+        database_url: str,
+        extra_args: list[str] | None = None,
+        log_path: Path | None = None,
+        env: dict[str, str | None] | None = None,
+    ) -> None:
         """`env`: variables to set in this process's environment (None: remove it)."""
         self.command = command
         self.args = [sys.executable, "-m", "services.cli", "-c", str(config_path), command, *(extra_args or [])]
-        self.env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url,
-                    "PYTHONPATH": str(REPO)}
+        self.env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url, "PYTHONPATH": str(REPO)}
         for key, value in (env or {}).items():
             if value is None:
                 self.env.pop(key, None)
@@ -201,8 +224,9 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen(self.args, env=self.env, cwd=str(REPO), stdout=out, stderr=out,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, cwd=str(REPO), stdout=out, stderr=out, start_new_session=True
+            )
         finally:
             if self.log_path:
                 out.close()  # type: ignore[union-attr]  # the child holds its own copy

@@ -45,11 +45,13 @@ async def finished(s: Stack, batch_id: str, timeout_s: float = 20) -> dict[str, 
     return await infra.wait_until(done, timeout_s=timeout_s, what=f"batch {batch_id} to finish")
 
 
-async def test_row13_batch_of_two_is_two_agent_jobs_with_their_own_ids(make_config: Any, start_stack: Any,
-                                                                       fake: FakeLLM) -> None:
+async def test_row13_batch_of_two_is_two_agent_jobs_with_their_own_ids(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s = await stack(make_config, start_stack, fake)
-    status, body = await s.client.post("/api/agents/echo/batch", json={"tasks": [{"message": "a"}, {"message": "b"}]},
-                                       token=TOKENS["jobs_rw"][0])
+    status, body = await s.client.post(
+        "/api/agents/echo/batch", json={"tasks": [{"message": "a"}, {"message": "b"}]}, token=TOKENS["jobs_rw"][0]
+    )
     assert status == 200, body
     assert set(body) == BATCH_KEYS
     assert body["agent_name"] == "echo" and body["status"] == "submitted" and body["task_count"] == 2
@@ -57,16 +59,31 @@ async def test_row13_batch_of_two_is_two_agent_jobs_with_their_own_ids(make_conf
     assert body["task_ids"] == body["job_ids"] == body["trace_ids"]
     view = await finished(s, body["batch_id"])
     assert view["status"] == "completed" and view["completed_at"] is not None
-    assert list(view) == ["batch_id", "agent_name", "status", "task_count", "job_ids", "task_ids", "trace_ids",
-                          "inputs", "outputs", "created_at", "completed_at"]
+    assert list(view) == [
+        "batch_id",
+        "agent_name",
+        "status",
+        "task_count",
+        "job_ids",
+        "task_ids",
+        "trace_ids",
+        "inputs",
+        "outputs",
+        "created_at",
+        "completed_at",
+    ]
     assert view["inputs"] == {"tasks": [{"message": "a"}, {"message": "b"}]}
     assert view["outputs"]["summary"] == {"total_expected": 2, "recorded": 2, "succeeded": 2, "failed": 0}
     results = view["outputs"]["results"]
     for index, (job_id, message) in enumerate(zip(body["job_ids"], ["a", "b"], strict=True)):
         entry = results[job_id]
         assert entry["status"] == "success"
-        assert entry["response"] == {"status": "success", "result": f"m-echo: {message}", "job_id": job_id,
-                                     "prompt_id": job_id}
+        assert entry["response"] == {
+            "status": "success",
+            "result": f"m-echo: {message}",
+            "job_id": job_id,
+            "prompt_id": job_id,
+        }
         assert entry["metadata"]["agent_name"] == "echo" and entry["metadata"]["batch_index"] == index
         assert entry["metadata"]["recorded_at"].endswith("Z")
         # unlike Laddr, every task is a job of its own: its job view and its traces exist
@@ -81,8 +98,9 @@ async def test_row13_batch_of_two_is_two_agent_jobs_with_their_own_ids(make_conf
 
 async def test_row13_tasks_run_on_the_callers_authority(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s = await stack(make_config, start_stack, fake)
-    status, body = await s.client.post("/api/agents/echo/batch", json={"tasks": [{"message": "x"}]},
-                                       token=TOKENS["jobs_rw"][0])
+    status, body = await s.client.post(
+        "/api/agents/echo/batch", json={"tasks": [{"message": "x"}]}, token=TOKENS["jobs_rw"][0]
+    )
     assert status == 200
     assert s.api.bus is not None
     submitted = await s.api.bus.last_message(subjects.COMMANDS, subjects.job_command(body["job_ids"][0], "submit"))
@@ -91,32 +109,40 @@ async def test_row13_tasks_run_on_the_callers_authority(make_config: Any, start_
     assert data["authority"] == {"principal": "jobs_rw", "scopes": ["jobs:rw"]}
     assert data["plugin"] == "agent" and data["command"] == "echo"
     assert data["context"] == {"batch_id": body["batch_id"], "batch_index": 0, "trace_id": body["job_ids"][0]}
-    status, _ = await s.client.post("/api/agents/echo/batch", json={"tasks": [{"message": "x"}]},
-                                    token=TOKENS["jobs_ro"][0])
+    status, _ = await s.client.post(
+        "/api/agents/echo/batch", json={"tasks": [{"message": "x"}]}, token=TOKENS["jobs_ro"][0]
+    )
     assert status == 403
 
 
-async def test_row13_wait_true_returns_every_result_and_get_agrees(make_config: Any, start_stack: Any,
-                                                                   fake: FakeLLM) -> None:
+async def test_row13_wait_true_returns_every_result_and_get_agrees(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s = await stack(make_config, start_stack, fake)
     status, body = await s.client.post("/api/agents/echo/batch", json={"tasks": [{"message": "c"}], "wait": True})
     assert status == 200, body
     assert set(body) == BATCH_KEYS | {"results"} and body["status"] == "completed"
     (job_id,) = body["job_ids"]
-    assert body["results"] == [{"task_id": job_id, "response": {"status": "success", "result": "m-echo: c",
-                                                                "job_id": job_id, "prompt_id": job_id}}]
+    assert body["results"] == [
+        {
+            "task_id": job_id,
+            "response": {"status": "success", "result": "m-echo: c", "job_id": job_id, "prompt_id": job_id},
+        }
+    ]
     status, view = await s.client.get(f"/api/batches/{body['batch_id']}")  # read your writes, no waiting
     assert status == 200 and view["status"] == "completed"
     assert view["outputs"]["results"][job_id]["response"]["result"] == "m-echo: c"
 
 
-async def test_row13_wait_true_waits_for_the_tasks_concurrently(make_config: Any, start_stack: Any,
-                                                                fake: FakeLLM) -> None:
+async def test_row13_wait_true_waits_for_the_tasks_concurrently(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s = await stack(make_config, start_stack, fake)
     fake.script("m-slow", *[fake_llm.delayed(1.5, fake_llm.text(f"slow {i}")) for i in range(3)])
     started = time.monotonic()
-    status, body = await s.client.post("/api/agents/slow/batch",
-                                       json={"tasks": [{"message": str(i)} for i in range(3)], "wait": True})
+    status, body = await s.client.post(
+        "/api/agents/slow/batch", json={"tasks": [{"message": str(i)} for i in range(3)], "wait": True}
+    )
     elapsed = time.monotonic() - started
     assert status == 200 and body["status"] == "completed", body
     assert sorted(r["response"]["result"] for r in body["results"]) == ["slow 0", "slow 1", "slow 2"]
@@ -124,24 +150,31 @@ async def test_row13_wait_true_waits_for_the_tasks_concurrently(make_config: Any
     assert elapsed < 4.0, f"three 1.5 s tasks took {elapsed:.1f} s: waited one after another"
 
 
-async def test_row13_wait_true_timeout_answers_null_for_tasks_still_running(make_config: Any, start_stack: Any,
-                                                                            fake: FakeLLM) -> None:
+async def test_row13_wait_true_timeout_answers_null_for_tasks_still_running(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s = await stack(make_config, start_stack, fake)
     fake.script("m-slow", fake_llm.delayed(3.0, fake_llm.text("late")))
-    status, body = await s.client.post("/api/agents/slow/batch",
-                                       json={"tasks": [{"message": "x"}], "wait": True, "timeout": 0.5})
+    status, body = await s.client.post(
+        "/api/agents/slow/batch", json={"tasks": [{"message": "x"}], "wait": True, "timeout": 0.5}
+    )
     assert status == 200, body
     assert body["status"] == "running" and body["results"] == [{"task_id": body["job_ids"][0], "response": None}]
     view = await finished(s, body["batch_id"])
     assert view["status"] == "completed"
 
 
-async def test_row13_wait_true_beyond_the_sync_slots_is_429_and_creates_nothing(make_config: Any, start_stack: Any,
-                                                                                fake: FakeLLM) -> None:
-    api = {"listen": "127.0.0.1:0", "max_concurrent_sync": 1,
-           "auth": {"tokens": [{"name": "admin", "token": TOKENS["admin"][0], "scopes": ["*"]}]}}
-    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), api=api,
-                                             agents={"slow": laddr.agent(fake, "m-slow")}))
+async def test_row13_wait_true_beyond_the_sync_slots_is_429_and_creates_nothing(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
+    api = {
+        "listen": "127.0.0.1:0",
+        "max_concurrent_sync": 1,
+        "auth": {"tokens": [{"name": "admin", "token": TOKENS["admin"][0], "scopes": ["*"]}]},
+    }
+    s: Stack = await start_stack(
+        make_config(plugins=laddr.plugins(), api=api, agents={"slow": laddr.agent(fake, "m-slow")})
+    )
     fake.script("m-slow", fake_llm.delayed(2.0, fake_llm.text("slow")))
     first = asyncio.create_task(s.client.post("/api/agents/slow/batch", json={"tasks": [{"m": "1"}], "wait": True}))
 
@@ -161,9 +194,14 @@ async def test_row13_wait_true_beyond_the_sync_slots_is_429_and_creates_nothing(
 
 async def test_row13_bad_batch_requests(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s = await stack(make_config, start_stack, fake)
-    cases = [({}, "tasks"), ({"tasks": {"a": 1}}, "tasks"), ({"tasks": ["text"]}, "tasks"),
-             ({"tasks": [], "wait": "soon"}, "wait"), ({"tasks": [], "batch_id": "a.b"}, "batch_id"),
-             ({"tasks": [], "wait": True, "timeout": -1}, "timeout")]
+    cases = [
+        ({}, "tasks"),
+        ({"tasks": {"a": 1}}, "tasks"),
+        ({"tasks": ["text"]}, "tasks"),
+        ({"tasks": [], "wait": "soon"}, "wait"),
+        ({"tasks": [], "batch_id": "a.b"}, "batch_id"),
+        ({"tasks": [], "wait": True, "timeout": -1}, "timeout"),
+    ]
     for payload, field in cases:
         status, body = await s.client.post("/api/agents/echo/batch", json=payload)
         assert invalid(status, body, field), (payload, status, body)
@@ -174,13 +212,13 @@ async def test_row13_bad_batch_requests(make_config: Any, start_stack: Any, fake
     assert listed["batches"] == []  # nothing was created by a refused request
 
 
-async def test_row13_an_existing_batch_id_extends_the_batch(make_config: Any, start_stack: Any,
-                                                            fake: FakeLLM) -> None:
+async def test_row13_an_existing_batch_id_extends_the_batch(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s = await stack(make_config, start_stack, fake)
     fake.script("m-slow", fake_llm.delayed(2.0, fake_llm.text("slowly")))
     _, first = await s.client.post("/api/agents/slow/batch", json={"tasks": [{"message": "one"}]})
-    status, second = await s.client.post("/api/agents/echo/batch",
-                                         json={"tasks": [{"message": "two"}], "batch_id": first["batch_id"]})
+    status, second = await s.client.post(
+        "/api/agents/echo/batch", json={"tasks": [{"message": "two"}], "batch_id": first["batch_id"]}
+    )
     assert status == 200 and second["batch_id"] == first["batch_id"] and second["task_count"] == 1
     view = await finished(s, first["batch_id"])
     assert view["agent_name"] == "slow" and view["task_count"] == 2
@@ -189,8 +227,9 @@ async def test_row13_an_existing_batch_id_extends_the_batch(make_config: Any, st
     assert [(m["agent_name"], m["batch_index"]) for m in metadata] == [("slow", 0), ("echo", 1)]
 
 
-async def test_row13_idempotency_key_makes_a_retried_post_one_batch(make_config: Any, start_stack: Any,
-                                                                    fake: FakeLLM) -> None:
+async def test_row13_idempotency_key_makes_a_retried_post_one_batch(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s = await stack(make_config, start_stack, fake)
     request = {"json": {"tasks": [{"message": "once"}]}, "headers": {"Idempotency-Key": "batch-1"}}
     _, first = await s.client.post("/api/agents/echo/batch", **request)
@@ -208,18 +247,35 @@ async def test_row14_add_tasks_to_a_running_batch(make_config: Any, start_stack:
     fake.script("m-slow", fake_llm.delayed(3.0, fake_llm.text("slow one")))
     _, created = await s.client.post("/api/agents/slow/batch", json={"tasks": [{"message": "slow one"}]})
     batch_id = created["batch_id"]
-    status, added = await s.client.post(f"/api/batches/{batch_id}/add-tasks",
-                                        json={"agent_name": "echo", "tasks": [{"message": "d"}]})
+    status, added = await s.client.post(
+        f"/api/batches/{batch_id}/add-tasks", json={"agent_name": "echo", "tasks": [{"message": "d"}]}
+    )
     assert status == 200, added
-    assert list(added) == ["batch_id", "status", "added_job_ids", "added_trace_ids", "added_task_ids", "total_tasks",
-                           "total_job_ids"]
+    assert list(added) == [
+        "batch_id",
+        "status",
+        "added_job_ids",
+        "added_trace_ids",
+        "added_task_ids",
+        "total_tasks",
+        "total_job_ids",
+    ]
     assert added["status"] in ("submitted", "running") and added["total_tasks"] == added["total_job_ids"] == 2
-    status, waited = await s.client.post(f"/api/batches/{batch_id}/add-tasks",
-                                         json={"agent_name": "echo", "tasks": [{"message": "d2"}], "wait": True})
+    status, waited = await s.client.post(
+        f"/api/batches/{batch_id}/add-tasks", json={"agent_name": "echo", "tasks": [{"message": "d2"}], "wait": True}
+    )
     assert status == 200 and waited["total_tasks"] == 3
-    assert waited["results"] == [{"task_id": waited["added_task_ids"][0], "response": {
-        "status": "success", "result": "m-echo: d2", "job_id": waited["added_job_ids"][0],
-        "prompt_id": waited["added_job_ids"][0]}}]
+    assert waited["results"] == [
+        {
+            "task_id": waited["added_task_ids"][0],
+            "response": {
+                "status": "success",
+                "result": "m-echo: d2",
+                "job_id": waited["added_job_ids"][0],
+                "prompt_id": waited["added_job_ids"][0],
+            },
+        }
+    ]
 
     async def echoes_done() -> dict[str, Any] | None:  # the slow task still has seconds to go
         _, body = await s.client.get(f"/api/batches/{batch_id}")
@@ -231,18 +287,23 @@ async def test_row14_add_tasks_to_a_running_batch(make_config: Any, start_stack:
     assert running["inputs"]["tasks"] == [{"message": "slow one"}, {"message": "d"}, {"message": "d2"}]
     view = await finished(s, batch_id)
     assert view["status"] == "completed" and view["agent_name"] == "slow"
-    assert [view["outputs"]["results"][j]["metadata"]["agent_name"] for j in view["job_ids"]] == ["slow", "echo",
-                                                                                                 "echo"]
+    assert [view["outputs"]["results"][j]["metadata"]["agent_name"] for j in view["job_ids"]] == [
+        "slow",
+        "echo",
+        "echo",
+    ]
 
 
 async def test_row14_add_tasks_refusals(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s = await stack(make_config, start_stack, fake)
     _, done = await s.client.post("/api/agents/echo/batch", json={"tasks": [{"message": "c"}], "wait": True})
-    status, body = await s.client.post(f"/api/batches/{done['batch_id']}/add-tasks",
-                                       json={"agent_name": "echo", "tasks": [{"message": "e"}]})
+    status, body = await s.client.post(
+        f"/api/batches/{done['batch_id']}/add-tasks", json={"agent_name": "echo", "tasks": [{"message": "e"}]}
+    )
     assert status == 400 and detail(body) == "Cannot add tasks to batch with status: completed", body
-    status, body = await s.client.post("/api/batches/no-such-batch/add-tasks",
-                                       json={"agent_name": "echo", "tasks": [{"message": "f"}]})
+    status, body = await s.client.post(
+        "/api/batches/no-such-batch/add-tasks", json={"agent_name": "echo", "tasks": [{"message": "f"}]}
+    )
     assert status == 404 and detail(body) == "Batch not found"
     status, body = await s.client.post(f"/api/batches/{done['batch_id']}/add-tasks", json={"tasks": [{"m": "g"}]})
     assert invalid(status, body, "agent_name"), body
@@ -283,11 +344,13 @@ async def test_row16_list_batches_newest_first(make_config: Any, start_stack: An
     assert invalid(status, body, "limit"), body
 
 
-async def test_rebuild_reprojects_the_batches(make_config: Any, start_stack: Any, fake: FakeLLM,
-                                              database_url: str) -> None:
+async def test_rebuild_reprojects_the_batches(
+    make_config: Any, start_stack: Any, fake: FakeLLM, database_url: str
+) -> None:
     s = await stack(make_config, start_stack, fake)
-    _, first = await s.client.post("/api/agents/echo/batch", json={"tasks": [{"message": "a"}, {"message": "b"}],
-                                                                   "wait": True})
+    _, first = await s.client.post(
+        "/api/agents/echo/batch", json={"tasks": [{"message": "a"}, {"message": "b"}], "wait": True}
+    )
     await s.client.post("/api/agents/echo/batch", json={"tasks": [{"message": "c"}], "batch_id": first["batch_id"]})
     await s.client.post("/api/agents/slow/batch", json={"tasks": [{"message": "d"}], "wait": True})
     await finished(s, first["batch_id"])
