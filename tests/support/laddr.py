@@ -18,10 +18,20 @@ FAST_RETRY = {"max_attempts": 2, "backoff_base": "0.1s"}
 
 def agent(fake: FakeLLM | None, model: str, *, tools: list[str] | None = None, **extra: Any) -> dict[str, Any]:
     """An `agents.<name>` section whose LLM is the fake server (or the offline echo provider)."""
-    llm = {"provider": "echo"} if fake is None else {"base_url": fake.url, "model": model, "api_key": "sk-fake",
-                                                     "timeout": "5s"}
-    return {"role": f"{model} role", "goal": f"{model} goal", "instructions": "Be brief.", "llm": llm,
-            "tools": tools or [], "max_iterations": 4, **extra}
+    llm = (
+        {"provider": "echo"}
+        if fake is None
+        else {"base_url": fake.url, "model": model, "api_key": "sk-fake", "timeout": "5s"}
+    )
+    return {
+        "role": f"{model} role",
+        "goal": f"{model} goal",
+        "instructions": "Be brief.",
+        "llm": llm,
+        "tools": tools or [],
+        "max_iterations": 4,
+        **extra,
+    }
 
 
 def plugins(**extra: Any) -> dict[str, Any]:
