@@ -1,7 +1,8 @@
 """A small OpenAI-compatible chat-completions server for tests: an aiohttp app on a free port of
 127.0.0.1 answering `POST /v1/chat/completions` with scripted completions (text or tool calls,
-with usage), HTTP errors or delays, per model. Every request body is recorded, so tests can check
-what the agent loop sent (messages, tools, the Authorization header) over real HTTP.
+with usage), HTTP errors, delays or replies held until the test releases them, per model. Every
+request body is recorded, so tests can check what the agent loop sent (messages, tools, the
+Authorization header) over real HTTP.
 
 A model with no script left answers `"<model>: <last user message>"` with usage 7 + 3.
 """
@@ -35,11 +36,18 @@ def delayed(seconds: float, reply: Reply) -> Reply:
     return {**reply, "delay": seconds}
 
 
+def held(gate: asyncio.Event, reply: Reply) -> Reply:
+    """`reply`, sent once the test sets `gate` (a run that must still be going while the test acts:
+    no delay to outlast). FakeLLM.stop sets every gate, so no request is left hanging."""
+    return {**reply, "gate": gate}
+
+
 class FakeLLM:
     def __init__(self) -> None:
         self.scripts: dict[str, list[Reply]] = {}
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.gates: list[asyncio.Event] = []
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -51,6 +59,7 @@ class FakeLLM:
 
     def script(self, model: str, *replies: Reply) -> None:
         self.scripts.setdefault(model, []).extend(replies)
+        self.gates.extend(r["gate"] for r in replies if r.get("gate") is not None)
 
     def requests_for(self, model: str) -> list[dict[str, Any]]:
         return [r for r in self.requests if r.get("model") == model]
@@ -66,6 +75,8 @@ class FakeLLM:
         return self
 
     async def stop(self) -> None:
+        for gate in self.gates:
+            gate.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -80,6 +91,8 @@ class FakeLLM:
         else:
             last = next((m.get("content") for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")
             reply = text(f"{model}: {last}", prompt_tokens=7, completion_tokens=3)
+        if reply.get("gate") is not None:
+            await reply["gate"].wait()
         if reply.get("delay"):
             await asyncio.sleep(reply["delay"])
         if "status" in reply:

@@ -16,12 +16,15 @@ from tests.support.stack import Stack
 FAST_RETRY = {"max_attempts": 2, "backoff_base": "0.1s"}
 
 
-def agent(fake: FakeLLM | None, model: str, *, tools: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    """An `agents.<name>` section whose LLM is the fake server (or the offline echo provider)."""
+def agent(
+    fake: FakeLLM | None, model: str, *, tools: list[str] | None = None, llm_timeout: str = "5s", **extra: Any
+) -> dict[str, Any]:
+    """An `agents.<name>` section whose LLM is the fake server (or the offline echo provider); `llm_timeout`
+    bounds each request to it (longer for a test that holds a reply while it acts: fake_llm.held)."""
     llm = (
         {"provider": "echo"}
         if fake is None
-        else {"base_url": fake.url, "model": model, "api_key": "sk-fake", "timeout": "5s"}
+        else {"base_url": fake.url, "model": model, "api_key": "sk-fake", "timeout": llm_timeout}
     )
     return {
         "role": f"{model} role",

@@ -8,7 +8,6 @@ Validation errors are FastAPI's 422 whose `loc` names the field (`invalid` below
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from services.core import subjects
@@ -22,7 +21,8 @@ ROW_KEYS = {"batch_id", "agent_name", "status", "task_count", "job_ids", "task_i
 
 
 async def stack(make_config: Any, start_stack: Any, fake: FakeLLM) -> Stack:
-    agents = {"echo": laddr.agent(fake, "m-echo"), "slow": laddr.agent(fake, "m-slow")}
+    # the slow agent's replies may be held (fake_llm.held) while a test acts: a request may wait long
+    agents = {"echo": laddr.agent(fake, "m-echo"), "slow": laddr.agent(fake, "m-slow", llm_timeout="60s")}
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents=agents))
     return s
 
@@ -138,16 +138,22 @@ async def test_row13_wait_true_waits_for_the_tasks_concurrently(
     make_config: Any, start_stack: Any, fake: FakeLLM
 ) -> None:
     s = await stack(make_config, start_stack, fake)
-    fake.script("m-slow", *[fake_llm.delayed(1.5, fake_llm.text(f"slow {i}")) for i in range(3)])
-    started = time.monotonic()
-    status, body = await s.client.post(
-        "/api/agents/slow/batch", json={"tasks": [{"message": str(i)} for i in range(3)], "wait": True}
+    release = asyncio.Event()
+    fake.script("m-slow", *[fake_llm.held(release, fake_llm.text(f"slow {i}")) for i in range(3)])
+    waited = asyncio.create_task(
+        s.client.post("/api/agents/slow/batch", json={"tasks": [{"message": str(i)} for i in range(3)], "wait": True})
     )
-    elapsed = time.monotonic() - started
+
+    async def all_three_asking() -> bool:  # one after another, the second would wait for the first's answer
+        return len(fake.requests_for("m-slow")) == 3
+
+    await infra.wait_until(all_three_asking, timeout_s=20, what="the three tasks to run at once")
+    assert not waited.done()
+    release.set()
+    status, body = await waited
     assert status == 200 and body["status"] == "completed", body
     assert sorted(r["response"]["result"] for r in body["results"]) == ["slow 0", "slow 1", "slow 2"]
     assert [r["task_id"] for r in body["results"]] == body["job_ids"]
-    assert elapsed < 4.0, f"three 1.5 s tasks took {elapsed:.1f} s: waited one after another"
 
 
 async def test_row13_wait_true_timeout_answers_null_for_tasks_still_running(
@@ -175,7 +181,8 @@ async def test_row13_wait_true_beyond_the_sync_slots_is_429_and_creates_nothing(
     s: Stack = await start_stack(
         make_config(plugins=laddr.plugins(), api=api, agents={"slow": laddr.agent(fake, "m-slow")})
     )
-    fake.script("m-slow", fake_llm.delayed(2.0, fake_llm.text("slow")))
+    release = asyncio.Event()
+    fake.script("m-slow", fake_llm.held(release, fake_llm.text("slow")))
     first = asyncio.create_task(s.client.post("/api/agents/slow/batch", json={"tasks": [{"m": "1"}], "wait": True}))
 
     async def waiting() -> bool:
@@ -184,6 +191,7 @@ async def test_row13_wait_true_beyond_the_sync_slots_is_429_and_creates_nothing(
     await infra.wait_until(waiting, timeout_s=15, what="the first batch's task to run")
     status, body = await s.client.post("/api/agents/slow/batch", json={"tasks": [{"m": "2"}], "wait": True})
     assert status == 429, body
+    release.set()
     status, body = await first
     assert status == 200 and body["status"] == "completed"
     await laddr.projected(s)
@@ -214,12 +222,14 @@ async def test_row13_bad_batch_requests(make_config: Any, start_stack: Any, fake
 
 async def test_row13_an_existing_batch_id_extends_the_batch(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s = await stack(make_config, start_stack, fake)
-    fake.script("m-slow", fake_llm.delayed(2.0, fake_llm.text("slowly")))
+    release = asyncio.Event()  # the first batch stays open until it is extended
+    fake.script("m-slow", fake_llm.held(release, fake_llm.text("slowly")))
     _, first = await s.client.post("/api/agents/slow/batch", json={"tasks": [{"message": "one"}]})
     status, second = await s.client.post(
         "/api/agents/echo/batch", json={"tasks": [{"message": "two"}], "batch_id": first["batch_id"]}
     )
     assert status == 200 and second["batch_id"] == first["batch_id"] and second["task_count"] == 1
+    release.set()
     view = await finished(s, first["batch_id"])
     assert view["agent_name"] == "slow" and view["task_count"] == 2
     assert view["job_ids"] == first["job_ids"] + second["job_ids"]
@@ -244,7 +254,8 @@ async def test_row13_idempotency_key_makes_a_retried_post_one_batch(
 
 async def test_row14_add_tasks_to_a_running_batch(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s = await stack(make_config, start_stack, fake)
-    fake.script("m-slow", fake_llm.delayed(3.0, fake_llm.text("slow one")))
+    release = asyncio.Event()  # the slow task runs until the echo tasks are checked
+    fake.script("m-slow", fake_llm.held(release, fake_llm.text("slow one")))
     _, created = await s.client.post("/api/agents/slow/batch", json={"tasks": [{"message": "slow one"}]})
     batch_id = created["batch_id"]
     status, added = await s.client.post(
@@ -277,7 +288,7 @@ async def test_row14_add_tasks_to_a_running_batch(make_config: Any, start_stack:
         }
     ]
 
-    async def echoes_done() -> dict[str, Any] | None:  # the slow task still has seconds to go
+    async def echoes_done() -> dict[str, Any] | None:  # the slow task's answer is held
         _, body = await s.client.get(f"/api/batches/{batch_id}")
         return body if body["outputs"]["summary"]["recorded"] == 2 else None
 
@@ -285,6 +296,7 @@ async def test_row14_add_tasks_to_a_running_batch(make_config: Any, start_stack:
     assert running["status"] == "running" and running["task_count"] == 3
     assert running["outputs"]["summary"] == {"total_expected": 3, "recorded": 2, "succeeded": 2, "failed": 0}
     assert running["inputs"]["tasks"] == [{"message": "slow one"}, {"message": "d"}, {"message": "d2"}]
+    release.set()
     view = await finished(s, batch_id)
     assert view["status"] == "completed" and view["agent_name"] == "slow"
     assert [view["outputs"]["results"][j]["metadata"]["agent_name"] for j in view["job_ids"]] == [
