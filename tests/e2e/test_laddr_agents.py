@@ -18,18 +18,29 @@ from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
 
 
-async def test_two_tool_agent_run_is_a_job_tree_with_traces_and_token_totals(make_config: Any, start_stack: Any,
-                                                                             fake: FakeLLM) -> None:
-    config = make_config(plugins=laddr.plugins(), agents={
-        "researcher": laddr.agent(fake, "m-tools", tools=["echo_py.poll", "echo.poll"])})
+async def test_two_tool_agent_run_is_a_job_tree_with_traces_and_token_totals(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
+    config = make_config(
+        plugins=laddr.plugins(),
+        agents={"researcher": laddr.agent(fake, "m-tools", tools=["echo_py.poll", "echo.poll"])},
+    )
     s: Stack = await start_stack(config)
-    fake.script("m-tools",
-                fake_llm.tool_calls(("echo_py__poll", {"message": "one"}), ("echo__poll", {"message": "two"}),
-                                    prompt_tokens=20, completion_tokens=8),
-                fake_llm.text("both tools answered", prompt_tokens=30, completion_tokens=6))
-    status, body = await s.client.post("/api/jobs", json={"pipeline_name": "researcher",
-                                                          "inputs": {"task": "use both tools"}},
-                                       token=TOKENS["laddr_rw"][0])  # write tools need plugin:rw too
+    fake.script(
+        "m-tools",
+        fake_llm.tool_calls(
+            ("echo_py__poll", {"message": "one"}),
+            ("echo__poll", {"message": "two"}),
+            prompt_tokens=20,
+            completion_tokens=8,
+        ),
+        fake_llm.text("both tools answered", prompt_tokens=30, completion_tokens=6),
+    )
+    status, body = await s.client.post(
+        "/api/jobs",
+        json={"pipeline_name": "researcher", "inputs": {"task": "use both tools"}},
+        token=TOKENS["laddr_rw"][0],
+    )  # write tools need plugin:rw too
     assert status == 200 and body["status"] == "queued" and body["pipeline_name"] == "researcher", body
     job_id = body["job_id"]
     done = await s.client.wait_job(job_id)
@@ -40,17 +51,26 @@ async def test_two_tool_agent_run_is_a_job_tree_with_traces_and_token_totals(mak
     assert first["messages"][0]["role"] == "system" and "m-tools role" in first["messages"][0]["content"]
     assert first["messages"][1] == {"role": "user", "content": "use both tools"}
     assert sorted(t["function"]["name"] for t in first["tools"]) == ["echo__poll", "echo_py__poll"]
-    assert first["tools"][0]["function"]["parameters"] == {"type": "object",
-                                                           "properties": {"message": {"type": "string"}}}
+    assert first["tools"][0]["function"]["parameters"] == {
+        "type": "object",
+        "properties": {"message": {"type": "string"}},
+    }
     assert [m["content"] for m in second["messages"] if m["role"] == "tool"] == ["Echoed: one", "Echoed: two"]
     assert fake.headers[0]["Authorization"] == "Bearer sk-fake"
 
     await laddr.projected(s)
-    children = [dict(r) for r in await s.api.pool.fetch(
-        "SELECT plugin, command, status, submitted_by, correlation_id, payload FROM jobs WHERE parent_job_id = $1 "
-        "ORDER BY plugin", job_id)]
+    children = [
+        dict(r)
+        for r in await s.api.pool.fetch(
+            "SELECT plugin, command, status, submitted_by, correlation_id, payload FROM jobs WHERE parent_job_id = $1 "
+            "ORDER BY plugin",
+            job_id,
+        )
+    ]
     assert [(c["plugin"], c["status"], c["submitted_by"], c["correlation_id"]) for c in children] == [
-        ("echo", "succeeded", "agent", job_id), ("echo_py", "succeeded", "agent", job_id)]
+        ("echo", "succeeded", "agent", job_id),
+        ("echo_py", "succeeded", "agent", job_id),
+    ]
     assert [c["payload"] for c in children] == [{"message": "two"}, {"message": "one"}]
     status, tree = await s.client.get(f"/job/{job_id}/tree")
     assert status == 200 and tree[0]["plugin"] == "agent" and len(tree) == 3
@@ -63,8 +83,15 @@ async def test_two_tool_agent_run_is_a_job_tree_with_traces_and_token_totals(mak
     assert sorted(kinds[3:7]) == ["tool_call", "tool_call", "tool_result", "tool_result"]
     assert kinds[7:] == ["llm_usage", "autonomous_think", "task_complete"]
     assert all(t["agent_name"] == "researcher" and t["job_id"] == job_id for t in trail)
-    assert trail[1]["payload"] == {"provider": "openai", "model": "m-tools", "iteration": 1, "worker": "researcher",
-                                        "prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28}
+    assert trail[1]["payload"] == {
+        "provider": "openai",
+        "model": "m-tools",
+        "iteration": 1,
+        "worker": "researcher",
+        "prompt_tokens": 20,
+        "completion_tokens": 8,
+        "total_tokens": 28,
+    }
     results = {t["payload"]["tool"]: t["payload"] for t in trail if t["event_type"] == "tool_result"}
     assert results["echo_py.poll"]["result"] == "Echoed: one" and results["echo.poll"]["result"] == "Echoed: two"
     assert results["echo_py.poll"]["child_job_id"] in {t["job_id"] for t in tree}
@@ -75,9 +102,21 @@ async def test_two_tool_agent_run_is_a_job_tree_with_traces_and_token_totals(mak
     assert view["status"] == "completed" and view["pipeline_name"] == "researcher" and view["error"] is None
     assert view["inputs"] == {"task": "use both tools"}
     assert view["outputs"] == "both tools answered" and view["details"]["iterations"] == 2
-    assert view["token_usage"] == {"prompt_tokens": 50, "completion_tokens": 14, "total_tokens": 64,
-                                   "by_model": [{"provider": "openai", "model": "m-tools", "prompt_tokens": 50,
-                                                 "completion_tokens": 14, "total_tokens": 64, "calls": 2}]}
+    assert view["token_usage"] == {
+        "prompt_tokens": 50,
+        "completion_tokens": 14,
+        "total_tokens": 64,
+        "by_model": [
+            {
+                "provider": "openai",
+                "model": "m-tools",
+                "prompt_tokens": 50,
+                "completion_tokens": 14,
+                "total_tokens": 64,
+                "calls": 2,
+            }
+        ],
+    }
     status, listed = await s.client.get("/api/jobs?limit=10")
     assert status == 200 and [j["job_id"] for j in listed] == [job_id]  # root jobs only
     assert listed[0]["status"] == "completed"
@@ -89,8 +128,12 @@ async def test_two_tool_agent_run_is_a_job_tree_with_traces_and_token_totals(mak
 
 
 async def test_chat_completed_submitted_and_timeout(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
-        "writer": laddr.agent(fake, "m-writer"), "slow": laddr.agent(fake, "m-slow")}))
+    s: Stack = await start_stack(
+        make_config(
+            plugins=laddr.plugins(),
+            agents={"writer": laddr.agent(fake, "m-writer"), "slow": laddr.agent(fake, "m-slow")},
+        )
+    )
     status, body = await s.client.get("/api/agents/writer/chat?message=hello%20there", token=TOKENS["jobs_ro"][0])
     assert status == 200, body
     assert body["status"] == "completed" and body["result"] == "m-writer: hello there" and body["agent"] == "writer"
@@ -109,9 +152,12 @@ async def test_chat_completed_submitted_and_timeout(make_config: Any, start_stac
     done = await s.client.wait_job(body["task_id"])
     assert done["status"] == "succeeded" and done["result"]["result"]["result"] == "late answer"
 
-    for path, code in [("/api/agents/nobody/chat?message=x", 404), ("/api/agents/writer/chat", 422),
-                       ("/api/agents/writer/chat?message=x&timeout=abc", 422),
-                       ("/api/agents/writer/chat?message=x&wait=maybe", 422)]:
+    for path, code in [
+        ("/api/agents/nobody/chat?message=x", 404),
+        ("/api/agents/writer/chat", 422),
+        ("/api/agents/writer/chat?message=x&timeout=abc", 422),
+        ("/api/agents/writer/chat?message=x&wait=maybe", 422),
+    ]:
         status, body = await s.client.get(path)
         assert status == code and body["error"], (path, body)
     status, _ = await s.client.get("/api/agents/writer/chat?message=x", token=TOKENS["plugin_rw"][0])
@@ -124,11 +170,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_unreachable_llm_is_a_task_error_and_a_dead_job_after_retries(make_config: Any,
-                                                                            start_stack: Any) -> None:
+async def test_unreachable_llm_is_a_task_error_and_a_dead_job_after_retries(make_config: Any, start_stack: Any) -> None:
     dead_llm = {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "gone", "timeout": "2s"}
-    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
-        "lost": {"role": "Lost", "llm": dead_llm}}))
+    s: Stack = await start_stack(
+        make_config(plugins=laddr.plugins(), agents={"lost": {"role": "Lost", "llm": dead_llm}})
+    )
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "lost", "inputs": {"message": "hi"}})
     assert status == 200
     done = await s.client.wait_job(body["job_id"], timeout_s=30)
@@ -142,16 +188,18 @@ async def test_unreachable_llm_is_a_task_error_and_a_dead_job_after_retries(make
     assert view["status"] == "failed" and "unreachable" in view["error"] and view["outputs"] == {"error": view["error"]}
 
 
-async def test_replay_reexecutes_or_returns_the_recorded_result(make_config: Any, start_stack: Any,
-                                                                fake: FakeLLM) -> None:
+async def test_replay_reexecutes_or_returns_the_recorded_result(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={"echoer": laddr.agent(fake, "m-r")}))
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "echoer", "inputs": {"message": "again"}})
     original = body["job_id"]
     await s.client.wait_job(original)
     assert len(fake.requests) == 1
 
-    status, recorded = await s.client.post(f"/api/jobs/{original}/replay", json={"reexecute": False},
-                                           token=TOKENS["jobs_rw"][0])
+    status, recorded = await s.client.post(
+        f"/api/jobs/{original}/replay", json={"reexecute": False}, token=TOKENS["jobs_rw"][0]
+    )
     assert status == 200 and recorded["job_id"] == original and recorded["replayed"] is True
     assert recorded["status"] == "completed" and recorded["result"] == "m-r: again"
     assert len(fake.requests) == 1  # nothing ran
@@ -181,8 +229,12 @@ async def test_replay_reexecutes_or_returns_the_recorded_result(make_config: Any
 
 
 async def test_bad_laddr_requests_are_clear_4xx(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
-        "ok": laddr.agent(fake, "m"), "broken": laddr.agent(fake, "m", tools=["echo.nope", "ghost.poll"])}))
+    s: Stack = await start_stack(
+        make_config(
+            plugins=laddr.plugins(),
+            agents={"ok": laddr.agent(fake, "m"), "broken": laddr.agent(fake, "m", tools=["echo.nope", "ghost.poll"])},
+        )
+    )
     cases = [
         ({"inputs": {}}, 422, "pipeline_name"),
         ({"pipeline_name": "nobody", "inputs": {}}, 404, "no agent or pipeline"),
@@ -202,8 +254,10 @@ async def test_bad_laddr_requests_are_clear_4xx(make_config: Any, start_stack: A
     assert status == 404
     status, body = await s.client.get("/api/agents", token=TOKENS["jobs_ro"][0])
     broken = next(a for a in body["agents"] if a["name"] == "broken")
-    assert broken["problems"] == ["tool 'echo.nope': plugin 'echo' has no command 'nope'",
-                                  "tool 'ghost.poll': no plugin 'ghost'"]
+    assert broken["problems"] == [
+        "tool 'echo.nope': plugin 'echo' has no command 'nope'",
+        "tool 'ghost.poll': no plugin 'ghost'",
+    ]
     # the dispatcher rejects a submit that bypasses the API, naming the problem
     assert s.api.app is not None
     job_id = await submit.submit_job(s.api.app[api_state.STATE], plugin="agent", command="broken", payload={})
@@ -211,17 +265,25 @@ async def test_bad_laddr_requests_are_clear_4xx(make_config: Any, start_stack: A
     assert "misconfigured" in done["last_error"] and "ghost" in done["last_error"]
 
 
-async def test_agent_liveness_goes_stale_after_its_runner_is_sigkilled(make_config: Any, nats_url: str,
-                                                                       database_url: str, tmp_path: Path) -> None:
+async def test_agent_liveness_goes_stale_after_its_runner_is_sigkilled(
+    make_config: Any, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
     service = {"name": "headrace-test", "log_level": "warning", "max_workers": 4, "heartbeat_interval": "0.3s"}
     config = make_config(service=service, plugins=laddr.plugins(), agents={"demo": laddr.agent(None, "echo")})
     s = Stack(config)
     s.runner = Runner(config, plugins=["echo", "echo_py"])  # serves no agent: the process below does
     s.services[2] = s.runner
     await s.start()
-    runner = stack.ServiceProcess("runner", config_path=config.path, nats_url=nats_url, database_url=database_url,
-                                  extra_args=["--plugin", "agent"], log_path=tmp_path / "runner.log").start()
+    runner = stack.ServiceProcess(
+        "runner",
+        config_path=config.path,
+        nats_url=nats_url,
+        database_url=database_url,
+        extra_args=["--plugin", "agent"],
+        log_path=tmp_path / "runner.log",
+    ).start()
     try:
+
         async def demo(status: str) -> dict[str, Any] | None:
             code, body = await s.client.get("/api/agents")
             assert code == 200, body
@@ -247,11 +309,13 @@ async def test_agent_liveness_goes_stale_after_its_runner_is_sigkilled(make_conf
         await s.stop()
 
 
-async def test_pipeline_name_resolves_to_a_pipeline_when_no_agent_has_it(make_config: Any, start_stack: Any,
-                                                                         fake: FakeLLM) -> None:
+async def test_pipeline_name_resolves_to_a_pipeline_when_no_agent_has_it(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     pipes = [{"name": "greet", "steps": [{"id": "hello", "uses": "echo_py"}]}]
-    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), pipelines=pipes,
-                                             agents={"helper": laddr.agent(fake, "m-h")}))
+    s: Stack = await start_stack(
+        make_config(plugins=laddr.plugins(), pipelines=pipes, agents={"helper": laddr.agent(fake, "m-h")})
+    )
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "greet", "inputs": {"name": "Ada"}})
     assert status == 200 and body["pipeline_name"] == "greet", body
     done = await s.client.wait_job(body["job_id"])
@@ -261,10 +325,15 @@ async def test_pipeline_name_resolves_to_a_pipeline_when_no_agent_has_it(make_co
     assert view["token_usage"]["total_tokens"] == 0
 
 
-async def test_an_agent_that_never_answers_stops_at_max_iterations(make_config: Any, start_stack: Any,
-                                                                   fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
-        "looper": laddr.agent(fake, "m-loop", tools=["echo_py.poll"], max_iterations=2)}))
+async def test_an_agent_that_never_answers_stops_at_max_iterations(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
+    s: Stack = await start_stack(
+        make_config(
+            plugins=laddr.plugins(),
+            agents={"looper": laddr.agent(fake, "m-loop", tools=["echo_py.poll"], max_iterations=2)},
+        )
+    )
     for _ in range(2):
         fake.script("m-loop", fake_llm.tool_calls(("echo_py__poll", {"message": "again"})))
     status, body = await s.client.post("/api/jobs", json={"pipeline_name": "looper", "inputs": {"message": "go"}})

@@ -14,15 +14,26 @@ def three_agents(fake: FakeLLM) -> dict[str, Any]:
     return {name: laddr.agent(fake, f"m-{name}") for name in ("analyzer", "writer", "editor")}
 
 
-async def test_sequential_prompt_pipes_each_output_into_the_next_agent(make_config: Any, start_stack: Any,
-                                                                       fake: FakeLLM) -> None:
+async def test_sequential_prompt_pipes_each_output_into_the_next_agent(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents=three_agents(fake)))
-    status, body = await s.client.post("/api/prompts", json={
-        "prompt_name": "story", "mode": "sequential", "agents": ["analyzer", "writer", "editor"],
-        "inputs": {"task": "Write a haiku"}}, token=TOKENS["jobs_rw"][0])
+    status, body = await s.client.post(
+        "/api/prompts",
+        json={
+            "prompt_name": "story",
+            "mode": "sequential",
+            "agents": ["analyzer", "writer", "editor"],
+            "inputs": {"task": "Write a haiku"},
+        },
+        token=TOKENS["jobs_rw"][0],
+    )
     assert status == 200, body
-    assert body["status"] == "running" and body["mode"] == "sequential" and body["agents"] == ["analyzer", "writer",
-                                                                                               "editor"]
+    assert (
+        body["status"] == "running"
+        and body["mode"] == "sequential"
+        and body["agents"] == ["analyzer", "writer", "editor"]
+    )
     prompt_id = body["prompt_id"]
     done = await s.client.wait_job(prompt_id, timeout_s=30)
     assert done["status"] == "succeeded", done
@@ -36,29 +47,46 @@ async def test_sequential_prompt_pipes_each_output_into_the_next_agent(make_conf
     assert view["inputs"] == {"task": "Write a haiku"}
     assert view["outputs"] == "m-editor: m-writer: m-analyzer: Write a haiku"
     assert [(st["agent"], st["status"]) for st in view["steps"]] == [
-        ("analyzer", "completed"), ("writer", "completed"), ("editor", "completed")]
+        ("analyzer", "completed"),
+        ("writer", "completed"),
+        ("editor", "completed"),
+    ]
     assert view["token_usage"]["total_tokens"] == 30 and [m["model"] for m in view["token_usage"]["by_model"]] == [
-        "m-analyzer", "m-writer", "m-editor"]  # in the order first used
+        "m-analyzer",
+        "m-writer",
+        "m-editor",
+    ]  # in the order first used
     trail = await laddr.traces(s, prompt_id)
     assert [(t["event_type"], t["payload"]["to_agent"]) for t in trail] == [
-        ("delegation", "analyzer"), ("delegation", "writer"), ("delegation", "editor")]
+        ("delegation", "analyzer"),
+        ("delegation", "writer"),
+        ("delegation", "editor"),
+    ]
     assert trail[1]["payload"]["inputs"] == {"input": "m-analyzer: Write a haiku"}
 
     status, listed = await s.client.get("/api/prompts?limit=5")
     assert status == 200 and listed["limit"] == 5
     assert [(p["prompt_id"], p["prompt_name"], p["status"]) for p in listed["prompts"]] == [
-        (prompt_id, "story", "completed")]
+        (prompt_id, "story", "completed")
+    ]
     status, tree = await s.client.get(f"/job/{prompt_id}/tree")
     assert [n["plugin"] for n in tree] == ["prompt", "agent", "agent", "agent"]
 
 
-async def test_the_first_failing_agent_stops_the_chain_and_is_named(make_config: Any, start_stack: Any,
-                                                                    fake: FakeLLM) -> None:
+async def test_the_first_failing_agent_stops_the_chain_and_is_named(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents=three_agents(fake)))
     fake.script("m-writer", fake_llm.error(400, "context length exceeded"))
-    status, body = await s.client.post("/api/prompts", json={
-        "prompt_name": "story", "mode": "sequential", "agents": ["analyzer", "writer", "editor"],
-        "inputs": {"task": "x"}})
+    status, body = await s.client.post(
+        "/api/prompts",
+        json={
+            "prompt_name": "story",
+            "mode": "sequential",
+            "agents": ["analyzer", "writer", "editor"],
+            "inputs": {"task": "x"},
+        },
+    )
     assert status == 200
     done = await s.client.wait_job(body["prompt_id"], {"dead"}, timeout_s=30)
     assert "agent 'writer' (step 2 of 3) failed" in done["last_error"]
@@ -66,14 +94,18 @@ async def test_the_first_failing_agent_stops_the_chain_and_is_named(make_config:
     assert fake.requests_for("m-editor") == []  # the chain stopped
     await laddr.projected(s)
     status, view = await s.client.get(f"/api/prompts/{body['prompt_id']}")
-    assert view["status"] == "failed" and view["failed_agent"] == "writer" and view["outputs"] == {"error": view["error"]}
+    assert (
+        view["status"] == "failed" and view["failed_agent"] == "writer" and view["outputs"] == {"error": view["error"]}
+    )
     assert "agent 'writer'" in view["error"]
     assert [(st["agent"], st["status"]) for st in view["steps"]] == [("analyzer", "completed"), ("writer", "failed")]
     trail = await laddr.traces(s, body["prompt_id"])
     assert [t["event_type"] for t in trail] == ["delegation", "delegation", "task_error"]
     assert trail[-1]["payload"]["agent"] == "writer"
-    attempts = [r["attempt"] for r in await s.api.pool.fetch(
-        "SELECT attempt FROM job_logs WHERE job_id = $1", body["prompt_id"])]
+    attempts = [
+        r["attempt"]
+        for r in await s.api.pool.fetch("SELECT attempt FROM job_logs WHERE job_id = $1", body["prompt_id"])
+    ]
     assert attempts == [1]  # a failed chain is not retried: the agent had its own retries
 
 
@@ -103,12 +135,12 @@ async def test_single_mode_and_bad_prompt_requests(make_config: Any, start_stack
         assert status == 404
 
 
-async def test_cancelling_a_prompt_cancels_its_running_agent(make_config: Any, start_stack: Any,
-                                                             fake: FakeLLM) -> None:
+async def test_cancelling_a_prompt_cancels_its_running_agent(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents=three_agents(fake)))
     fake.script("m-analyzer", fake_llm.delayed(3.0, fake_llm.text("too late")))
-    status, body = await s.client.post("/api/prompts", json={"mode": "sequential", "agents": ["analyzer", "writer"],
-                                                             "inputs": {}})
+    status, body = await s.client.post(
+        "/api/prompts", json={"mode": "sequential", "agents": ["analyzer", "writer"], "inputs": {}}
+    )
     prompt_id = body["prompt_id"]
 
     async def agent_running() -> dict[str, Any] | None:

@@ -18,8 +18,10 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 
 async def stack(make_config: Any, start_stack: Any, fake: FakeLLM) -> Stack:
-    agents = {"slow": laddr.agent(fake, "m-slow"),
-              "worker": laddr.agent(fake, "m-worker", tools=["sleeper.poll", "echo_py.poll"])}
+    agents = {
+        "slow": laddr.agent(fake, "m-slow"),
+        "worker": laddr.agent(fake, "m-worker", tools=["sleeper.poll", "echo_py.poll"]),
+    }
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(sleeper={}), agents=agents))
     return s
 
@@ -42,8 +44,9 @@ async def children(s: Stack, job_id: str) -> list[dict[str, Any]]:
     return [node for node in tree if node.get("parent_job_id") == job_id]
 
 
-async def test_row10_cancel_of_a_running_prompt_stops_its_agent(make_config: Any, start_stack: Any,
-                                                                fake: FakeLLM) -> None:
+async def test_row10_cancel_of_a_running_prompt_stops_its_agent(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s = await stack(make_config, start_stack, fake)
     fake.script("m-slow", fake_llm.delayed(4.0, fake_llm.text("too late")))
     _, body = await s.client.post("/api/prompts", json={"prompt_name": "slow", "inputs": {"query": "take your time"}})
@@ -87,8 +90,9 @@ async def test_row10_cancel_stops_the_running_tool_job(make_config: Any, start_s
     assert len(fake.requests_for("m-worker")) == 1  # the loop never went on to a second iteration
 
 
-async def test_row10_unknown_id_answers_200_and_records_nothing(make_config: Any, start_stack: Any,
-                                                                fake: FakeLLM) -> None:
+async def test_row10_unknown_id_answers_200_and_records_nothing(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s = await stack(make_config, start_stack, fake)
     status, answer = await s.client.post(f"/api/prompts/{UNKNOWN}/cancel")
     assert status == 200 and answer == canceled(UNKNOWN)
@@ -112,8 +116,7 @@ async def test_row10_a_completed_prompt_stays_completed(make_config: Any, start_
     assert view["outputs"] == "m-slow: quick"  # the answer itself, as Laddr stores it
 
 
-async def test_row10_a_batch_task_id_cancels_that_agent_run(make_config: Any, start_stack: Any,
-                                                            fake: FakeLLM) -> None:
+async def test_row10_a_batch_task_id_cancels_that_agent_run(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s = await stack(make_config, start_stack, fake)
     fake.script("m-slow", fake_llm.delayed(4.0, fake_llm.text("too late")))
     _, batch = await s.client.post("/api/agents/slow/batch", json={"tasks": [{"message": "x"}]})
@@ -127,13 +130,17 @@ async def test_row10_a_batch_task_id_cancels_that_agent_run(make_config: Any, st
     assert result["status"] == "cancelled" and result["response"]["status"] == "cancelled"
 
 
-async def test_s111_agent_loop_notices_a_logged_cancel_between_iterations(make_config: Any, start_stack: Any,
-                                                                          fake: FakeLLM) -> None:
+async def test_s111_agent_loop_notices_a_logged_cancel_between_iterations(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     """The dispatcher's signal is not stored; a cancel whose signal never reached the runner is still
     in the log (`job.cancel_requested`), and the loop checks it before each iteration."""
     s = await stack(make_config, start_stack, fake)
-    fake.script("m-worker", fake_llm.delayed(2.0, fake_llm.tool_calls(("echo_py__poll", {"message": "m"}))),
-                fake_llm.text("never asked"))
+    fake.script(
+        "m-worker",
+        fake_llm.delayed(2.0, fake_llm.tool_calls(("echo_py__poll", {"message": "m"}))),
+        fake_llm.text("never asked"),
+    )
     _, batch = await s.client.post("/api/agents/worker/batch", json={"tasks": [{"message": "go"}]})
     (job_id,) = batch["job_ids"]
 
@@ -143,8 +150,13 @@ async def test_s111_agent_loop_notices_a_logged_cancel_between_iterations(make_c
     await infra.wait_until(asked, timeout_s=15, what="the agent's first LLM request")  # iteration 1 is under way
     assert s.api.bus is not None
     # what the dispatcher stores for a running job, without its ctl.cancel signal
-    requested = envelope.make("job.cancel_requested", source="test", job_id=job_id, id=f"{job_id}:cancel_requested",
-                              data={"reason": "signal lost", "status": "running"})
+    requested = envelope.make(
+        "job.cancel_requested",
+        source="test",
+        job_id=job_id,
+        id=f"{job_id}:cancel_requested",
+        data={"reason": "signal lost", "status": "running"},
+    )
     await s.api.bus.publish(subjects.job_event(job_id, "cancel_requested"), requested)
     done = await s.client.wait_job(job_id, {"cancelled", "succeeded"}, timeout_s=15)
     assert done["status"] == "cancelled", done
