@@ -131,7 +131,7 @@ async def test_chat_completed_submitted_and_timeout(make_config: Any, start_stac
     s: Stack = await start_stack(
         make_config(
             plugins=laddr.plugins(),
-            agents={"writer": laddr.agent(fake, "m-writer"), "slow": laddr.agent(fake, "m-slow")},
+            agents={"writer": laddr.agent(fake, "m-writer"), "slow": laddr.agent(fake, "m-slow", llm_timeout="60s")},
         )
     )
     status, body = await s.client.get("/api/agents/writer/chat?message=hello%20there", token=TOKENS["jobs_ro"][0])
@@ -144,11 +144,13 @@ async def test_chat_completed_submitted_and_timeout(make_config: Any, start_stac
     done = await s.client.wait_job(body["task_id"])
     assert done["result"]["result"]["result"] == "m-writer: later"
 
-    fake.script("m-slow", fake_llm.delayed(2.0, fake_llm.text("late answer")))
+    release = asyncio.Event()  # the answer comes once the test has seen the run still going
+    fake.script("m-slow", fake_llm.held(release, fake_llm.text("late answer")))
     status, body = await s.client.get("/api/agents/slow/chat?message=hurry&timeout=0.3")
     assert status == 200 and body["status"] == "timeout" and "did not respond in time" in body["message"]
     running = await s.client.wait_job(body["task_id"], {"running"})
     assert running["status"] == "running"
+    release.set()
     done = await s.client.wait_job(body["task_id"])
     assert done["status"] == "succeeded" and done["result"]["result"]["result"] == "late answer"
 

@@ -3,6 +3,7 @@ the first failing agent stops the chain and is named, single mode, cancel, and b
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.support import fake_llm, infra, laddr
@@ -137,7 +138,7 @@ async def test_single_mode_and_bad_prompt_requests(make_config: Any, start_stack
 
 async def test_cancelling_a_prompt_cancels_its_running_agent(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents=three_agents(fake)))
-    fake.script("m-analyzer", fake_llm.delayed(3.0, fake_llm.text("too late")))
+    fake.script("m-analyzer", fake_llm.held(asyncio.Event(), fake_llm.text("too late")))  # never answers
     status, body = await s.client.post(
         "/api/prompts", json={"mode": "sequential", "agents": ["analyzer", "writer"], "inputs": {}}
     )

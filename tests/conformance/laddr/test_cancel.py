@@ -6,6 +6,7 @@ stopping between iterations when the cancel is only in the log (its signal lost)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -48,14 +49,14 @@ async def test_row10_cancel_of_a_running_prompt_stops_its_agent(
     make_config: Any, start_stack: Any, fake: FakeLLM
 ) -> None:
     s = await stack(make_config, start_stack, fake)
-    fake.script("m-slow", fake_llm.delayed(4.0, fake_llm.text("too late")))
+    fake.script("m-slow", fake_llm.held(asyncio.Event(), fake_llm.text("too late")))  # the LLM never answers
     _, body = await s.client.post("/api/prompts", json={"prompt_name": "slow", "inputs": {"query": "take your time"}})
     prompt_id = body["prompt_id"]
     step = await running_step(s, prompt_id)
     started = time.monotonic()
     status, answer = await s.client.post(f"/api/prompts/{prompt_id}/cancel", token=TOKENS["jobs_rw"][0])
     assert status == 200 and answer == canceled(prompt_id)
-    assert time.monotonic() - started < 3.0  # not the 4 s the LLM would have taken
+    assert time.monotonic() - started < 3.0  # the run's end answered it, not CANCEL_WAIT_S running out
     status, view = await s.client.get(f"/api/prompts/{prompt_id}")  # right after, as Laddr's row shows
     assert status == 200 and view["status"] == "cancelled", view
     assert view["outputs"] == {"status": "canceled", "result": "Execution canceled by user."}  # Laddr's words
@@ -118,7 +119,7 @@ async def test_row10_a_completed_prompt_stays_completed(make_config: Any, start_
 
 async def test_row10_a_batch_task_id_cancels_that_agent_run(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
     s = await stack(make_config, start_stack, fake)
-    fake.script("m-slow", fake_llm.delayed(4.0, fake_llm.text("too late")))
+    fake.script("m-slow", fake_llm.held(asyncio.Event(), fake_llm.text("too late")))  # the LLM never answers
     _, batch = await s.client.post("/api/agents/slow/batch", json={"tasks": [{"message": "x"}]})
     (task_id,) = batch["task_ids"]
     await s.client.wait_job(task_id, {"running"})
@@ -136,9 +137,10 @@ async def test_s111_agent_loop_notices_a_logged_cancel_between_iterations(
     """The dispatcher's signal is not stored; a cancel whose signal never reached the runner is still
     in the log (`job.cancel_requested`), and the loop checks it before each iteration."""
     s = await stack(make_config, start_stack, fake)
+    release = asyncio.Event()  # iteration 1's answer waits until the cancel is in the log
     fake.script(
         "m-worker",
-        fake_llm.delayed(2.0, fake_llm.tool_calls(("echo_py__poll", {"message": "m"}))),
+        fake_llm.held(release, fake_llm.tool_calls(("echo_py__poll", {"message": "m"}))),
         fake_llm.text("never asked"),
     )
     _, batch = await s.client.post("/api/agents/worker/batch", json={"tasks": [{"message": "go"}]})
@@ -158,6 +160,7 @@ async def test_s111_agent_loop_notices_a_logged_cancel_between_iterations(
         data={"reason": "signal lost", "status": "running"},
     )
     await s.api.bus.publish(subjects.job_event(job_id, "cancel_requested"), requested)
+    release.set()
     done = await s.client.wait_job(job_id, {"cancelled", "succeeded"}, timeout_s=15)
     assert done["status"] == "cancelled", done
     assert len(fake.requests_for("m-worker")) == 1
