@@ -171,8 +171,18 @@ class Stack:
         self.client: Client | None = None
 
     async def start(self) -> Stack:
-        for service in self.services:
-            await service.start()
+        """Start the services in order; if one fails, stop it and those before it, then re-raise, so a
+        failed start leaves no connection or task behind for the next test (the caller never gets a Stack
+        to stop)."""
+        for i, service in enumerate(self.services):
+            try:
+                await service.start()
+            except BaseException:
+                # the failing one too: its close() releases what it opened before failing
+                for started in reversed(self.services[: i + 1]):
+                    with contextlib.suppress(Exception):
+                        await started.stop()
+                raise
         self.client = Client(self.api.url)
         return self
 
