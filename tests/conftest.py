@@ -2,19 +2,54 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
-from tests.support import infra, stack
+from services.core import embedded
+from tests.support import infra, stack, testdbs
 from tests.support.fake_llm import FakeLLM
 
 for _key in [k for k in os.environ if k.startswith("HEADRACE_")]:
     del os.environ[_key]
 os.environ.pop("NATS_URL", None)
+
+#: the shared-server sessions whose databases pytest_sessionfinish drops
+_TO_DROP: list[infra.Postgres] = []
+
+
+async def _shared_admin_url() -> str | None:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    for candidate in embedded.LOCAL_POSTGRES_URLS:
+        if await embedded._answers(candidate):
+            return candidate
+    return None
+
+
+async def _sweep() -> list[str]:
+    url = await _shared_admin_url()
+    return await testdbs.sweep_leftovers(url) if url else []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Drop what crashed sessions on this machine left behind (testdbs.sweep_leftovers says when)."""
+    with contextlib.suppress(OSError, asyncpg.PostgresError):
+        asyncio.run(_sweep())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop this session's databases here, outside every test's timeout, several at a time."""
+    for pg in _TO_DROP:
+        asyncio.run(pg.drop_all())
+    _TO_DROP.clear()
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +63,11 @@ async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
 @pytest.fixture(scope="session")
 async def postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[infra.Postgres]:
     pg = await infra.Postgres.connect(tmp_path_factory.mktemp("pg"))
+    if pg.cluster is None:
+        _TO_DROP.append(pg)
     await pg.create_template()
     yield pg
-    await pg.drop_all()
+    await pg.close()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Real infrastructure for tests: a nats-server from the wheel on a free port with a temp
 store, and Postgres (DATABASE_URL, else 127.0.0.1:5432, else a private cluster), with a
-template database holding the migrations and one fresh database per test.
+template database holding the migrations and one fresh database per test (named and dropped
+by tests/support/testdbs.py).
 """
 
 from __future__ import annotations
@@ -8,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from pathlib import Path
 
 import asyncpg
 import nats
 
 from services.core import db, embedded
+from tests.support import testdbs
 
 
 class NatsServer:
@@ -66,7 +67,7 @@ class Postgres:
     def __init__(self, admin_url: str, cluster: embedded.EmbeddedPostgres | None) -> None:
         self.admin_url = admin_url
         self.cluster = cluster
-        self.template = f"hr_tpl_{uuid.uuid4().hex[:10]}"
+        self.template = testdbs.new_name("tpl")
         self.databases: list[str] = []
 
     def url_for(self, name: str) -> str:
@@ -97,7 +98,7 @@ class Postgres:
             await conn.close()
 
     async def new_database(self) -> str:
-        name = f"hr_test_{uuid.uuid4().hex[:12]}"
+        name = testdbs.new_name("test")
         admin = await asyncpg.connect(self.admin_url)
         try:
             await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
@@ -107,13 +108,11 @@ class Postgres:
         return self.url_for(name)
 
     async def drop_all(self) -> None:
-        admin = await asyncpg.connect(self.admin_url)
-        try:
-            for name in [*self.databases, self.template]:
-                with contextlib.suppress(Exception):
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        """Drop this session's databases, several at once (run after the session, not in a test)."""
+        await testdbs.drop_all(self.admin_url, [*self.databases, self.template])
+
+    async def close(self) -> None:
+        """Stop a private cluster (its databases go with it); a shared server's wait for drop_all."""
         if self.cluster is not None:
             await self.cluster.stop()
 
