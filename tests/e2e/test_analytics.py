@@ -32,7 +32,29 @@ async def test_admin_only_scopes(client: Client, path: str, token: str | None, e
         assert body["code"] == "forbidden" and body["required_scopes"] == ["*"]
 
 
+async def first_heartbeat(hr: Stack) -> dict[str, Any]:
+    """The runner's presence record, once its first beat is in the agents bucket (the beat is a task the
+    runner spawns at start, so the stack can answer HTTP before it has landed)."""
+    assert hr.runner.bus is not None
+    kv = await hr.runner.bus.kv(subjects.KV_AGENTS)
+
+    async def mine() -> dict[str, Any] | None:
+        try:
+            keys = await kv.keys()
+        except Exception:  # NoKeysError: nothing in the bucket yet
+            return None
+        for key in keys:
+            if key.startswith(heartbeat.KEY_PREFIX):
+                record = orjson.loads((await kv.get(key)).value)
+                if record["source"] == hr.runner.source:
+                    return record
+        return None
+
+    return await wait_until(mine, what="the runner's first heartbeat")
+
+
 async def test_queue_metrics_at_rest(client: Client, hr: Stack) -> None:
+    await first_heartbeat(hr)
     status, body = await client.get("/analytics/queue")
     assert status == 200, body
     assert body["queue_depth"] == 0 and body["in_flight"] == 0 and body["timestamp"].endswith("Z")
