@@ -4,10 +4,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ import yaml
 
 from services.core import embedded, environment
 from tests.support import infra, stack
+from tests.support.upprocess import UpProcess
 
 SECRETS = {
     "HR_TEST_WEBHOOK_SECRET": "whsec-never-for-plugins-1",
@@ -55,16 +53,11 @@ async def test_headrace_up_keeps_its_environment_from_in_process_plugins(
     config.write_text(yaml.safe_dump(isolation_doc(port)))
     state = tmp_path / "state"
     env = {**os.environ, **SECRETS, "DATABASE_URL": database_url, "PYTHONPATH": str(stack.REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "-c", str(config), "up", "--state-dir", str(state)],
-        env=env,
-        cwd=str(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    up = UpProcess(
+        [sys.executable, "-m", "services.cli", "-c", str(config), "up", "--state-dir", str(state)], env=env, cwd=tmp_path
     )
     try:
-        assert f"127.0.0.1:{port}" in (await asyncio.to_thread(proc.stdout.readline)).decode()  # type: ignore[union-attr]
+        assert f"127.0.0.1:{port}" in await up.readline()
         token = (state / "admin.token").read_text().strip()
         client = stack.Client(f"http://127.0.0.1:{port}", token=token)
         try:
@@ -85,8 +78,7 @@ async def test_headrace_up_keeps_its_environment_from_in_process_plugins(
         finally:
             await client.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.to_thread(proc.wait, 30) == 0
+        assert await up.stop() == 0
 
 
 async def test_a_separate_runner_keeps_its_environment_from_in_process_plugins(

@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.support import infra, stack
+from tests.support.upprocess import UpProcess
 
 
 async def test_four_separate_processes(make_config: Any, nats_url: str, database_url: str, tmp_path: Path) -> None:
@@ -65,15 +63,13 @@ async def test_headrace_up_prints_url_and_token_and_resumes(tmp_path: Path, post
     ]
 
     async def run_once(expect_token_printed: bool) -> str:
-        proc = subprocess.Popen(
-            argv, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        up = UpProcess(argv, env=env, cwd=tmp_path)
         try:
-            url_line = await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
-            token_line = await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
-            assert f"http://127.0.0.1:{port}" in url_line.decode()
+            url_line = await up.readline()
+            token_line = await up.readline()
+            assert f"http://127.0.0.1:{port}" in url_line
             token = (state / "admin.token").read_text().strip()
-            assert (token in token_line.decode()) is expect_token_printed
+            assert (token in token_line) is expect_token_printed
             assert (state / "nats.port").read_text().strip().isdigit()
             client = stack.Client(f"http://127.0.0.1:{port}", token=token)
             try:
@@ -84,19 +80,16 @@ async def test_headrace_up_prints_url_and_token_and_resumes(tmp_path: Path, post
                 await client.close()
             return job_id
         finally:
-            proc.send_signal(signal.SIGINT)
-            assert await asyncio.to_thread(proc.wait, 30) == 0
+            assert await up.stop() == 0
 
     first = await run_once(expect_token_printed=True)
     await run_once(expect_token_printed=False)
     # the second `up` resumed the same data: the first job is still there
     out = (state / "admin.token").read_text().strip()
     assert re.fullmatch(r"hr_[\w-]+", out)
-    proc = subprocess.Popen(
-        argv, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    up = UpProcess(argv, env=env, cwd=tmp_path)
     try:
-        await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
+        await up.readline()
         client = stack.Client(f"http://127.0.0.1:{port}")
         try:
             status, body = await client.get(f"/job/{first}", token=out)
@@ -104,5 +97,4 @@ async def test_headrace_up_prints_url_and_token_and_resumes(tmp_path: Path, post
         finally:
             await client.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        await asyncio.to_thread(proc.wait, 30)
+        await up.stop()
