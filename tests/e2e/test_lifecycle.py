@@ -123,7 +123,13 @@ async def test_cancel_that_races_the_runners_claim_still_stops_the_job(
         return {"job.cancel_requested", "job.cancelled"} <= set(await event_types(s, job_id))
 
     await infra.wait_until(decided, what="the dispatcher's cancel of the (to it) queued job")
-    await asyncio.sleep(0.3)  # the signal follows the stored decision; give it time to arrive
+
+    async def signal_held() -> bool:
+        # the signal follows the stored decision: release the claim only once this runner holds it
+        cancel = s.runner.running.get(job_id)
+        return cancel is not None and cancel.is_set()
+
+    await infra.wait_until(signal_held, what="the runner to hold the job's cancel signal")
     release.set()
     assert s.api.bus is not None
 
