@@ -18,28 +18,15 @@ async def test_four_separate_processes(make_config: Any, nats_url: str, database
 
     port = embedded.free_port()
     config = make_config(api={"listen": f"127.0.0.1:{port}", "auth": stack.config_doc()["api"]["auth"]})
-    procs = [
-        stack.ServiceProcess(
-            name,
-            config_path=config.path,
-            nats_url=nats_url,
-            database_url=database_url,
-            log_path=tmp_path / f"{name}.log",
-        ).start()
-        for name in ("projector", "dispatcher", "runner", "api")
-    ]
-    client = stack.Client(f"http://127.0.0.1:{port}")
-    try:
-        await stack.wait_healthy(client.base_url)
+    processes = stack.service_processes(
+        config, port=port, nats_url=nats_url, database_url=database_url, log_dir=tmp_path
+    )
+    async with processes as (procs, client):
         job_id = await client.submit("echo", "poll", {"message": "from four processes"})
         done = await client.wait_job(job_id, timeout_s=30)
         assert done["status"] == "succeeded" and done["result"]["result"] == "Echoed: from four processes"
         for proc in procs:
             assert await proc.stop() == 0, (tmp_path / f"{proc.command}.log").read_text()[-2000:]
-    finally:
-        await client.close()
-        for proc in procs:
-            proc.kill()
 
 
 async def test_headrace_up_prints_url_and_token_and_resumes(tmp_path: Path, postgres: infra.Postgres) -> None:

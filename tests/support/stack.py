@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,39 @@ class ServiceProcess:
             await asyncio.sleep(0.05)
         self.kill()
         return self.proc.returncode
+
+
+#: the services, in start order, as separate processes
+SERVICE_NAMES = ("projector", "dispatcher", "runner", "api")
+
+
+@contextlib.asynccontextmanager
+async def service_processes(
+    config: config_mod.Config,
+    *,
+    port: int,
+    nats_url: str,
+    database_url: str,
+    log_dir: Path,
+) -> AsyncIterator[tuple[list[ServiceProcess], Client]]:
+    """The four services as `headrace <service>` OS processes (logs in `log_dir/<name>.log`) and a Client for
+    the API on `port` once it answers. On exit the client is closed and every process still there SIGKILLed;
+    a test that checks exit codes stops them itself first."""
+    procs = [
+        ServiceProcess(
+            name,
+            config_path=config.path,
+            nats_url=nats_url,
+            database_url=database_url,
+            log_path=log_dir / f"{name}.log",
+        ).start()
+        for name in SERVICE_NAMES
+    ]
+    client = Client(f"http://127.0.0.1:{port}")
+    try:
+        await wait_healthy(client.base_url)
+        yield procs, client
+    finally:
+        await client.close()
+        for proc in procs:
+            proc.kill()

@@ -484,19 +484,10 @@ async def test_a_secret_rolled_through_the_api_process_reaches_the_runner_proces
         plugins={"secret-probe": {}},
         service={"log_level": "info"},
     )
-    procs = [
-        stack_mod.ServiceProcess(
-            name,
-            config_path=config.path,
-            nats_url=nats_url,
-            database_url=database_url,
-            log_path=tmp_path / f"{name}.log",
-        ).start()
-        for name in ("projector", "dispatcher", "runner", "api")
-    ]
-    client = stack_mod.Client(f"http://127.0.0.1:{port}")
-    try:
-        await stack_mod.wait_healthy(client.base_url)
+    processes = stack_mod.service_processes(
+        config, port=port, nats_url=nats_url, database_url=database_url, log_dir=tmp_path
+    )
+    async with processes as (procs, client):
 
         async def delivered() -> str:
             job = await client.wait_job(await client.submit("secret-probe", "poll"), timeout_s=30)
@@ -509,9 +500,5 @@ async def test_a_secret_rolled_through_the_api_process_reaches_the_runner_proces
         assert await delivered() == sha("cross-process-value-2")  # the runner process re-read the file
         for proc in procs:
             assert await proc.stop() == 0
-        logs = "".join((tmp_path / f"{name}.log").read_text() for name in ("projector", "dispatcher", "runner", "api"))
+        logs = "".join((tmp_path / f"{name}.log").read_text() for name in stack_mod.SERVICE_NAMES)
         assert "vault_changed" in logs and "cross-process-value" not in logs
-    finally:
-        await client.close()
-        for proc in procs:
-            proc.kill()
