@@ -12,7 +12,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.core import embedded
 from tests.support import infra, stack, testdbs
 from tests.support.fake_llm import FakeLLM
 
@@ -24,18 +23,8 @@ os.environ.pop("NATS_URL", None)
 _TO_DROP: list[infra.Postgres] = []
 
 
-async def _shared_admin_url() -> str | None:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    for candidate in embedded.LOCAL_POSTGRES_URLS:
-        if await embedded._answers(candidate):
-            return candidate
-    return None
-
-
 async def _sweep() -> list[str]:
-    url = await _shared_admin_url()
+    url = await infra.shared_admin_url()
     return await testdbs.sweep_leftovers(url) if url else []
 
 
@@ -48,7 +37,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Drop this session's databases here, outside every test's timeout, several at a time."""
     for pg in _TO_DROP:
-        asyncio.run(pg.drop_all())
+        with contextlib.suppress(OSError, asyncpg.PostgresError):  # left for the sweep of a later session
+            asyncio.run(pg.drop_all())
     _TO_DROP.clear()
 
 

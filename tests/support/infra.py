@@ -61,6 +61,17 @@ async def reset_jetstream(url: str) -> None:
         await nc.close()
 
 
+async def shared_admin_url() -> str | None:
+    """DATABASE_URL, else the local server if it answers; None when tests must run a private cluster."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    for candidate in embedded.LOCAL_POSTGRES_URLS:
+        if await embedded._answers(candidate):
+            return candidate
+    return None
+
+
 class Postgres:
     """The admin connection URL and the per-session template database."""
 
@@ -76,12 +87,9 @@ class Postgres:
 
     @classmethod
     async def connect(cls, tmp: Path) -> Postgres:
-        url = os.environ.get("DATABASE_URL")
+        url = await shared_admin_url()
         if url:
             return cls(url, None)
-        for candidate in embedded.LOCAL_POSTGRES_URLS:
-            if await embedded._answers(candidate):
-                return cls(candidate, None)
         cluster = embedded.EmbeddedPostgres(tmp)
         return cls(await cluster.start(), cluster)
 
