@@ -9,7 +9,10 @@ know to be big skips the count altogether.
 A `query` matches as websearch full text over last_error, stderr and result, or as a plain
 case-insensitive substring of them (Ductile's semantics, trigram-indexed). It orders by
 `ts_rank`, then recency, among the `RANK_WINDOW` most recent matches (reported as
-`rank_window`): ranking every match of a common word would read every matching row.
+`rank_window`): ranking every match of a common word would read every matching row. Those
+matches are looked for in the last hours first (the search indexes are keyed by completion
+hour too, migrations/011): the bound widens, as far as the matches found so far suggest,
+until it holds a full window or there is no bound left.
 
 Every filter is a fixed SQL clause with a bind parameter; nothing the caller sends is ever
 formatted into SQL. Indexes for each filter combination: migrations/002_listing_indexes.sql.
@@ -18,7 +21,9 @@ formatted into SQL. Indexes for each filter combination: migrations/002_listing_
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -42,6 +47,18 @@ MAX_OFFSET = bodies.MAX_OFFSET
 COUNT_CAP = 1000
 #: a full-text query ranks at most this many of the most recent matches (or offset + limit, if more)
 RANK_WINDOW = 1000
+#: the hour a row completed in, as migrations/011 keys the search indexes by it (the very expression)
+COMPLETED_HOUR = "date_trunc('hour', completed_at AT TIME ZONE 'UTC')"
+#: hours back the first look for a query's matches reaches; each further look reaches at least
+#: SEARCH_GROWTH times as far, and at most SEARCH_LOOKS looks are bounded (the last one is not)
+SEARCH_FIRST_HOURS = 6
+SEARCH_GROWTH = 4
+SEARCH_LOOKS = 3
+#: drop the bound when the matches found so far, scaled to the whole history, are at most this many windows
+SEARCH_READ_ALL = 3
+#: a bound reaches this much further back than the rate of matches says a full window needs
+SEARCH_MARGIN = 1.3
+OLDEST_COMPLETED_SQL = "SELECT min(completed_at) FROM job_logs"
 
 JOBS_PAGE_SQL = """
 SELECT job_id, plugin, command, status, attempt, created_at, started_at, completed_at
@@ -60,21 +77,25 @@ LIMIT ${limit} OFFSET ${offset}
 """
 #: with a full-text query: rank (ts_rank, then recency) the RANK_WINDOW most recent matches. The scan reads
 #: one match more than the window and `matched` says how many it found, which is the exact count whenever
-#: it is at most COUNT_CAP (<= the window): the matches are read once, not again by a count.
+#: it is at most COUNT_CAP (<= the window): the matches are read once, not again by a count. The window
+#: carries only what ranks it; the page's rows are read by key afterwards.
 LOGS_RANKED_SQL = """
-SELECT {columns}, matched
+SELECT {page_columns}, page.matched
 FROM (
-    SELECT *, count(*) OVER () AS matched,
-           row_number() OVER (ORDER BY completed_at DESC NULLS LAST, log_id DESC) AS recency
+    SELECT log_id, matched, done, ts_rank(search, websearch_to_tsquery('simple', ${query})) AS rank
     FROM (
-        SELECT {columns}, search FROM job_logs {where}
-        ORDER BY completed_at DESC NULLS LAST, log_id DESC
-        LIMIT ${window} + 1
-    ) AS scanned
-) AS recent
-WHERE recency <= ${window}
-ORDER BY ts_rank(search, websearch_to_tsquery('simple', ${query})) DESC, completed_at DESC NULLS LAST, log_id DESC
-LIMIT ${limit} OFFSET ${offset}
+        SELECT *, count(*) OVER () AS matched, row_number() OVER (ORDER BY done DESC NULLS LAST, log_id DESC) AS recency
+        FROM (
+            SELECT log_id, completed_at AS done, search FROM job_logs {where}
+            ORDER BY completed_at DESC NULLS LAST, log_id DESC
+            LIMIT ${window} + 1
+        ) AS scanned
+    ) AS recent
+    WHERE recency <= ${window}
+    ORDER BY rank DESC, done DESC NULLS LAST, log_id DESC
+    LIMIT ${limit} OFFSET ${offset}
+) AS page JOIN job_logs j USING (log_id)
+ORDER BY page.rank DESC, page.done DESC NULLS LAST, log_id DESC
 """
 #: attempts of dead jobs: an attempt row never says "dead" itself (its own outcome was failed or timed_out)
 LOGS_OF_DEAD_JOBS = "EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = job_logs.job_id AND j.status = 'dead')"
@@ -89,11 +110,12 @@ SELECT CASE WHEN c.reltuples > 0 AND c.relpages > 0
 FROM pg_class c WHERE c.oid = $1::regclass
 """
 TABLES = frozenset({"jobs", "job_logs"})
-#: the text the trigram index of migrations/007_job_logs_substring.sql covers (the same expression, or
-#: the planner cannot use it)
-SUBSTRING_TEXT = ("left(coalesce(last_error, '') || ' ' || coalesce(stderr, '') || ' ' || "
-                  "coalesce(result::text, ''), 100000)")
+#: Ductile's substring match: `search_text` is the lower-cased text full text covers, so this is
+#: `text ILIKE pattern` (which lower-cases both sides); migrations/011 indexes it by trigrams
+SUBSTRING_MATCH = "search_text LIKE lower(${})"
 _LIKE_SPECIAL = re.compile(r"[\\%_]")
+#: a query websearch_to_tsquery makes one lexeme of, a substring of every text it matches
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9]+")
 
 
 @dataclasses.dataclass(slots=True)
@@ -116,16 +138,21 @@ class Filters:
         if value is not None:
             self.clauses.append(f"{column} {op} ${self.param(value)}")
 
-    def text_search(self, query: str) -> int:
+    def text_search(self, query: str) -> str:
         """Match a web-search-style query against job_logs.search, or the query as a plain
-        case-insensitive substring (Ductile's semantics) of the same text; returns the full-text
-        query's parameter number. The query gets the read models' substitution, so it finds the text
+        case-insensitive substring (Ductile's semantics) of the same text; returns the query as
+        matched (for ts_rank). The query gets the read models' substitution, so it finds the text
         as the rows hold it."""
         text = values.storable_text(query)
-        n = self.param(text)
         like = self.param("%" + _LIKE_SPECIAL.sub(r"\\\g<0>", text) + "%")
-        self.clauses.append(f"(search @@ websearch_to_tsquery('simple', ${n}) OR {SUBSTRING_TEXT} ILIKE ${like})")
-        return n
+        substring = SUBSTRING_MATCH.format(like)
+        if _PLAIN_WORD.fullmatch(text):
+            # the one lexeme such a query makes is a token of the text, lower-cased as ILIKE lower-cases
+            # it: whatever the full text matches, the substring matches too, so one index does
+            self.clauses.append(substring)
+        else:
+            self.clauses.append(f"(search @@ websearch_to_tsquery('simple', ${self.param(text)}) OR {substring})")
+        return text
 
     def attempt_status(self, status: str | None) -> None:
         """The attempt's status; `dead` means the attempts of jobs that ended dead."""
@@ -155,12 +182,16 @@ async def count(conn: asyncpg.Connection, table: str, filters: Filters) -> tuple
 
 async def planned_count(conn: asyncpg.Connection, table: str, filters: Filters) -> int:
     """The planner's estimate of the rows matching `filters`, known to be more than COUNT_CAP."""
+    return max(await planned_rows(conn, table, filters), COUNT_CAP + 1)
+
+
+async def planned_rows(conn: asyncpg.Connection, table: str, filters: Filters) -> int:
+    """The planner's estimate of the rows matching `filters`."""
     assert table in TABLES
     plan = await conn.fetchval(ESTIMATE_SQL.format(table=table, where=filters.where), *filters.args)
     if isinstance(plan, str):
         plan = orjson.loads(plan)
-    planned = int(plan[0]["Plan"]["Plan Rows"])
-    return max(planned, COUNT_CAP + 1)
+    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def status_param(request: web.Request) -> str | None:
@@ -201,8 +232,8 @@ async def list_jobs(request: web.Request) -> web.Response:
     )
 
 
-def logs_query(request: web.Request) -> tuple[Filters, int | None, int, int, bool]:
-    """Filters, the full-text query's parameter number, limit, offset and include_result of a GET /job-logs."""
+def logs_query(request: web.Request) -> tuple[Filters, str | None, int, int, bool]:
+    """Filters, the full-text query (as matched), limit, offset and include_result of a GET /job-logs."""
     status = status_param(request)
     since = bodies.time_param(request, "from")
     until = bodies.time_param(request, "to")
@@ -215,33 +246,72 @@ def logs_query(request: web.Request) -> tuple[Filters, int | None, int, int, boo
     filters.attempt_status(status)
     filters.compare("completed_at", ">=", since)
     filters.compare("completed_at", "<=", until)
-    query_param = filters.text_search(query) if query is not None else None
-    return filters, query_param, limit, offset, include_result
+    ranked = filters.text_search(query) if query is not None else None
+    return filters, ranked, limit, offset, include_result
 
 
 async def job_logs_page(conn: asyncpg.Connection, filters: Filters, limit: int, offset: int = 0, *,
-                        query_param: int | None = None,
+                        query: str | None = None,
                         include_result: bool = False) -> tuple[list[asyncpg.Record], int, bool]:
-    """(rows, total, total_is_estimate) of one page of attempts; ranked when `query_param` names the
-    bound full-text query."""
-    page = Filters(list(filters.clauses), list(filters.args))
+    """(rows, total, total_is_estimate) of one page of attempts; ranked by `query` (what
+    Filters.text_search returned) when there is one."""
     columns = LOG_COLUMNS + (", result" if include_result else "")
-    if query_param is None:
+    if query is None:
+        page = Filters(list(filters.clauses), list(filters.args))
         total, estimated = await count(conn, "job_logs", filters)
         sql = LOGS_PAGE_SQL.format(columns=columns, where=page.where, limit=page.param(limit),
                                    offset=page.param(offset))
         return await conn.fetch(sql, *page.args), total, estimated
-    sql = LOGS_RANKED_SQL.format(columns=columns, where=page.where, query=query_param,
-                                 window=page.param(rank_window(limit, offset)),
-                                 limit=page.param(limit), offset=page.param(offset))
-    rows = await conn.fetch(sql, *page.args)
+    planned = await planned_rows(conn, "job_logs", filters)
+    rows = await _ranked_window(conn, filters, columns, query, rank_window(limit, offset), limit, offset, planned)
     if not rows:  # a page past the matches says nothing of how many there are
         total, estimated = await count(conn, "job_logs", filters)
     elif (matched := int(rows[0]["matched"])) <= COUNT_CAP:
         total, estimated = matched, False
     else:
-        total, estimated = await planned_count(conn, "job_logs", filters), True
+        total, estimated = max(planned, COUNT_CAP + 1), True
     return rows, total, estimated
+
+
+async def _ranked_window(conn: asyncpg.Connection, filters: Filters, columns: str, query: str, window: int,
+                         limit: int, offset: int, planned: int) -> list[asyncpg.Record]:
+    """The page of the ranked window. The `window` most recent matches are looked for among the rows
+    completed since a bound, first as far back as the planner's estimate of the matches suggests (for a
+    plain word, whose substring estimate holds; else SEARCH_FIRST_HOURS), then, while that holds no more
+    than `window` of them, as far as the rate of matches found suggests. The bound is dropped when all the
+    matches look few enough to read (the bound's own cost grows with the rows it spans). Correct with
+    any bound: a match left out completed before it (or not yet), so it is older than every match kept,
+    and the kept ones are a full window."""
+    anchor = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    oldest = await conn.fetchval(OLDEST_COMPLETED_SQL)
+    history = (anchor - oldest.astimezone(UTC).replace(tzinfo=None)) / timedelta(hours=1) if oldest else 0.0
+    hours = SEARCH_FIRST_HOURS
+    if _PLAIN_WORD.fullmatch(query):
+        if planned <= SEARCH_READ_ALL * window:
+            hours = math.inf
+        else:
+            hours = max(hours, math.ceil(history * (window + 1) / planned * SEARCH_MARGIN))
+    for _ in range(SEARCH_LOOKS):
+        if hours >= history:
+            break
+        bounded = Filters(list(filters.clauses), list(filters.args))
+        bounded.compare(COMPLETED_HOUR, ">=", anchor - timedelta(hours=hours))
+        rows = await conn.fetch(_ranked_sql(bounded, columns, query, window, limit, offset), *bounded.args)
+        found = int(rows[0]["matched"]) if rows else 0
+        if found > window:
+            return rows
+        if found * history / hours <= SEARCH_READ_ALL * window:
+            break
+        hours *= max(SEARCH_GROWTH, math.ceil((window + 1) / max(found, 1) * SEARCH_MARGIN))
+    unbounded = Filters(list(filters.clauses), list(filters.args))
+    return await conn.fetch(_ranked_sql(unbounded, columns, query, window, limit, offset), *unbounded.args)
+
+
+def _ranked_sql(filters: Filters, columns: str, query: str, window: int, limit: int, offset: int) -> str:
+    """LOGS_RANKED_SQL over `filters` (whose args get the query, window, limit and offset appended)."""
+    return LOGS_RANKED_SQL.format(page_columns=columns, where=filters.where, query=filters.param(query),
+                                  window=filters.param(window), limit=filters.param(limit),
+                                  offset=filters.param(offset))
 
 
 def rank_window(limit: int, offset: int) -> int:
@@ -251,14 +321,14 @@ def rank_window(limit: int, offset: int) -> int:
 @routes.get("/job-logs")
 async def list_job_logs(request: web.Request) -> web.Response:
     principal = auth.require(request, "jobs:ro", narrow=("jobs:logs:ro",))
-    filters, query_param, limit, offset, include_result = logs_query(request)
+    filters, query, limit, offset, include_result = logs_query(request)
     st = state.of(request)
     async with st.pool.acquire() as conn:
-        rows, total, estimated = await job_logs_page(conn, filters, limit, offset, query_param=query_param,
+        rows, total, estimated = await job_logs_page(conn, filters, limit, offset, query=query,
                                                      include_result=include_result)
     body: dict[str, Any] = {"logs": [auth.results_for(principal, views.job_log(dict(r), include_result=include_result))
                                      for r in rows],
                             "total": total, "total_is_estimate": estimated}
-    if query_param is not None:
+    if query is not None:
         body["rank_window"] = rank_window(limit, offset)
     return web.json_response(body, dumps=state.dumps)

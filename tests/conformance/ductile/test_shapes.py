@@ -238,7 +238,8 @@ async def test_events_format_log_keeps_the_envelopes(hr: Stack, client: Client) 
 
 async def test_job_logs_substring_query_uses_the_trigram_index(database_url: str) -> None:
     """The substring match stays an index scan at a million rows only while the query's expression is
-    the one migrations/007 indexes (measured: 20-205 ms per page at 1M attempts)."""
+    the one migrations/011 indexes (listing.SUBSTRING_MATCH; measured: 20-205 ms per page at 1M attempts
+    without it)."""
     from services.api import listing
     from services.core import db
 
