@@ -31,22 +31,27 @@ routes = web.RouteTableDef()
 WINDOW_HOURS = 24
 STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "dead", "skipped", "cancelled")
 
-#: one scan of the window: per-status counts and the p50/p95 of completed_at - started_at (NULLs,
-#: i.e. jobs that never ran or have not finished, are ignored), per plugin and overall (plugin NULL)
-SUMMARY_SQL = """
-SELECT plugin, GROUPING(plugin) AS all_plugins, count(*) AS total,
-       count(*) FILTER (WHERE status = 'queued') AS queued,
-       count(*) FILTER (WHERE status = 'running') AS running,
-       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       count(*) FILTER (WHERE status = 'timed_out') AS timed_out,
-       count(*) FILTER (WHERE status = 'dead') AS dead,
-       count(*) FILTER (WHERE status = 'skipped') AS skipped,
-       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+#: the window is the last $1 hours; its whole hours are counted by the projector (job_counts and
+#: attempt_counts, migrations/012) and only the rows of the partial hour it starts in are read
+SINCE = "now() - make_interval(hours => $1)"
+WHOLE_HOURS_FROM = f"date_trunc('hour', {SINCE} + interval '1 hour' - interval '1 microsecond', 'UTC')"
+#: jobs created in the window by plugin and status
+JOB_COUNTS_SQL = f"""
+SELECT plugin, status, sum(n)::bigint AS n FROM (
+    SELECT plugin, status, n FROM job_counts WHERE hour >= {WHOLE_HOURS_FROM}
+    UNION ALL
+    SELECT plugin, status, 1 FROM jobs WHERE created_at >= {SINCE} AND created_at < {WHOLE_HOURS_FROM}
+) AS counted
+GROUP BY plugin, status
+"""
+#: the p50/p95 of completed_at - started_at of the window's jobs that ran and finished, per plugin and
+#: overall (plugin NULL)
+DURATIONS_SQL = f"""
+SELECT plugin, GROUPING(plugin) AS all_plugins,
        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (
            ORDER BY date_part('epoch', completed_at - started_at) * 1000) AS pct
 FROM jobs
-WHERE created_at >= now() - make_interval(hours => $1)
+WHERE created_at >= {SINCE} AND started_at IS NOT NULL AND completed_at IS NOT NULL
 GROUP BY GROUPING SETS ((plugin), ())
 """
 
@@ -60,9 +65,12 @@ DEAD_COUNT_SQL = "SELECT count(*) FROM jobs WHERE status = 'dead'"
 #: at most this many running jobs are listed (Ductile lists all; a runaway backlog should not make a huge body)
 ACTIVE_JOBS_LIMIT = 1000
 #: Ductile's summary (handleAnalyticsSummary): attempts (job_logs rows) by status, completed in the window
-ATTEMPT_STATS_SQL = """
-SELECT status, count(*) AS n FROM job_logs
-WHERE completed_at >= now() - make_interval(hours => $1)
+ATTEMPT_STATS_SQL = f"""
+SELECT status, sum(n)::bigint AS n FROM (
+    SELECT status, n FROM attempt_counts WHERE hour >= {WHOLE_HOURS_FROM}
+    UNION ALL
+    SELECT status, 1 FROM job_logs WHERE completed_at >= {SINCE} AND completed_at < {WHOLE_HOURS_FROM}
+) AS counted
 GROUP BY status ORDER BY status
 """
 
@@ -188,15 +196,31 @@ def _stats(by_status: dict[str, int], p50: float | None, p95: float | None, *, t
     }
 
 
-async def summary_rows(conn: asyncpg.Connection, hours: int = WINDOW_HOURS) -> list[asyncpg.Record]:
-    """One row per plugin and one overall row (all_plugins) for the last `hours`."""
-    return await conn.fetch(SUMMARY_SQL, hours)
+async def summary_counts(conn: asyncpg.Connection, hours: int = WINDOW_HOURS) -> dict[str, Any]:
+    """`stats`, the overall figures and `plugins` of the summary of the last `hours`, read in one
+    snapshot (and one now())."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        counts = await conn.fetch(JOB_COUNTS_SQL, hours)
+        durations = await conn.fetch(DURATIONS_SQL, hours)
+        attempts = await conn.fetch(ATTEMPT_STATS_SQL, hours)
+    by_plugin: dict[str, dict[str, int]] = {}
+    for r in counts:
+        by_plugin.setdefault(r["plugin"], dict.fromkeys(STATUSES, 0))[r["status"]] = int(r["n"])
+    pct = {None if r["all_plugins"] else r["plugin"]: r["pct"] for r in durations}
+    overall: dict[str, int] = {}
+    for by_status in by_plugin.values():
+        for status, n in by_status.items():
+            overall[status] = overall.get(status, 0) + n
 
+    def stats(by_status: dict[str, int], plugin: str | None) -> dict[str, Any]:
+        p50, p95 = pct.get(plugin) or (None, None)
+        return _stats({s: by_status.get(s, 0) for s in STATUSES}, p50, p95, total=sum(by_status.values()))
 
-def _row_stats(row: asyncpg.Record) -> dict[str, Any]:
-    by_status = {status: int(row[status]) for status in STATUSES}
-    p50, p95 = row["pct"] or (None, None)
-    return _stats(by_status, p50, p95, total=int(row["total"]))
+    return {
+        "stats": {r["status"]: int(r["n"]) for r in attempts if r["n"]},
+        **stats(overall, None),
+        "plugins": {plugin: stats(by_plugin[plugin], plugin) for plugin in sorted(by_plugin)},
+    }
 
 
 @routes.get("/analytics/summary")
@@ -204,17 +228,12 @@ async def summary(request: web.Request) -> web.Response:
     auth.require(request, "*")
     st = state.of(request)
     async with st.pool.acquire() as conn:
-        rows = await summary_rows(conn)
-        attempts = await conn.fetch(ATTEMPT_STATS_SQL, WINDOW_HOURS)
-    overall = next((r for r in rows if r["all_plugins"]), None)
-    empty = _stats(dict.fromkeys(STATUSES, 0), None, None, total=0)
+        counts = await summary_counts(conn)
     body = {
         "window": f"{WINDOW_HOURS}h",
-        "stats": {r["status"]: int(r["n"]) for r in attempts},
+        "stats": counts.pop("stats"),
         "window_hours": WINDOW_HOURS,
-        **(_row_stats(overall) if overall is not None else empty),
-        "plugins": {r["plugin"]: _row_stats(r) for r in sorted(rows, key=lambda r: r["plugin"] or "")
-                    if not r["all_plugins"]},
+        **counts,
         "timestamp": views.timestamp(envelope.now()),
     }
     return web.json_response(body, dumps=state.dumps)

@@ -20,7 +20,7 @@ import asyncpg
 import orjson
 
 from services.core import db, envelope, logging, values
-from services.projector import batch_rows, ingest_rows, read_models, stream_reader, trace_rows
+from services.projector import batch_rows, ingest_rows, read_models, stream_reader, summary_rows, trace_rows
 from services.projector.sql import queries
 
 Batch = Sequence[tuple[int, envelope.Envelope]]
@@ -102,6 +102,8 @@ async def _apply_jobs(conn: asyncpg.Connection, batch: Batch) -> None:
     jobs = {r["job_id"]: dict(r) for r in await conn.fetch(queries["load_jobs"], job_ids)}
     attempt_ids = sorted({f"{k[0]}-{k[1]}" for _, env in batch if (k := read_models.attempt_key(env))})
     attempts = {r["log_id"]: dict(r) for r in await conn.fetch(queries["load_attempts"], attempt_ids)} if attempt_ids else {}
+    counted_jobs = {job_id: summary_rows.job_key(row) for job_id, row in jobs.items()}
+    counted_attempts = {log_id: summary_rows.attempt_key(row) for log_id, row in attempts.items()}
     touched_jobs: set[str] = set()
     touched_attempts: set[str] = set()
     for seq, env in batch:
@@ -124,6 +126,11 @@ async def _apply_jobs(conn: asyncpg.Connection, batch: Batch) -> None:
     if touched_attempts:
         await conn.execute(queries["upsert_attempts"], *_columns([attempts[a] for a in sorted(touched_attempts)],
                                                                  read_models.ATTEMPT_COLUMNS, ATTEMPT_JSON))
+    await summary_rows.apply(
+        conn,
+        summary_rows.deltas((counted_jobs.get(j), summary_rows.job_key(jobs[j])) for j in touched_jobs),
+        summary_rows.deltas((counted_attempts.get(a), summary_rows.attempt_key(attempts[a])) for a in touched_attempts),
+    )
 
 
 def _json_text(value: Any) -> str | None:
