@@ -302,7 +302,7 @@ async def _ranked_window(conn: asyncpg.Connection, filters: Filters, columns: st
             return rows
         if found * history / hours <= SEARCH_READ_ALL * window:
             break
-        hours *= max(SEARCH_GROWTH, math.ceil((window + 1) / max(found, 1) * SEARCH_MARGIN))
+        hours = math.ceil(hours * max(SEARCH_GROWTH, (window + 1) / max(found, 1) * SEARCH_MARGIN))
     unbounded = Filters(list(filters.clauses), list(filters.args))
     return await conn.fetch(_ranked_sql(unbounded, columns, query, window, limit, offset), *unbounded.args)
 
