@@ -51,16 +51,39 @@ POOL_SIZE = 4
 HISTORY_DAYS = 30
 
 PLUGINS = (
-    "echo", "withings", "github", "slack", "discord", "fabric", "rss", "weather", "email", "calendar",
-    "notion", "jira", "s3_sync", "backup", "llm_summarize", "webhook_relay", "stripe", "twilio", "sentry",
+    "echo",
+    "withings",
+    "github",
+    "slack",
+    "discord",
+    "fabric",
+    "rss",
+    "weather",
+    "email",
+    "calendar",
+    "notion",
+    "jira",
+    "s3_sync",
+    "backup",
+    "llm_summarize",
+    "webhook_relay",
+    "stripe",
+    "twilio",
+    "sentry",
     "pagerduty",
 )
 #: Zipf-like popularity: the first plugins run far more often than the last
 PLUGIN_WEIGHTS = tuple(1 / (i + 1) ** 0.8 for i in range(len(PLUGINS)))
 COMMANDS = (("poll", 0.6), ("handle", 0.3), ("health", 0.1))
 STATUSES = (
-    ("succeeded", 0.85), ("failed", 0.06), ("timed_out", 0.02), ("dead", 0.02), ("queued", 0.015),
-    ("running", 0.01), ("skipped", 0.01), ("cancelled", 0.015),
+    ("succeeded", 0.85),
+    ("failed", 0.06),
+    ("timed_out", 0.02),
+    ("dead", 0.02),
+    ("queued", 0.015),
+    ("running", 0.01),
+    ("skipped", 0.01),
+    ("cancelled", 0.015),
 )
 SUBMITTERS = (("api", 0.7), ("schedule", 0.2), ("pipeline", 0.08), ("webhook", 0.02))
 ERRORS = (
@@ -115,7 +138,9 @@ def generate(rows: int, seed: int = 7) -> Iterator[tuple[list[tuple[Any, ...]], 
             job_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
             # rows arrive in time order, as the projector writes them: the last day is the last 1/30th
             created = start + timedelta(seconds=(made + i) * step_s + rng.random() * 5)
-            attempts = 4 if status == "dead" else (rng.choice((1, 1, 1, 2)) if status not in ("queued", "skipped") else 0)
+            attempts = (
+                4 if status == "dead" else (rng.choice((1, 1, 1, 2)) if status not in ("queued", "skipped") else 0)
+            )
             started = created + timedelta(milliseconds=rng.expovariate(1 / 300)) if attempts else None
             duration = timedelta(milliseconds=rng.lognormvariate(6.0, 1.0))
             final = status not in ("queued", "running")
@@ -125,38 +150,115 @@ def generate(rows: int, seed: int = 7) -> Iterator[tuple[list[tuple[Any, ...]], 
                 error = rng.choice(ERRORS).format(plugin=plugin, n=rng.randint(1, 999_999))
             elif status == "skipped":
                 error = "skipped: circuit open"
-            result = ({"status": "ok", "result": f"synced {rng.randint(0, 500)} items for {plugin}", "logs": []}
-                      if status == "succeeded" else None)
-            jobs.append((job_id, plugin, command, status, subs[i], {}, result, error, max(attempts, 1), None,
-                         job_id, None, None, created, started, completed, made + i + 1))
+            result = (
+                {"status": "ok", "result": f"synced {rng.randint(0, 500)} items for {plugin}", "logs": []}
+                if status == "succeeded"
+                else None
+            )
+            jobs.append(
+                (
+                    job_id,
+                    plugin,
+                    command,
+                    status,
+                    subs[i],
+                    {},
+                    result,
+                    error,
+                    max(attempts, 1),
+                    None,
+                    job_id,
+                    None,
+                    None,
+                    created,
+                    started,
+                    completed,
+                    made + i + 1,
+                )
+            )
             for attempt in range(1, attempts + 1):
                 if attempt == attempts:
-                    a_status = status if status != "dead" else (
-                        "timed_out" if error and error.startswith("deadline") else "failed")
+                    a_status = (
+                        status
+                        if status != "dead"
+                        else ("timed_out" if error and error.startswith("deadline") else "failed")
+                    )
                     a_done = completed
                     a_error = error if a_status in ("failed", "timed_out") else None
                 else:  # an earlier attempt that failed and was retried
                     a_status, a_done = "failed", (started or created) + duration * attempt
                     a_error = rng.choice(ERRORS).format(plugin=plugin, n=rng.randint(1, 999_999))
                 stderr = rng.choice(STDERR).format(n=rng.randint(1, 400)) if a_error else None
-                logs.append((f"{job_id}-{attempt}", job_id, attempt, plugin, command, a_status, subs[i], created,
-                             started, a_done, a_error, stderr or None, result if a_status == "succeeded" else None,
-                             [{"level": "info", "message": f"attempt {attempt}"}], made + i + 1))
+                logs.append(
+                    (
+                        f"{job_id}-{attempt}",
+                        job_id,
+                        attempt,
+                        plugin,
+                        command,
+                        a_status,
+                        subs[i],
+                        created,
+                        started,
+                        a_done,
+                        a_error,
+                        stderr or None,
+                        result if a_status == "succeeded" else None,
+                        [{"level": "info", "message": f"attempt {attempt}"}],
+                        made + i + 1,
+                    )
+                )
         made += n
         yield jobs, logs
 
 
-JOB_COLS = ("job_id", "plugin", "command", "status", "submitted_by", "payload", "result", "last_error", "attempt",
-            "parent_job_id", "correlation_id", "pipeline", "step_id", "created_at", "started_at", "completed_at",
-            "last_seq")
-LOG_COLS = ("log_id", "job_id", "attempt", "plugin", "command", "status", "submitted_by", "created_at",
-            "started_at", "completed_at", "last_error", "stderr", "result", "logs", "last_seq")
+JOB_COLS = (
+    "job_id",
+    "plugin",
+    "command",
+    "status",
+    "submitted_by",
+    "payload",
+    "result",
+    "last_error",
+    "attempt",
+    "parent_job_id",
+    "correlation_id",
+    "pipeline",
+    "step_id",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "last_seq",
+)
+LOG_COLS = (
+    "log_id",
+    "job_id",
+    "attempt",
+    "plugin",
+    "command",
+    "status",
+    "submitted_by",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "last_error",
+    "stderr",
+    "result",
+    "logs",
+    "last_seq",
+)
 
 
 async def _jsonb_codec(conn: asyncpg.Connection) -> None:
     """COPY speaks the binary format: jsonb is a version byte (1) and the JSON text."""
-    await conn.set_type_codec("jsonb", encoder=lambda v: b"\x01" + orjson.dumps(v),
-                              decoder=lambda b: orjson.loads(b[1:]), schema="pg_catalog", format="binary")
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: b"\x01" + orjson.dumps(v),
+        decoder=lambda b: orjson.loads(b[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
 
 
 async def load(url: str, rows: int) -> tuple[int, int]:
@@ -169,7 +271,9 @@ async def load(url: str, rows: int) -> tuple[int, int]:
         # load without the secondary indexes, then build exactly the ones the migrations made
         index_defs = await conn.fetch(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename IN ('jobs', 'job_logs')"
-            " AND indexname NOT IN (SELECT conname FROM pg_constraint)", db.SCHEMA)
+            " AND indexname NOT IN (SELECT conname FROM pg_constraint)",
+            db.SCHEMA,
+        )
         for row in index_defs:
             await conn.execute(f'DROP INDEX "{row["indexname"]}"')
         n_jobs = n_logs = 0
@@ -179,8 +283,12 @@ async def load(url: str, rows: int) -> tuple[int, int]:
             await conn.copy_records_to_table("job_logs", records=logs, columns=LOG_COLS, schema_name=db.SCHEMA)
             n_jobs += len(jobs)
             n_logs += len(logs)
-            print(f"\r  loaded {n_jobs:>9,} jobs / {n_logs:>9,} attempts  ({time.perf_counter() - started:5.0f}s)",
-                  end="", file=sys.stderr, flush=True)
+            print(
+                f"\r  loaded {n_jobs:>9,} jobs / {n_logs:>9,} attempts  ({time.perf_counter() - started:5.0f}s)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
         print(file=sys.stderr)
         for row in index_defs:
             await conn.execute(row["indexdef"])
@@ -241,8 +349,9 @@ async def serve(tmp: Path, url: str) -> tuple[web.AppRunner, bus_mod.Bus, asyncp
     bus = await bus_mod.Bus.connect(nats_url, name="bench-jobs-queries")
     await bus.ensure_topology()
     port = embedded.free_port()
-    config_path = infra.write_config(tmp / "config.yaml", api_port=port, log_level="warning", echo_parallelism=1,
-                                     py_parallelism=1)
+    config_path = infra.write_config(
+        tmp / "config.yaml", api_port=port, log_level="warning", echo_parallelism=1, py_parallelism=1
+    )
     config = config_mod.load(config_path, env={"NATS_URL": nats_url, "DATABASE_URL": url})
     pool = await db.create_pool(url, min_size=POOL_SIZE, max_size=POOL_SIZE)
     runner = web.AppRunner(app_mod.create_app(config, bus=bus, pool=pool), access_log=None)
@@ -272,14 +381,14 @@ async def time_requests(base: str, sample: dict[str, Any], repeat: int) -> list[
             total = ""
             if "total" in doc and "total_is_estimate" in doc:
                 total = f"{doc['total']:,}{'~' if doc['total_is_estimate'] else ''}"
-            out.append((name, statistics.median(times), times[min(len(times) - 1, round(0.99 * (len(times) - 1)))],
-                        total))
+            out.append(
+                (name, statistics.median(times), times[min(len(times) - 1, round(0.99 * (len(times) - 1)))], total)
+            )
     return out
 
 
 def render(results: list[tuple[str, float, float, str]]) -> str:
-    lines = [f"{'GET':<32} {'p50 ms':>8} {'p99 ms':>8}  {'total':>10}  goal p50<={GOAL_P50_MS:g}ms",
-             "-" * 76]
+    lines = [f"{'GET':<32} {'p50 ms':>8} {'p99 ms':>8}  {'total':>10}  goal p50<={GOAL_P50_MS:g}ms", "-" * 76]
     for name, p50, p99, total in results:
         lines.append(f"{name:<32} {p50:>8.2f} {p99:>8.2f}  {total:>10}  {'ok' if p50 <= GOAL_P50_MS else 'MISS'}")
     lines.append("(total: '~' = estimate, exact up to listing.COUNT_CAP)")
@@ -311,8 +420,11 @@ async def amain(args: argparse.Namespace) -> int:
             print(f"database {name}: loading {args.rows:,} jobs", file=sys.stderr)
             t0 = time.perf_counter()
             n_jobs, n_logs = await load(url, args.rows)
-            print(f"loaded {n_jobs:,} jobs and {n_logs:,} attempt rows in {time.perf_counter() - t0:.0f}s "
-                  "(COPY, index builds, VACUUM ANALYZE)", file=sys.stderr)
+            print(
+                f"loaded {n_jobs:,} jobs and {n_logs:,} attempt rows in {time.perf_counter() - t0:.0f}s "
+                "(COPY, index builds, VACUUM ANALYZE)",
+                file=sys.stderr,
+            )
         tmp = Path(tempfile.mkdtemp(prefix="hr-bench-q-"))
         runner, bus, pool, nats, base = await serve(tmp, url)
         try:
@@ -324,8 +436,10 @@ async def amain(args: argparse.Namespace) -> int:
             await bus.close()
             await nats.stop()
             shutil.rmtree(tmp, ignore_errors=True)
-        print(f"\n{n_jobs:,} jobs, {n_logs:,} attempts; {args.repeat} GETs each over HTTP (keep-alive, "
-              f"warm pool of {POOL_SIZE})")
+        print(
+            f"\n{n_jobs:,} jobs, {n_logs:,} attempts; {args.repeat} GETs each over HTTP (keep-alive, "
+            f"warm pool of {POOL_SIZE})"
+        )
         print(render(results))
         misses = [r for r in results if r[1] > GOAL_P50_MS]
         return 1 if misses and args.strict else 0

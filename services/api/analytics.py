@@ -83,8 +83,15 @@ async def _ductile_queue(st: state.ApiState, delayed: int) -> dict[str, Any]:
         dead = await conn.fetchval(DEAD_COUNT_SQL)
     out: dict[str, Any] = {"running_count": len(active), "delayed_count": delayed, "dead_count": int(dead)}
     if active:
-        out["active_jobs"] = [{"job_id": r["job_id"], "plugin": r["plugin"], "command": r["command"],
-                               "started_at": views.timestamp(r["started_at"])} for r in active]
+        out["active_jobs"] = [
+            {
+                "job_id": r["job_id"],
+                "plugin": r["plugin"],
+                "command": r["command"],
+                "started_at": views.timestamp(r["started_at"]),
+            }
+            for r in active
+        ]
         lanes: dict[str, int] = {}
         for r in active:
             lanes[r["plugin"]] = lanes.get(r["plugin"], 0) + 1
@@ -116,7 +123,7 @@ async def runners(st: state.ApiState) -> list[dict[str, Any]]:
     bucket_stream = f"KV_{subjects.KV_AGENTS}"
     prefix = f"$KV.{subjects.KV_AGENTS}."
     info = await st.bus.js.stream_info(bucket_stream, subjects_filter=prefix + heartbeat.KEY_PREFIX + "*")
-    keys = [subject[len(prefix):] for subject in (info.state.subjects or {})]
+    keys = [subject[len(prefix) :] for subject in (info.state.subjects or {})]
 
     async def read(key: str) -> dict[str, Any] | None:
         try:

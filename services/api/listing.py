@@ -67,8 +67,9 @@ ORDER BY created_at DESC, job_id DESC
 LIMIT ${limit} OFFSET ${offset}
 """
 
-LOG_COLUMNS = ("job_id, log_id, plugin, command, status, attempt, submitted_by, created_at, completed_at, "
-               "last_error, stderr, logs")
+LOG_COLUMNS = (
+    "job_id, log_id, plugin, command, status, attempt, submitted_by, created_at, completed_at, last_error, stderr, logs"
+)
 LOGS_PAGE_SQL = """
 SELECT {columns}
 FROM job_logs {where}
@@ -210,8 +211,9 @@ def jobs_query(request: web.Request) -> tuple[Filters, int, int]:
     return filters, limit, offset
 
 
-async def jobs_page(conn: asyncpg.Connection, filters: Filters, limit: int,
-                    offset: int = 0) -> tuple[list[asyncpg.Record], int, bool]:
+async def jobs_page(
+    conn: asyncpg.Connection, filters: Filters, limit: int, offset: int = 0
+) -> tuple[list[asyncpg.Record], int, bool]:
     """(rows, total, total_is_estimate) of one page of jobs."""
     total, estimated = await count(conn, "jobs", filters)
     page = Filters(list(filters.clauses), list(filters.args))
@@ -250,17 +252,24 @@ def logs_query(request: web.Request) -> tuple[Filters, str | None, int, int, boo
     return filters, ranked, limit, offset, include_result
 
 
-async def job_logs_page(conn: asyncpg.Connection, filters: Filters, limit: int, offset: int = 0, *,
-                        query: str | None = None,
-                        include_result: bool = False) -> tuple[list[asyncpg.Record], int, bool]:
+async def job_logs_page(
+    conn: asyncpg.Connection,
+    filters: Filters,
+    limit: int,
+    offset: int = 0,
+    *,
+    query: str | None = None,
+    include_result: bool = False,
+) -> tuple[list[asyncpg.Record], int, bool]:
     """(rows, total, total_is_estimate) of one page of attempts; ranked by `query` (what
     Filters.text_search returned) when there is one."""
     columns = LOG_COLUMNS + (", result" if include_result else "")
     if query is None:
         page = Filters(list(filters.clauses), list(filters.args))
         total, estimated = await count(conn, "job_logs", filters)
-        sql = LOGS_PAGE_SQL.format(columns=columns, where=page.where, limit=page.param(limit),
-                                   offset=page.param(offset))
+        sql = LOGS_PAGE_SQL.format(
+            columns=columns, where=page.where, limit=page.param(limit), offset=page.param(offset)
+        )
         return await conn.fetch(sql, *page.args), total, estimated
     planned = await planned_rows(conn, "job_logs", filters)
     rows = await _ranked_window(conn, filters, columns, query, rank_window(limit, offset), limit, offset, planned)
@@ -273,8 +282,16 @@ async def job_logs_page(conn: asyncpg.Connection, filters: Filters, limit: int, 
     return rows, total, estimated
 
 
-async def _ranked_window(conn: asyncpg.Connection, filters: Filters, columns: str, query: str, window: int,
-                         limit: int, offset: int, planned: int) -> list[asyncpg.Record]:
+async def _ranked_window(
+    conn: asyncpg.Connection,
+    filters: Filters,
+    columns: str,
+    query: str,
+    window: int,
+    limit: int,
+    offset: int,
+    planned: int,
+) -> list[asyncpg.Record]:
     """The page of the ranked window. The `window` most recent matches are looked for among the rows
     completed since a bound, first as far back as the planner's estimate of the matches suggests (for a
     plain word, whose substring estimate holds; else SEARCH_FIRST_HOURS), then, while that holds no more
@@ -309,9 +326,14 @@ async def _ranked_window(conn: asyncpg.Connection, filters: Filters, columns: st
 
 def _ranked_sql(filters: Filters, columns: str, query: str, window: int, limit: int, offset: int) -> str:
     """LOGS_RANKED_SQL over `filters` (whose args get the query, window, limit and offset appended)."""
-    return LOGS_RANKED_SQL.format(page_columns=columns, where=filters.where, query=filters.param(query),
-                                  window=filters.param(window), limit=filters.param(limit),
-                                  offset=filters.param(offset))
+    return LOGS_RANKED_SQL.format(
+        page_columns=columns,
+        where=filters.where,
+        query=filters.param(query),
+        window=filters.param(window),
+        limit=filters.param(limit),
+        offset=filters.param(offset),
+    )
 
 
 def rank_window(limit: int, offset: int) -> int:
@@ -324,11 +346,14 @@ async def list_job_logs(request: web.Request) -> web.Response:
     filters, query, limit, offset, include_result = logs_query(request)
     st = state.of(request)
     async with st.pool.acquire() as conn:
-        rows, total, estimated = await job_logs_page(conn, filters, limit, offset, query=query,
-                                                     include_result=include_result)
-    body: dict[str, Any] = {"logs": [auth.results_for(principal, views.job_log(dict(r), include_result=include_result))
-                                     for r in rows],
-                            "total": total, "total_is_estimate": estimated}
+        rows, total, estimated = await job_logs_page(
+            conn, filters, limit, offset, query=query, include_result=include_result
+        )
+    body: dict[str, Any] = {
+        "logs": [auth.results_for(principal, views.job_log(dict(r), include_result=include_result)) for r in rows],
+        "total": total,
+        "total_is_estimate": estimated,
+    }
     if query is not None:
         body["rank_window"] = rank_window(limit, offset)
     return web.json_response(body, dumps=state.dumps)

@@ -28,8 +28,18 @@ Batch = Sequence[tuple[int, envelope.Envelope]]
 log = logging.get("projection")
 
 #: errors that come from an event's data (not from the database being away): retried one event at a time
-DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError,
-               ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError, RecursionError)
+DATA_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    RecursionError,
+)
 #: characters of a failure's error message kept in its row
 ERROR_LIMIT = 2000
 #: the jsonb columns of the jobs and job_logs rows (sent as JSON text in the multi-row upserts)
@@ -49,8 +59,9 @@ async def apply_batch(conn: asyncpg.Connection, batch: Batch) -> int:
     except DATA_ERRORS as exc:
         if len(storable) == 1:
             return await _record_failure(conn, *storable[0], exc)
-        log.warning("batch_failed_applying_one_by_one", first=storable[0][0], last=storable[-1][0],
-                    error=_describe(exc))
+        log.warning(
+            "batch_failed_applying_one_by_one", first=storable[0][0], last=storable[-1][0], error=_describe(exc)
+        )
     position = await checkpoint(conn)
     for event in storable:
         try:
@@ -101,7 +112,9 @@ async def _apply_jobs(conn: asyncpg.Connection, batch: Batch) -> None:
         return
     jobs = {r["job_id"]: dict(r) for r in await conn.fetch(queries["load_jobs"], job_ids)}
     attempt_ids = sorted({f"{k[0]}-{k[1]}" for _, env in batch if (k := read_models.attempt_key(env))})
-    attempts = {r["log_id"]: dict(r) for r in await conn.fetch(queries["load_attempts"], attempt_ids)} if attempt_ids else {}
+    attempts = (
+        {r["log_id"]: dict(r) for r in await conn.fetch(queries["load_attempts"], attempt_ids)} if attempt_ids else {}
+    )
     counted_jobs = {job_id: summary_rows.job_key(row) for job_id, row in jobs.items()}
     counted_attempts = {log_id: summary_rows.attempt_key(row) for log_id, row in attempts.items()}
     touched_jobs: set[str] = set()
@@ -121,11 +134,15 @@ async def _apply_jobs(conn: asyncpg.Connection, batch: Batch) -> None:
                 attempts[log_id] = attempt_row
                 touched_attempts.add(log_id)
     if touched_jobs:
-        await conn.execute(queries["upsert_jobs"], *_columns([jobs[j] for j in sorted(touched_jobs)],
-                                                             read_models.JOB_COLUMNS, JOB_JSON))
+        await conn.execute(
+            queries["upsert_jobs"],
+            *_columns([jobs[j] for j in sorted(touched_jobs)], read_models.JOB_COLUMNS, JOB_JSON),
+        )
     if touched_attempts:
-        await conn.execute(queries["upsert_attempts"], *_columns([attempts[a] for a in sorted(touched_attempts)],
-                                                                 read_models.ATTEMPT_COLUMNS, ATTEMPT_JSON))
+        await conn.execute(
+            queries["upsert_attempts"],
+            *_columns([attempts[a] for a in sorted(touched_attempts)], read_models.ATTEMPT_COLUMNS, ATTEMPT_JSON),
+        )
     await summary_rows.apply(
         conn,
         summary_rows.deltas((counted_jobs.get(j), summary_rows.job_key(jobs[j])) for j in touched_jobs),
@@ -139,8 +156,7 @@ def _json_text(value: Any) -> str | None:
 
 def _columns(rows: list[dict[str, Any]], columns: tuple[str, ...], json_columns: frozenset[str]) -> list[list[Any]]:
     """`rows` as one list per column (the arrays of a multi-row upsert); jsonb columns as JSON text."""
-    return [[_json_text(row[c]) for row in rows] if c in json_columns else [row[c] for row in rows]
-            for c in columns]
+    return [[_json_text(row[c]) for row in rows] if c in json_columns else [row[c] for row in rows] for c in columns]
 
 
 async def _apply_traces(conn: asyncpg.Connection, batch: Batch) -> None:
@@ -160,7 +176,10 @@ async def _apply_ingest_rejections(conn: asyncpg.Connection, batch: Batch) -> No
 
 async def _apply_undecodable(conn: asyncpg.Connection, batch: Batch) -> None:
     """Messages of the stream that are not envelopes (stream_reader's stand-ins) into `projection_failures`."""
-    rows = [(seq, env.id, env.type, values.storable_text(str(env.data.get("error"))))
-            for seq, env in batch if env.type == stream_reader.UNDECODABLE]
+    rows = [
+        (seq, env.id, env.type, values.storable_text(str(env.data.get("error"))))
+        for seq, env in batch
+        if env.type == stream_reader.UNDECODABLE
+    ]
     if rows:
         await conn.executemany(queries["insert_projection_failure"], rows)

@@ -52,8 +52,9 @@ async def rows_summary(conn: asyncpg.Connection, hours: int) -> dict[str, Any]:
     return {
         "stats": {r["status"]: int(r["n"]) for r in attempts},
         **(row_stats(overall) if overall is not None else empty),
-        "plugins": {r["plugin"]: row_stats(r) for r in sorted(rows, key=lambda r: r["plugin"] or "")
-                    if not r["all_plugins"]},
+        "plugins": {
+            r["plugin"]: row_stats(r) for r in sorted(rows, key=lambda r: r["plugin"] or "") if not r["all_plugins"]
+        },
     }
 
 
@@ -66,10 +67,30 @@ def job_events(rng: random.Random, job_id: str, created: datetime) -> list[envel
         return envelope.make(kind, source="test", job_id=job_id, data=data, time=at[0])
 
     plugin = rng.choice(("echo", "github", "slack"))
-    out = [envelope.make("job.queued", source="test", job_id=job_id, time=created,
-                         data={"plugin": plugin, "command": "poll", "payload": {}})]
-    fate = rng.choice(("ok", "ok", "retry_ok", "dead", "timed_out", "cancel_queued", "cancel_running", "skip",
-                       "queued", "running", "retry_pending"))
+    out = [
+        envelope.make(
+            "job.queued",
+            source="test",
+            job_id=job_id,
+            time=created,
+            data={"plugin": plugin, "command": "poll", "payload": {}},
+        )
+    ]
+    fate = rng.choice(
+        (
+            "ok",
+            "ok",
+            "retry_ok",
+            "dead",
+            "timed_out",
+            "cancel_queued",
+            "cancel_running",
+            "skip",
+            "queued",
+            "running",
+            "retry_pending",
+        )
+    )
     if fate == "queued":
         return out
     if fate == "skip":
@@ -124,7 +145,7 @@ async def test_summary_from_the_counts_equals_the_summary_of_the_rows(database_u
         position = 0
         while position < len(log):  # batches of any size, as the live projector and rebuild cut them
             size = rng.choice((1, 2, 3, 7, 25))
-            await projection.apply_batch(conn, log[position:position + size])
+            await projection.apply_batch(conn, log[position : position + size])
             position += size
         assert await conn.fetchval("SELECT count(*) FROM jobs") == 160
         assert await conn.fetchval("SELECT count(DISTINCT status) FROM jobs") >= 7
