@@ -99,6 +99,17 @@ def evolve_job(row: Row | None, seq: int, env: envelope.Envelope) -> Row | None:
 
 
 
+def log_lines(data: dict[str, Any]) -> list[dict[str, str]]:
+    """The plugin's log lines an outcome event carries in its result (`result.logs`), as /job-logs shows them;
+    [] for an offloaded result or one without lines (those lines were stored as `job.log` records)."""
+    result = data.get("result")
+    lines = result.get("logs") if isinstance(result, dict) else None
+    if not isinstance(lines, list):
+        return []
+    return [{"level": str(line.get("level", "info")), "message": str(line.get("message", ""))}
+            for line in lines if isinstance(line, dict)]
+
+
 def fold(history: Iterable[tuple[int, envelope.Envelope]]) -> Row | None:
     """A job's row from its events in the log ((stream seq, envelope) pairs, oldest first); None without any."""
     row: Row | None = None

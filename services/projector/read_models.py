@@ -56,6 +56,10 @@ def evolve_attempt(row: Row | None, seq: int, env: envelope.Envelope, job: Row |
     else:
         row.update(status=OUTCOME_STATUS[env.type], completed_at=jobstate.event_time(env), stderr=data.get("stderr"),
                    last_error=data.get("error") or data.get("reason"), result=data.get("result"))
+        if not row["logs"]:
+            # the lines ride in the outcome; a log written before that (or an offloaded result) has `job.log`
+            # records instead, already folded, and the result's copy of the same lines is not added twice
+            row["logs"] = jobstate.log_lines(data)
     return row
 
 

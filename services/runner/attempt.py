@@ -103,7 +103,10 @@ def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, st
     result = stored_result if stored_result is not None else outcome.response
     # the succeeded event's time is the emitted events' `timestamp` (the dispatcher stamps routed events from it)
     at = envelope.now()
-    for i, line in enumerate(response.get("logs") or []):
+    # a plugin's log lines travel in the outcome's `result.logs`, where the projector reads them; only when the
+    # outcome cannot carry them (the result was offloaded, or the status has no result) is each its own record
+    carried = result is outcome.response and outcome.status in ("succeeded", "failed")
+    for i, line in enumerate([] if carried else response.get("logs") or []):
         out.append(_event(item, "log", {"attempt": item.attempt, "level": str(line.get("level", "info")),
                                         "message": str(line.get("message", ""))}, source=source, suffix=f":{i}"))
     if outcome.status == "succeeded":
