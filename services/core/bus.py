@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import nats
 import nats.errors
+import orjson
 import nats.js.errors
 from nats.aio.client import Client, Server
 from nats.js import JetStreamContext, api
@@ -30,6 +32,16 @@ DUPLICATE_WINDOW_S = 120.0
 #: reconnect backoff: first retry after RECONNECT_BASE_S, doubling up to RECONNECT_MAX_S (with jitter)
 RECONNECT_BASE_S = 0.1
 RECONNECT_MAX_S = 2.0
+#: publish_all sends a stream's share of at least this many messages as JetStream atomic batches: at
+#: `sync_interval: always` a batch is stored with one sync, so 256 messages take ~10 ms instead of ~70 ms one by
+#: one (measured on nats-server 2.15); a small batch costs more than its messages one by one (~5–8 ms a commit)
+ATOMIC_MIN = 32
+#: nats-server's largest atomic batch
+ATOMIC_MAX = 1000
+#: err_code of a batch refused because one of its Nats-Msg-Ids is already stored (the whole batch is refused)
+ATOMIC_DUPLICATE = 10201
+#: the streams whose publishes may go as atomic batches (where the server supports them)
+ATOMIC_STREAMS = frozenset({subjects.COMMANDS, subjects.EVENTS, subjects.WORK})
 
 
 class _ResilientClient(Client):
@@ -93,6 +105,8 @@ class Bus:
         self.replicas = replicas
         self._kv: dict[str, KeyValue] = {}
         self._obj: dict[str, ObjectStore] = {}
+        #: streams this server stores atomic batches in (set by ensure_topology)
+        self.atomic_streams: set[str] = set()
 
     @classmethod
     async def connect(cls, url: str, *, name: str, replicas: int = 1, connect_timeout_s: float = 5) -> Bus:
@@ -159,18 +173,19 @@ class Bus:
             "num_replicas": self.replicas,
             "duplicate_window": DUPLICATE_WINDOW_S,
         }
+        atomic: dict[str, Any] = {"allow_atomic": True}
         return [
             api.StreamConfig(
                 name=subjects.COMMANDS, subjects=[subjects.ALL_COMMANDS],
-                retention=api.RetentionPolicy.LIMITS, max_age=7 * DAY_S, allow_direct=True, **common,
+                retention=api.RetentionPolicy.LIMITS, max_age=7 * DAY_S, allow_direct=True, **common, **atomic,
             ),
             api.StreamConfig(
                 name=subjects.EVENTS, subjects=[subjects.ALL_EVENTS],
-                retention=api.RetentionPolicy.LIMITS, allow_direct=True, **common,
+                retention=api.RetentionPolicy.LIMITS, allow_direct=True, **common, **atomic,
             ),
             api.StreamConfig(
                 name=subjects.WORK, subjects=[subjects.ALL_WORK, subjects.ALL_DELAYED],
-                retention=api.RetentionPolicy.WORK_QUEUE, **common,
+                retention=api.RetentionPolicy.WORK_QUEUE, **common, **atomic,
             ),
             api.StreamConfig(
                 name=subjects.INGEST, subjects=[subjects.ALL_INGEST],
@@ -183,9 +198,12 @@ class Bus:
         try:
             for config in self.stream_configs():
                 try:
-                    await self.js.add_stream(config)
+                    info = await self.js.add_stream(config)
                 except nats.js.errors.BadRequestError:
-                    await self.js.update_stream(config)
+                    info = await self.js.update_stream(config)
+                # a server older than 2.12 ignores allow_atomic (and would store a batch's messages unchecked)
+                if info.config.allow_atomic and config.name in ATOMIC_STREAMS:
+                    self.atomic_streams.add(config.name)
             await self._ensure_kv(subjects.KV_DEDUPE, ttl=dedupe_ttl_s)
             await self._ensure_kv(subjects.KV_PLUGIN_STATE, ttl=None)
             await self._ensure_kv(subjects.KV_AGENTS, ttl=300.0)
@@ -275,30 +293,73 @@ class Bus:
 
     async def publish_all(self, items: Iterable[tuple[str, envelope.Envelope]]) -> list[api.PubAck]:
         """Publish several messages pipelined and wait for every PubAck (in order); a TransientError when one
-        fails, none comes within 30 s, or the connection drops before all came."""
-        lost = self.losses.event
+        fails, none comes within 30 s, or the connection drops before all came. A stream's share of
+        ATOMIC_MIN or more messages goes as atomic batches (all stored with one sync, or none); a batch the
+        server refuses (one of its ids is already stored: a redelivered input) goes again one by one, where
+        the ids make the stored ones no-ops."""
+        encoded = [(subject, self._fitting(subject, envelope.encode(env)), env.id) for subject, env in items]
+        by_stream: dict[str | None, list[int]] = {}
+        for i, (subject, _, _) in enumerate(encoded):
+            by_stream.setdefault(subjects.stream_of(subject), []).append(i)
+        batched = {stream: positions for stream, positions in by_stream.items()
+                   if stream in self.atomic_streams and len(positions) >= ATOMIC_MIN}
+        single = [i for stream, positions in by_stream.items() if stream not in batched for i in positions]
+        acks: list[api.PubAck | None] = [None] * len(encoded)
         try:
-            futures = [
-                await self.js.publish_async(subject, self._fitting(subject, envelope.encode(env)),
-                                            headers={subjects.MSG_ID: env.id})
-                for subject, env in items
-            ]
-            acks = asyncio.gather(*futures)
-            dropped = asyncio.ensure_future(lost.wait())
-            try:
-                await asyncio.wait({acks, dropped}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                dropped.cancel()
-            if not acks.done():
-                acks.cancel()
-                acks.add_done_callback(_retrieved)  # no "exception was never retrieved" for the cancelled wait
-                why = "the connection dropped before every PubAck came" if lost.is_set() else "no PubAck within 30s"
-                raise errors.TransientError(f"publish failed: {why}")
-            return list(acks.result())
+            waits: list[Any] = [self._one_by_one([encoded[i] for i in single])]
+            chunks = [positions[start:start + ATOMIC_MAX] for positions in batched.values()
+                      for start in range(0, len(positions), ATOMIC_MAX)]
+            waits += [self._atomic([encoded[i] for i in chunk]) for chunk in chunks]
+            results = await self._until_lost(asyncio.gather(*waits))
+            for positions, got in zip([single, *chunks], results, strict=True):
+                for i, ack in zip(positions, got, strict=True):
+                    acks[i] = ack
+            return [ack for ack in acks if ack is not None]
         except nats.js.errors.APIError as exc:
             raise errors.TransientError(f"publish failed: {exc}") from exc
         except (nats.errors.Error, TimeoutError) as exc:
             raise errors.TransientError(f"publish failed: {exc}") from exc
+
+    async def _one_by_one(self, encoded: list[tuple[str, bytes, str]]) -> list[api.PubAck]:
+        futures = [await self.js.publish_async(subject, data, headers={subjects.MSG_ID: msg_id})
+                   for subject, data, msg_id in encoded]
+        return list(await asyncio.gather(*futures))
+
+    async def _atomic(self, encoded: list[tuple[str, bytes, str]]) -> list[api.PubAck]:
+        """One atomic batch (ADR-50): every message but the last published plainly, the last with the commit
+        header as a request whose reply is the batch's ack (the last sequence and the count)."""
+        batch_id = uuid.uuid4().hex
+        last = len(encoded)
+        for k, (subject, data, msg_id) in enumerate(encoded, start=1):
+            headers = {subjects.MSG_ID: msg_id, subjects.BATCH_ID: batch_id, subjects.BATCH_SEQUENCE: str(k)}
+            if k < last:
+                await self.nc.publish(subject, data, headers=headers)
+                continue
+            headers[subjects.BATCH_COMMIT] = "1"
+            reply = await self.nc.request(subject, data, headers=headers, timeout=30)
+        answer = orjson.loads(reply.data)
+        if "error" in answer:
+            if answer["error"].get("err_code") == ATOMIC_DUPLICATE:
+                return await self._one_by_one(encoded)
+            raise errors.TransientError(f"atomic publish to {answer.get('stream') or encoded[0][0]} failed: "
+                                        f"{answer['error'].get('description')}")
+        first = int(answer["seq"]) - int(answer.get("count") or last) + 1
+        return [api.PubAck(stream=answer["stream"], seq=first + k) for k in range(last)]
+
+    async def _until_lost(self, waiting: asyncio.Future[Any]) -> Any:
+        """`waiting`'s result, or a TransientError when it takes over 30 s or the connection drops first."""
+        lost = self.losses.event
+        dropped = asyncio.ensure_future(lost.wait())
+        try:
+            await asyncio.wait({waiting, dropped}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            dropped.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            waiting.add_done_callback(_retrieved)  # no "exception was never retrieved" for the cancelled wait
+            why = "the connection dropped before every PubAck came" if lost.is_set() else "no PubAck within 30s"
+            raise errors.TransientError(f"publish failed: {why}")
+        return waiting.result()
 
     # --- reading --------------------------------------------------------
 

@@ -30,6 +30,10 @@ DISPATCHER_DELAYS = "dispatcher-delays"
 
 # Headers
 MSG_ID = "Nats-Msg-Id"
+#: an atomic batch (JetStream ADR-50): its id, each message's place in it, and the commit on the last
+BATCH_ID = "Nats-Batch-Id"
+BATCH_SEQUENCE = "Nats-Batch-Sequence"
+BATCH_COMMIT = "Nats-Batch-Commit"
 #: optimistic concurrency on one subject: the publish fails unless the subject's last sequence is this
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
@@ -52,6 +56,12 @@ def _token(value: str) -> str:
     if not value or len(value) > MAX_TOKEN_LENGTH or any(c in value for c in ".*> \t\r\n\x00"):
         raise ValueError(f"invalid subject token: {value!r}")
     return value
+
+
+def stream_of(subject: str) -> str | None:
+    """The stream that stores `subject` (None: one of the KV buckets' or a core subject)."""
+    head = subject.partition(".")[0]
+    return {"cmd": COMMANDS, "evt": EVENTS, "work": WORK, "delay": WORK, "ingest": INGEST}.get(head)
 
 
 def job_command(job_id: str, action: str) -> str:
