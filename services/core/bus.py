@@ -14,8 +14,8 @@ from typing import Any
 
 import nats
 import nats.errors
-import orjson
 import nats.js.errors
+import orjson
 from nats.aio.client import Client, Server
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
@@ -34,7 +34,7 @@ RECONNECT_BASE_S = 0.1
 RECONNECT_MAX_S = 2.0
 #: publish_all sends a stream's share of at least this many messages as JetStream atomic batches: at
 #: `sync_interval: always` a batch is stored with one sync, so 256 messages take ~10 ms instead of ~70 ms one by
-#: one (measured on nats-server 2.15); a small batch costs more than its messages one by one (~5–8 ms a commit)
+#: one (measured on nats-server 2.15); a small batch costs more than its messages one by one (~5-8 ms a commit)
 ATOMIC_MIN = 32
 #: nats-server's largest atomic batch
 ATOMIC_MAX = 1000
@@ -266,12 +266,15 @@ class Bus:
     # --- publishing -----------------------------------------------------
 
     async def publish(self, subject: str, env: envelope.Envelope, *, timeout_s: float = 10,
-                      expected_last_subject_seq: int | None = None) -> api.PubAck:
+                      expected_last_subject_seq: int | None = None, expected_filter: str | None = None) -> api.PubAck:
         """Publish and wait for the PubAck; a duplicate id answers with the original's ack.
-        With `expected_last_subject_seq`, raise Conflict unless that is the subject's last sequence (0: empty)."""
+        With `expected_last_subject_seq`, raise Conflict unless that is the last sequence (0: none) of the
+        subject, or of every subject `expected_filter` matches (e.g. all of one job's events)."""
         headers = {subjects.MSG_ID: env.id}
         if expected_last_subject_seq is not None:
             headers[subjects.EXPECTED_LAST_SUBJECT_SEQ] = str(expected_last_subject_seq)
+            if expected_filter is not None:
+                headers[subjects.EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = expected_filter
         data = self._fitting(subject, envelope.encode(env))
         try:
             return await self.js.publish(subject, data, timeout=timeout_s, headers=headers)

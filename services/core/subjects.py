@@ -36,6 +36,8 @@ BATCH_SEQUENCE = "Nats-Batch-Sequence"
 BATCH_COMMIT = "Nats-Batch-Commit"
 #: optimistic concurrency on one subject: the publish fails unless the subject's last sequence is this
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+#: the subject filter (wildcards allowed) that EXPECTED_LAST_SUBJECT_SEQ is checked against, instead of the subject
+EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
 ALL_COMMANDS = "cmd.>"
 ALL_EVENTS = "evt.>"

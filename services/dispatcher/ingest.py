@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 
 from services.core import bus as bus_mod
 from services.core import consumers, envelope, logging, schemas, subjects, values
-from services.dispatcher import pipeline_runs
+from services.dispatcher import pipeline_runs, publishing
 
 log = logging.get("ingest")
 
@@ -113,6 +113,6 @@ class IngestConsumer:
                                          for msg in msgs))
         out = [item for published in decided for item in published]
         if out:
-            await self.bus.publish_all(out)
+            await publishing.publish_decisions(self.bus, out)
         for msg in msgs:
             await msg.ack()

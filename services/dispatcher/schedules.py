@@ -33,7 +33,7 @@ from services.core import bus as bus_mod
 from services.core import config as config_mod
 from services.core import envelope, errors, logging, subjects
 from services.core import schedules as specs
-from services.dispatcher import routing
+from services.dispatcher import publishing, routing
 
 log = logging.get("scheduler")
 
@@ -261,4 +261,4 @@ class Scheduler:
     async def _submit(self, cmd: envelope.Envelope) -> None:
         out = await self.submit(cmd)
         if out:
-            await self.bus.publish_all(out)
+            await publishing.publish_decisions(self.bus, out)

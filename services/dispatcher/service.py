@@ -25,7 +25,7 @@ from nats.js import api
 from services.core import bus as bus_mod
 from services.core import config as config_mod
 from services.core import consumers, envelope, jobstate, lifecycle, logging, reloads, scopes, subjects
-from services.dispatcher import breaker, cancels, decisions, ingest, pipeline_runs, retries, schedules
+from services.dispatcher import breaker, cancels, decisions, ingest, pipeline_runs, publishing, retries, schedules
 
 log = logging.get("dispatcher")
 
@@ -117,7 +117,7 @@ class Dispatcher(lifecycle.Service):
         decided = await asyncio.gather(*(self._decide_commands(group) for group in groups.values()))
         out = [item for published, _ in decided for item in published]
         if out:
-            await self.bus.publish_all(out)
+            await publishing.publish_decisions(self.bus, out)
         # signals only after `cancel_requested` is stored: a runner that misses the signal (its preflight had
         # not begun) reads the request in preflight instead (services/runner/service.py `_execute`)
         for _, signals in decided:
@@ -268,7 +268,7 @@ class Dispatcher(lifecycle.Service):
             decided = await asyncio.gather(*(self._decide_outcomes(group) for group in groups.values()))
             out = [item for published in decided for item in published]
             if out:
-                await self.bus.publish_all(out)
+                await publishing.publish_decisions(self.bus, out)
         for msg in msgs:
             await msg.ack()
 

@@ -34,6 +34,9 @@ class WorkItem:
     step_id: str | None = None
     #: on whose behalf the job runs (services/core/scopes.py); None = started by the system
     authority: dict[str, Any] | None = None
+    #: the EVENTS sequence of the job's `queued` event, set by the dispatcher: when nothing was recorded for the
+    #: job since (no cancel, no other start), the runner claims the attempt in one compare-and-set on it
+    claim_after: int | None = None
 
     def routing(self) -> dict[str, Any]:
         """The routing facts an outcome event carries (`route` is None for a job outside any pipeline)."""
@@ -57,6 +60,7 @@ class WorkItem:
             route=data.get("route"),
             step_id=data.get("step_id"),
             authority=data.get("authority"),
+            claim_after=int(data["claim_after"]) if isinstance(data.get("claim_after"), int) else None,
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import nats.errors
 import orjson
 from nats.aio.msg import Msg
+from nats.js import api
 
 from services.core import agents as agents_mod
 from services.core import bus as bus_mod
@@ -230,27 +231,32 @@ class Runner(lifecycle.Service):
         bound = log.bind(job_id=item.job_id, plugin=item.plugin, command=item.command, attempt=item.attempt)
         manifest = self.catalog.get(item.plugin)
         work_seq = msg.metadata.sequence.stream if msg.metadata.sequence is not None else None
-        # two reads at once: is the attempt still wanted, and the plugin's state (round trips are the cost here)
-        (run, recorded), state = await asyncio.gather(
-            preflight.check(self.bus, item, num_delivered=msg.metadata.num_delivered or 1, work_seq=work_seq,
-                            source=self.source),
-            self._load_state(item.plugin) if manifest is not None else _no_state(),
-        )
-        if not run:
-            if recorded:
-                await self.bus.publish_all(recorded)
-            await msg.ack_sync()
-            bound.info("attempt_not_run", recorded=[env.type for _, env in recorded])
-            return
-        plugin_config = self.config.plugin(item.plugin)
+        num_delivered = msg.metadata.num_delivered or 1
+        # the plugin's state is read while the attempt is claimed (round trips are the cost here)
+        state_read = asyncio.ensure_future(self._load_state(item.plugin) if manifest is not None else _no_state())
         # `started` is stored before the plugin runs: it claims the attempt. Were it stored while the plugin
         # ran, a bus outage in between would leave a run the log never saw, and its redelivery would run the
         # plugin again. A duplicate ack means another copy of this work item already claimed the attempt.
-        claim = await self.bus.publish(*attempt.started_event(item, source=self.source, work_seq=work_seq))
+        started = attempt.started_event(item, source=self.source, work_seq=work_seq)
+        claim = await self._claim_unread(item, started, num_delivered=num_delivered)
+        if claim is None:
+            run, recorded = await preflight.check(self.bus, item, num_delivered=num_delivered, work_seq=work_seq,
+                                                  source=self.source)
+            if not run:
+                state_read.cancel()
+                if recorded:
+                    await self.bus.publish_all(recorded)
+                await msg.ack_sync()
+                bound.info("attempt_not_run", recorded=[env.type for _, env in recorded])
+                return
+            claim = await self.bus.publish(*started)
         if claim.duplicate:
+            state_read.cancel()
             await msg.ack_sync()
             bound.info("attempt_not_run", reason="another delivery already started this attempt")
             return
+        state = await state_read
+        plugin_config = self.config.plugin(item.plugin)
         held = self._held[item.job_id] = [msg]
         heartbeat = asyncio.create_task(self._heartbeat(held))
         try:
@@ -299,6 +305,21 @@ class Runner(lifecycle.Service):
         finally:
             self._held.pop(item.job_id, None)
         bound.info("attempt_finished", status=outcome.status, duration_ms=outcome.duration_ms, error=outcome.error)
+
+    async def _claim_unread(self, item: attempt.WorkItem, started: tuple[str, envelope.Envelope], *,
+                            num_delivered: int) -> api.PubAck | None:
+        """The first delivery of a first attempt claims it without reading the log: `started` is stored only
+        while the job's `queued` (its sequence is `claim_after`) is still the last of the job's events, which
+        proves what preflight would read — no cancel requested, no other delivery started. None: not such a
+        delivery, or something was recorded since; preflight reads and decides then."""
+        assert self.bus is not None
+        if item.claim_after is None or item.attempt != 1 or num_delivered > 1:
+            return None
+        try:
+            return await self.bus.publish(*started, expected_last_subject_seq=item.claim_after,
+                                          expected_filter=subjects.job_events(item.job_id))
+        except errors.Conflict:
+            return None
 
     async def _stored_result(self, item: attempt.WorkItem, outcome: protocol.Outcome) -> Any:
         """The result as the outcome event carries it: itself, or a pointer when it is over the offload threshold."""

@@ -95,24 +95,43 @@ async def test_cancel_a_queued_job_never_runs_it(make_config: Any, start_stack: 
     assert status == 409 and "cancelled" in body["error"]
 
 
+@pytest.mark.parametrize("claim", ["compare_and_set", "after_preflight"])
 async def test_cancel_that_races_the_runners_claim_still_stops_the_job(
-    make_config: Any, start_stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_config: Any, start_stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claim: str
 ) -> None:
-    """The dispatcher still sees the job queued (no `started` yet) while the runner has passed preflight:
-    the cancel it records must reach that runner, or the job runs after its `cancelled` (seen once in CI)."""
+    """The dispatcher still sees the job queued (no `started` yet) while the runner is about to claim it: the
+    cancel it records must win, or the job runs after its `cancelled` (seen once in CI). A first delivery
+    claims with a compare-and-set against the job's `queued` (the cancel lands just before it: the claim
+    fails and the runner never starts the attempt); any other delivery reads the log in preflight first (the
+    cancel lands between that read and the claim: the signal must reach the runner)."""
     from services.runner import preflight
+    from services.runner import service as runner_service
 
     s = await start_stack(make_config(plugins=plugins(napper={})))
     checked, release = asyncio.Event(), asyncio.Event()
-    original = preflight.check
+    if claim == "compare_and_set":
+        original_claim = runner_service.Runner._claim_unread
 
-    async def held_after_reading(*args: Any, **kwargs: Any) -> Any:
-        verdict = await original(*args, **kwargs)
-        checked.set()
-        await release.wait()  # the cancel lands here: after preflight read the log, before the claim
-        return verdict
+        async def held_before_claiming(self: Any, *args: Any, **kwargs: Any) -> Any:
+            checked.set()
+            await release.wait()  # the cancel lands here: before the compare-and-set
+            return await original_claim(self, *args, **kwargs)
 
-    monkeypatch.setattr(preflight, "check", held_after_reading)
+        monkeypatch.setattr(runner_service.Runner, "_claim_unread", held_before_claiming)
+    else:
+        original = preflight.check
+
+        async def no_unread_claim(self: Any, *args: Any, **kwargs: Any) -> None:
+            return None  # as for a redelivery: preflight reads the log first
+
+        async def held_after_reading(*args: Any, **kwargs: Any) -> Any:
+            verdict = await original(*args, **kwargs)
+            checked.set()
+            await release.wait()  # the cancel lands here: after preflight read the log, before the claim
+            return verdict
+
+        monkeypatch.setattr(runner_service.Runner, "_claim_unread", no_unread_claim)
+        monkeypatch.setattr(preflight, "check", held_after_reading)
     marker = tmp_path / "started"
     job_id = await s.client.submit("napper", "poll", {"seconds": 20, "marker": str(marker)})
     await asyncio.wait_for(checked.wait(), timeout=10)
@@ -139,11 +158,20 @@ async def test_cancel_that_races_the_runners_claim_still_stops_the_job(
                 return env.type
         return None
 
-    # the runner records its attempt's end: cancelled at once, not the 20 s nap run to success
-    assert await infra.wait_until(runners_outcome, timeout_s=10, what="the runner's outcome") == "job.cancelled"
+    if claim == "compare_and_set":
+        # the claim fails against the cancel, and preflight finds it decided: the attempt never starts
+        await infra.wait_until(lambda: _not_held(s, job_id), timeout_s=10, what="the runner to let the job go")
+        assert "job.started" not in await event_types(s, job_id)
+    else:
+        # the runner records its attempt's end: cancelled at once, not the 20 s nap run to success
+        assert await infra.wait_until(runners_outcome, timeout_s=10, what="the runner's outcome") == "job.cancelled"
     assert not marker.exists(), "the plugin started after its cancel was recorded"
     done = await s.client.wait_job(job_id, {"cancelled"}, timeout_s=10)
     assert done["status"] == "cancelled"
+
+
+async def _not_held(s: Any, job_id: str) -> bool:
+    return job_id not in s.runner.running
 
 
 async def test_cancel_a_running_job_stops_the_plugin(make_config: Any, start_stack: Any, tmp_path: Path) -> None:

@@ -1,0 +1,42 @@
+"""How the dispatcher stores one batch of decisions: the events first, then the work items, each new job's
+work item carrying the EVENTS sequence of its `queued` event (`claim_after`).
+
+With it the runner claims the attempt by storing `job.started` with a compare-and-set on all of the job's
+events (services/runner/service.py): it succeeds only while `queued` is still the job's last event — no
+cancel requested, no other copy started — so the common first delivery needs no read of the log before the
+plugin runs. Anything recorded in between makes the compare-and-set fail and the runner reads and decides as
+for any other delivery (services/runner/preflight.py). The events are stored before the work exists, as
+before: a crash in between leaves the command unacked, and its redelivery decides it again under the same ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from services.core import bus as bus_mod
+from services.core import envelope, subjects
+from services.dispatcher.decisions import Published
+
+
+def _is_work(subject: str) -> bool:
+    return subjects.stream_of(subject) == subjects.WORK
+
+
+async def publish_decisions(bus: bus_mod.Bus, out: Published) -> None:
+    """Store `out` (events, then work items with `claim_after` where the batch holds the job's `queued`)."""
+    events = [(subject, env) for subject, env in out if not _is_work(subject)]
+    work = [(subject, env) for subject, env in out if _is_work(subject)]
+    acks = await bus.publish_all(events) if events else []
+    if not work:
+        return
+    # a duplicate's ack names the stored original: the sequence is right for a redelivered command too
+    queued_at = {env.job_id: ack.seq for (_, env), ack in zip(events, acks, strict=True)
+                 if env.type == "job.queued" and env.job_id and ack.seq}
+    await bus.publish_all([(subject, with_claim_after(env, queued_at.get(env.job_id))) for subject, env in work])
+
+
+def with_claim_after(env: envelope.Envelope, seq: int | None) -> envelope.Envelope:
+    """The work item with `claim_after` (first attempts only: a retry's work follows other events)."""
+    if seq is None or env.type != "job.work" or env.data.get("attempt", 1) != 1:
+        return env
+    return dataclasses.replace(env, data={**env.data, "claim_after": seq})

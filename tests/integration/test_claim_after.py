@@ -1,0 +1,50 @@
+"""The dispatcher stores a batch's events before its work items, and a first attempt's work item carries the
+EVENTS sequence of its job's `queued` (`claim_after`), which the runner's compare-and-set claim is checked
+against (services/dispatcher/publishing.py); a redelivered batch gets the stored original's sequence."""
+
+from __future__ import annotations
+
+from services.core import bus as bus_mod
+from services.core import envelope, subjects
+from services.dispatcher import decisions, publishing
+
+
+def _decided(job_id: str, *, attempt: int = 1) -> decisions.Published:
+    queued = envelope.make("job.queued", source="test", job_id=job_id, id=f"{job_id}:queued",
+                           data={"plugin": "echo", "command": "poll", "attempt": 1})
+    work = envelope.make("job.work", source="test", job_id=job_id, id=f"{job_id}:{attempt}:work",
+                         data={"plugin": "echo", "command": "poll", "payload": {}, "attempt": attempt, "timeout_s": 5})
+    return [(subjects.job_event(job_id, "queued"), queued), (subjects.work("echo", "poll"), work)]
+
+
+async def _work_of(bus: bus_mod.Bus, job_id: str) -> envelope.Envelope:
+    info = await bus.js.stream_info(subjects.WORK)  # WORK serves no direct gets: read it message by message
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        env = envelope.decode((await bus.js.get_msg(subjects.WORK, seq)).data or b"")
+        if env.job_id == job_id:
+            return env
+    raise AssertionError(f"no work item for {job_id}")
+
+
+async def test_work_items_carry_their_queued_sequence(nats_url: str) -> None:
+    bus = await bus_mod.Bus.connect(nats_url, name="claim-after-test")
+    try:
+        await bus.ensure_topology()
+        await publishing.publish_decisions(bus, [*_decided("j1"), *_decided("j2")])
+        for job_id in ("j1", "j2"):
+            seq, _ = await bus.last_message(subjects.EVENTS, subjects.job_event(job_id, "queued")) or (None, None)
+            assert seq is not None and (await _work_of(bus, job_id)).data["claim_after"] == seq
+        # the batch redelivered (its acks were lost): the duplicate's ack names the original
+        await publishing.publish_decisions(bus, _decided("j1"))
+        seq, _ = await bus.last_message(subjects.EVENTS, subjects.job_event("j1", "queued")) or (None, None)
+        assert (await _work_of(bus, "j1")).data["claim_after"] == seq
+    finally:
+        await bus.close()
+
+
+def test_only_a_first_attempts_work_item_gets_it() -> None:
+    _, work = _decided("j3")[1]
+    assert publishing.with_claim_after(work, 7).data["claim_after"] == 7
+    _, retry = _decided("j4", attempt=2)[1]
+    assert "claim_after" not in publishing.with_claim_after(retry, 7).data
+    assert "claim_after" not in publishing.with_claim_after(work, None).data
