@@ -1,5 +1,6 @@
 """How the dispatcher stores one batch of decisions: the events first, then the work items, each new job's
-work item carrying the EVENTS sequence of its `queued` event (`claim_after`).
+work item carrying the EVENTS sequence of its `queued` event (`claim_after`) — for a batch of CLAIM_AFTER_MIN
+work items or more; a smaller one is stored at once.
 
 With it the runner claims the attempt by storing `job.started` with a compare-and-set on all of the job's
 events (services/runner/service.py): it succeeds only while `queued` is still the job's last event — no
@@ -17,6 +18,11 @@ from services.core import bus as bus_mod
 from services.core import envelope, subjects
 from services.dispatcher.decisions import Published
 
+#: a batch with fewer work items stores everything at once, without `claim_after`: one job at a time (a
+#: synchronous caller waiting) would pay a serial round trip to save the runner two reads done at once; under
+#: load the batches are large and the two phases cost one round trip per batch
+CLAIM_AFTER_MIN = 4
+
 
 def _is_work(subject: str) -> bool:
     return subjects.stream_of(subject) == subjects.WORK
@@ -26,6 +32,9 @@ async def publish_decisions(bus: bus_mod.Bus, out: Published) -> None:
     """Store `out` (events, then work items with `claim_after` where the batch holds the job's `queued`)."""
     events = [(subject, env) for subject, env in out if not _is_work(subject)]
     work = [(subject, env) for subject, env in out if _is_work(subject)]
+    if len(work) < CLAIM_AFTER_MIN:
+        await bus.publish_all(out)  # all at once: a serial round trip would cost more than preflight's reads
+        return
     acks = await bus.publish_all(events) if events else []
     if not work:
         return

@@ -110,6 +110,9 @@ async def test_cancel_that_races_the_runners_claim_still_stops_the_job(
     s = await start_stack(make_config(plugins=plugins(napper={})))
     checked, release = asyncio.Event(), asyncio.Event()
     if claim == "compare_and_set":
+        from services.dispatcher import publishing
+
+        monkeypatch.setattr(publishing, "CLAIM_AFTER_MIN", 1)  # this one job's work item carries claim_after
         original_claim = runner_service.Runner._claim_unread
 
         async def held_before_claiming(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -30,14 +30,18 @@ async def test_work_items_carry_their_queued_sequence(nats_url: str) -> None:
     bus = await bus_mod.Bus.connect(nats_url, name="claim-after-test")
     try:
         await bus.ensure_topology()
-        await publishing.publish_decisions(bus, [*_decided("j1"), *_decided("j2")])
-        for job_id in ("j1", "j2"):
+        many = [f"j{i}" for i in range(1, publishing.CLAIM_AFTER_MIN + 1)]
+        await publishing.publish_decisions(bus, [item for job_id in many for item in _decided(job_id)])
+        for job_id in many:
             seq, _ = await bus.last_message(subjects.EVENTS, subjects.job_event(job_id, "queued")) or (None, None)
             assert seq is not None and (await _work_of(bus, job_id)).data["claim_after"] == seq
         # the batch redelivered (its acks were lost): the duplicate's ack names the original
-        await publishing.publish_decisions(bus, _decided("j1"))
+        await publishing.publish_decisions(bus, [item for job_id in many for item in _decided(job_id)])
         seq, _ = await bus.last_message(subjects.EVENTS, subjects.job_event("j1", "queued")) or (None, None)
         assert (await _work_of(bus, "j1")).data["claim_after"] == seq
+        # one job alone: stored at once, and its runner reads the log before claiming
+        await publishing.publish_decisions(bus, _decided("alone"))
+        assert "claim_after" not in (await _work_of(bus, "alone")).data
     finally:
         await bus.close()
 
