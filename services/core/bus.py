@@ -342,10 +342,14 @@ class Bus:
             reply = await self.nc.request(subject, data, headers=headers, timeout=30)
         answer = orjson.loads(reply.data)
         if "error" in answer:
-            if answer["error"].get("err_code") == ATOMIC_DUPLICATE:
-                return await self._one_by_one(encoded)
-            raise errors.TransientError(f"atomic publish to {answer.get('stream') or encoded[0][0]} failed: "
-                                        f"{answer['error'].get('description')}")
+            # nothing of a refused batch is stored: one by one, the ids make what is stored already a no-op.
+            # Any refusal goes that way (not only a duplicate id), so a batch the server will never take (a
+            # limit of its) cannot make the caller's input come back forever
+            error = answer["error"]
+            if error.get("err_code") != ATOMIC_DUPLICATE:
+                log.warning("atomic_batch_refused", stream=answer.get("stream"), messages=last,
+                            err_code=error.get("err_code"), error=error.get("description"))
+            return await self._one_by_one(encoded)
         first = int(answer["seq"]) - int(answer.get("count") or last) + 1
         return [api.PubAck(stream=answer["stream"], seq=first + k) for k in range(last)]
 

@@ -4,6 +4,8 @@ server refuses the whole batch, and the bus publishes it again one message at a 
 
 from __future__ import annotations
 
+import pytest
+
 from services.core import bus as bus_mod
 from services.core import envelope, subjects
 
@@ -58,5 +60,23 @@ async def test_a_batch_holding_a_stored_id_goes_again_one_by_one_and_nothing_is_
         assert [i for _, _, i in stored] == list(range(len(events)))  # every message once, in order
         assert [ack.seq for ack in acks] == [seq for seq, _, _ in stored]
         assert sum(bool(ack.duplicate) for ack in acks) == 5
+    finally:
+        await bus.close()
+
+
+async def test_a_batch_the_server_refuses_for_another_reason_goes_one_by_one(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over nats-server's batch limit (1000 messages) the whole batch is refused: the bus must still store
+    every message (once), or the caller's input would come back forever."""
+    monkeypatch.setattr(bus_mod, "ATOMIC_MAX", 5000)
+    bus = await bus_mod.Bus.connect(nats_url, name="atomic-refused-test")
+    try:
+        await bus.ensure_topology()
+        events = _events("oversized", 1200)
+        acks = await bus.publish_all(events)
+        stored = await _stored(bus, "oversized")
+        assert [i for _, _, i in stored] == list(range(len(events)))
+        assert [ack.seq for ack in acks] == [seq for seq, _, _ in stored]
+        assert not any(subjects.BATCH_ID in (headers or {}) for _, headers, _ in stored)
     finally:
         await bus.close()
