@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import nats
@@ -27,6 +27,9 @@ from services.core import envelope, errors, logging, subjects
 
 log = logging.get("bus")
 
+#: (subject, encoded envelope, Nats-Msg-Id, more headers) of one message on its way
+Encoded = tuple[str, bytes, str, dict[str, str] | None]
+
 DAY_S = 86400.0
 DUPLICATE_WINDOW_S = 120.0
 #: reconnect backoff: first retry after RECONNECT_BASE_S, doubling up to RECONNECT_MAX_S (with jitter)
@@ -40,6 +43,10 @@ ATOMIC_MIN = 32
 ATOMIC_MAX = 1000
 #: err_code of a batch refused because one of its Nats-Msg-Ids is already stored (the whole batch is refused)
 ATOMIC_DUPLICATE = 10201
+#: err_code of a batch refused because one of its expected-last-sequence checks failed
+ATOMIC_EXPECTED_SEQ = 10071
+#: err_code of a batch sent to a stream whose config no longer allows atomic batches
+ATOMIC_DISABLED = 10174
 #: the streams whose publishes may go as atomic batches (where the server supports them)
 ATOMIC_STREAMS = frozenset({subjects.COMMANDS, subjects.EVENTS, subjects.WORK})
 
@@ -297,24 +304,19 @@ class Bus:
     async def publish_all(self, items: Iterable[tuple[str, envelope.Envelope]]) -> list[api.PubAck]:
         """Publish several messages pipelined and wait for every PubAck (in order); a TransientError when one
         fails, none comes within 30 s, or the connection drops before all came. A stream's share of
-        ATOMIC_MIN or more messages goes as atomic batches (all stored with one sync, or none); a batch the
-        server refuses (one of its ids is already stored: a redelivered input) goes again one by one, where
-        the ids make the stored ones no-ops."""
-        encoded = [(subject, self._fitting(subject, envelope.encode(env)), env.id) for subject, env in items]
+        ATOMIC_MIN or more messages goes as atomic batches (all stored with one sync, or none), one after
+        another so the stream keeps the share's order; a batch the server refuses goes again one by one."""
+        encoded: list[Encoded] = [(subject, self._fitting(subject, envelope.encode(env)), env.id, None)
+                                  for subject, env in items]
         by_stream: dict[str | None, list[int]] = {}
-        for i, (subject, _, _) in enumerate(encoded):
+        for i, (subject, *_) in enumerate(encoded):
             by_stream.setdefault(subjects.stream_of(subject), []).append(i)
-        batched = {stream: positions for stream, positions in by_stream.items()
-                   if stream in self.atomic_streams and len(positions) >= ATOMIC_MIN}
-        single = [i for stream, positions in by_stream.items() if stream not in batched for i in positions]
         acks: list[api.PubAck | None] = [None] * len(encoded)
         try:
-            waits: list[Any] = [self._one_by_one([encoded[i] for i in single])]
-            chunks = [positions[start:start + ATOMIC_MAX] for positions in batched.values()
-                      for start in range(0, len(positions), ATOMIC_MAX)]
-            waits += [self._atomic([encoded[i] for i in chunk]) for chunk in chunks]
-            results = await self._until_lost(asyncio.gather(*waits))
-            for positions, got in zip([single, *chunks], results, strict=True):
+            shares = list(by_stream.items())
+            results = await self._until_lost(asyncio.gather(*(
+                self._share(stream, [encoded[i] for i in positions]) for stream, positions in shares)))
+            for (_, positions), got in zip(shares, results, strict=True):
                 for i, ack in zip(positions, got, strict=True):
                     acks[i] = ack
             return [ack for ack in acks if ack is not None]
@@ -323,18 +325,79 @@ class Bus:
         except (nats.errors.Error, TimeoutError) as exc:
             raise errors.TransientError(f"publish failed: {exc}") from exc
 
-    async def _one_by_one(self, encoded: list[tuple[str, bytes, str]]) -> list[api.PubAck]:
-        futures = [await self.js.publish_async(subject, data, headers={subjects.MSG_ID: msg_id})
-                   for subject, data, msg_id in encoded]
+    async def publish_firsts(self, items: list[tuple[str, envelope.Envelope, str]]) -> list[int | None]:
+        """Publish each (subject, envelope, filter) as the first message of its filter (e.g. a job's first
+        event over `evt.job.<id>.>`), pipelined or as atomic batches: per message the stream sequence where
+        it was stored as that first, or None where the filter held messages already (a re-decided input,
+        even past the duplicate window); those are then published plainly, their ids deduplicating."""
+        encoded: list[Encoded] = [
+            (subject, self._fitting(subject, envelope.encode(env)), env.id,
+             {subjects.EXPECTED_LAST_SUBJECT_SEQ: "0", subjects.EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: filter_})
+            for subject, env, filter_ in items]
+        try:
+            return list(await self._until_lost(self._firsts(encoded)))
+        except nats.js.errors.APIError as exc:
+            raise errors.TransientError(f"publish failed: {exc}") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise errors.TransientError(f"publish failed: {exc}") from exc
+
+    async def _firsts(self, encoded: list[Encoded]) -> list[int | None]:
+        seqs: list[int | None] = []
+        streams = {subjects.stream_of(subject) for subject, *_ in encoded}
+        if len(encoded) >= ATOMIC_MIN and len(streams) == 1 and streams <= self.atomic_streams:
+            for start in range(0, len(encoded), ATOMIC_MAX):
+                batch = await self._atomic(encoded[start:start + ATOMIC_MAX])
+                if batch is None:  # one of them is not the first (or another refusal): the rest each on its own
+                    break
+                seqs += [ack.seq for ack in batch]
+            encoded = encoded[len(seqs):]
+        # each as a request of its own: nats-py's publish_async never resolves a future the server answers
+        # with an error (it raises inside its reply callback), and a failed check is an expected answer here
+        answers = await asyncio.gather(*(
+            self.js.publish(subject, data, timeout=30, headers={subjects.MSG_ID: msg_id, **(extra or {})})
+            for subject, data, msg_id, extra in encoded), return_exceptions=True)
+        plain: list[Encoded] = []
+        for message, answer in zip(encoded, answers, strict=True):
+            if isinstance(answer, api.PubAck):
+                seqs.append(answer.seq)
+            elif isinstance(answer, nats.js.errors.APIError) and answer.err_code == ATOMIC_EXPECTED_SEQ:
+                seqs.append(None)
+                plain.append((*message[:3], None))
+            elif isinstance(answer, BaseException):
+                raise answer
+        if plain:
+            await self._one_by_one(plain)
+        return seqs
+
+    async def _share(self, stream: str | None, share: list[Encoded]) -> list[api.PubAck]:
+        """One stream's share of a publish_all: atomic batches in order where the stream takes them."""
+        if stream not in self.atomic_streams or len(share) < ATOMIC_MIN:
+            return await self._one_by_one(share)
+        acks: list[api.PubAck] = []
+        for start in range(0, len(share), ATOMIC_MAX):
+            chunk = share[start:start + ATOMIC_MAX]
+            acks += await self._atomic(chunk) or await self._one_by_one(chunk)
+        return acks
+
+    async def _send(self, message: Encoded) -> asyncio.Future[api.PubAck]:
+        subject, data, msg_id, extra = message
+        return await self.js.publish_async(subject, data, headers={subjects.MSG_ID: msg_id, **(extra or {})})
+
+    async def _one_by_one(self, encoded: list[Encoded]) -> list[api.PubAck]:
+        futures = [await self._send(message) for message in encoded]
         return list(await asyncio.gather(*futures))
 
-    async def _atomic(self, encoded: list[tuple[str, bytes, str]]) -> list[api.PubAck]:
+    async def _atomic(self, encoded: list[Encoded]) -> list[api.PubAck] | None:
         """One atomic batch (ADR-50): every message but the last published plainly, the last with the commit
-        header as a request whose reply is the batch's ack (the last sequence and the count)."""
+        header as a request whose reply is the batch's ack (the last sequence and the count). None when the
+        server refused it: nothing of it is stored, and the caller sends the messages one by one (where the
+        ids make what is stored already a no-op), whatever the reason, so a batch the server will never
+        take (a limit of its) cannot make the caller's input come back forever."""
         batch_id = uuid.uuid4().hex
         last = len(encoded)
-        for k, (subject, data, msg_id) in enumerate(encoded, start=1):
-            headers = {subjects.MSG_ID: msg_id, subjects.BATCH_ID: batch_id, subjects.BATCH_SEQUENCE: str(k)}
+        for k, (subject, data, msg_id, extra) in enumerate(encoded, start=1):
+            headers = {subjects.MSG_ID: msg_id, subjects.BATCH_ID: batch_id, subjects.BATCH_SEQUENCE: str(k),
+                       **(extra or {})}
             if k < last:
                 await self.nc.publish(subject, data, headers=headers)
                 continue
@@ -342,20 +405,20 @@ class Bus:
             reply = await self.nc.request(subject, data, headers=headers, timeout=30)
         answer = orjson.loads(reply.data)
         if "error" in answer:
-            # nothing of a refused batch is stored: one by one, the ids make what is stored already a no-op.
-            # Any refusal goes that way (not only a duplicate id), so a batch the server will never take (a
-            # limit of its) cannot make the caller's input come back forever
             error = answer["error"]
-            if error.get("err_code") != ATOMIC_DUPLICATE:
+            if error.get("err_code") == ATOMIC_DISABLED:  # e.g. an older process re-created the stream's config
+                self.atomic_streams.discard(str(answer.get("stream") or subjects.stream_of(encoded[0][0])))
+            if error.get("err_code") not in (ATOMIC_DUPLICATE, ATOMIC_EXPECTED_SEQ):
                 log.warning("atomic_batch_refused", stream=answer.get("stream"), messages=last,
                             err_code=error.get("err_code"), error=error.get("description"))
-            return await self._one_by_one(encoded)
+            return None
         first = int(answer["seq"]) - int(answer.get("count") or last) + 1
         return [api.PubAck(stream=answer["stream"], seq=first + k) for k in range(last)]
 
-    async def _until_lost(self, waiting: asyncio.Future[Any]) -> Any:
+    async def _until_lost(self, waiting: Awaitable[Any]) -> Any:
         """`waiting`'s result, or a TransientError when it takes over 30 s or the connection drops first."""
         lost = self.losses.event
+        waiting = asyncio.ensure_future(waiting)
         dropped = asyncio.ensure_future(lost.wait())
         try:
             await asyncio.wait({waiting, dropped}, timeout=30, return_when=asyncio.FIRST_COMPLETED)

@@ -1,6 +1,9 @@
 """How the dispatcher stores one batch of decisions: the events first, then the work items, each new job's
 work item carrying the EVENTS sequence of its `queued` event (`claim_after`) — for a batch of CLAIM_AFTER_MIN
-work items or more; a smaller one is stored at once.
+work items or more (or a large share of events, whose atomic batch must be stored before the work exists); a
+small batch is stored at once. A `queued` is stored only as its job's first event to get `claim_after`
+(compare-and-set on `evt.job.<id>.>` against none), so a submit decided again, even past the duplicate window,
+never gives a second run a claimable `queued`.
 
 With it the runner claims the attempt by storing `job.started` with a compare-and-set on all of the job's
 events (services/runner/service.py): it succeeds only while `queued` is still the job's last event — no
@@ -29,18 +32,24 @@ def _is_work(subject: str) -> bool:
 
 
 async def publish_decisions(bus: bus_mod.Bus, out: Published) -> None:
-    """Store `out` (events, then work items with `claim_after` where the batch holds the job's `queued`)."""
+    """Store `out`: new jobs' `queued` (each checked to be its job's first event), the other events, then the
+    work items with `claim_after` where the `queued` was stored as that first event."""
     events = [(subject, env) for subject, env in out if not _is_work(subject)]
     work = [(subject, env) for subject, env in out if _is_work(subject)]
-    if len(work) < CLAIM_AFTER_MIN:
+    if len(work) < CLAIM_AFTER_MIN and len(events) < bus_mod.ATOMIC_MIN:
         await bus.publish_all(out)  # all at once: a serial round trip would cost more than preflight's reads
         return
-    acks = await bus.publish_all(events) if events else []
+    firsts = [(subject, env, subjects.job_events(env.job_id)) for subject, env in events
+              if env.type == "job.queued" and env.job_id]
+    rest = [(subject, env) for subject, env in events if not (env.type == "job.queued" and env.job_id)]
+    # only a `queued` stored as its job's first event may be claimed against: a submit decided again after
+    # the duplicate window would otherwise store a second `queued` that a second run could claim
+    stored_first = await bus.publish_firsts(firsts) if firsts else []
+    if rest:
+        await bus.publish_all(rest)
     if not work:
         return
-    # a duplicate's ack names the stored original: the sequence is right for a redelivered command too
-    queued_at = {env.job_id: ack.seq for (_, env), ack in zip(events, acks, strict=True)
-                 if env.type == "job.queued" and env.job_id and ack.seq}
+    queued_at = {env.job_id: seq for (_, env, _), seq in zip(firsts, stored_first, strict=True) if seq}
     await bus.publish_all([(subject, with_claim_after(env, queued_at.get(env.job_id))) for subject, env in work])
 
 
