@@ -135,7 +135,10 @@ class Dispatcher(lifecycle.Service):
             elif cmd.type == "pipeline.run":
                 out.extend(await self._run_pipeline(cmd))
             elif cmd.type == "job.cancel":
-                out.extend(cancels.decide_cancel(cmd, await self._job_state(cmd.job_id), source=self.source))
+                # the job as the log has it, and as this batch's earlier decisions (not stored yet) left it: a
+                # cancel right behind its submit would otherwise find no job and be dropped
+                job = await self._job_state(cmd.job_id, pending=out)
+                out.extend(cancels.decide_cancel(cmd, job, source=self.source))
                 if cmd.job_id:
                     signals.append(subjects.cancel_signal(cmd.job_id))
             else:
@@ -236,12 +239,18 @@ class Dispatcher(lifecycle.Service):
 
     # --- outcomes and delays --------------------------------------------------
 
-    async def _job_state(self, job_id: str | None) -> dict[str, Any] | None:
-        """The job folded from its events in the log (the dispatcher reads no database)."""
+    async def _job_state(self, job_id: str | None, *,
+                         pending: decisions.Published | None = None) -> dict[str, Any] | None:
+        """The job folded from its events in the log (the dispatcher reads no database), then from `pending`:
+        events decided in this batch and not stored yet."""
         assert self.bus is not None
         if not job_id:
             return None
-        return jobstate.fold(await self.bus.history(subjects.EVENTS, subjects.job_events(job_id)))
+        history = await self.bus.history(subjects.EVENTS, subjects.job_events(job_id))
+        last = history[-1][0] if history else 0
+        mine = [env for subject, env in pending or [] if env.job_id == job_id
+                and subjects.stream_of(subject) == subjects.EVENTS]
+        return jobstate.fold([*history, *((last + i, env) for i, env in enumerate(mine, start=1))])
 
     async def _on_outcomes(self, msgs: list[Msg]) -> None:
         """One batch: breakers in order, then each job's decision; jobs of different pipeline runs are decided

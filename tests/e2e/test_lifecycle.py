@@ -271,3 +271,39 @@ async def test_circuit_breaker_opens_skips_then_half_opens(make_config: Any, sta
     assert await infra.wait_until(half_open_trial_succeeds, timeout_s=10, interval_s=0.3, what="breaker half-open")
     job_id = await s.client.submit("flaky", "poll", {"counter_file": str(tmp_path / "u"), "succeed_on": 1})
     assert (await s.client.wait_job(job_id))["status"] == "succeeded"  # closed again
+
+
+async def test_a_cancel_decided_in_the_same_batch_as_its_submit_stops_the_job(make_config: Any,
+                                                                              tmp_path: Path) -> None:
+    """The dispatcher was down while a client submitted and at once cancelled: both commands reach it in one
+    batch, and the cancel must see the job its submit just decided (not yet in the log), or the job runs."""
+    from services.api.service import Api
+    from services.dispatcher.service import Dispatcher
+    from services.projector.service import Projector
+    from services.runner.service import Runner
+
+    config = make_config(plugins=plugins(napper={}))
+    up = [Projector(config), Runner(config), Api(config, port=0)]
+    for service in up:
+        await service.start()
+    api = up[-1]
+    assert isinstance(api, Api)
+    client = Client(api.url)
+    dispatcher = Dispatcher(config)
+    try:
+        marker = tmp_path / "started"
+        status, body = await client.post("/plugin/napper/poll", json={"payload": {"seconds": 0, "marker": str(marker)}})
+        assert status == 202
+        job_id = body["job_id"]
+        status, _ = await client.post(f"/job/{job_id}/cancel")
+        assert status == 202
+        await dispatcher.start()
+        done = await client.wait_job(job_id, {"cancelled", "succeeded"}, timeout_s=15)
+        assert done["status"] == "cancelled"
+        assert api.bus is not None
+        types = [env.type for _, env in await api.bus.history(subjects.EVENTS, subjects.job_events(job_id))]
+        assert "job.started" not in types and not marker.exists()
+    finally:
+        await client.close()
+        for service in [dispatcher, *reversed(up)]:
+            await service.stop()
