@@ -53,6 +53,26 @@ async def ensure_pull(
     return await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
 
 
+#: how long the second pull of fetch_ready may wait for messages the first one saw pending
+DRAIN_S = 0.05
+
+
+async def fetch_ready(sub: JetStreamContext.PullSubscription, batch: int, *, timeout: float) -> list[Msg]:
+    """Up to `batch` messages, handed back as soon as one has arrived (a TimeoutError when none came within
+    `timeout`). nats-py's fetch(n) waits out the rest of its timeout for the batch to fill once a lingering
+    pull delivered a first message, which stalled a pickup by up to the whole timeout (~0.5 s, measured);
+    so: pull one, then, when its metadata says more are pending, pull those without lingering."""
+    first = await sub.fetch(1, timeout=timeout)
+    pending = int(first[-1].metadata.num_pending or 0) if first else 0
+    if batch <= 1 or pending <= 0:
+        return first
+    try:
+        more = await sub.fetch(min(batch - 1, pending), timeout=DRAIN_S)
+    except (TimeoutError, nats.errors.TimeoutError, nats.errors.Error):
+        more = []  # taken by another process meanwhile, or the connection went: hand on what came
+    return [*first, *more]
+
+
 async def fetch_loop(
     sub: JetStreamContext.PullSubscription,
     handler: BatchHandler,
@@ -65,7 +85,7 @@ async def fetch_loop(
     """Fetch batches until `stop` is set."""
     while not stop.is_set():
         try:
-            msgs = await sub.fetch(batch, timeout=wait_s)
+            msgs = await fetch_ready(sub, batch, timeout=wait_s)
         except (TimeoutError, nats.errors.TimeoutError):
             continue
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
