@@ -312,18 +312,13 @@ class Bus:
         for i, (subject, *_) in enumerate(encoded):
             by_stream.setdefault(subjects.stream_of(subject), []).append(i)
         acks: list[api.PubAck | None] = [None] * len(encoded)
-        try:
-            shares = list(by_stream.items())
-            results = await self._until_lost(asyncio.gather(*(
-                self._share(stream, [encoded[i] for i in positions]) for stream, positions in shares)))
-            for (_, positions), got in zip(shares, results, strict=True):
-                for i, ack in zip(positions, got, strict=True):
-                    acks[i] = ack
-            return [ack for ack in acks if ack is not None]
-        except nats.js.errors.APIError as exc:
-            raise errors.TransientError(f"publish failed: {exc}") from exc
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise errors.TransientError(f"publish failed: {exc}") from exc
+        shares = list(by_stream.items())
+        results = await self._until_lost(asyncio.gather(*(
+            self._share(stream, [encoded[i] for i in positions]) for stream, positions in shares)))
+        for (_, positions), got in zip(shares, results, strict=True):
+            for i, ack in zip(positions, got, strict=True):
+                acks[i] = ack
+        return [ack for ack in acks if ack is not None]
 
     async def publish_firsts(self, items: list[tuple[str, envelope.Envelope, str]]) -> list[int | None]:
         """Publish each (subject, envelope, filter) as the first message of its filter (e.g. a job's first
@@ -334,12 +329,7 @@ class Bus:
             (subject, self._fitting(subject, envelope.encode(env)), env.id,
              {subjects.EXPECTED_LAST_SUBJECT_SEQ: "0", subjects.EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: filter_})
             for subject, env, filter_ in items]
-        try:
-            return list(await self._until_lost(self._firsts(encoded)))
-        except nats.js.errors.APIError as exc:
-            raise errors.TransientError(f"publish failed: {exc}") from exc
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise errors.TransientError(f"publish failed: {exc}") from exc
+        return list(await self._until_lost(self._firsts(encoded)))
 
     async def _firsts(self, encoded: list[Encoded]) -> list[int | None]:
         seqs: list[int | None] = []
@@ -416,7 +406,7 @@ class Bus:
         return [api.PubAck(stream=answer["stream"], seq=first + k) for k in range(last)]
 
     async def _until_lost(self, waiting: Awaitable[Any]) -> Any:
-        """`waiting`'s result, or a TransientError when it takes over 30 s or the connection drops first."""
+        """`waiting`'s result, or a TransientError when it fails, takes over 30 s or the connection drops first."""
         lost = self.losses.event
         waiting = asyncio.ensure_future(waiting)
         dropped = asyncio.ensure_future(lost.wait())
@@ -429,7 +419,10 @@ class Bus:
             waiting.add_done_callback(_retrieved)  # no "exception was never retrieved" for the cancelled wait
             why = "the connection dropped before every PubAck came" if lost.is_set() else "no PubAck within 30s"
             raise errors.TransientError(f"publish failed: {why}")
-        return waiting.result()
+        try:
+            return waiting.result()
+        except (nats.errors.Error, TimeoutError) as exc:  # nats.js.errors.APIError is a nats.errors.Error
+            raise errors.TransientError(f"publish failed: {exc}") from exc
 
     # --- reading --------------------------------------------------------
 

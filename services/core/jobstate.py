@@ -99,6 +99,11 @@ def evolve_job(row: Row | None, seq: int, env: envelope.Envelope) -> Row | None:
 
 
 
+def log_line(line: dict[str, Any]) -> dict[str, str]:
+    """One of a plugin's log lines as `job.log` records and /job-logs hold it."""
+    return {"level": str(line.get("level", "info")), "message": str(line.get("message", ""))}
+
+
 def log_lines(data: dict[str, Any]) -> list[dict[str, str]]:
     """The plugin's log lines an outcome event carries in its result (`result.logs`), as /job-logs shows them;
     [] for an offloaded result or one without lines (those lines were stored as `job.log` records)."""
@@ -106,8 +111,7 @@ def log_lines(data: dict[str, Any]) -> list[dict[str, str]]:
     lines = result.get("logs") if isinstance(result, dict) else None
     if not isinstance(lines, list):
         return []
-    return [{"level": str(line.get("level", "info")), "message": str(line.get("message", ""))}
-            for line in lines if isinstance(line, dict)]
+    return [log_line(line) for line in lines if isinstance(line, dict)]
 
 
 def fold(history: Iterable[tuple[int, envelope.Envelope]]) -> Row | None:

@@ -31,6 +31,10 @@ def _is_work(subject: str) -> bool:
     return subjects.stream_of(subject) == subjects.WORK
 
 
+def _opens_a_job(env: envelope.Envelope) -> bool:
+    return env.type == "job.queued" and bool(env.job_id)
+
+
 async def publish_decisions(bus: bus_mod.Bus, out: Published) -> None:
     """Store `out`: new jobs' `queued` (each checked to be its job's first event), the other events, then the
     work items with `claim_after` where the `queued` was stored as that first event."""
@@ -39,9 +43,8 @@ async def publish_decisions(bus: bus_mod.Bus, out: Published) -> None:
     if len(work) < CLAIM_AFTER_MIN and len(events) < bus_mod.ATOMIC_MIN:
         await bus.publish_all(out)  # all at once: a serial round trip would cost more than preflight's reads
         return
-    firsts = [(subject, env, subjects.job_events(env.job_id)) for subject, env in events
-              if env.type == "job.queued" and env.job_id]
-    rest = [(subject, env) for subject, env in events if not (env.type == "job.queued" and env.job_id)]
+    firsts = [(subject, env, subjects.job_events(env.job_id)) for subject, env in events if _opens_a_job(env)]
+    rest = [(subject, env) for subject, env in events if not _opens_a_job(env)]
     # only a `queued` stored as its job's first event may be claimed against: a submit decided again after
     # the duplicate window would otherwise store a second `queued` that a second run could claim
     stored_first = await bus.publish_firsts(firsts) if firsts else []

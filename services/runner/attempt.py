@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from services.core import emitted as emitted_mod
-from services.core import envelope, subjects
+from services.core import envelope, jobstate, subjects
 from services.runner import protocol
 
 Published = list[tuple[str, envelope.Envelope]]
@@ -111,8 +111,8 @@ def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, st
     # outcome cannot carry them (the result was offloaded, or the status has no result) is each its own record
     carried = result is outcome.response and outcome.status in ("succeeded", "failed")
     for i, line in enumerate([] if carried else response.get("logs") or []):
-        out.append(_event(item, "log", {"attempt": item.attempt, "level": str(line.get("level", "info")),
-                                        "message": str(line.get("message", ""))}, source=source, suffix=f":{i}"))
+        out.append(_event(item, "log", {"attempt": item.attempt, **jobstate.log_line(line)}, source=source,
+                          suffix=f":{i}"))
     if outcome.status == "succeeded":
         for i, emitted in enumerate(response.get("events") or []):
             env = envelope.make(
