@@ -47,8 +47,9 @@ def spawn_kwargs(entrypoint: Path, plugin_user: str | None) -> tuple[dict[str, A
     return kwargs, user.name if user is not None else None
 
 
-def measure(entrypoint: Path, request: bytes, *, concurrency: int, seconds: float, warmup: float,
-            plugin_user: str | None = None) -> dict[str, Any]:
+def measure(
+    entrypoint: Path, request: bytes, *, concurrency: int, seconds: float, warmup: float, plugin_user: str | None = None
+) -> dict[str, Any]:
     kwargs, user = spawn_kwargs(entrypoint, plugin_user)
     argv = [str(entrypoint)]
     start = time.perf_counter() + warmup

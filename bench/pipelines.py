@@ -67,13 +67,20 @@ def config_doc(api_port: int, log_level: str, py_parallelism: int) -> dict[str, 
     return {
         "service": {"name": "headrace-bench-pipelines", "log_level": log_level, "max_workers": py_parallelism},
         "plugin_roots": [str(infra.REPO / "plugins")],
-        "api": {"enabled": True, "listen": f"127.0.0.1:{api_port}", "max_concurrent_sync": 64,
-                "auth": {"tokens": [{"name": "bench", "token": infra.TOKEN, "scopes": ["*"]}]}},
+        "api": {
+            "enabled": True,
+            "listen": f"127.0.0.1:{api_port}",
+            "max_concurrent_sync": 64,
+            "auth": {"tokens": [{"name": "bench", "token": infra.TOKEN, "scopes": ["*"]}]},
+        },
         "plugins": {"echo_py": {"enabled": True, "parallelism": py_parallelism}},
         "pipelines": [
             {"name": "sync1", "execution_mode": "synchronous", "timeout": "10s", "steps": [{"id": "only", **step}]},
-            {"name": "tick3", "on": TICK_TYPE, "steps": [{"id": "one", **step}, {"id": "two", **step},
-                                                         {"id": "three", **step}]},
+            {
+                "name": "tick3",
+                "on": TICK_TYPE,
+                "steps": [{"id": "one", **step}, {"id": "two", **step}, {"id": "three", **step}],
+            },
         ],
     }
 
@@ -134,8 +141,9 @@ class PipelineBench:
         self.say(f"nats {nats_url} (sync_interval {self.args.nats_sync}), database {self.db.name}")
         api_port = embedded.free_port()
         config_path = self.tmp / "config.yaml"
-        config_path.write_text(yaml.safe_dump(config_doc(api_port, self.args.log_level, self.args.py_parallelism),
-                                              sort_keys=False))
+        config_path.write_text(
+            yaml.safe_dump(config_doc(api_port, self.args.log_level, self.args.py_parallelism), sort_keys=False)
+        )
         env = {"NATS_URL": nats_url, "DATABASE_URL": database_url}
         self.api_url = f"http://127.0.0.1:{api_port}"
         api_proc = await self._spawn("api", infra.python_argv("services.cli", "-c", str(config_path), "api"), env=env)
@@ -146,15 +154,23 @@ class PipelineBench:
             await proc.wait_log(f"headrace {proc.name} started", 60)
         self.nc = await nats.connect(nats_url)
         js = self.nc.jetstream()
-        await js.add_stream(api.StreamConfig(name=RR_STREAM, subjects=[f"{RR_REQUESTS}.>", f"{RR_REPLIES}.>"],
-                                             storage=api.StorageType.FILE, duplicate_window=120.0))
-        rr = await self._spawn("responder", infra.python_argv("bench.pipelines", "--responder", nats_url),
-                               stdout_pipe=True)
+        await js.add_stream(
+            api.StreamConfig(
+                name=RR_STREAM,
+                subjects=[f"{RR_REQUESTS}.>", f"{RR_REPLIES}.>"],
+                storage=api.StorageType.FILE,
+                duplicate_window=120.0,
+            )
+        )
+        rr = await self._spawn(
+            "responder", infra.python_argv("bench.pipelines", "--responder", nats_url), stdout_pipe=True
+        )
         line = await asyncio.wait_for(rr.proc.stdout.readline(), timeout=30)  # type: ignore[union-attr]
         if line.strip() != b"ready":
             raise RuntimeError(f"responder did not start:\n{rr.tail()}")
-        self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {infra.TOKEN}"},
-                                          connector=aiohttp.TCPConnector(limit=8))
+        self.http = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {infra.TOKEN}"}, connector=aiohttp.TCPConnector(limit=8)
+        )
 
     async def teardown(self) -> None:
         steps: list[tuple[str, Any]] = []
@@ -202,23 +218,35 @@ class PipelineBench:
         baseline: list[float] = []
         n = 0
         for r in range(ROUNDS):
-            sides = [("baseline", self.jetstream_rr, baseline), ("headrace", self.sync_pipeline, headrace),
-                     ("wait", self.sync_job, waited)]
+            sides = [
+                ("baseline", self.jetstream_rr, baseline),
+                ("headrace", self.sync_pipeline, headrace),
+                ("wait", self.sync_job, waited),
+            ]
             for _, measure, samples in sides if r % 2 == 0 else sides[::-1]:
                 for _ in range(per_round):
                     n += 1
                     samples.append(await measure(n))
         bp50, bp99 = percentile(baseline, 0.5) * 1000, percentile(baseline, 0.99) * 1000
-        for label, samples in (("sync 1-step pipeline (echo_py), latency", headrace),
-                               ("POST /plugin/echo_py/poll?wait=, latency", waited)):
+        for label, samples in (
+            ("sync 1-step pipeline (echo_py), latency", headrace),
+            ("POST /plugin/echo_py/poll?wait=, latency", waited),
+        ):
             hp50, hp99 = percentile(samples, 0.5) * 1000, percentile(samples, 0.99) * 1000
             verdict = "met" if hp50 <= GOAL_P50_RATIO * bp50 and hp99 <= GOAL_P99_RATIO * bp99 else "missed"
-            self.rows.append((label, f"p50 {hp50:.2f} ms · p99 {hp99:.2f} ms",
-                              f"JetStream request/reply p50 {bp50:.2f} ms · p99 {bp99:.2f} ms",
-                              f"p50 ≤ {GOAL_P50_RATIO:g}x, p99 ≤ {GOAL_P99_RATIO:g}x: {verdict}"))
-            self.details.append(f"{label}: {len(samples)} requests, mean {statistics.mean(samples) * 1000:.2f} ms, "
-                                f"p90 {percentile(samples, 0.9) * 1000:.2f} ms; p50 = {hp50 / bp50:.1f}x, "
-                                f"p99 = {hp99 / bp99:.1f}x the bare round trip ({len(baseline)} samples)")
+            self.rows.append(
+                (
+                    label,
+                    f"p50 {hp50:.2f} ms · p99 {hp99:.2f} ms",
+                    f"JetStream request/reply p50 {bp50:.2f} ms · p99 {bp99:.2f} ms",
+                    f"p50 ≤ {GOAL_P50_RATIO:g}x, p99 ≤ {GOAL_P99_RATIO:g}x: {verdict}",
+                )
+            )
+            self.details.append(
+                f"{label}: {len(samples)} requests, mean {statistics.mean(samples) * 1000:.2f} ms, "
+                f"p90 {percentile(samples, 0.9) * 1000:.2f} ms; p50 = {hp50 / bp50:.1f}x, "
+                f"p99 = {hp99 / bp99:.1f}x the bare round trip ({len(baseline)} samples)"
+            )
 
     # --- throughput ---------------------------------------------------------------------------
 
@@ -239,15 +267,20 @@ class PipelineBench:
                 if sum(finished.values()) >= count:
                     done.set()
 
-        subs = [await self.nc.subscribe("evt.job.*.succeeded", cb=on_final),
-                await self.nc.subscribe("evt.job.*.failed", cb=on_final)]
+        subs = [
+            await self.nc.subscribe("evt.job.*.succeeded", cb=on_final),
+            await self.nc.subscribe("evt.job.*.failed", cb=on_final),
+        ]
         first_seq = (await js.stream_info("EVENTS")).state.last_seq
         started = time.perf_counter()
         try:
             for low in range(0, count, 256):
-                futures = [await js.publish_async(f"ingest.{TICK_TYPE}",
-                                                  orjson.dumps({"type": TICK_TYPE, "payload": {"n": i}}))
-                           for i in range(low, min(count, low + 256))]
+                futures = [
+                    await js.publish_async(
+                        f"ingest.{TICK_TYPE}", orjson.dumps({"type": TICK_TYPE, "payload": {"n": i}})
+                    )
+                    for i in range(low, min(count, low + 256))
+                ]
                 await asyncio.gather(*futures)
             published = time.perf_counter() - started
             await asyncio.wait_for(done.wait(), timeout=max(120.0, float(count)))
@@ -261,11 +294,12 @@ class PipelineBench:
         if label != "measured":
             return
         rate = count / elapsed
-        self.rows.append(("3-step async pipeline (ingest.bench.tick → echo_py x3)", f"{rate:,.0f} events/s",
-                          "—", "—"))
-        self.details.append(f"3-step pipeline: {count} events in {elapsed:.2f} s (published in {published:.2f} s); "
-                            f"{3 * count / elapsed:,.0f} step jobs/s; {records / elapsed:,.0f} EVENTS records/s "
-                            f"({records / count:.1f} per event)")
+        self.rows.append(("3-step async pipeline (ingest.bench.tick → echo_py x3)", f"{rate:,.0f} events/s", "—", "—"))
+        self.details.append(
+            f"3-step pipeline: {count} events in {elapsed:.2f} s (published in {published:.2f} s); "
+            f"{3 * count / elapsed:,.0f} step jobs/s; {records / elapsed:,.0f} EVENTS records/s "
+            f"({records / count:.1f} per event)"
+        )
 
     # --- report ---------------------------------------------------------------------------------
 
@@ -276,8 +310,10 @@ class PipelineBench:
         def line(cells: tuple[str, ...]) -> str:
             return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
-        print(f"\nHeadrace pipelines bench — {infra.cpu_count()} cores, nats sync_interval {self.args.nats_sync}, "
-              f"echo_py parallelism {self.args.py_parallelism}\n")
+        print(
+            f"\nHeadrace pipelines bench — {infra.cpu_count()} cores, nats sync_interval {self.args.nats_sync}, "
+            f"echo_py parallelism {self.args.py_parallelism}\n"
+        )
         print(line(header))
         print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         for row in self.rows:
@@ -329,8 +365,9 @@ async def jetstream_round_trip(nc: Any, n: int, *, id_prefix: str) -> float:
 
     sub = await nc.subscribe(f"{RR_REPLIES}.{n}", cb=on_reply)
     try:
-        await nc.jetstream().publish(f"{RR_REQUESTS}.{n}", orjson.dumps({"n": n}),
-                                     headers={"Nats-Msg-Id": f"{id_prefix}-{n}-{started}"})
+        await nc.jetstream().publish(
+            f"{RR_REQUESTS}.{n}", orjson.dumps({"n": n}), headers={"Nats-Msg-Id": f"{id_prefix}-{n}-{started}"}
+        )
         await asyncio.wait_for(got, timeout=10)
     finally:
         await sub.unsubscribe()
@@ -351,4 +388,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

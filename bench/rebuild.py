@@ -40,20 +40,45 @@ GOAL = 0.5
 PUBLISH_CHUNK = 5000
 PLUGINS = ("echo", "withings", "github", "slack", "rss", "weather", "email", "notion", "jira", "backup")
 PLUGIN_WEIGHTS = tuple(1 / (i + 1) ** 0.8 for i in range(len(PLUGINS)))
-ERRORS = ("connection refused to api.{plugin}.example.com:443", "HTTP 429 Too Many Requests (retry after {n}s)",
-          "KeyError: 'items' while parsing page {n}", "memory threshold exceeded on worker {n}")
+ERRORS = (
+    "connection refused to api.{plugin}.example.com:443",
+    "HTTP 429 Too Many Requests (retry after {n}s)",
+    "KeyError: 'items' while parsing page {n}",
+    "memory threshold exceeded on worker {n}",
+)
 API_SOURCE = "dispatcher/bench-host-1"
 RUNNER_SOURCE = "runner/bench-host-2"
 
 
 def _queued(job_id: str, plugin: str, command: str, created: datetime) -> tuple[str, envelope.Envelope]:
     """The dispatcher's job.queued (services/dispatcher/decisions.py decide_submit) for an API submit."""
-    data = {"plugin": plugin, "command": command, "payload": {"since": envelope.rfc3339(created), "page": 1},
-            "submitted_by": "api", "attempt": 1, "created_at": envelope.rfc3339(created), "event": None,
-            "context": None, "parent_job_id": None, "pipeline": None, "step_id": None, "retry_of": None,
-            "dedupe_key": None, "route": None, "authority": {"token": "bench", "scopes": ["*"]}}
-    env = envelope.make("job.queued", source=API_SOURCE, job_id=job_id, id=f"{job_id}:queued",
-                        causation_id=envelope.new_id(), correlation_id=job_id, data=data, time=created)
+    data = {
+        "plugin": plugin,
+        "command": command,
+        "payload": {"since": envelope.rfc3339(created), "page": 1},
+        "submitted_by": "api",
+        "attempt": 1,
+        "created_at": envelope.rfc3339(created),
+        "event": None,
+        "context": None,
+        "parent_job_id": None,
+        "pipeline": None,
+        "step_id": None,
+        "retry_of": None,
+        "dedupe_key": None,
+        "route": None,
+        "authority": {"token": "bench", "scopes": ["*"]},
+    }
+    env = envelope.make(
+        "job.queued",
+        source=API_SOURCE,
+        job_id=job_id,
+        id=f"{job_id}:queued",
+        causation_id=envelope.new_id(),
+        correlation_id=job_id,
+        data=data,
+        time=created,
+    )
     return subjects.job_event(job_id, "queued"), env
 
 
@@ -65,8 +90,9 @@ def job_events(rng: random.Random, created: datetime) -> list[tuple[str, envelop
     command = rng.choice(("poll", "poll", "handle"))
     out = [_queued(job_id, plugin, command, created)]
     for n in range(1, 4):
-        item = attempt_mod.WorkItem(job_id=job_id, plugin=plugin, command=command, payload={}, attempt=n,
-                                    timeout_s=30.0, correlation_id=job_id)
+        item = attempt_mod.WorkItem(
+            job_id=job_id, plugin=plugin, command=command, payload={}, attempt=n, timeout_s=30.0, correlation_id=job_id
+        )
         out.append(attempt_mod.started_event(item, source=RUNNER_SOURCE, work_seq=rng.randint(1, 10**7)))
         logs = [{"level": "info", "message": f"fetched page {i} of {plugin}"} for i in range(rng.choice((0, 1, 2)))]
         if rng.random() < 0.9:
@@ -75,20 +101,47 @@ def job_events(rng: random.Random, created: datetime) -> list[tuple[str, envelop
             out.extend(attempt_mod.outcome_events(item, outcome, source=RUNNER_SOURCE))
             return out
         error = rng.choice(ERRORS).format(plugin=plugin, n=rng.randint(1, 99_999))
-        outcome = protocol.Outcome(status="failed", response={"status": "error", "error": error, "logs": logs},
-                                   error=error, exit_code=1, stderr=f"Traceback ...\n{error}",
-                                   duration_ms=rng.randint(5, 3000))
+        outcome = protocol.Outcome(
+            status="failed",
+            response={"status": "error", "error": error, "logs": logs},
+            error=error,
+            exit_code=1,
+            stderr=f"Traceback ...\n{error}",
+            duration_ms=rng.randint(5, 3000),
+        )
         out.extend(attempt_mod.outcome_events(item, outcome, source=RUNNER_SOURCE))
         if n == 3:
-            out.append(retries.dead_event(job_id, attempt=n, error=error, last_status="failed", plugin=plugin,
-                                          command=command, reason=f"retries exhausted after {n} attempt(s)",
-                                          source=API_SOURCE, correlation_id=job_id))
+            out.append(
+                retries.dead_event(
+                    job_id,
+                    attempt=n,
+                    error=error,
+                    last_status="failed",
+                    plugin=plugin,
+                    command=command,
+                    reason=f"retries exhausted after {n} attempt(s)",
+                    source=API_SOURCE,
+                    correlation_id=job_id,
+                )
+            )
             return out
         scheduled = envelope.make(
-            "job.retry_scheduled", source=API_SOURCE, job_id=job_id, id=f"{job_id}:{n}:retry_scheduled",
-            correlation_id=job_id, causation_id=out[-1][1].id,
-            data={"attempt": n + 1, "after_attempt": n, "delay_s": 1.0, "due_at": envelope.rfc3339(created),
-                  "error": error, "max_attempts": 3, "backoff_base_s": 1.0})
+            "job.retry_scheduled",
+            source=API_SOURCE,
+            job_id=job_id,
+            id=f"{job_id}:{n}:retry_scheduled",
+            correlation_id=job_id,
+            causation_id=out[-1][1].id,
+            data={
+                "attempt": n + 1,
+                "after_attempt": n,
+                "delay_s": 1.0,
+                "due_at": envelope.rfc3339(created),
+                "error": error,
+                "max_attempts": 3,
+                "backoff_base_s": 1.0,
+            },
+        )
         out.append((subjects.job_event(job_id, "retry_scheduled"), scheduled))
     return out
 
@@ -115,8 +168,12 @@ async def publish(bus: bus_mod.Bus, events: int) -> float:
             await bus.publish_all(chunk)
             done += len(chunk)
             chunk = []
-            print(f"\r  published {done:>9,} events ({time.perf_counter() - started:4.0f}s)", end="",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\r  published {done:>9,} events ({time.perf_counter() - started:4.0f}s)",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
     if chunk:
         await bus.publish_all(chunk)
     print(file=sys.stderr)
@@ -127,8 +184,9 @@ async def raw_replay(bus: bus_mod.Bus, events: int) -> float:
     """Seconds for a bare ordered consumer to read and decode `events` messages from seq 1."""
     config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=1)
     started = time.perf_counter()
-    sub = await bus.js.subscribe(subjects.ALL_EVENTS, stream=subjects.EVENTS, ordered_consumer=True, config=config,
-                                 pending_msgs_limit=100_000)
+    sub = await bus.js.subscribe(
+        subjects.ALL_EVENTS, stream=subjects.EVENTS, ordered_consumer=True, config=config, pending_msgs_limit=100_000
+    )
     try:
         seen = 0
         while seen < events:

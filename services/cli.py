@@ -1,9 +1,9 @@
 """`headrace <command>`: parse flags, configure logging, run a service. No business logic here.
 
-    headrace up          all four services + embedded NATS (+ Postgres when none is given)
-    headrace api|dispatcher|runner|projector   one service against NATS_URL and DATABASE_URL
-    headrace rebuild     re-project the event log into fresh read models and swap them in
-    headrace check-config  validate a config file and exit
+headrace up          all four services + embedded NATS (+ Postgres when none is given)
+headrace api|dispatcher|runner|projector   one service against NATS_URL and DATABASE_URL
+headrace rebuild     re-project the event log into fresh read models and swap them in
+headrace check-config  validate a config file and exit
 """
 
 from __future__ import annotations
@@ -25,16 +25,25 @@ DEFAULT_CONFIG = "config.yaml"
 def _parser() -> argparse.ArgumentParser:
     env = environment.process_env()
     parser = argparse.ArgumentParser(prog="headrace", description="Event-sourced job and agent gateway.")
-    parser.add_argument("-c", "--config", default=env.get("HEADRACE_CONFIG"),
-                        help="config file (env HEADRACE_CONFIG; default ./config.yaml, else config.example.yaml)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=env.get("HEADRACE_CONFIG"),
+        help="config file (env HEADRACE_CONFIG; default ./config.yaml, else config.example.yaml)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     # -c/--config is accepted after the subcommand too (`headrace up --config x.yaml`)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", dest="config_after", default=None, help=argparse.SUPPRESS)
-    up = sub.add_parser("up", parents=[common], help="run everything in one process tree, with embedded NATS (and Postgres)")
-    up.add_argument("--state-dir", default=env.get("HEADRACE_STATE_DIR", ".state"),
-                    help="where NATS data, ports and the admin token live (env HEADRACE_STATE_DIR)")
+    up = sub.add_parser(
+        "up", parents=[common], help="run everything in one process tree, with embedded NATS (and Postgres)"
+    )
+    up.add_argument(
+        "--state-dir",
+        default=env.get("HEADRACE_STATE_DIR", ".state"),
+        help="where NATS data, ports and the admin token live (env HEADRACE_STATE_DIR)",
+    )
     up.add_argument("--port", type=int, default=None, help="API port (default: api.listen)")
     for name in ("api", "dispatcher", "projector"):
         sub.add_parser(name, parents=[common], help=f"run the {name} alone (needs NATS_URL and DATABASE_URL)")
@@ -42,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     runner.add_argument("--plugin", action="append", dest="plugins", help="serve only these plugins (repeatable)")
     sub.add_parser("rebuild", parents=[common], help="re-project the whole event log into fresh read models")
     sub.add_parser("check-config", parents=[common], help="validate the config file and exit")
-    init = sub.add_parser("vault-init", help="create a Ductile age vault (Ductile's `vault init`); print its admin token once")
+    init = sub.add_parser(
+        "vault-init", help="create a Ductile age vault (Ductile's `vault init`); print its admin token once"
+    )
     init.add_argument("--vault", required=True, help="the vault file to create (secrets.vault_file)")
     init.add_argument("--key", required=True, help="the age key file (secrets.age_key_file)")
     init.add_argument("--keygen", action="store_true", help="create the key file too (0600) when it does not exist")
@@ -87,8 +98,7 @@ async def _up(args: argparse.Namespace) -> None:
     config = config_mod.load(_config_path(args.config))
     logging.configure(config.log_level)
     _log_warnings(config)
-    config = config.with_runtime_token(
-        config_mod.Token(token=token, scopes=frozenset({"*"}), name="admin (state dir)"))
+    config = config.with_runtime_token(config_mod.Token(token=token, scopes=frozenset({"*"}), name="admin (state dir)"))
     nats = None
     if not config.nats_url:
         nats = embedded.EmbeddedNats(state_dir, sync_interval=config.nats_sync_interval)
@@ -96,7 +106,10 @@ async def _up(args: argparse.Namespace) -> None:
     database_url, pg = await embedded.resolve_postgres(config.database_url, state_dir)
     config = dataclasses.replace(config, database_url=database_url)
     services: list[lifecycle.Service] = [
-        Projector(config), Dispatcher(config), Runner(config), Api(config, port=args.port),
+        Projector(config),
+        Dispatcher(config),
+        Runner(config),
+        Api(config, port=args.port),
     ]
     try:
         for service in services:
@@ -108,7 +121,7 @@ async def _up(args: argparse.Namespace) -> None:
             print(f"Admin token (shown once, kept in {state_dir / 'admin.token'}): {token}", flush=True)
         else:
             print(f"Admin token: in {state_dir / 'admin.token'}", flush=True)
-        print(f"  curl -H \"Authorization: Bearer $(cat {state_dir / 'admin.token'})\" {api.url}/healthz", flush=True)
+        print(f'  curl -H "Authorization: Bearer $(cat {state_dir / "admin.token"})" {api.url}/healthz', flush=True)
         await _until_signalled(services)
     finally:
         for service in reversed(services):
@@ -135,22 +148,28 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
 async def _single(args: argparse.Namespace) -> None:
     config = _load(args)
     if not config.nats_url:
-        raise errors.ConfigError("NATS_URL (or nats.url) is required to run one service alone; `headrace up` embeds one")
+        raise errors.ConfigError(
+            "NATS_URL (or nats.url) is required to run one service alone; `headrace up` embeds one"
+        )
     needs_db = args.command in ("api", "projector")
     if needs_db and not config.database_url:
         raise errors.ConfigError("DATABASE_URL (or database.url) is required for the api and the projector")
     service: lifecycle.Service
     if args.command == "api":
         from services.api.service import Api
+
         service = Api(config)
     elif args.command == "dispatcher":
         from services.dispatcher.service import Dispatcher
+
         service = Dispatcher(config)
     elif args.command == "projector":
         from services.projector.service import Projector
+
         service = Projector(config)
     else:
         from services.runner.service import Runner
+
         service = Runner(config, plugins=args.plugins)
     await service.start()
     print(f"headrace {args.command} started", flush=True)
@@ -172,13 +191,16 @@ async def _rebuild(args: argparse.Namespace) -> None:
         stats = await rebuild.rebuild(bus, config.database_url)
     finally:
         await bus.close()
-    print(f"rebuilt read models from {stats['events']} events (checkpoint {stats['checkpoint']}) "
-          f"in {stats['seconds']}s", flush=True)
+    print(
+        f"rebuilt read models from {stats['events']} events (checkpoint {stats['checkpoint']}) in {stats['seconds']}s",
+        flush=True,
+    )
 
 
 async def _check(args: argparse.Namespace) -> None:
-    config = config_mod.load(_config_path(args.config),
-                             env={**environment.process_env(), "HEADRACE_ADMIN_TOKEN": "x" * 16})
+    config = config_mod.load(
+        _config_path(args.config), env={**environment.process_env(), "HEADRACE_ADMIN_TOKEN": "x" * 16}
+    )
     for line in config.warnings:
         print(f"headrace: warning: {line}", file=sys.stderr)
     print(f"{config.path}: ok ({len(config.plugins)} plugins configured)")
@@ -199,8 +221,14 @@ async def _vault_init(args: argparse.Namespace) -> None:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[None]]] = {
-    "up": _up, "api": _single, "dispatcher": _single, "runner": _single, "projector": _single,
-    "rebuild": _rebuild, "check-config": _check, "vault-init": _vault_init,
+    "up": _up,
+    "api": _single,
+    "dispatcher": _single,
+    "runner": _single,
+    "projector": _single,
+    "rebuild": _rebuild,
+    "check-config": _check,
+    "vault-init": _vault_init,
 }
 
 

@@ -80,8 +80,9 @@ def make_config(tmp_path: Path, nats_url: str, database_url: str) -> Callable[..
 
     def make(**kwargs: Any) -> Any:
         doc = stack.config_doc(**kwargs)
-        return stack.write_config(tmp_path / f"config-{next(counter)}.yaml", doc, nats_url=nats_url,
-                                  database_url=database_url)
+        return stack.write_config(
+            tmp_path / f"config-{next(counter)}.yaml", doc, nats_url=nats_url, database_url=database_url
+        )
 
     return make
 

@@ -18,5 +18,10 @@ async def run(request: dict[str, Any]) -> dict[str, Any]:
             "logs": [{"level": "info", "message": f"Handled {event.get('type', 'event')}"}],
         }
     message = "Echoed: " + str(payload.get("message", (request.get("config") or {}).get("message", "")))
-    return {"status": "ok", "result": message, "events": [], "state_updates": {},
-            "logs": [{"level": "info", "message": message}]}
+    return {
+        "status": "ok",
+        "result": message,
+        "events": [],
+        "state_updates": {},
+        "logs": [{"level": "info", "message": message}],
+    }

@@ -57,13 +57,34 @@ from services.core import errors, logging
 
 log = logging.get("api")
 
-RESOURCES = (system.routes, plugins.routes, jobs.routes, job_actions.routes, discovery.routes, listing.routes,
-             analytics.routes, config_view.routes, pipelines.routes, reload.routes,
-             laddr_jobs.routes, laddr_prompts.routes, laddr_agents.routes, laddr_traces.routes, laddr_responses.routes,
-             laddr_cancel.routes, laddr_batches.routes,
-             laddr_ws.routes, api_docs.routes,
-             laddr_system.routes,
-             events.routes, ingest.routes, scheduler.routes, doctor.routes, topology.routes, stopwatch.routes)
+RESOURCES = (
+    system.routes,
+    plugins.routes,
+    jobs.routes,
+    job_actions.routes,
+    discovery.routes,
+    listing.routes,
+    analytics.routes,
+    config_view.routes,
+    pipelines.routes,
+    reload.routes,
+    laddr_jobs.routes,
+    laddr_prompts.routes,
+    laddr_agents.routes,
+    laddr_traces.routes,
+    laddr_responses.routes,
+    laddr_cancel.routes,
+    laddr_batches.routes,
+    laddr_ws.routes,
+    api_docs.routes,
+    laddr_system.routes,
+    events.routes,
+    ingest.routes,
+    scheduler.routes,
+    doctor.routes,
+    topology.routes,
+    stopwatch.routes,
+)
 
 
 def error_response(exc: errors.ApiError) -> web.Response:
@@ -83,8 +104,10 @@ def problem_of(request: web.Request, exc: Exception) -> errors.ApiError | None:
             return errors.PayloadTooLarge()
         if exc.status == 405:
             allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
-            return errors.MethodNotAllowed(f"method {request.method} not allowed on {request.path}",
-                                           allowed=allowed or exc.headers.get("Allow", ""))
+            return errors.MethodNotAllowed(
+                f"method {request.method} not allowed on {request.path}",
+                allowed=allowed or exc.headers.get("Allow", ""),
+            )
         if exc.status == 404:
             return errors.NotFound(f"no route for {request.method} {request.path}")
         if exc.status >= 400 and exc.content_type != "application/json":
@@ -116,14 +139,25 @@ async def error_middleware(request: web.Request, handler: web.Handler) -> web.St
         return error_response(problem)
 
 
-def create_app(config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool,
-               catalog: catalog_mod.Catalog | None = None) -> web.Application:
-    middlewares = [cors.preflight, laddr_dialect.middleware, error_middleware, limits.limits_middleware, inputs.input_middleware,
-                   http_errors.body_encoding_middleware, guard.scope_guard]
+def create_app(
+    config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool, catalog: catalog_mod.Catalog | None = None
+) -> web.Application:
+    middlewares = [
+        cors.preflight,
+        laddr_dialect.middleware,
+        error_middleware,
+        limits.limits_middleware,
+        inputs.input_middleware,
+        http_errors.body_encoding_middleware,
+        guard.scope_guard,
+    ]
     app = web.Application(middlewares=middlewares, client_max_size=config.api.max_body_bytes)
     app[bodies.MAX_BODY_BYTES] = config.api.max_body_bytes
     app[state.STATE] = state.ApiState(
-        config=config, catalog=catalog or config_mod.plugin_catalog(config), bus=bus, pool=pool,
+        config=config,
+        catalog=catalog or config_mod.plugin_catalog(config),
+        bus=bus,
+        pool=pool,
         source=config_mod.instance_name("api"),
     )
     app[auth.TABLE] = auth.TokenTable(config.api.tokens)

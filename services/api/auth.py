@@ -83,16 +83,20 @@ def authenticate(request: web.Request, *, allow_query: bool = False) -> config_m
         if settings.open:  # `api.laddr.auth: none`, an explicit opt-in (logged at start)
             return config_mod.Token(token=OPEN_PRINCIPAL, scopes=settings.scopes, name="laddr-open")
     if token is None:
-        raise errors.Unauthorized("missing API key (X-API-Key: <key> or Authorization: Bearer <key>)" if laddr
-                                  else "missing bearer token (Authorization: Bearer <token>)")
+        raise errors.Unauthorized(
+            "missing API key (X-API-Key: <key> or Authorization: Bearer <key>)"
+            if laddr
+            else "missing bearer token (Authorization: Bearer <token>)"
+        )
     principal = table.find(token)
     if principal is None:
         raise errors.Unauthorized("invalid API key" if laddr else "invalid bearer token")
     return principal
 
 
-def require(request: web.Request, *any_of: str, allow_query: bool = False,
-            narrow: tuple[str, ...] = ()) -> config_mod.Token:
+def require(
+    request: web.Request, *any_of: str, allow_query: bool = False, narrow: tuple[str, ...] = ()
+) -> config_mod.Token:
     """Authenticate (401) and check that the principal holds one of `any_of` or of Ductile's `narrow`
     scopes for the route (403, naming the documented `any_of`)."""
     principal = authenticate(request, allow_query=allow_query)
@@ -103,8 +107,9 @@ def require(request: web.Request, *any_of: str, allow_query: bool = False,
 def check(principal: config_mod.Token, *any_of: str, narrow: tuple[str, ...] = ()) -> None:
     """403 unless the principal holds one of `any_of` (or of `narrow`)."""
     if not any(grants(principal.scopes, scope) for scope in (*any_of, *narrow)):
-        raise errors.Forbidden(f"this token lacks the scope for this action (needs {' or '.join(any_of)})",
-                               required_scopes=list(any_of))
+        raise errors.Forbidden(
+            f"this token lacks the scope for this action (needs {' or '.join(any_of)})", required_scopes=list(any_of)
+        )
 
 
 #: who may see what jobs produced (`result`, `last_error`, `stderr`, plugin logs, stopwatch sub-timings):
@@ -135,5 +140,6 @@ def check_work(principal: config_mod.Token, catalog: catalog_mod.Catalog, plugin
     (a replay, a retry or a Laddr job must not run what POST /plugin or /pipeline would refuse)."""
     needed = scopes.work_scope(catalog, plugin, command)
     if needed is not None and not grants(principal.scopes, needed):
-        raise errors.Forbidden(f"this token lacks {needed}, which running {plugin}.{command} needs",
-                               required_scopes=[needed])
+        raise errors.Forbidden(
+            f"this token lacks {needed}, which running {plugin}.{command} needs", required_scopes=[needed]
+        )

@@ -36,8 +36,9 @@ def _first_document(raw: bytes) -> tuple[Any, bytes]:
         raise errors.BadRequest(f"malformed JSON body: {exc}") from None
 
 
-async def json_object(request: web.Request, *, required: bool = False, extras_ignored: bool = False,
-                      first_document: bool = False) -> Body:
+async def json_object(
+    request: web.Request, *, required: bool = False, extras_ignored: bool = False, first_document: bool = False
+) -> Body:
     """The body as a JSON object; an empty body is {} unless `required`. With `extras_ignored` (the
     body's input is taken by `payload()`, other keys are ignored), an out-of-range integer is refused
     only where `payload()` keeps it. With `first_document`, anything after the first JSON document is
@@ -57,12 +58,16 @@ async def json_object(request: web.Request, *, required: bool = False, extras_ig
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if not (first_document and "unexpected content after document" in str(exc)):
-            raise errors.BadRequest(f"malformed JSON body: {exc}", kind="json_invalid", loc=("body", exc.pos),
-                                    ctx={"error": exc.msg}) from exc
+            raise errors.BadRequest(
+                f"malformed JSON body: {exc}", kind="json_invalid", loc=("body", exc.pos), ctx={"error": exc.msg}
+            ) from exc
         body, raw = _first_document(raw)
     if not isinstance(body, dict):
-        raise errors.BadRequest(f"request body must be a JSON object, not {type(body).__name__}",
-                                kind="model_attributes_type", loc=("body",))
+        raise errors.BadRequest(
+            f"request body must be a JSON object, not {type(body).__name__}",
+            kind="model_attributes_type",
+            loc=("body",),
+        )
     parsed = Body(body)
     problem = values.problem_in_json(raw, body)
     if problem is not None and extras_ignored and problem == values.OUT_OF_RANGE:
@@ -96,13 +101,17 @@ def payload(body: dict[str, Any], field: str = "payload", known: frozenset[str] 
     `field` (e.g. the bare `{"message": "x"}`) is refused: it would run with an empty input, silently."""
     beyond = sorted(getattr(body, "out_of_range", frozenset()) & (known | {field}))
     if beyond:
-        raise errors.BadRequest(f"request body is not accepted: {values.OUT_OF_RANGE} (in {', '.join(beyond)})",
-                                field=beyond[0])
+        raise errors.BadRequest(
+            f"request body is not accepted: {values.OUT_OF_RANGE} (in {', '.join(beyond)})", field=beyond[0]
+        )
     unknown = sorted(set(body) - known - {field})
     if unknown and field not in body:
-        raise errors.BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))} and no {field!r}: put the "
-                                f'input under "{field}" ({{"{field}": {{...}}}})', field=field,
-                                unknown_fields=unknown)
+        raise errors.BadRequest(
+            f"unknown field(s) {', '.join(map(repr, unknown))} and no {field!r}: put the "
+            f'input under "{field}" ({{"{field}": {{...}}}})',
+            field=field,
+            unknown_fields=unknown,
+        )
     return optional_object(body, field)
 
 
@@ -113,8 +122,9 @@ def int_param(request: web.Request, name: str, *, default: int, minimum: int = 0
     try:
         value = int(raw)
     except ValueError:
-        raise errors.BadRequest(f"query parameter '{name}' must be an integer", parameter=name,
-                                kind="int_parsing") from None
+        raise errors.BadRequest(
+            f"query parameter '{name}' must be an integer", parameter=name, kind="int_parsing"
+        ) from None
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         kind, ctx = ("greater_than_equal", {"ge": minimum}) if value < minimum else ("less_than_equal", {"le": maximum})
@@ -142,12 +152,19 @@ def bool_param(request: web.Request, name: str, *, default: bool = False) -> boo
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise errors.BadRequest(f"query parameter '{name}' must be a boolean (true/false)", parameter=name,
-                            kind="bool_parsing")
+    raise errors.BadRequest(
+        f"query parameter '{name}' must be a boolean (true/false)", parameter=name, kind="bool_parsing"
+    )
 
 
-def choice_param(request: web.Request, name: str, allowed: Sequence[str],
-                 aliases: Mapping[str, str] | None = None, *, fold_case: bool = False) -> str | None:
+def choice_param(
+    request: web.Request,
+    name: str,
+    allowed: Sequence[str],
+    aliases: Mapping[str, str] | None = None,
+    *,
+    fold_case: bool = False,
+) -> str | None:
     """One of `allowed` (or an alias of one), None when absent; otherwise 400 listing the allowed values.
     `fold_case`: the value is trimmed and lower-cased before it is looked up."""
     raw = request.query.get(name)
@@ -158,8 +175,9 @@ def choice_param(request: web.Request, name: str, allowed: Sequence[str],
     value = (aliases or {}).get(raw, raw)
     if value not in allowed:
         accepted = [*allowed, *(aliases or {})]
-        raise errors.BadRequest(f"query parameter '{name}' must be one of {', '.join(accepted)}",
-                                parameter=name, allowed=accepted)
+        raise errors.BadRequest(
+            f"query parameter '{name}' must be one of {', '.join(accepted)}", parameter=name, allowed=accepted
+        )
     return value
 
 
@@ -178,6 +196,7 @@ def time_param(request: web.Request, name: str) -> datetime | None:
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
-        raise errors.BadRequest(f"query parameter '{name}' must be an RFC 3339 timestamp "
-                                "(e.g. 2026-02-21T10:00:00Z)", parameter=name)
+        raise errors.BadRequest(
+            f"query parameter '{name}' must be an RFC 3339 timestamp (e.g. 2026-02-21T10:00:00Z)", parameter=name
+        )
     return moment

@@ -83,8 +83,12 @@ def _tokens(tokens: Any) -> list[dict[str, Any]]:
     for entry in tokens if isinstance(tokens, list) else []:
         if isinstance(entry, Mapping):
             name = entry.get("name")
-            out.append({"name": _scrub_string(str(name)) if name is not None else None,
-                        "scopes": [str(s) for s in entry.get("scopes") or []]})
+            out.append(
+                {
+                    "name": _scrub_string(str(name)) if name is not None else None,
+                    "scopes": [str(s) for s in entry.get("scopes") or []],
+                }
+            )
     return out
 
 
@@ -119,9 +123,13 @@ def ductile_routes(compiled: Any) -> dict[str, list[dict[str, Any]]]:
             routes_.append({"id": f"{name}:entry:{nid}", "source": source, "destination": destination(nid)})
         for upstream, node in pipeline.nodes.items():
             for nid in node.successors:
-                routes_.append({"id": f"{name}:{upstream}:{nid}",
-                                "source": {"pipeline": name, "step_id": upstream},
-                                "destination": destination(nid)})
+                routes_.append(
+                    {
+                        "id": f"{name}:{upstream}:{nid}",
+                        "source": {"pipeline": name, "step_id": upstream},
+                        "destination": destination(nid),
+                    }
+                )
         out[name] = redact(routes_, ("compiled_routes", name))
     return out
 

@@ -172,8 +172,9 @@ def request_body(plugin: str, command: catalog_mod.Command) -> dict[str, Any] | 
 
 def responses() -> dict[str, Any]:
     json_error = {"application/json": {"schema": ERROR_SCHEMA}}
-    out: dict[str, Any] = {"202": {"description": "Job queued", "content": {"application/json": {
-        "schema": QUEUED_SCHEMA}}}}
+    out: dict[str, Any] = {
+        "202": {"description": "Job queued", "content": {"application/json": {"schema": QUEUED_SCHEMA}}}
+    }
     out.update({code: {"description": text, "content": json_error} for code, text in ERRORS.items()})
     return out
 
@@ -281,8 +282,9 @@ async def list_skills(request: web.Request) -> web.Response:
     st = state.of(request)
     skills = [skill for m in enabled_plugins(st) for skill in plugin_skills(m)]
     compiled = getattr(st.config.routes, "pipelines", None) or {}
-    named = sorted((p for p in st.config.pipelines if isinstance(p, Mapping) and p.get("name")),
-                   key=lambda p: str(p["name"]))
+    named = sorted(
+        (p for p in st.config.pipelines if isinstance(p, Mapping) and p.get("name")), key=lambda p: str(p["name"])
+    )
     skills.extend(pipeline_skill(p, compiled.get(p["name"])) for p in named)
     return respond({"skills": skills})
 

@@ -144,12 +144,20 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     if after is None:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.NEW, inactive_threshold=RELEASE_AFTER_S)
     else:
-        config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
-                                    inactive_threshold=RELEASE_AFTER_S)
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after + 1,
+            inactive_threshold=RELEASE_AFTER_S,
+        )
     # subscribe before answering: whatever happens once the client has our headers is in the stream
     try:
-        sub = await st.bus.js.subscribe(selected.subject(by_type=log_format), stream=subjects.EVENTS, ordered_consumer=True,
-                                        config=config, pending_msgs_limit=PENDING_LIMIT)
+        sub = await st.bus.js.subscribe(
+            selected.subject(by_type=log_format),
+            stream=subjects.EVENTS,
+            ordered_consumer=True,
+            config=config,
+            pending_msgs_limit=PENDING_LIMIT,
+        )
     except (nats.errors.Error, TimeoutError) as exc:
         raise errors.ServiceUnavailable(f"cannot read the event log: {exc}") from exc
     sent = 0

@@ -68,8 +68,9 @@ async def respond(request: web.Request, principal: config_mod.Token, create: Cre
         if previous.get("fp") != fingerprint:
             raise errors.Conflict(f"{HEADER} {key!r} was already used for a different request") from None
         if "status" in previous:
-            return web.json_response(previous["body"], status=previous["status"], dumps=state.dumps,
-                                     headers={"Idempotent-Replayed": "true"})
+            return web.json_response(
+                previous["body"], status=previous["status"], dumps=state.dumps, headers={"Idempotent-Replayed": "true"}
+            )
         if time.time() - float(previous.get("at", 0)) < ABANDONED_AFTER_S:
             raise errors.Conflict(f"a request with {HEADER} {key!r} is still in progress") from None
         record = {**previous, "at": time.time()}

@@ -24,9 +24,18 @@ FROM ingest_rejections ORDER BY id DESC LIMIT $1 OFFSET $2
 
 
 def rejection(row: dict[str, Any]) -> dict[str, Any]:
-    return {"seq": row["id"], "id": row["event_id"], "subject": row["subject"], "ingest_seq": row["ingest_seq"],
-            "type": row["claimed_type"], "reason": row["reason"], "raw": row["raw"], "raw_bytes": row["raw_bytes"],
-            "truncated": row["truncated"], "rejected_at": envelope.rfc3339(row["rejected_at"])}
+    return {
+        "seq": row["id"],
+        "id": row["event_id"],
+        "subject": row["subject"],
+        "ingest_seq": row["ingest_seq"],
+        "type": row["claimed_type"],
+        "reason": row["reason"],
+        "raw": row["raw"],
+        "raw_bytes": row["raw_bytes"],
+        "truncated": row["truncated"],
+        "rejected_at": envelope.rfc3339(row["rejected_at"]),
+    }
 
 
 @routes.get("/events/rejected")
@@ -35,5 +44,4 @@ async def list_rejected(request: web.Request) -> web.Response:
     st = state.of(request)
     limit, offset = bodies.page(request, default_limit=DEFAULT_LIMIT, max_limit=MAX_LIMIT)
     rows = [rejection(dict(r)) for r in await st.pool.fetch(REJECTED_SQL, limit, offset)]
-    return web.json_response({"events": rows, "count": len(rows), "limit": limit, "offset": offset},
-                             dumps=state.dumps)
+    return web.json_response({"events": rows, "count": len(rows), "limit": limit, "offset": offset}, dumps=state.dumps)

@@ -32,8 +32,10 @@ def check_request(request: web.Request) -> None:
     for name, value in request.match_info.items():
         if len(value) > MAX_PATH_PARAM:
             raise errors.BadRequest(
-                f"path parameter '{name}' is longer than {MAX_PATH_PARAM} characters", parameter=name,
-                kind="string_too_long", ctx={"max_length": MAX_PATH_PARAM},
+                f"path parameter '{name}' is longer than {MAX_PATH_PARAM} characters",
+                parameter=name,
+                kind="string_too_long",
+                ctx={"max_length": MAX_PATH_PARAM},
             )
         if _PATH_FORBIDDEN.search(value):
             raise errors.BadRequest(f"path parameter '{name}' holds control characters", parameter=name)
@@ -49,8 +51,10 @@ def check_request(request: web.Request) -> None:
             )
         if len(value) > MAX_QUERY_VALUE:
             raise errors.BadRequest(
-                f"query parameter '{name}' is longer than {MAX_QUERY_VALUE} characters", parameter=name,
-                kind="string_too_long", ctx={"max_length": MAX_QUERY_VALUE},
+                f"query parameter '{name}' is longer than {MAX_QUERY_VALUE} characters",
+                parameter=name,
+                kind="string_too_long",
+                ctx={"max_length": MAX_QUERY_VALUE},
             )
         if _QUERY_FORBIDDEN.search(value):
             raise errors.BadRequest(f"query parameter '{name}' holds control characters", parameter=name)

@@ -77,10 +77,18 @@ async def list_agents(request: web.Request) -> web.Response:
         status, last_seen = liveness(seen.get(name))
         stats = traced.get(name)
         entry: dict[str, Any] = {
-            "name": name, "role": spec.role, "goal": spec.goal, "status": status, "tools": list(spec.tools),
-            "last_seen": last_seen, "trace_count": int(stats["n"]) if stats else 0,
-            "last_executed": views.timestamp(stats["last"]) if stats else None, "provider": spec.llm.provider,
-            "model": spec.llm.model, "offline": spec.llm.offline, "max_iterations": spec.max_iterations,
+            "name": name,
+            "role": spec.role,
+            "goal": spec.goal,
+            "status": status,
+            "tools": list(spec.tools),
+            "last_seen": last_seen,
+            "trace_count": int(stats["n"]) if stats else 0,
+            "last_executed": views.timestamp(stats["last"]) if stats else None,
+            "provider": spec.llm.provider,
+            "model": spec.llm.model,
+            "offline": spec.llm.offline,
+            "max_iterations": spec.max_iterations,
         }
         problems = agents_mod.problems(spec, st.catalog, st.config)
         if problems:
@@ -103,10 +111,18 @@ async def agent_tools(request: web.Request) -> web.Response:
         plugin, _, command = tool.partition(".")
         manifest = st.catalog.get(plugin)
         found = manifest.commands.get(command) if manifest is not None else None
-        entry = llm.tool_schema(agents_mod.function_name(tool), found.description if found else None,
-                                found.input_schema if found else None)["function"]
-        tools.append({"name": tool, "description": found.description or tool if found else f"Tool: {tool}",
-                      "parameters": entry["parameters"], "function": entry["name"], "available": found is not None})
+        entry = llm.tool_schema(
+            agents_mod.function_name(tool), found.description if found else None, found.input_schema if found else None
+        )["function"]
+        tools.append(
+            {
+                "name": tool,
+                "description": found.description or tool if found else f"Tool: {tool}",
+                "parameters": entry["parameters"],
+                "function": entry["name"],
+                "available": found is not None,
+            }
+        )
     return web.json_response({"agent": name, "tools": tools}, dumps=state.dumps)
 
 
@@ -130,16 +146,22 @@ async def _chat_request(request: web.Request) -> ChatRequest:
         if not isinstance(message, str):
             raise errors.BadRequest("'message' must be a string", field="message")
         wait = laddr_common.lax_bool(body["wait"], "wait") if body.get("wait") is not None else True
-        return ChatRequest(message, wait, laddr_common.seconds(request, body, default=DEFAULT_CHAT_TIMEOUT_S,
-                                                                maximum=MAX_CHAT_TIMEOUT_S))
+        return ChatRequest(
+            message,
+            wait,
+            laddr_common.seconds(request, body, default=DEFAULT_CHAT_TIMEOUT_S, maximum=MAX_CHAT_TIMEOUT_S),
+        )
     if request.query.get("message"):
-        return ChatRequest(request.query["message"], bodies.bool_param(request, "wait", default=True),
-                           laddr_common.seconds(request, {}, default=DEFAULT_CHAT_TIMEOUT_S,
-                                                maximum=MAX_CHAT_TIMEOUT_S))
+        return ChatRequest(
+            request.query["message"],
+            bodies.bool_param(request, "wait", default=True),
+            laddr_common.seconds(request, {}, default=DEFAULT_CHAT_TIMEOUT_S, maximum=MAX_CHAT_TIMEOUT_S),
+        )
     if malformed is not None:
         raise malformed
-    raise errors.BadRequest("'message' is required: a JSON body {\"message\": ...} or the query parameter "
-                            "'message'", field="message")
+    raise errors.BadRequest(
+        "'message' is required: a JSON body {\"message\": ...} or the query parameter 'message'", field="message"
+    )
 
 
 def _reply(job_id: str, row: dict[str, Any] | None, whole: Any) -> dict[str, Any]:
@@ -162,8 +184,14 @@ async def chat(request: web.Request) -> web.Response:
     job_id = envelope.new_id()
 
     async def submit() -> None:
-        await laddr_common.submit_agent(st, name, {"message": asked.message}, job_id=job_id, submitted_by="chat",
-                                        authority=auth.authority(principal))
+        await laddr_common.submit_agent(
+            st,
+            name,
+            {"message": asked.message},
+            job_id=job_id,
+            submitted_by="chat",
+            authority=auth.authority(principal),
+        )
 
     if not asked.wait:
         await submit()
@@ -174,15 +202,27 @@ async def chat(request: web.Request) -> web.Response:
     async with slots:
         final = await job_waits.wait_final(st.bus, job_id, timeout_s=asked.timeout_s, before=submit)
     if final is None:
-        return web.json_response({"task_id": job_id, "status": "timeout", "agent": name,
-                                  "message": "Agent did not respond in time", "timeout_s": asked.timeout_s,
-                                  "hint": "the task is still running; collect it from "
-                                            f"/api/responses/{job_id}/resolved"}, status=202)
+        return web.json_response(
+            {
+                "task_id": job_id,
+                "status": "timeout",
+                "agent": name,
+                "message": "Agent did not respond in time",
+                "timeout_s": asked.timeout_s,
+                "hint": f"the task is still running; collect it from /api/responses/{job_id}/resolved",
+            },
+            status=202,
+        )
     row = await fresh_job(st, job_id)
     whole = await laddr_common.result(st, row) if row is not None else None
     reply = _reply(job_id, row, whole)
-    out: dict[str, Any] = {"task_id": job_id, "status": "completed", "result": reply["result"], "agent": name,
-                           "response": reply}
+    out: dict[str, Any] = {
+        "task_id": job_id,
+        "status": "completed",
+        "result": reply["result"],
+        "agent": name,
+        "response": reply,
+    }
     if reply["status"] == "error":
         out["error"] = reply.get("error")
     extra = laddr_common.details(row, whole) if row is not None else None

@@ -16,15 +16,24 @@ from services.core import errors, jobstate, offload, scopes, subjects
 
 #: read-model status → Laddr status (a failed or timed-out attempt is final only with job.dead,
 #: but the window before the dispatcher's retry decision is milliseconds; rejected jobs stay failed)
-STATUS = {"queued": "queued", "running": "running", "succeeded": "completed", "failed": "failed",
-          "timed_out": "failed", "dead": "failed", "skipped": "skipped", "cancelled": "cancelled"}
+STATUS = {
+    "queued": "queued",
+    "running": "running",
+    "succeeded": "completed",
+    "failed": "failed",
+    "timed_out": "failed",
+    "dead": "failed",
+    "skipped": "skipped",
+    "cancelled": "cancelled",
+}
+
 
 #: per (provider, model), in the order first seen; a missing or zero total counts as prompt + completion,
 #: per call (as Laddr's get_token_usage)
 def tokens(key: str) -> str:
     """SQL for a token count of an llm_usage payload: its number, NULL when missing or not a number
     (a value that cannot be counted is not counted, rather than failing the whole sum)."""
-    return (f"(CASE WHEN jsonb_typeof(payload->'{key}') = 'number' THEN trunc((payload->>'{key}')::numeric) END)")
+    return f"(CASE WHEN jsonb_typeof(payload->'{key}') = 'number' THEN trunc((payload->>'{key}')::numeric) END)"
 
 
 TOKEN_USAGE_SQL = f"""
@@ -34,9 +43,9 @@ WITH RECURSIVE tree AS (
     SELECT j.job_id FROM jobs j JOIN tree t ON j.parent_job_id = t.job_id
 ), calls AS (
     SELECT id, payload->>'provider' AS provider, payload->>'model' AS model,
-           coalesce({tokens('prompt_tokens')}, 0) AS pt,
-           coalesce({tokens('completion_tokens')}, 0) AS ct,
-           {tokens('total_tokens')} AS tt
+           coalesce({tokens("prompt_tokens")}, 0) AS pt,
+           coalesce({tokens("completion_tokens")}, 0) AS ct,
+           {tokens("total_tokens")} AS tt
     FROM traces WHERE event_type = 'llm_usage' AND job_id IN (SELECT job_id FROM tree)
 )
 SELECT provider, model, sum(pt) AS prompt_tokens, sum(ct) AS completion_tokens,
@@ -64,26 +73,43 @@ def agent(st: state.ApiState, name: str) -> agents_mod.AgentSpec:
     """The configured agent: 404 when there is none, 409 when its tools cannot run."""
     spec = agents_mod.specs(st.config).get(name)
     if spec is None:
-        raise errors.NotFound(f"agent {name!r} not found", agent=name,
-                              agents=sorted(agents_mod.specs(st.config)))
+        raise errors.NotFound(f"agent {name!r} not found", agent=name, agents=sorted(agents_mod.specs(st.config)))
     problems = agents_mod.problems(spec, st.catalog, st.config)
     if problems:
         raise errors.Conflict(f"agent {name!r} is misconfigured: " + "; ".join(problems), agent=name)
     return spec
 
 
-async def submit_agent(st: state.ApiState, name: str, inputs: dict[str, Any], *, job_id: str, submitted_by: str,
-                       authority: scopes.Authority, extra: dict[str, Any] | None = None) -> str:
+async def submit_agent(
+    st: state.ApiState,
+    name: str,
+    inputs: dict[str, Any],
+    *,
+    job_id: str,
+    submitted_by: str,
+    authority: scopes.Authority,
+    extra: dict[str, Any] | None = None,
+) -> str:
     """An agent run on behalf of `authority`: each tool call it makes is checked against it."""
-    return await submit.submit_job(st, plugin=agents_mod.AGENT, command=name, payload=inputs,
-                                   submitted_by=submitted_by, job_id=job_id, extra=extra, authority=authority)
+    return await submit.submit_job(
+        st,
+        plugin=agents_mod.AGENT,
+        command=name,
+        payload=inputs,
+        submitted_by=submitted_by,
+        job_id=job_id,
+        extra=extra,
+        authority=authority,
+    )
 
 
 async def token_usage(st: state.ApiState, job_id: str) -> dict[str, Any]:
     """Tokens of every llm_usage trace of the job and its descendants, in total and by (provider, model)."""
     rows = await st.pool.fetch(TOKEN_USAGE_SQL, job_id)
-    by_model = [{"provider": r["provider"], "model": r["model"], **{k: int(r[k]) for k in USAGE_KEYS},
-                 "calls": int(r["calls"])} for r in rows]
+    by_model = [
+        {"provider": r["provider"], "model": r["model"], **{k: int(r[k]) for k in USAGE_KEYS}, "calls": int(r["calls"])}
+        for r in rows
+    ]
     return {**{k: sum(m[k] for m in by_model) for k in USAGE_KEYS}, "by_model": by_model}
 
 
@@ -127,8 +153,9 @@ def seconds(request: web.Request, body: dict[str, Any], *, default: float, maxim
         try:
             value = float(raw)
         except ValueError:
-            raise errors.BadRequest("query parameter 'timeout' must be a number of seconds",
-                                    parameter="timeout") from None
+            raise errors.BadRequest(
+                "query parameter 'timeout' must be a number of seconds", parameter="timeout"
+            ) from None
         where = {"parameter": "timeout"}
     if value != value or value > maximum:  # NaN, or beyond what one request may hold a sync slot for
         raise errors.BadRequest(f"'timeout' must be at most {maximum:g} seconds", **where)

@@ -79,8 +79,9 @@ async def create_job(request: web.Request) -> web.Response:
     if is_agent:
         laddr_common.agent(st, name)  # 409 when its tools cannot run
     elif _pipeline(st, name) is None:
-        raise errors.NotFound(f"no agent or pipeline named {name!r}", pipeline_name=name,
-                              agents=sorted(agents_mod.specs(st.config)))
+        raise errors.NotFound(
+            f"no agent or pipeline named {name!r}", pipeline_name=name, agents=sorted(agents_mod.specs(st.config))
+        )
     else:
         auth.check(principal, scopes.PIPELINE)  # what POST /pipeline/{name} needs
     authority = auth.authority(principal)
@@ -92,10 +93,14 @@ async def create_job(request: web.Request) -> web.Response:
         if is_agent:
             await laddr_common.submit_agent(st, name, inputs, job_id=job_id, submitted_by="laddr", authority=authority)
         else:
-            cmd = envelope.make("pipeline.run", source=st.source, job_id=job_id, id=f"{job_id}:run",
-                                correlation_id=job_id,
-                                data={"pipeline": name, "payload": inputs, "submitted_by": "laddr",
-                                      "authority": authority.to_data()})
+            cmd = envelope.make(
+                "pipeline.run",
+                source=st.source,
+                job_id=job_id,
+                id=f"{job_id}:run",
+                correlation_id=job_id,
+                data={"pipeline": name, "payload": inputs, "submitted_by": "laddr", "authority": authority.to_data()},
+            )
             await st.bus.publish(subjects.pipeline_command(job_id), cmd)
 
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
@@ -105,8 +110,13 @@ async def create_job(request: web.Request) -> web.Response:
             return 202, {"job_id": job_id, "status": "queued", "pipeline_name": name, "created_at": created_at}
         started = time.monotonic()
         async with slots:
-            final = await job_waits.wait_final(st.bus, job_id, timeout_s=timeout_s, before=lambda: submit_it(job_id),
-                                               final_types=job_waits.FINAL_TYPES if is_agent else PIPELINE_FINAL)
+            final = await job_waits.wait_final(
+                st.bus,
+                job_id,
+                timeout_s=timeout_s,
+                before=lambda: submit_it(job_id),
+                final_types=job_waits.FINAL_TYPES if is_agent else PIPELINE_FINAL,
+            )
         answer = await _finished(st, job_id, name, is_agent, created_at, started)
         if final is None:
             answer.update(timeout=True, message=f"The job did not finish within {timeout_s:g}s; it is still running")
@@ -116,20 +126,31 @@ async def create_job(request: web.Request) -> web.Response:
     return await idempotency.respond(request, principal, create)
 
 
-async def _finished(st: state.ApiState, job_id: str, name: str, is_agent: bool, created_at: str | None,
-                    started: float) -> dict[str, Any]:
+async def _finished(
+    st: state.ApiState, job_id: str, name: str, is_agent: bool, created_at: str | None, started: float
+) -> dict[str, Any]:
     """Laddr's synchronous answer: the job as it is now (final unless the wait timed out)."""
     row = await fresh_job(st, job_id)
-    out: dict[str, Any] = {"job_id": job_id, "status": "queued", "result": None, "error": None,
-                           "duration_ms": int((time.monotonic() - started) * 1000), "agent": name if is_agent else None,
-                           "created_at": created_at, "pipeline_name": name}
+    out: dict[str, Any] = {
+        "job_id": job_id,
+        "status": "queued",
+        "result": None,
+        "error": None,
+        "duration_ms": int((time.monotonic() - started) * 1000),
+        "agent": name if is_agent else None,
+        "created_at": created_at,
+        "pipeline_name": name,
+    }
     if row is None:
         return out
     whole = await laddr_common.result(st, row)
-    out.update(status=laddr_common.status(row), error=laddr_common.error_text(row),
-               result=laddr_common.outputs(row, whole),
-               created_at=views.timestamp(row.get("created_at")) or created_at,
-               completed_at=views.timestamp(row.get("completed_at")))
+    out.update(
+        status=laddr_common.status(row),
+        error=laddr_common.error_text(row),
+        result=laddr_common.outputs(row, whole),
+        created_at=views.timestamp(row.get("created_at")) or created_at,
+        completed_at=views.timestamp(row.get("completed_at")),
+    )
     extra = laddr_common.details(row, whole)
     if extra is not None:
         out["details"] = extra
@@ -144,8 +165,13 @@ async def list_jobs(request: web.Request) -> web.Response:
     shape = bodies.choice_param(request, "format", LIST_SHAPES) or st.config.api.laddr.jobs_list
     rows = [dict(r) for r in await st.pool.fetch(LIST_SQL, limit, offset)]
     items = [
-        {"job_id": r["job_id"], "pipeline_name": laddr_common.pipeline_name(r), "status": laddr_common.status(r),
-         "created_at": views.timestamp(r["created_at"]), "completed_at": views.timestamp(r.get("completed_at"))}
+        {
+            "job_id": r["job_id"],
+            "pipeline_name": laddr_common.pipeline_name(r),
+            "status": laddr_common.status(r),
+            "created_at": views.timestamp(r["created_at"]),
+            "completed_at": views.timestamp(r.get("completed_at")),
+        }
         for r in rows
     ]
     body: Any = {"jobs": items, "limit": limit, "offset": offset} if shape == "object" else items
@@ -178,8 +204,10 @@ def _reexecute(body: dict[str, Any]) -> bool:
 
 def _not_found(job_id: str) -> web.Response:
     """Laddr answers a replay of an unknown job with 200 and `status: error` (its clients expect that)."""
-    return web.json_response({"status": "error", "error": f"Job not found: {job_id}", "detail": "Job not found",
-                              "code": "not_found"}, dumps=state.dumps)
+    return web.json_response(
+        {"status": "error", "error": f"Job not found: {job_id}", "detail": "Job not found", "code": "not_found"},
+        dumps=state.dumps,
+    )
 
 
 @routes.post("/api/jobs/{job_id}/replay")
@@ -194,13 +222,21 @@ async def replay(request: web.Request) -> web.Response:
     original = row["job_id"]
     if not reexecute:
         whole = await laddr_common.result(st, row)
-        return web.json_response({
-            "job_id": original, "status": laddr_common.status(row),
-            "result": laddr_common.outputs(row, whole),
-            "error": laddr_common.error_text(row), "pipeline_name": laddr_common.pipeline_name(row),
-            "created_at": views.timestamp(row.get("created_at")), "completed_at": views.timestamp(row.get("completed_at")),
-            "replayed": True, "reexecuted": False, "original_job_id": original,
-        }, dumps=state.dumps)
+        return web.json_response(
+            {
+                "job_id": original,
+                "status": laddr_common.status(row),
+                "result": laddr_common.outputs(row, whole),
+                "error": laddr_common.error_text(row),
+                "pipeline_name": laddr_common.pipeline_name(row),
+                "created_at": views.timestamp(row.get("created_at")),
+                "completed_at": views.timestamp(row.get("completed_at")),
+                "replayed": True,
+                "reexecuted": False,
+                "original_job_id": original,
+            },
+            dumps=state.dumps,
+        )
     auth.check_work(principal, st.catalog, row["plugin"], row["command"])  # as running it directly would
     if row["plugin"] == agents_mod.AGENT:
         laddr_common.agent(st, row["command"])
@@ -210,18 +246,45 @@ async def replay(request: web.Request) -> web.Response:
 
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
         if row["plugin"] == "pipeline":
-            cmd = envelope.make("pipeline.run", source=st.source, job_id=job_id, id=f"{job_id}:run",
-                                correlation_id=job_id, data={"pipeline": row["command"], "payload": row.get("payload")
-                                                             or {}, "submitted_by": "replay",
-                                                             "original_job_id": original,
-                                                             "authority": authority.to_data()})
+            cmd = envelope.make(
+                "pipeline.run",
+                source=st.source,
+                job_id=job_id,
+                id=f"{job_id}:run",
+                correlation_id=job_id,
+                data={
+                    "pipeline": row["command"],
+                    "payload": row.get("payload") or {},
+                    "submitted_by": "replay",
+                    "original_job_id": original,
+                    "authority": authority.to_data(),
+                },
+            )
             await st.bus.publish(subjects.pipeline_command(job_id), cmd)
         else:
-            await submit.submit_job(st, plugin=row["plugin"], command=row["command"], payload=spec.get("payload") or {},
-                                    event=spec.get("event"), context=spec.get("context"), submitted_by="replay",
-                                    job_id=job_id, extra={"original_job_id": original}, authority=authority)
-        return 202, {"job_id": job_id, "status": "queued", "result": None, "error": None, "replayed": True,
-                     "reexecuted": True, "original_job_id": original, "pipeline_name": laddr_common.pipeline_name(row),
-                     "created_at": views.timestamp(envelope.now()), "completed_at": None}
+            await submit.submit_job(
+                st,
+                plugin=row["plugin"],
+                command=row["command"],
+                payload=spec.get("payload") or {},
+                event=spec.get("event"),
+                context=spec.get("context"),
+                submitted_by="replay",
+                job_id=job_id,
+                extra={"original_job_id": original},
+                authority=authority,
+            )
+        return 202, {
+            "job_id": job_id,
+            "status": "queued",
+            "result": None,
+            "error": None,
+            "replayed": True,
+            "reexecuted": True,
+            "original_job_id": original,
+            "pipeline_name": laddr_common.pipeline_name(row),
+            "created_at": views.timestamp(envelope.now()),
+            "completed_at": None,
+        }
 
     return await idempotency.respond(request, principal, create)

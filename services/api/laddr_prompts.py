@@ -48,8 +48,9 @@ def _chain(body: dict[str, Any]) -> tuple[str, str, list[str]]:
             raise errors.BadRequest("'prompt_name' (an agent name) or 'agents' is required", field="prompt_name")
         chain = [name]
     if mode == "single" and len(chain) != 1:
-        raise errors.BadRequest("mode 'single' runs exactly one agent; use mode 'sequential' for a chain",
-                                field="agents")
+        raise errors.BadRequest(
+            "mode 'single' runs exactly one agent; use mode 'sequential' for a chain", field="agents"
+        )
     return name or chain[0], mode, list(chain)
 
 
@@ -64,20 +65,37 @@ async def create_prompt(request: web.Request) -> web.Response:
         laddr_common.agent(st, name)  # 404 unknown, 409 misconfigured
 
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
-        await submit.submit_job(st, plugin=agents_mod.PROMPT, command=mode, submitted_by="laddr", job_id=job_id,
-                                payload={"prompt_name": prompt_name, "inputs": inputs, "agents": chain},
-                                authority=auth.authority(principal))
-        return 202, {"prompt_id": job_id, "status": "running", "prompt_name": prompt_name, "agent": chain[0],
-                     "mode": mode, "agents": chain}
+        await submit.submit_job(
+            st,
+            plugin=agents_mod.PROMPT,
+            command=mode,
+            submitted_by="laddr",
+            job_id=job_id,
+            payload={"prompt_name": prompt_name, "inputs": inputs, "agents": chain},
+            authority=auth.authority(principal),
+        )
+        return 202, {
+            "prompt_id": job_id,
+            "status": "running",
+            "prompt_name": prompt_name,
+            "agent": chain[0],
+            "mode": mode,
+            "agents": chain,
+        }
 
     return await idempotency.respond(request, principal, create)
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
     payload = row.get("payload") or {}
-    return {"prompt_id": row["job_id"], "status": laddr_common.status(row),
-            "prompt_name": payload.get("prompt_name") or row["command"], "mode": row["command"],
-            "created_at": views.timestamp(row["created_at"]), "completed_at": views.timestamp(row.get("completed_at"))}
+    return {
+        "prompt_id": row["job_id"],
+        "status": laddr_common.status(row),
+        "prompt_name": payload.get("prompt_name") or row["command"],
+        "mode": row["command"],
+        "created_at": views.timestamp(row["created_at"]),
+        "completed_at": views.timestamp(row.get("completed_at")),
+    }
 
 
 @routes.get("/api/prompts")
@@ -86,8 +104,9 @@ async def list_prompts(request: web.Request) -> web.Response:
     st = state.of(request)
     limit, offset = laddr_common.page(request)
     rows = [dict(r) for r in await st.pool.fetch(LIST_SQL, limit, offset)]
-    return web.json_response({"prompts": [_summary(r) for r in rows], "limit": limit, "offset": offset},
-                             dumps=state.dumps)
+    return web.json_response(
+        {"prompts": [_summary(r) for r in rows], "limit": limit, "offset": offset}, dumps=state.dumps
+    )
 
 
 @routes.get("/api/prompts/{prompt_id}")
@@ -100,7 +119,9 @@ async def get_prompt(request: web.Request) -> web.Response:
         raise errors.NotFound(f"prompt {prompt_id!r} not found")
     payload = row.get("payload") or {}
     steps = [dict(r) for r in await st.pool.fetch(STEPS_SQL, prompt_id)]
-    failed = next((s for s in steps if laddr_common.STATUS.get(s["status"]) in ("failed", "cancelled", "skipped")), None)
+    failed = next(
+        (s for s in steps if laddr_common.STATUS.get(s["status"]) in ("failed", "cancelled", "skipped")), None
+    )
     whole = await laddr_common.result(st, row)
     body = {
         **_summary(row),
@@ -109,8 +130,15 @@ async def get_prompt(request: web.Request) -> web.Response:
         "outputs": laddr_common.outputs(row, whole),
         "error": laddr_common.error_text(row),
         "failed_agent": failed["agent"] if failed and row["status"] != "succeeded" else None,
-        "steps": [{"agent": s["agent"], "job_id": s["job_id"], "status": laddr_common.status(s),
-                   "error": s.get("last_error") if s["status"] != "succeeded" else None} for s in steps],
+        "steps": [
+            {
+                "agent": s["agent"],
+                "job_id": s["job_id"],
+                "status": laddr_common.status(s),
+                "error": s.get("last_error") if s["status"] != "succeeded" else None,
+            }
+            for s in steps
+        ],
         "token_usage": await laddr_common.token_usage(st, prompt_id),
     }
     extra = laddr_common.details(row, whole)

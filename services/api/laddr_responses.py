@@ -32,11 +32,21 @@ async def resolved(request: web.Request) -> web.Response:
     if laddr_common.is_run(row) and row["status"] in jobstate.FINAL_STATUSES:
         # Laddr's agent response: its status word, the answer, the ids (and our run details beside them)
         whole = data if isinstance(data, dict) else {"result": data}
-        reply = {"status": "success" if row["status"] == "succeeded" else "error",
-                 "job_id": task_id, "prompt_id": row.get("parent_job_id") if row.get("submitted_by") == "prompt"
-                 else task_id}
+        reply = {
+            "status": "success" if row["status"] == "succeeded" else "error",
+            "job_id": task_id,
+            "prompt_id": row.get("parent_job_id") if row.get("submitted_by") == "prompt" else task_id,
+        }
         if row["status"] != "succeeded":
             whole = {"result": None, "error": row.get("last_error")}
         data = {**whole, **reply}
-    return web.json_response({"task_id": task_id, "status": laddr_common.status(row), "offloaded": pointer is not None,
-                              "pointer": pointer, "data": data}, dumps=state.dumps)
+    return web.json_response(
+        {
+            "task_id": task_id,
+            "status": laddr_common.status(row),
+            "offloaded": pointer is not None,
+            "pointer": pointer,
+            "data": data,
+        },
+        dumps=state.dumps,
+    )

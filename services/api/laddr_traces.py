@@ -60,9 +60,15 @@ FROM traces
 
 
 def trace_view(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "job_id": row["job_id"], "agent_name": row["agent_name"],
-            "event_type": row["event_type"], "parent_id": row.get("parent_id"), "payload": row["payload"],
-            "timestamp": views.timestamp(row["timestamp"])}
+    return {
+        "id": row["id"],
+        "job_id": row["job_id"],
+        "agent_name": row["agent_name"],
+        "event_type": row["event_type"],
+        "parent_id": row.get("parent_id"),
+        "payload": row["payload"],
+        "timestamp": views.timestamp(row["timestamp"]),
+    }
 
 
 @routes.get("/api/traces")
@@ -82,8 +88,11 @@ async def list_traces(request: web.Request) -> web.Response:
     bounded = not job_id or bool(request.query.get("limit"))
     if bounded:
         args.append(limit)
-    sql = LIST_SQL.format(where="WHERE " + " AND ".join(clauses) if clauses else "",
-                          order="ASC" if job_id else "DESC", limit=f"LIMIT ${len(args)}" if bounded else "")
+    sql = LIST_SQL.format(
+        where="WHERE " + " AND ".join(clauses) if clauses else "",
+        order="ASC" if job_id else "DESC",
+        limit=f"LIMIT ${len(args)}" if bounded else "",
+    )
     rows = await st.pool.fetch(sql, *args)
     return web.json_response({"traces": [trace_view(dict(r)) for r in rows]}, dumps=state.dumps)
 
@@ -98,11 +107,18 @@ async def grouped_traces(request: web.Request) -> web.Response:
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in await st.pool.fetch(GROUPED_SQL, limit):
         groups.setdefault(row["job_id"], []).append(trace_view(dict(row)))
-    out = [{"job_id": job_id, "trace_count": len(traces),
+    out = [
+        {
+            "job_id": job_id,
+            "trace_count": len(traces),
             "agents": sorted({t["agent_name"] for t in traces if t["agent_name"]}),
-            "start_time": traces[0]["timestamp"], "end_time": traces[-1]["timestamp"], "traces": traces}
-           for job_id, traces in groups.items()]
-    out.sort(key=lambda g: (g["traces"][0]["id"]), reverse=True)
+            "start_time": traces[0]["timestamp"],
+            "end_time": traces[-1]["timestamp"],
+            "traces": traces,
+        }
+        for job_id, traces in groups.items()
+    ]
+    out.sort(key=lambda g: g["traces"][0]["id"], reverse=True)
     return web.json_response({"grouped_traces": out}, dumps=state.dumps)
 
 
@@ -129,16 +145,19 @@ async def metrics(request: web.Request) -> web.Response:
     trace_metrics = await st.pool.fetchrow(TRACE_METRICS_SQL)
     seen = await laddr_agents.presence(st)
     active = sum(1 for record in seen.values() if laddr_agents.liveness(record)[0] == "active")
-    return web.json_response({
-        "total_jobs": job_metrics["total_jobs"],
-        "completed_jobs": job_metrics["completed_jobs"],
-        "failed_jobs": job_metrics["failed_jobs"],
-        "active_jobs": job_metrics["active_jobs"],
-        "all_jobs": all_jobs,
-        "avg_latency_ms": round(float(job_metrics["avg_latency_ms"])),
-        "active_agents_count": active,
-        "cache_hits": trace_metrics["cache_hits"],
-        "tool_calls": trace_metrics["tool_calls"],
-        "total_tokens": int(trace_metrics["total_tokens"]),
-        "timestamp": envelope.rfc3339(envelope.now()),
-    }, dumps=state.dumps)
+    return web.json_response(
+        {
+            "total_jobs": job_metrics["total_jobs"],
+            "completed_jobs": job_metrics["completed_jobs"],
+            "failed_jobs": job_metrics["failed_jobs"],
+            "active_jobs": job_metrics["active_jobs"],
+            "all_jobs": all_jobs,
+            "avg_latency_ms": round(float(job_metrics["avg_latency_ms"])),
+            "active_agents_count": active,
+            "cache_hits": trace_metrics["cache_hits"],
+            "tool_calls": trace_metrics["tool_calls"],
+            "total_tokens": int(trace_metrics["total_tokens"]),
+            "timestamp": envelope.rfc3339(envelope.now()),
+        },
+        dumps=state.dumps,
+    )

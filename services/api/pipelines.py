@@ -46,29 +46,47 @@ async def run_pipeline(request: web.Request) -> web.Response:
     payload = bodies.payload(body)
     synchronous = pipeline.synchronous and not bodies.bool_param(request, "async")
     if synchronous and len(pipeline.entries) > 1:
-        raise errors.BadRequest(f"pipeline {pipeline.name!r} fans out into {len(pipeline.entries)} entry steps; "
-                                "a synchronous run needs one: use ?async=true")
+        raise errors.BadRequest(
+            f"pipeline {pipeline.name!r} fans out into {len(pipeline.entries)} entry steps; "
+            "a synchronous run needs one: use ?async=true"
+        )
     slots = request.app[SYNC_SLOTS]
     if synchronous and slots.locked():
         raise errors.TooManyRequests(f"at most {st.config.api.max_concurrent_sync} synchronous pipeline runs at once")
 
     async def create(root_id: str) -> tuple[int, dict[str, Any]]:
-        cmd = envelope.make("pipeline.run", source=st.source, job_id=root_id, id=f"{root_id}:run",
-                            correlation_id=root_id, data={"pipeline": pipeline.name, "payload": payload,
-                                                          "submitted_by": "api",
-                                                          "authority": auth.authority(principal).to_data()})
+        cmd = envelope.make(
+            "pipeline.run",
+            source=st.source,
+            job_id=root_id,
+            id=f"{root_id}:run",
+            correlation_id=root_id,
+            data={
+                "pipeline": pipeline.name,
+                "payload": payload,
+                "submitted_by": "api",
+                "authority": auth.authority(principal).to_data(),
+            },
+        )
         if not synchronous:
             await st.bus.publish(subjects.pipeline_command(root_id), cmd)
             # Ductile's keys (plugin "pipeline" is a label, command the pipeline's name) and ours
-            return 202, {"job_id": root_id, "status": "queued", "plugin": "pipeline", "command": pipeline.name,
-                         "pipeline": pipeline.name}
+            return 202, {
+                "job_id": root_id,
+                "status": "queued",
+                "plugin": "pipeline",
+                "command": pipeline.name,
+                "pipeline": pipeline.name,
+            }
         async with slots:
             return await _run_synchronously(st, cmd, pipeline.timeout_s)
 
     return await idempotency.respond(request, principal, create)
 
 
-async def _run_synchronously(st: state.ApiState, cmd: envelope.Envelope, timeout_s: float) -> tuple[int, dict[str, Any]]:
+async def _run_synchronously(
+    st: state.ApiState, cmd: envelope.Envelope, timeout_s: float
+) -> tuple[int, dict[str, Any]]:
     root_id = cmd.job_id
     assert root_id is not None
     started = time.monotonic()
@@ -86,14 +104,23 @@ async def _run_synchronously(st: state.ApiState, cmd: envelope.Envelope, timeout
         try:
             env = await asyncio.wait_for(final, timeout=timeout_s)
         except TimeoutError:
-            return 202, {"job_id": root_id, "status": "running", "timeout_exceeded": True,
-                         "message": "Pipeline still running after timeout.", "timeout_secs": timeout_s}
+            return 202, {
+                "job_id": root_id,
+                "status": "running",
+                "timeout_exceeded": True,
+                "message": "Pipeline still running after timeout.",
+                "timeout_secs": timeout_s,
+            }
     finally:
         await sub.unsubscribe()
     status = "succeeded" if env.type == "job.succeeded" else "failed"
-    body: dict[str, Any] = {"job_id": root_id, "status": status, "duration_ms": int((time.monotonic() - started) * 1000),
-                            "result": env.data.get("result"),
-                            "tree": await _tree_with_results(st, env.data.get("tree") or [])}
+    body: dict[str, Any] = {
+        "job_id": root_id,
+        "status": status,
+        "duration_ms": int((time.monotonic() - started) * 1000),
+        "result": env.data.get("result"),
+        "tree": await _tree_with_results(st, env.data.get("tree") or []),
+    }
     if status == "failed":
         body["error"] = env.data.get("error")
     return 200, body

@@ -45,8 +45,12 @@ def resolve_command(st: state.ApiState, plugin: str, command: str) -> tuple[str,
     if not st.config.plugin(plugin).enabled:
         raise errors.NotFound(f"plugin {plugin!r} is disabled", plugin=plugin)
     if command not in manifest.commands:
-        raise errors.NotFound(f"plugin {plugin!r} has no command {command!r}", plugin=plugin, command=command,
-                              commands=sorted(manifest.commands))
+        raise errors.NotFound(
+            f"plugin {plugin!r} has no command {command!r}",
+            plugin=plugin,
+            command=command,
+            commands=sorted(manifest.commands),
+        )
     return plugin, command
 
 
@@ -97,8 +101,15 @@ async def run_command(request: web.Request) -> web.Response:
 
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
         async def publish() -> None:
-            await submit.submit_job(st, plugin=plugin, command=command, payload=payload, event=event, job_id=job_id,
-                                    authority=auth.authority(principal))
+            await submit.submit_job(
+                st,
+                plugin=plugin,
+                command=command,
+                payload=payload,
+                event=event,
+                job_id=job_id,
+                authority=auth.authority(principal),
+            )
 
         accepted = {"job_id": job_id, "status": "queued", "plugin": plugin, "command": command}
         if not wait_s:
@@ -130,8 +141,9 @@ def wait_param(request: web.Request) -> float:
     return wait_s
 
 
-async def _finished(st: state.ApiState, final: envelope.Envelope, accepted: dict[str, Any],
-                    started: float) -> dict[str, Any]:
+async def _finished(
+    st: state.ApiState, final: envelope.Envelope, accepted: dict[str, Any], started: float
+) -> dict[str, Any]:
     """The waited job's answer from its final event."""
     data = final.data
     status = final.type.removeprefix("job.")
@@ -139,5 +151,11 @@ async def _finished(st: state.ApiState, final: envelope.Envelope, accepted: dict
     if offload.is_pointer(result):
         result = await offload.resolve(st.bus, result)
     error = data.get("error") or data.get("reason") if status != "succeeded" else None
-    return {**accepted, "status": "failed" if status == "rejected" else status, "attempt": data.get("attempt"),
-            "duration_ms": int((time.monotonic() - started) * 1000), "result": result, "error": error}
+    return {
+        **accepted,
+        "status": "failed" if status == "rejected" else status,
+        "attempt": data.get("attempt"),
+        "duration_ms": int((time.monotonic() - started) * 1000),
+        "result": result,
+        "error": error,
+    }

@@ -29,9 +29,13 @@ async def describe(st: state.ApiState, schedule: specs.Schedule) -> dict[str, An
     next_fire_at = _label(specs.next_fire(schedule, current, envelope.now()))
     out.update(
         # Ductile's keys (handleSchedulerJobs); Ductile lists enabled plugins only, we list all and say which
-        schedule_id=schedule.id, mode=schedule.kind, status="scheduled" if enabled else "disabled",
+        schedule_id=schedule.id,
+        mode=schedule.kind,
+        status="scheduled" if enabled else "disabled",
         next_run_at=next_fire_at,
-        kind=schedule.kind, spec=schedule.spec, enabled=enabled,
+        kind=schedule.kind,
+        spec=schedule.spec,
+        enabled=enabled,
         next_fire_at=next_fire_at,
         last_fire_at=_label(current.last_fired_at if current else None),
         last_job_id=current.last_job_id if current else None,

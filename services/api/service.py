@@ -19,9 +19,12 @@ def announce_laddr_auth(config: config_mod.Config) -> None:
     """Say how Laddr's paths authenticate; loudly when they take requests without credentials."""
     laddr = config.api.laddr
     if laddr.open:
-        log.warning("laddr_api_open", scopes=sorted(laddr.scopes),
-                    warning="api.laddr.auth is none: /api/* and /ws/* accept requests WITHOUT credentials, acting "
-                            "with these scopes; anyone who can reach this port can run agents and pipelines")
+        log.warning(
+            "laddr_api_open",
+            scopes=sorted(laddr.scopes),
+            warning="api.laddr.auth is none: /api/* and /ws/* accept requests WITHOUT credentials, acting "
+            "with these scopes; anyone who can reach this port can run agents and pipelines",
+        )
     elif laddr.api_key is not None:
         log.info("laddr_api_key", scopes=sorted(laddr.scopes), token_name="laddr")
 
@@ -29,8 +32,14 @@ def announce_laddr_auth(config: config_mod.Config) -> None:
 class Api(lifecycle.Service):
     name = "api"
 
-    def __init__(self, config: config_mod.Config, *, bus: bus_mod.Bus | None = None,
-                 pool: asyncpg.Pool | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        config: config_mod.Config,
+        *,
+        bus: bus_mod.Bus | None = None,
+        pool: asyncpg.Pool | None = None,
+        port: int | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.bus = bus
@@ -55,11 +64,13 @@ class Api(lifecycle.Service):
         self.pool = await db.pool_for(self.config, pool=self.pool, max_size=10)
         self.app = app_mod.create_app(self.config, bus=self.bus, pool=self.pool)
         st = self.app[state.STATE]
-        self.participant = reloads.Participant(self.bus, role=self.name, source=st.source, current=lambda: st.config,
-                                               apply=self._apply_config)
+        self.participant = reloads.Participant(
+            self.bus, role=self.name, source=st.source, current=lambda: st.config, apply=self._apply_config
+        )
         self.app[reload.COORDINATOR] = reload_coordinator.Coordinator(self.bus, self.participant)
-        self.runner = limits.GuardedRunner(self.app, limits=self.config.api.limits, access_log=None,
-                                          handle_signals=False)
+        self.runner = limits.GuardedRunner(
+            self.app, limits=self.config.api.limits, access_log=None, handle_signals=False
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.api.host, self.port, backlog=1024, reuse_address=True)
         await site.start()

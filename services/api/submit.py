@@ -36,8 +36,13 @@ async def submit_job(
     if authority is not None:  # on whose behalf: checked where its work (an agent's tool calls) is made
         data["authority"] = authority.to_data()
     cmd = envelope.Envelope(
-        id=f"{job_id}:submit", type="job.submit", time=envelope.rfc3339(envelope.now()), source=st.source,
-        job_id=job_id, correlation_id=job_id, data=data,
+        id=f"{job_id}:submit",
+        type="job.submit",
+        time=envelope.rfc3339(envelope.now()),
+        source=st.source,
+        job_id=job_id,
+        correlation_id=job_id,
+        data=data,
     )
     await st.bus.publish(subjects.job_command(job_id, "submit"), cmd)
     return job_id

@@ -29,24 +29,26 @@ def version() -> str:
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     st = state.of(request)
-    return web.json_response({
-        "name": "Headrace Gateway",
-        "description": "Event-sourced job and agent gateway: the Ductile and Laddr APIs on NATS JetStream.",
-        "service": "Headrace",
-        "version": version(),
-        "status": "running",
-        # Laddr's keys: its dashboard (a separate app) and its API docs (Swagger UI once /docs is served)
-        "dashboard": st.config.api.laddr.dashboard,
-        "docs": "/docs" if _serves(request.app, "/docs") else "/openapi.json",
-        "uptime_seconds": st.uptime_s,
-        "discovery": {
-            "health": "/healthz",
-            "skills": "/skills",
-            "plugins": "/plugins",
-            "openapi": "/openapi.json",
-            "ai_plugin": "/.well-known/ai-plugin.json",
-        },
-    })
+    return web.json_response(
+        {
+            "name": "Headrace Gateway",
+            "description": "Event-sourced job and agent gateway: the Ductile and Laddr APIs on NATS JetStream.",
+            "service": "Headrace",
+            "version": version(),
+            "status": "running",
+            # Laddr's keys: its dashboard (a separate app) and its API docs (Swagger UI once /docs is served)
+            "dashboard": st.config.api.laddr.dashboard,
+            "docs": "/docs" if _serves(request.app, "/docs") else "/openapi.json",
+            "uptime_seconds": st.uptime_s,
+            "discovery": {
+                "health": "/healthz",
+                "skills": "/skills",
+                "plugins": "/plugins",
+                "openapi": "/openapi.json",
+                "ai_plugin": "/.well-known/ai-plugin.json",
+            },
+        }
+    )
 
 
 def _serves(app: web.Application, path: str) -> bool:
@@ -106,7 +108,8 @@ async def healthz(request: web.Request) -> web.Response:
     st = state.of(request)
     admin = _is_admin(request)
     (nats_ok, depth, nats_error), (pg_ok, pg_error), circuits_open = await asyncio.gather(
-        check_nats(st), check_postgres(st), open_circuits(st))
+        check_nats(st), check_postgres(st), open_circuits(st)
+    )
     body: dict[str, Any] = {
         "status": "ok" if nats_ok and pg_ok else "error",
         "uptime_seconds": st.uptime_s,

@@ -87,8 +87,13 @@ async def receive(request: web.Request) -> web.Response:
             raise hooks_mod.Refused(f"invalid or missing signature in {hook.signature_header}")
         timestamp = hooks_mod.verify(hook, secret, body, request.headers, now=time.time())
     except hooks_mod.Refused as exc:
-        log.warning("webhook_refused", webhook=hook.name, header=hook.signature_header,
-                    present=hook.signature_header in request.headers, reason=str(exc))
+        log.warning(
+            "webhook_refused",
+            webhook=hook.name,
+            header=hook.signature_header,
+            present=hook.signature_header in request.headers,
+            reason=str(exc),
+        )
         raise errors.Forbidden(str(exc)) from None
     payload = payload_of(body)
     event_type = hook.event_type(request.headers.get(hook.event_header) if hook.event_header else None)
@@ -96,10 +101,22 @@ async def receive(request: web.Request) -> web.Response:
     event_type = event["type"]
 
     async def create(job_id: str) -> dict[str, Any]:
-        await submit.submit_job(st, plugin=hook.plugin, command=hook.command, payload=payload,
-                                submitted_by=f"{SUBMITTED_BY}:{hook.path}", event=event, job_id=job_id)
-        return {"job_id": job_id, "status": "queued", "plugin": hook.plugin, "command": hook.command,
-                "event_type": event_type}
+        await submit.submit_job(
+            st,
+            plugin=hook.plugin,
+            command=hook.command,
+            payload=payload,
+            submitted_by=f"{SUBMITTED_BY}:{hook.path}",
+            event=event,
+            job_id=job_id,
+        )
+        return {
+            "job_id": job_id,
+            "status": "queued",
+            "plugin": hook.plugin,
+            "command": hook.command,
+            "event_type": event_type,
+        }
 
     keys = hooks_mod.dedupe_keys(hook, body, request.headers, timestamp=timestamp)
     answer = await webhook_replays.accept_once(await st.bus.kv(subjects.KV_DEDUPE), hook, keys, create)
@@ -108,8 +125,9 @@ async def receive(request: web.Request) -> web.Response:
     else:
         log.info("webhook_accepted", webhook=hook.name, job_id=answer.body["job_id"], event_type=event_type)
     headers = {"Idempotent-Replayed": "true"} if answer.duplicate else None
-    return web.json_response({**answer.body, "duplicate": answer.duplicate}, status=202, headers=headers,
-                             dumps=state.dumps)
+    return web.json_response(
+        {**answer.body, "duplicate": answer.duplicate}, status=202, headers=headers, dumps=state.dumps
+    )
 
 
 def add_routes(app: web.Application, config: Any) -> None:

@@ -90,8 +90,10 @@ def parse(name: str, doc: Mapping[str, Any]) -> AgentSpec:
     if provider != ECHO:
         for key in ("base_url", "model"):
             if not llm.get(key):
-                raise ValueError(f"agents.{name}.llm.{key} is required (or use `provider: echo`, the offline "
-                                 "provider that needs no network)")
+                raise ValueError(
+                    f"agents.{name}.llm.{key} is required (or use `provider: echo`, the offline "
+                    "provider that needs no network)"
+                )
     settings = LlmSettings(
         provider=provider,
         base_url=str(llm.get("base_url") or "").rstrip("/"),

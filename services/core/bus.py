@@ -183,20 +183,36 @@ class Bus:
         atomic: dict[str, Any] = {"allow_atomic": True}
         return [
             api.StreamConfig(
-                name=subjects.COMMANDS, subjects=[subjects.ALL_COMMANDS],
-                retention=api.RetentionPolicy.LIMITS, max_age=7 * DAY_S, allow_direct=True, **common, **atomic,
+                name=subjects.COMMANDS,
+                subjects=[subjects.ALL_COMMANDS],
+                retention=api.RetentionPolicy.LIMITS,
+                max_age=7 * DAY_S,
+                allow_direct=True,
+                **common,
+                **atomic,
             ),
             api.StreamConfig(
-                name=subjects.EVENTS, subjects=[subjects.ALL_EVENTS],
-                retention=api.RetentionPolicy.LIMITS, allow_direct=True, **common, **atomic,
+                name=subjects.EVENTS,
+                subjects=[subjects.ALL_EVENTS],
+                retention=api.RetentionPolicy.LIMITS,
+                allow_direct=True,
+                **common,
+                **atomic,
             ),
             api.StreamConfig(
-                name=subjects.WORK, subjects=[subjects.ALL_WORK, subjects.ALL_DELAYED],
-                retention=api.RetentionPolicy.WORK_QUEUE, **common, **atomic,
+                name=subjects.WORK,
+                subjects=[subjects.ALL_WORK, subjects.ALL_DELAYED],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                **common,
+                **atomic,
             ),
             api.StreamConfig(
-                name=subjects.INGEST, subjects=[subjects.ALL_INGEST],
-                retention=api.RetentionPolicy.LIMITS, max_age=7 * DAY_S, allow_direct=True, **common,
+                name=subjects.INGEST,
+                subjects=[subjects.ALL_INGEST],
+                retention=api.RetentionPolicy.LIMITS,
+                max_age=7 * DAY_S,
+                allow_direct=True,
+                **common,
             ),
         ]
 
@@ -242,9 +258,8 @@ class Bus:
         if bucket not in self._obj:
             try:
                 self._obj[bucket] = await self.js.create_object_store(
-                    bucket, config=api.ObjectStoreConfig(
-                        bucket=bucket, replicas=self.replicas, storage=api.StorageType.FILE
-                    )
+                    bucket,
+                    config=api.ObjectStoreConfig(bucket=bucket, replicas=self.replicas, storage=api.StorageType.FILE),
                 )
             except nats.js.errors.BadRequestError:
                 self._obj[bucket] = await self.js.object_store(bucket)
@@ -272,8 +287,15 @@ class Bus:
 
     # --- publishing -----------------------------------------------------
 
-    async def publish(self, subject: str, env: envelope.Envelope, *, timeout_s: float = 10,
-                      expected_last_subject_seq: int | None = None, expected_filter: str | None = None) -> api.PubAck:
+    async def publish(
+        self,
+        subject: str,
+        env: envelope.Envelope,
+        *,
+        timeout_s: float = 10,
+        expected_last_subject_seq: int | None = None,
+        expected_filter: str | None = None,
+    ) -> api.PubAck:
         """Publish and wait for the PubAck; a duplicate id answers with the original's ack.
         With `expected_last_subject_seq`, raise Conflict unless that is the last sequence (0: none) of the
         subject, or of every subject `expected_filter` matches (e.g. all of one job's events)."""
@@ -297,8 +319,10 @@ class Bus:
         retrying the same message can never succeed)."""
         limit = self.nc.max_payload
         if limit and len(data) > limit:
-            raise errors.PayloadTooLarge(f"the message for {subject} ({len(data)} bytes) exceeds the event bus's "
-                                         f"max_payload ({limit} bytes)", max_payload=limit)
+            raise errors.PayloadTooLarge(
+                f"the message for {subject} ({len(data)} bytes) exceeds the event bus's max_payload ({limit} bytes)",
+                max_payload=limit,
+            )
         return data
 
     async def publish_all(self, items: Iterable[tuple[str, envelope.Envelope]]) -> list[api.PubAck]:
@@ -306,15 +330,17 @@ class Bus:
         fails, none comes within 30 s, or the connection drops before all came. A stream's share of
         ATOMIC_MIN or more messages goes as atomic batches (all stored with one sync, or none), one after
         another so the stream keeps the share's order; a batch the server refuses goes again one by one."""
-        encoded: list[Encoded] = [(subject, self._fitting(subject, envelope.encode(env)), env.id, None)
-                                  for subject, env in items]
+        encoded: list[Encoded] = [
+            (subject, self._fitting(subject, envelope.encode(env)), env.id, None) for subject, env in items
+        ]
         by_stream: dict[str | None, list[int]] = {}
         for i, (subject, *_) in enumerate(encoded):
             by_stream.setdefault(subjects.stream_of(subject), []).append(i)
         acks: list[api.PubAck | None] = [None] * len(encoded)
         shares = list(by_stream.items())
-        results = await self._until_lost(asyncio.gather(*(
-            self._share(stream, [encoded[i] for i in positions]) for stream, positions in shares)))
+        results = await self._until_lost(
+            asyncio.gather(*(self._share(stream, [encoded[i] for i in positions]) for stream, positions in shares))
+        )
         for (_, positions), got in zip(shares, results, strict=True):
             for i, ack in zip(positions, got, strict=True):
                 acks[i] = ack
@@ -326,9 +352,14 @@ class Bus:
         it was stored as that first, or None where the filter held messages already (a re-decided input,
         even past the duplicate window); those are then published plainly, their ids deduplicating."""
         encoded: list[Encoded] = [
-            (subject, self._fitting(subject, envelope.encode(env)), env.id,
-             {subjects.EXPECTED_LAST_SUBJECT_SEQ: "0", subjects.EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: filter_})
-            for subject, env, filter_ in items]
+            (
+                subject,
+                self._fitting(subject, envelope.encode(env)),
+                env.id,
+                {subjects.EXPECTED_LAST_SUBJECT_SEQ: "0", subjects.EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: filter_},
+            )
+            for subject, env, filter_ in items
+        ]
         return list(await self._until_lost(self._firsts(encoded)))
 
     async def _firsts(self, encoded: list[Encoded]) -> list[int | None]:
@@ -336,16 +367,20 @@ class Bus:
         streams = {subjects.stream_of(subject) for subject, *_ in encoded}
         if len(encoded) >= ATOMIC_MIN and len(streams) == 1 and streams <= self.atomic_streams:
             for start in range(0, len(encoded), ATOMIC_MAX):
-                batch = await self._atomic(encoded[start:start + ATOMIC_MAX])
+                batch = await self._atomic(encoded[start : start + ATOMIC_MAX])
                 if batch is None:  # one of them is not the first (or another refusal): the rest each on its own
                     break
                 seqs += [ack.seq for ack in batch]
-            encoded = encoded[len(seqs):]
+            encoded = encoded[len(seqs) :]
         # each as a request of its own: nats-py's publish_async never resolves a future the server answers
         # with an error (it raises inside its reply callback), and a failed check is an expected answer here
-        answers = await asyncio.gather(*(
-            self.js.publish(subject, data, timeout=30, headers={subjects.MSG_ID: msg_id, **(extra or {})})
-            for subject, data, msg_id, extra in encoded), return_exceptions=True)
+        answers = await asyncio.gather(
+            *(
+                self.js.publish(subject, data, timeout=30, headers={subjects.MSG_ID: msg_id, **(extra or {})})
+                for subject, data, msg_id, extra in encoded
+            ),
+            return_exceptions=True,
+        )
         plain: list[Encoded] = []
         for message, answer in zip(encoded, answers, strict=True):
             if isinstance(answer, api.PubAck):
@@ -365,7 +400,7 @@ class Bus:
             return await self._one_by_one(share)
         acks: list[api.PubAck] = []
         for start in range(0, len(share), ATOMIC_MAX):
-            chunk = share[start:start + ATOMIC_MAX]
+            chunk = share[start : start + ATOMIC_MAX]
             acks += await self._atomic(chunk) or await self._one_by_one(chunk)
         return acks
 
@@ -386,8 +421,12 @@ class Bus:
         batch_id = uuid.uuid4().hex
         last = len(encoded)
         for k, (subject, data, msg_id, extra) in enumerate(encoded, start=1):
-            headers = {subjects.MSG_ID: msg_id, subjects.BATCH_ID: batch_id, subjects.BATCH_SEQUENCE: str(k),
-                       **(extra or {})}
+            headers = {
+                subjects.MSG_ID: msg_id,
+                subjects.BATCH_ID: batch_id,
+                subjects.BATCH_SEQUENCE: str(k),
+                **(extra or {}),
+            }
             if k < last:
                 await self.nc.publish(subject, data, headers=headers)
                 continue
@@ -399,8 +438,13 @@ class Bus:
             if error.get("err_code") == ATOMIC_DISABLED:  # e.g. an older process re-created the stream's config
                 self.atomic_streams.discard(str(answer.get("stream") or subjects.stream_of(encoded[0][0])))
             if error.get("err_code") not in (ATOMIC_DUPLICATE, ATOMIC_EXPECTED_SEQ):
-                log.warning("atomic_batch_refused", stream=answer.get("stream"), messages=last,
-                            err_code=error.get("err_code"), error=error.get("description"))
+                log.warning(
+                    "atomic_batch_refused",
+                    stream=answer.get("stream"),
+                    messages=last,
+                    err_code=error.get("err_code"),
+                    error=error.get("description"),
+                )
             return None
         first = int(answer["seq"]) - int(answer.get("count") or last) + 1
         return [api.PubAck(stream=answer["stream"], seq=first + k) for k in range(last)]
@@ -438,7 +482,9 @@ class Bus:
             return None
         return int(raw.seq or 0), envelope.decode(raw.data)
 
-    async def history(self, stream: str, subject_filter: str, *, limit: int = 10_000) -> list[tuple[int, envelope.Envelope]]:
+    async def history(
+        self, stream: str, subject_filter: str, *, limit: int = 10_000
+    ) -> list[tuple[int, envelope.Envelope]]:
         """Every message matching `subject_filter` in `stream`, oldest first (bounded by `limit`)."""
         out: list[tuple[int, envelope.Envelope]] = []
         seq = 0

@@ -109,8 +109,10 @@ def expand_schema(schema: Any) -> Any:
     with `type` (a full JSON Schema) or `{}` (any object, and no request body) is returned as it is."""
     if not isinstance(schema, Mapping) or not schema or "type" in schema:
         return schema
-    return {"type": "object",
-            "properties": {key: {"type": value} if isinstance(value, str) else value for key, value in schema.items()}}
+    return {
+        "type": "object",
+        "properties": {key: {"type": value} if isinstance(value, str) else value for key, value in schema.items()},
+    }
 
 
 def _command(entry: str | Mapping[str, Any]) -> Command:
@@ -132,7 +134,7 @@ def _ductile_rules(doc: Mapping[str, Any], directory: Path) -> None:
     """Ductile's manifest rules the schema cannot say (ValueError in Ductile's words)."""
     spec = doc.get("manifest_spec")
     if spec is not None and spec != "ductile.plugin":
-        raise ValueError(f"manifest_spec must be \"ductile.plugin\" (got {spec!r})")
+        raise ValueError(f'manifest_spec must be "ductile.plugin" (got {spec!r})')
     version = doc.get("manifest_version")
     if version is not None and str(version).strip() != "1":
         raise ValueError(f"manifest_version must be 1 (got {version!r})")
@@ -183,8 +185,12 @@ def _fact_output(index: int, rule: Mapping[str, Any], commands: Mapping[str, Com
     command = rule["when"]["command"]
     if command not in commands:
         raise ValueError(f"fact_outputs[{index}].when.command {command!r} is not a declared command")
-    return FactOutput(command=command, fact_type=rule["fact_type"], source=rule.get("from", "state_updates"),
-                      compatibility_view=rule.get("compatibility_view") or "")
+    return FactOutput(
+        command=command,
+        fact_type=rule["fact_type"],
+        source=rule.get("from", "state_updates"),
+        compatibility_view=rule.get("compatibility_view") or "",
+    )
 
 
 def scan(roots: Iterable[Path], configs: Mapping[str, Mapping[str, Any] | None] | None = None) -> Catalog:
@@ -216,8 +222,9 @@ def scan(roots: Iterable[Path], configs: Mapping[str, Mapping[str, Any] | None] 
             continue  # disabled: never run, so not checked (Ductile does not validate disabled plugins)
         missing = manifest.missing_config(config)
         if missing:
-            error = (f"plugin {name!r}: config_keys.required key(s) missing from plugins.{name}.config: "
-                     + ", ".join(missing))
+            error = f"plugin {name!r}: config_keys.required key(s) missing from plugins.{name}.config: " + ", ".join(
+                missing
+            )
             broken.append(ManifestError(str(manifest.path), error))
             log.warning("plugin_config_missing", plugin=name, path=str(manifest.path), missing=missing)
             del found[name]
@@ -227,6 +234,8 @@ def scan(roots: Iterable[Path], configs: Mapping[str, Mapping[str, Any] | None] 
 def signature(catalog: Catalog) -> str:
     """A hash of what the catalog holds (each plugin's directory and manifest, each broken manifest): two
     processes that scanned the same plugin directories agree on it, and adding a plugin changes it."""
-    doc = {"plugins": {name: [str(m.directory), m.raw] for name, m in catalog.plugins.items()},
-           "errors": [[e.path, e.error] for e in catalog.errors]}
+    doc = {
+        "plugins": {name: [str(m.directory), m.raw] for name, m in catalog.plugins.items()},
+        "errors": [[e.path, e.error] for e in catalog.errors],
+    }
     return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()

@@ -189,8 +189,11 @@ class Config:
         """This config plus a token that does not come from the file."""
         if any(t.token == token.token for t in self.api.tokens):
             return self
-        return dataclasses.replace(self, api=dataclasses.replace(self.api, tokens=(*self.api.tokens, token)),
-                                   runtime_tokens=(*self.runtime_tokens, token))
+        return dataclasses.replace(
+            self,
+            api=dataclasses.replace(self.api, tokens=(*self.api.tokens, token)),
+            runtime_tokens=(*self.runtime_tokens, token),
+        )
 
     def plugin(self, name: str) -> PluginConfig:
         """The plugin's config; a plugin found on disk but absent from the file runs with defaults."""
@@ -216,12 +219,17 @@ def substitute_env(text: str, env: Mapping[str, str], *, where: str) -> str:
 _NOT_SUBSTITUTED = ("include", "environment_vars")
 
 
-def substitute_values(doc: Any, env: Mapping[str, str], *, file: Path, lines: yamlio.Lines,
-                      path: tuple[str | int, ...] = ()) -> Any:
+def substitute_values(
+    doc: Any, env: Mapping[str, str], *, file: Path, lines: yamlio.Lines, path: tuple[str | int, ...] = ()
+) -> Any:
     """`doc` with `${VAR}` substituted in every string value (never in keys, never in the raw text)."""
     if isinstance(doc, dict):
-        return {k: v if not path and k in _NOT_SUBSTITUTED
-                else substitute_values(v, env, file=file, lines=lines, path=(*path, k)) for k, v in doc.items()}
+        return {
+            k: v
+            if not path and k in _NOT_SUBSTITUTED
+            else substitute_values(v, env, file=file, lines=lines, path=(*path, k))
+            for k, v in doc.items()
+        }
     if isinstance(doc, list):
         return [substitute_values(v, env, file=file, lines=lines, path=(*path, i)) for i, v in enumerate(doc)]
     if isinstance(doc, str) and "${" in doc:
@@ -312,8 +320,9 @@ def _read_yaml(path: Path, env: dict[str, str], files: list[_File]) -> dict[str,
     return doc
 
 
-def _expand_includes(doc: dict[str, Any], file: Path, env: dict[str, str], files: list[_File],
-                     seen: frozenset[Path]) -> dict[str, Any]:
+def _expand_includes(
+    doc: dict[str, Any], file: Path, env: dict[str, str], files: list[_File], seen: frozenset[Path]
+) -> dict[str, Any]:
     includes = doc.pop("include", None) or []
     if not isinstance(includes, list):
         raise errors.ConfigError(f"{file}: include: must be a list of files or directories")
@@ -338,8 +347,9 @@ def reload(current: Config, env: Mapping[str, str] | None = None) -> Config:
     if current.path is None:
         raise errors.ConfigError("this configuration was not loaded from a file")
     fresh = load(current.path, env=env)
-    fresh = dataclasses.replace(fresh, nats_url=fresh.nats_url or current.nats_url,
-                                database_url=fresh.database_url or current.database_url)
+    fresh = dataclasses.replace(
+        fresh, nats_url=fresh.nats_url or current.nats_url, database_url=fresh.database_url or current.database_url
+    )
     for token in current.runtime_tokens:
         fresh = fresh.with_runtime_token(token)
     return fresh
@@ -349,8 +359,11 @@ def fingerprint(config: Config) -> str:
     """A short hash of the loaded document (secrets included, so it is never logged as text), of the
     plugin catalog it was loaded with (a reload that only adds a plugin directory changes it) and of the
     vault file (a secret rolled through the API changes it)."""
-    doc = {"config": config.raw, "catalog": catalog.signature(plugin_catalog(config)),
-           "vault": config.vault.digest if config.vault is not None else None}
+    doc = {
+        "config": config.raw,
+        "catalog": catalog.signature(plugin_catalog(config)),
+        "vault": config.vault.digest if config.vault is not None else None,
+    }
     option = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
     return hashlib.sha256(orjson.dumps(doc, option=option, default=str)).hexdigest()[:16]
 
@@ -379,8 +392,9 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     return from_dict(doc, path=path, env=environ, files=files)
 
 
-def _located(path: tuple[str | int, ...], files: list[_File], fallback: Path | None,
-             shown: tuple[str | int, ...] | None = None) -> str:
+def _located(
+    path: tuple[str | int, ...], files: list[_File], fallback: Path | None, shown: tuple[str | int, ...] | None = None
+) -> str:
     """`<file>:<line>: <key>` of the last file that wrote (the nearest part of) `path`; the key named is
     `shown` when given."""
     name = _dotted(path if shown is None else shown)
@@ -409,8 +423,13 @@ def _line_path(error: Any) -> tuple[str | int, ...]:
     return at
 
 
-def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None,
-              files: list[Any] | None = None) -> Config:
+def from_dict(
+    doc: dict[str, Any],
+    *,
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    files: list[Any] | None = None,
+) -> Config:
     """Validate a config document and build the frozen `Config`."""
     environ = dict(environment.process_env() if env is None else env)
     # messages name the path and the rule, never a value (values may be `${VAR}`-substituted secrets)
@@ -427,8 +446,10 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
             vault, found_warnings = vault_mod.open_configured(settings, base_dir, environ)
             warnings += found_warnings
         projected = vault.projected() if vault is not None else {}
-        warnings += [f"secrets.{name}: also a secret in the vault; the vault's value is used (remove the entry)"
-                     for name in sorted(set(projected) & set(native.get("secrets") or {}))]
+        warnings += [
+            f"secrets.{name}: also a secret in the vault; the vault's value is used (remove the entry)"
+            for name in sorted(set(projected) & set(native.get("secrets") or {}))
+        ]
         built = _build(native, path=path, base_dir=base_dir, env=environ, vault_secrets=projected)
         warnings += _vault_plugin_problems(built, vault)
         found = _with_aliases(catalog.scan(built.plugin_roots, plugin_configs(built)), native.get("plugins") or {})
@@ -443,8 +464,10 @@ def from_dict(doc: dict[str, Any], *, path: Path | None = None, env: Mapping[str
         schedules_mod.check_commands(schedules, commands_of)
         for pipeline in routes.pipelines.values():
             if pipeline.trigger is None and pipeline.hook is None:
-                warnings.append(f"pipelines.{pipeline.name}: no `on:` or `on-hook:` trigger: it runs only "
-                                f"when called (POST /pipeline/{pipeline.name} or a `call:` step)")
+                warnings.append(
+                    f"pipelines.{pipeline.name}: no `on:` or `on-hook:` trigger: it runs only "
+                    f"when called (POST /pipeline/{pipeline.name} or a `call:` step)"
+                )
         built = dataclasses.replace(built, routes=routes, catalog=found)
         for name, spec in agents_mod.parse_all(built.agents).items():
             warnings += [f"agents.{name}: {p}" for p in agents_mod.problems(spec, found, built)]
@@ -465,8 +488,10 @@ def _vault_plugin_problems(built: Config, vault: vault_mod.Vault | None) -> list
         if vault is None:
             out.append(f"plugins.{name}.requires_vault: no vault is loaded (secrets.vault_file): its jobs will fail")
         elif not vault.has_principal(plugin.principal):
-            out.append(f"plugins.{name}.requires_vault: principal {plugin.principal!r} is not in the vault: its "
-                       "jobs will fail until it is registered (POST /vault/principal)")
+            out.append(
+                f"plugins.{name}.requires_vault: principal {plugin.principal!r} is not in the vault: its "
+                "jobs will fail until it is registered (POST /vault/principal)"
+            )
     return out
 
 
@@ -576,20 +601,31 @@ def _api_limits(raw: Mapping[str, Any]) -> ApiLimits:
     )
 
 
-def _build(doc: dict[str, Any], *, path: Path | None, base_dir: Path, env: Mapping[str, str],
-           vault_secrets: Mapping[str, str] | None = None) -> Config:
+def _build(
+    doc: dict[str, Any],
+    *,
+    path: Path | None,
+    base_dir: Path,
+    env: Mapping[str, str],
+    vault_secrets: Mapping[str, str] | None = None,
+) -> Config:
     service = doc.get("service") or {}
     api = doc.get("api") or {}
     host, _, port = (api.get("listen") or "127.0.0.1:8080").rpartition(":")
     # `secret_ref` resolves from the vault first (Ductile's only source), then `secrets:`, then the environment
     secrets = {k: v for k, v in (doc.get("secrets") or {}).items() if isinstance(v, str)} | dict(vault_secrets or {})
     tokens = tuple(
-        Token(token=_token_value(i, t, secrets, env), scopes=frozenset(t.get("scopes") or ()),
-              name=t.get("name") or t.get("secret_ref"))
+        Token(
+            token=_token_value(i, t, secrets, env),
+            scopes=frozenset(t.get("scopes") or ()),
+            name=t.get("name") or t.get("secret_ref"),
+        )
         for i, t in enumerate((api.get("auth") or {}).get("tokens") or [])
     )
     laddr = _laddr_api(api.get("laddr") or {}, env)
-    if laddr.api_key is not None and not any(t.token == laddr.api_key for t in tokens):  # a listed token keeps its scopes
+    if laddr.api_key is not None and not any(
+        t.token == laddr.api_key for t in tokens
+    ):  # a listed token keeps its scopes
         tokens = (*tokens, Token(token=laddr.api_key, scopes=laddr.scopes, name="laddr"))
     max_workers = int(service.get("max_workers") or max(1, (os.cpu_count() or 2) - 1))
     plugins = {name: _plugin(name, spec or {}, max_workers) for name, spec in (doc.get("plugins") or {}).items()}
@@ -656,9 +692,13 @@ def _laddr_api(raw: Mapping[str, Any], env: Mapping[str, str]) -> LaddrApi:
     is_open = raw.get("auth", "key") == "none"
     if is_open and key is not None:
         raise ValueError(f"api.laddr.auth: 'none' (no key) contradicts the key set in {where}: remove one")
-    return LaddrApi(api_key=str(key) if key is not None else None, scopes=scopes, open=is_open,
-                    dashboard=str(raw.get("dashboard") or LADDR_DASHBOARD),
-                    jobs_list=str(raw.get("jobs_list") or "array"))
+    return LaddrApi(
+        api_key=str(key) if key is not None else None,
+        scopes=scopes,
+        open=is_open,
+        dashboard=str(raw.get("dashboard") or LADDR_DASHBOARD),
+        jobs_list=str(raw.get("jobs_list") or "array"),
+    )
 
 
 def _token_value(i: int, token: Mapping[str, Any], secrets: Mapping[str, str], env: Mapping[str, str]) -> str:
@@ -669,9 +709,11 @@ def _token_value(i: int, token: Mapping[str, Any], secrets: Mapping[str, str], e
     ref = str(token["secret_ref"])
     value = secrets.get(ref, env.get(ref))
     if not value:
-        raise ValueError(f"api.auth.tokens[{i}]: secret_ref {ref!r} resolves to nothing: neither an active secret "
-                         "of the vault (secrets.vault_file), a secrets: entry nor an environment variable of that "
-                         "name is set")
+        raise ValueError(
+            f"api.auth.tokens[{i}]: secret_ref {ref!r} resolves to nothing: neither an active secret "
+            "of the vault (secrets.vault_file), a secrets: entry nor an environment variable of that "
+            "name is set"
+        )
     if len(value) < 8:
         raise ValueError(f"api.auth.tokens[{i}]: the secret {ref!r} names is shorter than 8 characters")
     return value

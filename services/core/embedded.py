@@ -97,7 +97,7 @@ class EmbeddedNats:
         conf.write_text(
             f'listen: "127.0.0.1:{self.port}"\n'
             f"max_payload: 8MB\n"
-            f"jetstream {{\n  store_dir: \"{self.dir / 'store'}\"\n  sync_interval: {self.sync_interval}\n}}\n"
+            f'jetstream {{\n  store_dir: "{self.dir / "store"}"\n  sync_interval: {self.sync_interval}\n}}\n'
         )
         log_file = open(self.dir / "nats-server.log", "ab")
         self.proc = await asyncio.create_subprocess_exec(
@@ -179,10 +179,19 @@ class EmbeddedPostgres:
             if os.geteuid() == 0:
                 shutil.chown(data, user=cmd[2])
             await _run_tool(cmd)
-        cmd = self._as_owner([
-            self._tool("pg_ctl"), "-D", str(data), "-l", str(self.dir / "postgres.log"), "-w",
-            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start",
-        ])
+        cmd = self._as_owner(
+            [
+                self._tool("pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(self.dir / "postgres.log"),
+                "-w",
+                "-o",
+                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        )
         await _run_tool(cmd)
         (self.dir / "port").write_text(str(self.port))
         self.started = True

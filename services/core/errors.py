@@ -39,9 +39,15 @@ class ApiError(HeadraceError):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str | None = None, *, kind: str | None = None,
-                 loc: tuple[str | int, ...] | None = None, ctx: dict[str, Any] | None = None,
-                 **details: Any) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        kind: str | None = None,
+        loc: tuple[str | int, ...] | None = None,
+        ctx: dict[str, Any] | None = None,
+        **details: Any,
+    ) -> None:
         super().__init__(message)
         self.details = details
         self.kind = kind

@@ -23,8 +23,9 @@ FINAL_TYPES = frozenset({"job.succeeded", "job.dead", "job.skipped", "job.cancel
 RECHECK_S = 5.0
 
 
-async def final_event(bus: bus_mod.Bus, job_id: str,
-                      final_types: frozenset[str] = FINAL_TYPES) -> envelope.Envelope | None:
+async def final_event(
+    bus: bus_mod.Bus, job_id: str, final_types: frozenset[str] = FINAL_TYPES
+) -> envelope.Envelope | None:
     """The job's final event from the stream, or None while it is not final."""
     for _, env in reversed(await bus.history(subjects.EVENTS, subjects.job_events(job_id))):
         if env.type in final_types:
@@ -32,9 +33,14 @@ async def final_event(bus: bus_mod.Bus, job_id: str,
     return None
 
 
-async def wait_final(bus: bus_mod.Bus, job_id: str, *, timeout_s: float | None,
-                     before: Callable[[], Awaitable[object]] | None = None,
-                     final_types: frozenset[str] = FINAL_TYPES) -> envelope.Envelope | None:
+async def wait_final(
+    bus: bus_mod.Bus,
+    job_id: str,
+    *,
+    timeout_s: float | None,
+    before: Callable[[], Awaitable[object]] | None = None,
+    final_types: frozenset[str] = FINAL_TYPES,
+) -> envelope.Envelope | None:
     """The job's final event (one of `final_types`), or None when `timeout_s` passes first."""
     arrived: asyncio.Queue[bytes] = asyncio.Queue()
 

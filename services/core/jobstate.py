@@ -77,11 +77,16 @@ def evolve_job(row: Row | None, seq: int, env: envelope.Envelope) -> Row | None:
         if data.get("created_at"):
             row["created_at"] = envelope.parse_time(data["created_at"])
     elif kind == "job.started":
-        row.update(status="running", attempt=int(data.get("attempt", row["attempt"])), started_at=event_time(env),
-                   completed_at=None)
+        row.update(
+            status="running",
+            attempt=int(data.get("attempt", row["attempt"])),
+            started_at=event_time(env),
+            completed_at=None,
+        )
     elif kind in OUTCOME_STATUS:
-        row.update(status=OUTCOME_STATUS[kind], attempt=int(data.get("attempt", row["attempt"])),
-                   completed_at=event_time(env))
+        row.update(
+            status=OUTCOME_STATUS[kind], attempt=int(data.get("attempt", row["attempt"])), completed_at=event_time(env)
+        )
         if kind == "job.succeeded":
             row.update(result=data.get("result"), last_error=None)
         else:
@@ -95,8 +100,6 @@ def evolve_job(row: Row | None, seq: int, env: envelope.Envelope) -> Row | None:
     elif kind == "job.rejected":
         row.update(status="failed", last_error=f"rejected: {data.get('reason')}", completed_at=event_time(env))
     return row
-
-
 
 
 def log_line(line: dict[str, Any]) -> dict[str, str]:

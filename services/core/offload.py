@@ -56,8 +56,9 @@ async def resolve(bus: bus_mod.Bus, value: Any) -> Any:
     pointer = value["pointer"]
     raw = await bus.get_object(str(pointer.get("bucket")), str(pointer.get("key")))
     if raw is None:
-        raise OffloadMissing(f"offloaded response {pointer.get('bucket')}/{pointer.get('key')} is missing "
-                             "from the object store")
+        raise OffloadMissing(
+            f"offloaded response {pointer.get('bucket')}/{pointer.get('key')} is missing from the object store"
+        )
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -59,12 +59,22 @@ class Pipeline:
     def describe(self) -> dict[str, Any]:
         """The compiled route, as /config/view shows it."""
         return {
-            "on": self.trigger, "on_hook": self.hook, "from_plugin": self.from_plugin,
-            "execution_mode": self.execution_mode, "timeout_secs": self.timeout_s, "max_depth": self.max_depth,
+            "on": self.trigger,
+            "on_hook": self.hook,
+            "from_plugin": self.from_plugin,
+            "execution_mode": self.execution_mode,
+            "timeout_secs": self.timeout_s,
+            "max_depth": self.max_depth,
             "entries": list(self.entries),
-            "nodes": {nid: {"uses": f"{n.plugin}.{n.command}" if n.kind == "uses" else None, "kind": n.kind,
-                            "next": list(n.successors), "conditional": n.condition is not None}
-                      for nid, n in self.nodes.items()},
+            "nodes": {
+                nid: {
+                    "uses": f"{n.plugin}.{n.command}" if n.kind == "uses" else None,
+                    "kind": n.kind,
+                    "next": list(n.successors),
+                    "conditional": n.condition is not None,
+                }
+                for nid, n in self.nodes.items()
+            },
         }
 
 
@@ -83,8 +93,9 @@ class Compiled:
 
 
 class _Builder:
-    def __init__(self, raw: Mapping[str, Mapping[str, Any]], catalog: catalog_mod.Catalog,
-                 agents: frozenset[str]) -> None:
+    def __init__(
+        self, raw: Mapping[str, Mapping[str, Any]], catalog: catalog_mod.Catalog, agents: frozenset[str]
+    ) -> None:
         self.raw = raw
         self.catalog = catalog
         self.agents = agents
@@ -107,14 +118,26 @@ class _Builder:
             raise PipelineError(f"{where}.steps: a pipeline needs a non-empty list of steps")
         entries, _ = self._sequence(steps, where, prefix="", stack=(name,))
         return Pipeline(
-            name=name, trigger=trigger, hook=hook, from_plugin=spec.get("from_plugin"),
-            condition=_condition(spec.get("if"), where), execution_mode="synchronous" if mode in ("synchronous", "sync")
-            else "asynchronous", timeout_s=_duration(spec.get("timeout", "30s"), f"{where}.timeout"),
-            max_depth=self.max_depth, entries=entries, nodes=self.nodes,
+            name=name,
+            trigger=trigger,
+            hook=hook,
+            from_plugin=spec.get("from_plugin"),
+            condition=_condition(spec.get("if"), where),
+            execution_mode="synchronous" if mode in ("synchronous", "sync") else "asynchronous",
+            timeout_s=_duration(spec.get("timeout", "30s"), f"{where}.timeout"),
+            max_depth=self.max_depth,
+            entries=entries,
+            nodes=self.nodes,
         )
 
-    def _sequence(self, steps: Sequence[Any], where: str, *, prefix: str, stack: tuple[str, ...],
-                  ) -> tuple[list[str], list[str]]:
+    def _sequence(
+        self,
+        steps: Sequence[Any],
+        where: str,
+        *,
+        prefix: str,
+        stack: tuple[str, ...],
+    ) -> tuple[list[str], list[str]]:
         entries: list[str] | None = None
         exits: list[str] = []
         for i, step in enumerate(steps):
@@ -146,8 +169,9 @@ class _Builder:
         if kind == "uses":
             return self._uses(step, where, step_id)
         if kind == "steps":
-            return self._sequence(step["steps"] if isinstance(step["steps"], list) else [], where,
-                                  prefix=f"{step_id}.", stack=stack)
+            return self._sequence(
+                step["steps"] if isinstance(step["steps"], list) else [], where, prefix=f"{step_id}.", stack=stack
+            )
         if kind == "split":
             branches = step["split"]
             if not isinstance(branches, list) or not branches:
@@ -189,8 +213,15 @@ class _Builder:
         baggage = step.get("baggage")
         if baggage is not None:
             _check_baggage(baggage, f"{where}.baggage")
-        self.nodes[step_id] = Node(id=step_id, kind="uses", plugin=plugin, command=command,
-                                   condition=_condition(step.get("if"), where), with_=with_, baggage=baggage)
+        self.nodes[step_id] = Node(
+            id=step_id,
+            kind="uses",
+            plugin=plugin,
+            command=command,
+            condition=_condition(step.get("if"), where),
+            with_=with_,
+            baggage=baggage,
+        )
         return [step_id], [step_id]
 
     def _call(self, target: Any, where: str, step_id: str, stack: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -201,8 +232,9 @@ class _Builder:
                 raise PipelineError(f"{where}.call: call cycle {' -> '.join((*stack, target))} needs max_depth")
             if len(stack) > self.max_depth:
                 node_id = f"{step_id}.depth"
-                self.nodes[node_id] = Node(id=node_id, kind="fail",
-                                           error=f"max_depth {self.max_depth} exceeded calling {target!r}")
+                self.nodes[node_id] = Node(
+                    id=node_id, kind="fail", error=f"max_depth {self.max_depth} exceeded calling {target!r}"
+                )
                 return [node_id], [node_id]
         steps = self.raw[target].get("steps") or []
         return self._sequence(steps, f"{where}.call({target})", prefix=f"{step_id}>{target}.", stack=(*stack, target))
@@ -244,8 +276,9 @@ def _check_baggage(spec: Any, where: str) -> None:
             raise PipelineError(f"{where}: baggage is claimed from payload.* paths, not {source!r}")
 
 
-def compile_all(raw_pipelines: Sequence[Mapping[str, Any]], catalog: catalog_mod.Catalog,
-                agents: frozenset[str] = frozenset()) -> Compiled:
+def compile_all(
+    raw_pipelines: Sequence[Mapping[str, Any]], catalog: catalog_mod.Catalog, agents: frozenset[str] = frozenset()
+) -> Compiled:
     """Compile every pipeline; raises PipelineError naming the first problem."""
     raw: dict[str, Mapping[str, Any]] = {}
     for i, spec in enumerate(raw_pipelines):

@@ -39,8 +39,12 @@ def _strict_eq(a: Any, b: Any) -> bool:
 
 
 def _ordered(a: Any, b: Any) -> bool:
-    numbers = isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool) \
+    numbers = (
+        isinstance(a, int | float)
+        and isinstance(b, int | float)
+        and not isinstance(a, bool)
         and not isinstance(b, bool)
+    )
     return numbers or (isinstance(a, str) and isinstance(b, str))
 
 
@@ -83,8 +87,12 @@ def _atomic(spec: dict[str, Any]) -> Predicate:
         if op in ("gt", "gte", "lt", "lte"):
             if not _ordered(actual, value):
                 return False
-            return {"gt": actual > value, "gte": actual >= value, "lt": actual < value,  # type: ignore[operator]
-                    "lte": actual <= value}[op]  # type: ignore[operator]
+            return {
+                "gt": actual > value,
+                "gte": actual >= value,
+                "lt": actual < value,  # type: ignore[operator]
+                "lte": actual <= value,
+            }[op]  # type: ignore[operator]
         if op == "contains":
             if isinstance(actual, str) and isinstance(value, str):
                 return value.lower() in actual.lower()

@@ -39,8 +39,24 @@ MAX_CATCH_UP = 10
 #: Ductile's `catch_up` words: how many missed fires each runs (run_all is capped at 100, as in Ductile)
 CATCH_UP_WORDS = {"skip": 0, "run_once": 1, "run_all": 100}
 IF_RUNNING = ("skip", "queue", "cancel")
-_WEEKDAYS = {"sun": 6, "sunday": 6, "mon": 0, "monday": 0, "tue": 1, "tues": 1, "tuesday": 1, "wed": 2,
-             "wednesday": 2, "thu": 3, "thurs": 3, "thursday": 3, "fri": 4, "friday": 4, "sat": 5, "saturday": 5}
+_WEEKDAYS = {
+    "sun": 6,
+    "sunday": 6,
+    "mon": 0,
+    "monday": 0,
+    "tue": 1,
+    "tues": 1,
+    "tuesday": 1,
+    "wed": 2,
+    "wednesday": 2,
+    "thu": 3,
+    "thurs": 3,
+    "thursday": 3,
+    "fri": 4,
+    "friday": 4,
+    "sat": 5,
+    "saturday": 5,
+}
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"^\s*([01]?\d|2[0-3]):([0-5]\d)\s*$")
 #: a fire later than this (plus its jitter) counts as missed when `catch_up` is false
@@ -101,9 +117,18 @@ class Schedule:
         return None
 
     def describe(self) -> dict[str, Any]:
-        out = {"plugin": self.plugin, "id": self.id, self.kind: self.spec, "command": self.command,
-               "payload": dict(self.payload), "jitter_s": self.jitter_s, "catch_up": self.catch_up,
-               "catch_up_limit": self.catch_up_limit, "if_running": self.if_running, "timezone": self.timezone}
+        out = {
+            "plugin": self.plugin,
+            "id": self.id,
+            self.kind: self.spec,
+            "command": self.command,
+            "payload": dict(self.payload),
+            "jitter_s": self.jitter_s,
+            "catch_up": self.catch_up,
+            "catch_up_limit": self.catch_up_limit,
+            "if_running": self.if_running,
+            "timezone": self.timezone,
+        }
         if self.only_between is not None:
             out["only_between"] = _window_text(self.only_between)
         if self.not_on:
@@ -166,8 +191,9 @@ class Schedule:
             out.append(moment)
 
 
-def _every_due(anchor: datetime, interval_s: float, after: datetime, until: datetime,
-               limit: int) -> tuple[list[datetime], bool]:
+def _every_due(
+    anchor: datetime, interval_s: float, after: datetime, until: datetime, limit: int
+) -> tuple[list[datetime], bool]:
     first = max(1, int((after - anchor).total_seconds() // interval_s) + 1)
     last = int((until - anchor).total_seconds() // interval_s)
     if last < first or limit <= 0:
@@ -180,6 +206,7 @@ def _every_due(anchor: datetime, interval_s: float, after: datetime, until: date
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class State:
     """A schedule's state, read from the last event on its subject (evt.schedule.<plugin>.<id>)."""
+
     #: that event's stream sequence (the expected last subject sequence of the next decision)
     seq: int
     #: every nominal fire time up to this one has been decided (fired or skipped)
@@ -195,14 +222,23 @@ class State:
     @classmethod
     def from_event(cls, seq: int, event_type: str, data: Mapping[str, Any]) -> State:
         fired = data.get("last_fired_at")
-        return cls(seq=seq, at=parse_label(data["at"]), anchor=parse_label(data["anchor"]),
-                   last_fired_at=parse_label(fired) if fired else None, last_job_id=data.get("last_job_id"),
-                   last_type=event_type, outstanding=tuple(data.get("outstanding") or ()))
+        return cls(
+            seq=seq,
+            at=parse_label(data["at"]),
+            anchor=parse_label(data["anchor"]),
+            last_fired_at=parse_label(fired) if fired else None,
+            last_job_id=data.get("last_job_id"),
+            last_type=event_type,
+            outstanding=tuple(data.get("outstanding") or ()),
+        )
 
     def data(self) -> dict[str, Any]:
-        out = {"at": fire_label(self.at), "anchor": fire_label(self.anchor),
-               "last_fired_at": fire_label(self.last_fired_at) if self.last_fired_at else None,
-               "last_job_id": self.last_job_id}
+        out = {
+            "at": fire_label(self.at),
+            "anchor": fire_label(self.anchor),
+            "last_fired_at": fire_label(self.last_fired_at) if self.last_fired_at else None,
+            "last_job_id": self.last_job_id,
+        }
         if self.outstanding:
             out["outstanding"] = list(self.outstanding)
         return out
@@ -282,10 +318,21 @@ def parse_one(plugin: str, index: int, raw: Mapping[str, Any]) -> Schedule:
     if if_running not in IF_RUNNING:
         raise ValueError(f"{where}: if_running must be one of {', '.join(IF_RUNNING)}, not {if_running!r}")
     return Schedule(
-        plugin=plugin, id=schedule_id, kind=kind, spec=str(value), command=str(raw["command"]),
-        payload=dict(raw.get("payload") or {}), jitter_s=jitter_s, catch_up_limit=_catch_up_limit(raw.get("catch_up")),
-        if_running=if_running, timezone=str(timezone) if timezone else None, where=where,
-        interval_s=interval_s, at=at, only_between=only_between, not_on=not_on,
+        plugin=plugin,
+        id=schedule_id,
+        kind=kind,
+        spec=str(value),
+        command=str(raw["command"]),
+        payload=dict(raw.get("payload") or {}),
+        jitter_s=jitter_s,
+        catch_up_limit=_catch_up_limit(raw.get("catch_up")),
+        if_running=if_running,
+        timezone=str(timezone) if timezone else None,
+        where=where,
+        interval_s=interval_s,
+        at=at,
+        only_between=only_between,
+        not_on=not_on,
     )
 
 

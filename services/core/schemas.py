@@ -102,4 +102,3 @@ def _describe_schema(schema: Any) -> str:
     if isinstance(schema, dict) and "pattern" in schema:
         return f"keys must match {schema['pattern']}"
     return "see schemas/"
-

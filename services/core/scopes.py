@@ -28,10 +28,21 @@ if TYPE_CHECKING:
 
 SCOPES = ("*", "plugin:ro", "plugin:rw", "jobs:ro", "jobs:rw", "events:ro", "events:rw")
 #: every scope a Ductile token may carry (`internal/auth/auth.go`); any other string is kept but matches nothing
-KNOWN_SCOPES = frozenset({
-    *SCOPES, "plugin:catalog:ro", "plugin:invoke:ro", "jobs:status:ro", "jobs:result:ro", "jobs:logs:ro",
-    "jobs:tree:ro", "events:meta:ro", "events:payload:ro", "system:ro", "system:rw",
-})
+KNOWN_SCOPES = frozenset(
+    {
+        *SCOPES,
+        "plugin:catalog:ro",
+        "plugin:invoke:ro",
+        "jobs:status:ro",
+        "jobs:result:ro",
+        "jobs:logs:ro",
+        "jobs:tree:ro",
+        "events:meta:ro",
+        "events:payload:ro",
+        "system:ro",
+        "system:rw",
+    }
+)
 #: what holding a scope implies, applied in this order (Ductile's `normalizeScopes`), plus one rule of the
 #: reference we serve (ductile-api.md: `plugin:ro` may run `read` commands, hence `plugin:invoke:ro`)
 _IMPLICATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -195,7 +206,9 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/.well-known/ai-plugin.json"): OPEN,
     ("GET", "/plugin/{name}"): need("plugin:ro", narrow=("plugin:catalog:ro",)),
     ("POST", "/plugin/{plugin}/{command}"): need(
-        "plugin:ro", work="command: plugin:ro (or plugin:invoke:ro) for read, plugin:rw else", narrow=("plugin:invoke:ro",)
+        "plugin:ro",
+        work="command: plugin:ro (or plugin:invoke:ro) for read, plugin:rw else",
+        narrow=("plugin:invoke:ro",),
     ),
     ("POST", "/pipeline/{name}"): need(PIPELINE),
     ("GET", "/job/{job_id}"): need("jobs:ro", narrow=("jobs:status:ro",)),
@@ -277,6 +290,7 @@ LADDR_WORK = ("plugin:rw",)
 def laddr_default_scopes() -> frozenset[str]:
     """What Laddr's single key grants by default: every /api/* and /ws/* route's scope, plus LADDR_WORK
     (Laddr's key covers everything it serves; `*` would also open Ductile's admin routes)."""
-    needed = {rule.any_of[0] for (_, path), rule in ROUTES.items()
-              if path.startswith(("/api/", "/ws/")) and rule.any_of}
+    needed = {
+        rule.any_of[0] for (_, path), rule in ROUTES.items() if path.startswith(("/api/", "/ws/")) and rule.any_of
+    }
     return frozenset(needed | set(LADDR_WORK))

@@ -76,7 +76,6 @@ def pipeline_command(root_job_id: str) -> str:
     return job_command(root_job_id, "run")
 
 
-
 def job_event(job_id: str, short_type: str) -> str:
     """evt.job.<job_id>.<short_type>, e.g. evt.job.0192….succeeded."""
     return f"evt.job.{_token(job_id)}.{_token(short_type)}"
@@ -176,8 +175,6 @@ def agent_consumer(agent: str) -> str:
     return f"agent-{_token(agent)}"
 
 
-
 def ingest_type(subject: str) -> str:
     """The event type an ingest subject claims: ingest.order.created → order.created."""
     return subject.removeprefix("ingest.")
-

@@ -114,10 +114,14 @@ def parse_all(raw: Sequence[Mapping[str, Any]]) -> tuple[Webhook, ...]:
         signature_default, timestamp_default = SCHEME_HEADERS[scheme]
         delivery = spec.get("delivery_header", DEFAULT_DELIVERY_HEADER)
         hook = Webhook(
-            name=str(spec["name"]), path=str(spec["path"]), plugin=str(spec["plugin"]),
-            command=str(spec.get("command") or DEFAULT_COMMAND), secret_ref=str(spec.get("secret_ref") or ""),
+            name=str(spec["name"]),
+            path=str(spec["path"]),
+            plugin=str(spec["plugin"]),
+            command=str(spec.get("command") or DEFAULT_COMMAND),
+            secret_ref=str(spec.get("secret_ref") or ""),
             signature_header=str(spec.get("signature_header") or signature_default),
-            event_header=str(spec["event_header"]) if spec.get("event_header") else None, scheme=scheme,
+            event_header=str(spec["event_header"]) if spec.get("event_header") else None,
+            scheme=scheme,
             timestamp_header=str(spec.get("timestamp_header") or timestamp_default or "") or None,
             tolerance_s=durations.parse_seconds(spec.get("tolerance", DEFAULT_TOLERANCE_S)),
             delivery_header=str(delivery) if delivery else None,
@@ -126,8 +130,10 @@ def parse_all(raw: Sequence[Mapping[str, Any]]) -> tuple[Webhook, ...]:
             where=where,
         )
         if scheme == "stripe" and hook.timestamp_header:
-            raise ValueError(f"{where}: scheme stripe carries its timestamp in the signature header "
-                             "(timestamp_header does not apply)")
+            raise ValueError(
+                f"{where}: scheme stripe carries its timestamp in the signature header "
+                "(timestamp_header does not apply)"
+            )
         if hook.name in names:
             raise ValueError(f"{where}: duplicate webhook name {hook.name!r}")
         if hook.path in paths:
@@ -138,22 +144,25 @@ def parse_all(raw: Sequence[Mapping[str, Any]]) -> tuple[Webhook, ...]:
     return tuple(out)
 
 
-def resolve_secrets(hooks: Sequence[Webhook], secrets: Mapping[str, Any],
-                    env: Mapping[str, str]) -> dict[str, str]:
+def resolve_secrets(hooks: Sequence[Webhook], secrets: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     """name → secret, from `secrets` (the vault's projection over the `secrets:` section) first, then the
     environment; ValueError naming the webhook."""
     out: dict[str, str] = {}
     for hook in hooks:
         if not hook.secret_ref:
-            raise ValueError(f"{hook.where}: secret_ref is required (the name of a secrets: entry or an "
-                             "environment variable holding the HMAC secret)")
+            raise ValueError(
+                f"{hook.where}: secret_ref is required (the name of a secrets: entry or an "
+                "environment variable holding the HMAC secret)"
+            )
         value = secrets.get(hook.secret_ref)
         if value is None:
             value = env.get(hook.secret_ref)
         if value is None or not str(value):
-            raise ValueError(f"{hook.where}: secret_ref {hook.secret_ref!r} resolves to nothing: neither an "
-                             "active secret of the vault, a secrets: entry nor an environment variable of that "
-                             "name is set")
+            raise ValueError(
+                f"{hook.where}: secret_ref {hook.secret_ref!r} resolves to nothing: neither an "
+                "active secret of the vault, a secrets: entry nor an environment variable of that "
+                "name is set"
+            )
         out[hook.name] = str(value)
     return out
 
@@ -174,7 +183,7 @@ def signature_valid(secret: str, body: bytes, presented: str | None) -> bool:
         return False
     given = presented.strip()
     if given.lower().startswith(SIGNATURE_PREFIX):
-        given = given[len(SIGNATURE_PREFIX):]
+        given = given[len(SIGNATURE_PREFIX) :]
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode(), given.lower().encode("ascii", "replace"))
 
@@ -231,8 +240,10 @@ def verify(hook: Webhook, secret: str, body: bytes, headers: Mapping[str, str], 
     if not valid:
         raise Refused(f"invalid or missing signature in {hook.signature_header}")
     if ts is not None and abs(now - ts) > hook.tolerance_s:
-        raise Refused(f"the signed timestamp is {int(now - ts)}s from now, outside the tolerance of "
-                      f"{hook.tolerance_s:g}s (a replayed or delayed request)")
+        raise Refused(
+            f"the signed timestamp is {int(now - ts)}s from now, outside the tolerance of "
+            f"{hook.tolerance_s:g}s (a replayed or delayed request)"
+        )
     return ts
 
 

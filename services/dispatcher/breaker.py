@@ -25,8 +25,11 @@ class BreakerState:
     @classmethod
     def from_dict(cls, raw: dict[str, object]) -> BreakerState:
         opened = raw.get("opened_at")
-        return cls(failures=int(raw.get("failures", 0) or 0), state=str(raw.get("state", "closed")),
-                   opened_at=float(opened) if isinstance(opened, int | float) else None)
+        return cls(
+            failures=int(raw.get("failures", 0) or 0),
+            state=str(raw.get("state", "closed")),
+            opened_at=float(opened) if isinstance(opened, int | float) else None,
+        )
 
 
 def admit(breaker: BreakerState, *, reset_after_s: float, now: float | None = None) -> tuple[bool, BreakerState]:

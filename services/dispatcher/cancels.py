@@ -23,16 +23,30 @@ def decide_cancel(cmd: envelope.Envelope, job: dict[str, Any] | None, *, source:
     reason = str(cmd.data.get("reason") or "cancelled by request")
     correlation_id = cmd.correlation_id or job.get("correlation_id") or job_id
     requested = envelope.make(
-        "job.cancel_requested", source=source, job_id=job_id, id=f"{job_id}:cancel_requested",
-        causation_id=cmd.id, correlation_id=correlation_id, data={"reason": reason, "status": job["status"]},
+        "job.cancel_requested",
+        source=source,
+        job_id=job_id,
+        id=f"{job_id}:cancel_requested",
+        causation_id=cmd.id,
+        correlation_id=correlation_id,
+        data={"reason": reason, "status": job["status"]},
     )
     out: decisions.Published = [(subjects.job_event(job_id, "cancel_requested"), requested)]
     if job["status"] == "queued":
         cancelled = envelope.make(
-            "job.cancelled", source=source, job_id=job_id, id=f"{job_id}:cancelled", causation_id=cmd.id,
+            "job.cancelled",
+            source=source,
+            job_id=job_id,
+            id=f"{job_id}:cancelled",
+            causation_id=cmd.id,
             correlation_id=correlation_id,
-            data={"reason": reason, "attempt": job.get("attempt") or 1, "while": "queued",
-                  "plugin": job.get("plugin"), "command": job.get("command")},
+            data={
+                "reason": reason,
+                "attempt": job.get("attempt") or 1,
+                "while": "queued",
+                "plugin": job.get("plugin"),
+                "command": job.get("command"),
+            },
         )
         out.append((subjects.job_event(job_id, "cancelled"), cancelled))
     return out

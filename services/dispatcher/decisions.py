@@ -35,17 +35,35 @@ def rejection_reason(data: dict[str, Any], catalog: catalog_mod.Catalog, config:
     return scopes.forbidden_reason(scopes.Authority.from_data(data.get("authority")), catalog, plugin, command)
 
 
-def work_item(job_id: str, data: dict[str, Any], *, attempt: int, config: config_mod.Config, source: str,
-              correlation_id: str | None, id_suffix: str = "") -> tuple[str, envelope.Envelope]:
+def work_item(
+    job_id: str,
+    data: dict[str, Any],
+    *,
+    attempt: int,
+    config: config_mod.Config,
+    source: str,
+    correlation_id: str | None,
+    id_suffix: str = "",
+) -> tuple[str, envelope.Envelope]:
     plugin, command = data["plugin"], data["command"]
     env = envelope.make(
-        "job.work", source=source, job_id=job_id, id=f"{job_id}:{attempt}:work{id_suffix}",
-        causation_id=job_id, correlation_id=correlation_id,
+        "job.work",
+        source=source,
+        job_id=job_id,
+        id=f"{job_id}:{attempt}:work{id_suffix}",
+        causation_id=job_id,
+        correlation_id=correlation_id,
         data={
-            "plugin": plugin, "command": command, "payload": data.get("payload") or {},
-            "attempt": attempt, "timeout_s": config.plugin(plugin).timeout_s(command),
-            "submitted_by": data.get("submitted_by", "api"), "event": data.get("event"),
-            "context": data.get("context"), "route": data.get("route"), "step_id": data.get("step_id"),
+            "plugin": plugin,
+            "command": command,
+            "payload": data.get("payload") or {},
+            "attempt": attempt,
+            "timeout_s": config.plugin(plugin).timeout_s(command),
+            "submitted_by": data.get("submitted_by", "api"),
+            "event": data.get("event"),
+            "context": data.get("context"),
+            "route": data.get("route"),
+            "step_id": data.get("step_id"),
             "authority": data.get("authority"),
         },
     )
@@ -58,18 +76,32 @@ def skipped(cmd: envelope.Envelope, *, reason: str, source: str, **details: Any)
     assert job_id is not None
     data = cmd.data
     env = envelope.make(
-        "job.skipped", source=source, job_id=job_id, id=f"{job_id}:skipped", causation_id=cmd.id,
+        "job.skipped",
+        source=source,
+        job_id=job_id,
+        id=f"{job_id}:skipped",
+        causation_id=cmd.id,
         correlation_id=cmd.correlation_id or job_id,
-        data={"reason": reason, "plugin": data.get("plugin"), "command": data.get("command"),
-              "payload": data.get("payload") or {}, "submitted_by": data.get("submitted_by", "api"),
-              "created_at": cmd.time, "parent_job_id": data.get("parent_job_id"), "route": data.get("route"),
-              "pipeline": data.get("pipeline"), "step_id": data.get("step_id"), **details},
+        data={
+            "reason": reason,
+            "plugin": data.get("plugin"),
+            "command": data.get("command"),
+            "payload": data.get("payload") or {},
+            "submitted_by": data.get("submitted_by", "api"),
+            "created_at": cmd.time,
+            "parent_job_id": data.get("parent_job_id"),
+            "route": data.get("route"),
+            "pipeline": data.get("pipeline"),
+            "step_id": data.get("step_id"),
+            **details,
+        },
     )
     return [(subjects.job_event(job_id, "skipped"), env)]
 
 
-def decide_submit(cmd: envelope.Envelope, catalog: catalog_mod.Catalog, config: config_mod.Config,
-                  *, source: str) -> Published:
+def decide_submit(
+    cmd: envelope.Envelope, catalog: catalog_mod.Catalog, config: config_mod.Config, *, source: str
+) -> Published:
     """Accept (queued + work item) or reject a submit; dedupe and breakers are checked by the caller."""
     job_id = cmd.job_id
     if not job_id:
@@ -78,26 +110,55 @@ def decide_submit(cmd: envelope.Envelope, catalog: catalog_mod.Catalog, config: 
     correlation_id = cmd.correlation_id or job_id
     reason = rejection_reason(data, catalog, config)
     if reason is not None:
-        env = envelope.make("job.rejected", source=source, job_id=job_id, id=f"{job_id}:rejected",
-                            causation_id=cmd.id, correlation_id=correlation_id,
-                            data={"reason": reason, "command": data})
+        env = envelope.make(
+            "job.rejected",
+            source=source,
+            job_id=job_id,
+            id=f"{job_id}:rejected",
+            causation_id=cmd.id,
+            correlation_id=correlation_id,
+            data={"reason": reason, "command": data},
+        )
         return [(subjects.job_event(job_id, "rejected"), env)]
     out: Published = []
     retry_of = data.get("retry_of")
     if retry_of:
-        requeued = envelope.make("job.requeued", source=source, job_id=retry_of, id=f"{retry_of}:requeued:{job_id}",
-                                 causation_id=cmd.id, correlation_id=retry_of, data={"new_job_id": job_id})
+        requeued = envelope.make(
+            "job.requeued",
+            source=source,
+            job_id=retry_of,
+            id=f"{retry_of}:requeued:{job_id}",
+            causation_id=cmd.id,
+            correlation_id=retry_of,
+            data={"new_job_id": job_id},
+        )
         out.append((subjects.job_event(retry_of, "requeued"), requeued))
     queued_data = {
-        "plugin": data["plugin"], "command": data["command"], "payload": data.get("payload") or {},
-        "submitted_by": data.get("submitted_by", "api"), "attempt": 1, "created_at": cmd.time,
-        "event": data.get("event"), "context": data.get("context"),
-        "parent_job_id": data.get("parent_job_id"), "pipeline": data.get("pipeline"),
-        "step_id": data.get("step_id"), "retry_of": retry_of, "dedupe_key": data.get("dedupe_key"),
-        "route": data.get("route"), "authority": data.get("authority"),
+        "plugin": data["plugin"],
+        "command": data["command"],
+        "payload": data.get("payload") or {},
+        "submitted_by": data.get("submitted_by", "api"),
+        "attempt": 1,
+        "created_at": cmd.time,
+        "event": data.get("event"),
+        "context": data.get("context"),
+        "parent_job_id": data.get("parent_job_id"),
+        "pipeline": data.get("pipeline"),
+        "step_id": data.get("step_id"),
+        "retry_of": retry_of,
+        "dedupe_key": data.get("dedupe_key"),
+        "route": data.get("route"),
+        "authority": data.get("authority"),
     }
-    queued = envelope.make("job.queued", source=source, job_id=job_id, id=f"{job_id}:queued",
-                           causation_id=cmd.id, correlation_id=correlation_id, data=queued_data)
+    queued = envelope.make(
+        "job.queued",
+        source=source,
+        job_id=job_id,
+        id=f"{job_id}:queued",
+        causation_id=cmd.id,
+        correlation_id=correlation_id,
+        data=queued_data,
+    )
     return [
         *out,
         (subjects.job_event(job_id, "queued"), queued),

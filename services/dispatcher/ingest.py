@@ -61,16 +61,30 @@ def validate(subject: str, raw: bytes) -> tuple[dict[str, Any] | None, str | Non
 
 def rejected(subject: str, raw: bytes, seq: int, reason: str, *, source: str) -> tuple[str, envelope.Envelope]:
     text = raw.decode("utf-8", "replace")
-    data = {"reason": reason, "subject": subject, "ingest_seq": seq, "claimed_type": subjects.ingest_type(subject),
-            "raw": text[:RAW_LIMIT], "raw_bytes": len(raw), "truncated": len(text) > RAW_LIMIT}
+    data = {
+        "reason": reason,
+        "subject": subject,
+        "ingest_seq": seq,
+        "claimed_type": subjects.ingest_type(subject),
+        "raw": text[:RAW_LIMIT],
+        "raw_bytes": len(raw),
+        "truncated": len(text) > RAW_LIMIT,
+    }
     env = envelope.make("ingest.rejected", source=source, id=f"{cause_id(seq)}:rejected", data=data)
     return subjects.ingest_event("rejected"), env
 
 
-def accepted(subject: str, event: dict[str, Any], seq: int, roots: list[str], *,
-             source: str) -> tuple[str, envelope.Envelope]:
-    data = {"type": event["type"], "payload": event["payload"], "dedupe_key": event.get("dedupe_key"),
-            "subject": subject, "ingest_seq": seq, "pipeline_roots": roots}
+def accepted(
+    subject: str, event: dict[str, Any], seq: int, roots: list[str], *, source: str
+) -> tuple[str, envelope.Envelope]:
+    data = {
+        "type": event["type"],
+        "payload": event["payload"],
+        "dedupe_key": event.get("dedupe_key"),
+        "subject": subject,
+        "ingest_seq": seq,
+        "pipeline_roots": roots,
+    }
     env = envelope.make("ingest.accepted", source=source, id=f"{cause_id(seq)}:accepted", data=data)
     return subjects.ingest_event("accepted"), env
 
@@ -78,17 +92,21 @@ def accepted(subject: str, event: dict[str, Any], seq: int, roots: list[str], *,
 class IngestConsumer:
     """Validates, records and routes what outside systems publish on `ingest.>`."""
 
-    def __init__(self, bus: bus_mod.Bus, runs: Callable[[], pipeline_runs.PipelineRuns | None], *,
-                 source: str) -> None:
+    def __init__(self, bus: bus_mod.Bus, runs: Callable[[], pipeline_runs.PipelineRuns | None], *, source: str) -> None:
         self.bus = bus
         self.runs = runs
         self.source = source
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         """The durable pull consumer (from the start of INGEST: what came before us is not lost)."""
-        return await consumers.ensure_pull(self.bus, stream=subjects.INGEST, durable=subjects.DISPATCHER_INGEST,
-                                           filter_subjects=[subjects.ALL_INGEST], ack_wait_s=30,
-                                           max_ack_pending=10_000)
+        return await consumers.ensure_pull(
+            self.bus,
+            stream=subjects.INGEST,
+            durable=subjects.DISPATCHER_INGEST,
+            filter_subjects=[subjects.ALL_INGEST],
+            ack_wait_s=30,
+            max_ack_pending=10_000,
+        )
 
     async def decide(self, subject: str, raw: bytes, seq: int) -> Published:
         """Everything one ingested message publishes."""
@@ -100,17 +118,25 @@ class IngestConsumer:
         routed: Published = []
         if runs is not None:
             routed = await runs.route_event(
-                {k: event[k] for k in ("type", "payload", "dedupe_key") if k in event}, cause_id=cause_id(seq),
-                from_plugin=None, parent_job_id=None, correlation_id=None, depth=0, submitted_by="ingest")
-        roots = [env.job_id for _, env in routed
-                 if env.type == "job.queued" and env.data.get("pipeline_root") and env.job_id]
+                {k: event[k] for k in ("type", "payload", "dedupe_key") if k in event},
+                cause_id=cause_id(seq),
+                from_plugin=None,
+                parent_job_id=None,
+                correlation_id=None,
+                depth=0,
+                submitted_by="ingest",
+            )
+        roots = [
+            env.job_id for _, env in routed if env.type == "job.queued" and env.data.get("pipeline_root") and env.job_id
+        ]
         return [accepted(subject, event, seq, roots, source=self.source), *routed]
 
     async def on_batch(self, msgs: list[Msg]) -> None:
         # each message starts runs of its own (their ids derive from its INGEST sequence): decided concurrently,
         # since each start writes its run's tree (a KV round trip), then published at once and acked
-        decided = await asyncio.gather(*(self.decide(msg.subject, msg.data or b"", int(msg.metadata.sequence.stream))
-                                         for msg in msgs))
+        decided = await asyncio.gather(
+            *(self.decide(msg.subject, msg.data or b"", int(msg.metadata.sequence.stream)) for msg in msgs)
+        )
         out = [item for published in decided for item in published]
         if out:
             await publishing.publish_decisions(self.bus, out)

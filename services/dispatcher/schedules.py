@@ -66,18 +66,32 @@ def is_final(job: dict[str, Any] | None) -> bool:
 def submit_command(schedule: specs.Schedule, nominal: datetime, *, source: str) -> envelope.Envelope:
     job_id = job_id_for(schedule, nominal)
     payload = dict(schedule.payload)
-    data: dict[str, Any] = {"plugin": schedule.plugin, "command": schedule.command, "payload": payload,
-                            "submitted_by": SUBMITTED_BY,
-                            "schedule": {"id": schedule.id, "at": specs.fire_label(nominal)}}
+    data: dict[str, Any] = {
+        "plugin": schedule.plugin,
+        "command": schedule.command,
+        "payload": payload,
+        "submitted_by": SUBMITTED_BY,
+        "schedule": {"id": schedule.id, "at": specs.fire_label(nominal)},
+    }
     if schedule.command == "handle":
         data["event"] = {"type": f"schedule.{schedule.id}", "payload": payload}
-    return envelope.make("job.submit", source=source, job_id=job_id, id=f"{job_id}:submit",
-                         correlation_id=job_id, data=data)
+    return envelope.make(
+        "job.submit", source=source, job_id=job_id, id=f"{job_id}:submit", correlation_id=job_id, data=data
+    )
 
 
 class Scheduler:
-    def __init__(self, bus: bus_mod.Bus, config: Callable[[], config_mod.Config], *, submit: SubmitDecider,
-                 job_state: JobState, source: str, clock: Clock | None = None, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        bus: bus_mod.Bus,
+        config: Callable[[], config_mod.Config],
+        *,
+        submit: SubmitDecider,
+        job_state: JobState,
+        source: str,
+        clock: Clock | None = None,
+        interval_s: float = 1.0,
+    ) -> None:
         self.bus = bus
         self.config = config
         self.submit = submit
@@ -148,17 +162,25 @@ class Scheduler:
         if state.last_type != "schedule.fired" or not state.last_job_id or state.last_fired_at is None:
             return
         if await self.job_state(state.last_job_id) is None:
-            log.warning("schedule_fire_resubmitted", plugin=schedule.plugin, schedule=schedule.id,
-                        job_id=state.last_job_id)
+            log.warning(
+                "schedule_fire_resubmitted", plugin=schedule.plugin, schedule=schedule.id, job_id=state.last_job_id
+            )
             await self._submit(submit_command(schedule, state.last_fired_at, source=self.source))
 
-    async def _decide(self, schedule: specs.Schedule, event_type: str, event_id: str, state: specs.State,
-                      extra: dict[str, Any]) -> specs.State:
+    async def _decide(
+        self, schedule: specs.Schedule, event_type: str, event_id: str, state: specs.State, extra: dict[str, Any]
+    ) -> specs.State:
         """Publish one decision (conditional on the subject's last sequence) and keep the new state."""
-        env = envelope.make(event_type, source=self.source, id=event_id, job_id=extra.get("job_id"),
-                            data={"plugin": schedule.plugin, "schedule_id": schedule.id, **state.data(), **extra})
-        ack = await self.bus.publish(subjects.schedule_event(schedule.plugin, schedule.id), env,
-                                     expected_last_subject_seq=state.seq)
+        env = envelope.make(
+            event_type,
+            source=self.source,
+            id=event_id,
+            job_id=extra.get("job_id"),
+            data={"plugin": schedule.plugin, "schedule_id": schedule.id, **state.data(), **extra},
+        )
+        ack = await self.bus.publish(
+            subjects.schedule_event(schedule.plugin, schedule.id), env, expected_last_subject_seq=state.seq
+        )
         if ack.duplicate:
             raise errors.Conflict(f"decision {event_id} was already published")
         state = dataclasses.replace(state, seq=int(ack.seq), last_type=event_type)
@@ -194,9 +216,13 @@ class Scheduler:
         if skip:
             last_skipped = skip[-1]
             state = dataclasses.replace(state, at=last_skipped)
-            state = await self._decide(schedule, "schedule.skipped",
-                                       f"{schedule.key}:{specs.fire_label(last_skipped)}:skipped", state,
-                                       {"reason": reason, "missed": len(skip), "more_missed_before": older})
+            state = await self._decide(
+                schedule,
+                "schedule.skipped",
+                f"{schedule.key}:{specs.fire_label(last_skipped)}:skipped",
+                state,
+                {"reason": reason, "missed": len(skip), "more_missed_before": older},
+            )
             log.info("schedule_missed", plugin=schedule.plugin, schedule=schedule.id, missed=len(skip))
         # a batch of missed fires is Ductile's startup catch-up, enqueued without the if_running check
         # (scheduler.go catchUpSchedule): else `skip` would drop all but the first of them
@@ -204,42 +230,71 @@ class Scheduler:
         for nominal in fire:
             state = await self._fire(schedule, state, nominal, now, catching_up=batch)
 
-    async def _fire(self, schedule: specs.Schedule, state: specs.State, nominal: datetime,
-                    now: datetime, *, catching_up: bool = False) -> specs.State:
+    async def _fire(
+        self,
+        schedule: specs.Schedule,
+        state: specs.State,
+        nominal: datetime,
+        now: datetime,
+        *,
+        catching_up: bool = False,
+    ) -> specs.State:
         label = specs.fire_label(nominal)
         outside = schedule.constraint_at(nominal)
         if outside is not None:
             state = dataclasses.replace(state, at=nominal)
-            return await self._decide(schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state,
-                                      {"reason": outside})
+            return await self._decide(
+                schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state, {"reason": outside}
+            )
         previous = state.last_job_id
-        busy = (not catching_up and schedule.if_running != "queue" and previous
-                and not is_final(await self.job_state(previous)))
+        busy = (
+            not catching_up
+            and schedule.if_running != "queue"
+            and previous
+            and not is_final(await self.job_state(previous))
+        )
         if busy and schedule.if_running == "skip":
             state = dataclasses.replace(state, at=nominal)
-            return await self._decide(schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state,
-                                      {"reason": f"previous job {previous} is still running (if_running: skip)"})
+            return await self._decide(
+                schedule,
+                "schedule.skipped",
+                f"{schedule.key}:{label}:skipped",
+                state,
+                {"reason": f"previous job {previous} is still running (if_running: skip)"},
+            )
         outstanding: tuple[str, ...] = ()
         if schedule.if_running == "queue" and schedule.max_outstanding is not None:
             outstanding = tuple([j for j in state.outstanding if not is_final(await self.job_state(j))])
             if len(outstanding) >= schedule.max_outstanding:
                 state = dataclasses.replace(state, at=nominal, outstanding=outstanding)
-                return await self._decide(schedule, "schedule.skipped", f"{schedule.key}:{label}:skipped", state,
-                                          {"reason": "outstanding_limit", "outstanding": len(outstanding),
-                                           "max_outstanding_polls": schedule.max_outstanding})
+                return await self._decide(
+                    schedule,
+                    "schedule.skipped",
+                    f"{schedule.key}:{label}:skipped",
+                    state,
+                    {
+                        "reason": "outstanding_limit",
+                        "outstanding": len(outstanding),
+                        "max_outstanding_polls": schedule.max_outstanding,
+                    },
+                )
         cmd = submit_command(schedule, nominal, source=self.source)
         assert cmd.job_id is not None
-        extra: dict[str, Any] = {"job_id": cmd.job_id, "command": schedule.command,
-                                 "fire_at": specs.fire_label(nominal + schedule.jitter_for(nominal)),
-                                 "fired_at": specs.fire_label(now)}
+        extra: dict[str, Any] = {
+            "job_id": cmd.job_id,
+            "command": schedule.command,
+            "fire_at": specs.fire_label(nominal + schedule.jitter_for(nominal)),
+            "fired_at": specs.fire_label(now),
+        }
         if busy and previous:
             # before the fire is claimed: a crash in between at worst cancels a job the next fire cancels too
             await self._cancel(previous, schedule, label)
             extra["cancelled_job_id"] = previous
         if schedule.max_outstanding is not None:
             outstanding = (*outstanding, cmd.job_id)
-        state = dataclasses.replace(state, at=nominal, last_fired_at=nominal, last_job_id=cmd.job_id,
-                                    outstanding=outstanding)
+        state = dataclasses.replace(
+            state, at=nominal, last_fired_at=nominal, last_job_id=cmd.job_id, outstanding=outstanding
+        )
         state = await self._decide(schedule, "schedule.fired", f"{schedule.key}:{label}", state, extra)
         log.info("schedule_fired", plugin=schedule.plugin, schedule=schedule.id, at=label, job_id=cmd.job_id)
         try:
@@ -251,10 +306,14 @@ class Scheduler:
 
     async def _cancel(self, job_id: str, schedule: specs.Schedule, label: str) -> None:
         """Ask the dispatcher to cancel the previous fire's job (`if_running: cancel`), as the API would."""
-        cmd = envelope.make("job.cancel", source=self.source, job_id=job_id, id=f"{job_id}:cancel",
-                            correlation_id=job_id,
-                            data={"reason": f"cancelled by schedule {schedule.key} firing at {label} "
-                                            "(if_running: cancel)"})
+        cmd = envelope.make(
+            "job.cancel",
+            source=self.source,
+            job_id=job_id,
+            id=f"{job_id}:cancel",
+            correlation_id=job_id,
+            data={"reason": f"cancelled by schedule {schedule.key} firing at {label} (if_running: cancel)"},
+        )
         await self.bus.publish(subjects.job_command(job_id, "cancel"), cmd)
         log.info("schedule_cancelled_previous", plugin=schedule.plugin, schedule=schedule.id, job_id=job_id)
 

@@ -29,16 +29,29 @@ from services.dispatcher import breaker, cancels, decisions, ingest, pipeline_ru
 
 log = logging.get("dispatcher")
 
-OUTCOME_SUBJECTS = ["evt.job.*.failed", "evt.job.*.timed_out", "evt.job.*.succeeded", "evt.job.*.dead",
-                    "evt.job.*.skipped", "evt.job.*.cancelled", "evt.job.*.rejected"]
+OUTCOME_SUBJECTS = [
+    "evt.job.*.failed",
+    "evt.job.*.timed_out",
+    "evt.job.*.succeeded",
+    "evt.job.*.dead",
+    "evt.job.*.skipped",
+    "evt.job.*.cancelled",
+    "evt.job.*.rejected",
+]
 ROUTED_FINALS = frozenset(pipeline_runs.FINAL_CHILD)
 
 
 class Dispatcher(lifecycle.Service):
     name = "dispatcher"
 
-    def __init__(self, config: config_mod.Config, *, bus: bus_mod.Bus | None = None,
-                 clock: schedules.Clock | None = None, schedule_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: config_mod.Config,
+        *,
+        bus: bus_mod.Bus | None = None,
+        clock: schedules.Clock | None = None,
+        schedule_interval_s: float = 1.0,
+    ) -> None:
         super().__init__()
         self.clock = clock or schedules.utc_now
         self.schedule_interval_s = schedule_interval_s
@@ -58,33 +71,63 @@ class Dispatcher(lifecycle.Service):
         # outcomes first: no failure may slip by before we listen; NEW so a first start never
         # re-decides the outcomes of an old event log
         outcomes = await consumers.ensure_pull(
-            self.bus, stream=subjects.EVENTS, durable=subjects.DISPATCHER_OUTCOMES, filter_subjects=OUTCOME_SUBJECTS,
-            ack_wait_s=30, max_ack_pending=10_000, deliver_policy=api.DeliverPolicy.NEW,
+            self.bus,
+            stream=subjects.EVENTS,
+            durable=subjects.DISPATCHER_OUTCOMES,
+            filter_subjects=OUTCOME_SUBJECTS,
+            ack_wait_s=30,
+            max_ack_pending=10_000,
+            deliver_policy=api.DeliverPolicy.NEW,
         )
         delays = await consumers.ensure_pull(
-            self.bus, stream=subjects.WORK, durable=subjects.DISPATCHER_DELAYS, filter_subjects=[subjects.ALL_DELAYED],
-            ack_wait_s=30, max_ack_pending=100_000,
+            self.bus,
+            stream=subjects.WORK,
+            durable=subjects.DISPATCHER_DELAYS,
+            filter_subjects=[subjects.ALL_DELAYED],
+            ack_wait_s=30,
+            max_ack_pending=100_000,
         )
         commands = await consumers.ensure_pull(
-            self.bus, stream=subjects.COMMANDS, durable=subjects.DISPATCHER_COMMANDS,
-            filter_subjects=[subjects.ALL_COMMANDS], ack_wait_s=30, max_ack_pending=10_000,
+            self.bus,
+            stream=subjects.COMMANDS,
+            durable=subjects.DISPATCHER_COMMANDS,
+            filter_subjects=[subjects.ALL_COMMANDS],
+            ack_wait_s=30,
+            max_ack_pending=10_000,
         )
-        self.spawn("outcomes", consumers.fetch_loop(outcomes, self._on_outcomes, self.stop_event, batch=256,
-                                                    name="outcomes", wait_s=0.5))
-        self.spawn("delays", consumers.fetch_loop(delays, self._on_delayed, self.stop_event, batch=256,
-                                                  name="delays", wait_s=0.5))
-        self.spawn("commands", consumers.fetch_loop(commands, self._on_commands, self.stop_event, batch=256,
-                                                    name="commands", wait_s=0.5))
+        self.spawn(
+            "outcomes",
+            consumers.fetch_loop(outcomes, self._on_outcomes, self.stop_event, batch=256, name="outcomes", wait_s=0.5),
+        )
+        self.spawn(
+            "delays",
+            consumers.fetch_loop(delays, self._on_delayed, self.stop_event, batch=256, name="delays", wait_s=0.5),
+        )
+        self.spawn(
+            "commands",
+            consumers.fetch_loop(commands, self._on_commands, self.stop_event, batch=256, name="commands", wait_s=0.5),
+        )
         events_in = ingest.IngestConsumer(self.bus, lambda: self.runs, source=self.source)
-        self.spawn("ingest", consumers.fetch_loop(await events_in.subscribe(), events_in.on_batch, self.stop_event,
-                                                  batch=256, name="ingest", wait_s=0.5))
-        self.scheduler = schedules.Scheduler(self.bus, lambda: self.config, submit=self._submit,
-                                             job_state=self._job_state, source=self.source, clock=self.clock,
-                                             interval_s=self.schedule_interval_s)
+        self.spawn(
+            "ingest",
+            consumers.fetch_loop(
+                await events_in.subscribe(), events_in.on_batch, self.stop_event, batch=256, name="ingest", wait_s=0.5
+            ),
+        )
+        self.scheduler = schedules.Scheduler(
+            self.bus,
+            lambda: self.config,
+            submit=self._submit,
+            job_state=self._job_state,
+            source=self.source,
+            clock=self.clock,
+            interval_s=self.schedule_interval_s,
+        )
         self.spawn("schedules", self.scheduler.run(self.stop_event))
         # last: registered as a reload member once it is ready (a reload announced meanwhile is caught up)
-        self.participant = reloads.Participant(self.bus, role=self.name, source=self.source,
-                                               current=lambda: self.config, apply=self._apply_config)
+        self.participant = reloads.Participant(
+            self.bus, role=self.name, source=self.source, current=lambda: self.config, apply=self._apply_config
+        )
         await self.participant.start()
         self.spawn("reloads", self.participant.run(self.stop_event))
         log.info("dispatcher_started", plugins=sorted(self.catalog.plugins))
@@ -154,15 +197,26 @@ class Dispatcher(lifecycle.Service):
         if reason is None and authority is not None and not authority.allows(scopes.PIPELINE):
             reason = f"forbidden: {authority.who()} lacks {scopes.PIPELINE}, which pipeline {name!r} needs"
         if pipeline is None or reason is not None:
-            env = envelope.make("job.rejected", source=self.source, job_id=cmd.job_id, id=f"{cmd.job_id}:rejected",
-                                causation_id=cmd.id, correlation_id=cmd.job_id,
-                                data={"reason": reason,
-                                      "command": {"plugin": "pipeline", "command": name, **cmd.data}})
+            env = envelope.make(
+                "job.rejected",
+                source=self.source,
+                job_id=cmd.job_id,
+                id=f"{cmd.job_id}:rejected",
+                causation_id=cmd.id,
+                correlation_id=cmd.job_id,
+                data={"reason": reason, "command": {"plugin": "pipeline", "command": name, **cmd.data}},
+            )
             return [(subjects.job_event(cmd.job_id, "rejected"), env)]
         event = {"type": cmd.data.get("trigger") or "api.trigger", "payload": cmd.data.get("payload") or {}}
-        return await self.runs.start(pipeline, cmd.job_id, event=event,
-                                     submitted_by=str(cmd.data.get("submitted_by") or "api"),
-                                     parent_job_id=None, correlation_id=cmd.job_id, depth=0)
+        return await self.runs.start(
+            pipeline,
+            cmd.job_id,
+            event=event,
+            submitted_by=str(cmd.data.get("submitted_by") or "api"),
+            parent_job_id=None,
+            correlation_id=cmd.job_id,
+            depth=0,
+        )
 
     async def _submit(self, cmd: envelope.Envelope) -> decisions.Published:
         data = cmd.data
@@ -171,8 +225,13 @@ class Dispatcher(lifecycle.Service):
             if dedupe_key:
                 original = await self._claim_dedupe(str(dedupe_key), data["plugin"], data["command"], cmd.job_id or "")
                 if original is not None:
-                    return decisions.skipped(cmd, reason=f"duplicate of job {original} (dedupe_key {dedupe_key!r})",
-                                             source=self.source, duplicate_of=original, dedupe_key=dedupe_key)
+                    return decisions.skipped(
+                        cmd,
+                        reason=f"duplicate of job {original} (dedupe_key {dedupe_key!r})",
+                        source=self.source,
+                        duplicate_of=original,
+                        dedupe_key=dedupe_key,
+                    )
             admitted, why = await self._admit(data["plugin"], data["command"])
             if not admitted:
                 return decisions.skipped(cmd, reason=why, source=self.source)
@@ -239,8 +298,9 @@ class Dispatcher(lifecycle.Service):
 
     # --- outcomes and delays --------------------------------------------------
 
-    async def _job_state(self, job_id: str | None, *,
-                         pending: decisions.Published | None = None) -> dict[str, Any] | None:
+    async def _job_state(
+        self, job_id: str | None, *, pending: decisions.Published | None = None
+    ) -> dict[str, Any] | None:
         """The job folded from its events in the log (the dispatcher reads no database), then from `pending`:
         events decided in this batch and not stored yet."""
         assert self.bus is not None
@@ -248,8 +308,11 @@ class Dispatcher(lifecycle.Service):
             return None
         history = await self.bus.history(subjects.EVENTS, subjects.job_events(job_id))
         last = history[-1][0] if history else 0
-        mine = [env for subject, env in pending or [] if env.job_id == job_id
-                and subjects.stream_of(subject) == subjects.EVENTS]
+        mine = [
+            env
+            for subject, env in pending or []
+            if env.job_id == job_id and subjects.stream_of(subject) == subjects.EVENTS
+        ]
         return jobstate.fold([*history, *((last + i, env) for i, env in enumerate(mine, start=1))])
 
     async def _on_outcomes(self, msgs: list[Msg]) -> None:
@@ -269,7 +332,8 @@ class Dispatcher(lifecycle.Service):
             if env.type in ("job.succeeded", "job.failed", "job.timed_out"):
                 await self._record_outcome(env)
             if env.type in ("job.failed", "job.timed_out") or (
-                    env.type in ROUTED_FINALS and self.runs is not None and self.runs.compiled.pipelines):
+                env.type in ROUTED_FINALS and self.runs is not None and self.runs.compiled.pipelines
+            ):
                 route = env.data.get("route")
                 key = str(route.get("root") or env.job_id) if isinstance(route, dict) else env.job_id
                 groups.setdefault(key, []).append(env)
@@ -314,8 +378,13 @@ class Dispatcher(lifecycle.Service):
         if cancel_requested:
             return []
         out = retries.decide_outcome(env, queued[1] if queued else None, self.config, source=self.source)
-        log.info("attempt_failed", job_id=env.job_id, plugin=env.data.get("plugin"), attempt=attempt,
-                 decision=out[0][1].type if out else None)
+        log.info(
+            "attempt_failed",
+            job_id=env.job_id,
+            plugin=env.data.get("plugin"),
+            attempt=attempt,
+            decision=out[0][1].type if out else None,
+        )
         return out
 
     async def _on_delayed(self, msgs: list[Msg]) -> None:
@@ -334,7 +403,8 @@ class Dispatcher(lifecycle.Service):
                 await msg.nak(delay=wait_s)
                 continue
             cancelled = parked.job_id and await self.bus.last_message(
-                subjects.EVENTS, subjects.job_event(parked.job_id, "cancel_requested"))
+                subjects.EVENTS, subjects.job_event(parked.job_id, "cancel_requested")
+            )
             if not cancelled:
                 await self.bus.publish(*retries.release(parked))
             await msg.ack()

@@ -20,15 +20,27 @@ State = dict[str, Any]
 
 
 def new_state(pipeline: str, correlation_id: str) -> State:
-    return {"pipeline": pipeline, "correlation_id": correlation_id, "open": [], "jobs": {}, "failed": None,
-            "result": None}
+    return {
+        "pipeline": pipeline,
+        "correlation_id": correlation_id,
+        "open": [],
+        "jobs": {},
+        "failed": None,
+        "result": None,
+    }
 
 
 def add_children(state: State, children: list[tuple[str, str, str, str, str]]) -> None:
     for job_id, parent, plugin, command, step_id in children:
         if job_id not in state["jobs"]:
-            state["jobs"][job_id] = {"job_id": job_id, "parent_job_id": parent, "plugin": plugin, "command": command,
-                                     "step_id": step_id, "status": "queued"}
+            state["jobs"][job_id] = {
+                "job_id": job_id,
+                "parent_job_id": parent,
+                "plugin": plugin,
+                "command": command,
+                "step_id": step_id,
+                "status": "queued",
+            }
             state["open"].append(job_id)
 
 
@@ -65,8 +77,9 @@ class Cache:
         self.entries[root] = (revision, state)
 
 
-async def update(kv: KeyValue, root: str, mutate: Callable[[State | None], State],
-                 cache: Cache | None = None) -> tuple[State | None, State]:
+async def update(
+    kv: KeyValue, root: str, mutate: Callable[[State | None], State], cache: Cache | None = None
+) -> tuple[State | None, State]:
     """Apply `mutate` with compare-and-set; returns (before, after)."""
     cached = cache.get(root) if cache is not None else None
     for _ in range(100):

@@ -10,8 +10,18 @@ from datetime import datetime
 from services.core import envelope
 
 EVENT_TYPE = "ingest.rejected"
-COLUMNS = ("id", "event_id", "subject", "ingest_seq", "claimed_type", "reason", "raw", "raw_bytes", "truncated",
-           "rejected_at")
+COLUMNS = (
+    "id",
+    "event_id",
+    "subject",
+    "ingest_seq",
+    "claimed_type",
+    "reason",
+    "raw",
+    "raw_bytes",
+    "truncated",
+    "rejected_at",
+)
 INSERT_SQL = f"""
 INSERT INTO ingest_rejections ({", ".join(COLUMNS)})
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -26,6 +36,15 @@ def rejection_row(seq: int, env: envelope.Envelope) -> Row | None:
         return None
     data = env.data
     ingest_seq = data.get("ingest_seq")
-    return (seq, env.id, str(data.get("subject") or ""), int(ingest_seq) if isinstance(ingest_seq, int) else None,
-            data.get("claimed_type"), str(data.get("reason") or "rejected"), str(data.get("raw") or ""),
-            int(data.get("raw_bytes") or 0), bool(data.get("truncated")), envelope.parse_time(env.time))
+    return (
+        seq,
+        env.id,
+        str(data.get("subject") or ""),
+        int(ingest_seq) if isinstance(ingest_seq, int) else None,
+        data.get("claimed_type"),
+        str(data.get("reason") or "rejected"),
+        str(data.get("raw") or ""),
+        int(data.get("raw_bytes") or 0),
+        bool(data.get("truncated")),
+        envelope.parse_time(env.time),
+    )

@@ -8,16 +8,52 @@ from __future__ import annotations
 from services.core import envelope, jobstate
 from services.core.jobstate import FINAL_STATUSES, OUTCOME_STATUS, Row, evolve_job, new_job_row
 
-__all__ = ["ATTEMPT_COLUMNS", "FINAL_STATUSES", "JOB_COLUMNS", "OUTCOME_STATUS", "attempt_key", "evolve_attempt",
-           "evolve_job", "new_job_row"]
+__all__ = [
+    "ATTEMPT_COLUMNS",
+    "FINAL_STATUSES",
+    "JOB_COLUMNS",
+    "OUTCOME_STATUS",
+    "attempt_key",
+    "evolve_attempt",
+    "evolve_job",
+    "new_job_row",
+]
 
 JOB_COLUMNS = (
-    "job_id", "plugin", "command", "status", "submitted_by", "payload", "result", "last_error", "attempt",
-    "parent_job_id", "correlation_id", "pipeline", "step_id", "created_at", "started_at", "completed_at", "last_seq",
+    "job_id",
+    "plugin",
+    "command",
+    "status",
+    "submitted_by",
+    "payload",
+    "result",
+    "last_error",
+    "attempt",
+    "parent_job_id",
+    "correlation_id",
+    "pipeline",
+    "step_id",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "last_seq",
 )
 ATTEMPT_COLUMNS = (
-    "log_id", "job_id", "attempt", "plugin", "command", "status", "submitted_by", "created_at", "started_at",
-    "completed_at", "last_error", "stderr", "result", "logs", "last_seq",
+    "log_id",
+    "job_id",
+    "attempt",
+    "plugin",
+    "command",
+    "status",
+    "submitted_by",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "last_error",
+    "stderr",
+    "result",
+    "logs",
+    "last_seq",
 )
 
 
@@ -54,8 +90,13 @@ def evolve_attempt(row: Row | None, seq: int, env: envelope.Envelope, job: Row |
     elif env.type == "job.log":
         row["logs"] = [*row["logs"], {"level": data.get("level", "info"), "message": data.get("message", "")}]
     else:
-        row.update(status=OUTCOME_STATUS[env.type], completed_at=jobstate.event_time(env), stderr=data.get("stderr"),
-                   last_error=data.get("error") or data.get("reason"), result=data.get("result"))
+        row.update(
+            status=OUTCOME_STATUS[env.type],
+            completed_at=jobstate.event_time(env),
+            stderr=data.get("stderr"),
+            last_error=data.get("error") or data.get("reason"),
+            result=data.get("result"),
+        )
         if not row["logs"]:
             # the lines ride in the outcome; a log written before that (or an offloaded result) has `job.log`
             # records instead, already folded, and the result's copy of the same lines is not added twice

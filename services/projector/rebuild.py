@@ -55,8 +55,9 @@ async def _read_ahead(reader: stream_reader.EventReader, out: asyncio.Queue[list
         await out.put([])
 
 
-async def _catch_up(bus: bus_mod.Bus, conn: asyncpg.Connection, reader: stream_reader.EventReader, position: int,
-                    events: int) -> tuple[int, int]:
+async def _catch_up(
+    bus: bus_mod.Bus, conn: asyncpg.Connection, reader: stream_reader.EventReader, position: int, events: int
+) -> tuple[int, int]:
     """Project from `reader` up to the stream's current last sequence; returns (position, events seen)."""
     target = await bus.stream_last_seq(subjects.EVENTS)
     if position >= target:

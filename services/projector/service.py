@@ -22,8 +22,14 @@ RETRY_DELAY_S = 1.0
 class Projector(lifecycle.Service):
     name = "projector"
 
-    def __init__(self, config: config_mod.Config, *, bus: bus_mod.Bus | None = None,
-                 pool: asyncpg.Pool | None = None, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        config: config_mod.Config,
+        *,
+        bus: bus_mod.Bus | None = None,
+        pool: asyncpg.Pool | None = None,
+        batch_size: int = 500,
+    ) -> None:
         super().__init__()
         self.config = config
         self.bus = bus

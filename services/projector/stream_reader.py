@@ -23,8 +23,13 @@ UNDECODABLE = "projector.undecodable"
 def undecodable(seq: int, subject: str, error: str) -> envelope.Envelope:
     """A stand-in for stream message `seq` that is not an envelope: no fold reads it, and
     `projection.apply_batch` records it in `projection_failures`, so the checkpoint moves past it."""
-    return envelope.Envelope(id=f"seq:{seq}", type=UNDECODABLE, time="1970-01-01T00:00:00.000000Z",
-                             source="stream_reader", data={"subject": subject, "error": f"not an envelope: {error}"})
+    return envelope.Envelope(
+        id=f"seq:{seq}",
+        type=UNDECODABLE,
+        time="1970-01-01T00:00:00.000000Z",
+        source="stream_reader",
+        data={"subject": subject, "error": f"not an envelope: {error}"},
+    )
 
 
 class EventReader:
@@ -34,8 +39,9 @@ class EventReader:
     re-subscribes from the first sequence it has not seen. The first message after a (re)subscribe may
     be past that sequence: the server starts at the next one it still holds."""
 
-    def __init__(self, bus: bus_mod.Bus, *, start_seq: int, batch_size: int = 500,
-                 pending_msgs_limit: int = 100_000) -> None:
+    def __init__(
+        self, bus: bus_mod.Bus, *, start_seq: int, batch_size: int = 500, pending_msgs_limit: int = 100_000
+    ) -> None:
         self.bus = bus
         self.pending_msgs_limit = pending_msgs_limit
         self.start_seq = max(1, start_seq)
@@ -49,7 +55,10 @@ class EventReader:
     async def _subscribe(self) -> None:
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.start_seq)
         self._sub = await self.bus.js.subscribe(
-            subjects.ALL_EVENTS, stream=subjects.EVENTS, ordered_consumer=True, config=config,
+            subjects.ALL_EVENTS,
+            stream=subjects.EVENTS,
+            ordered_consumer=True,
+            config=config,
             pending_msgs_limit=self.pending_msgs_limit,
         )
         self._expected = None

@@ -42,9 +42,16 @@ def trace_row(seq: int, env: envelope.Envelope, parent_id: int | None = None) ->
     data = env.data
     payload = data.get("payload")
     agent = data.get("agent_name")
-    return (seq, env.job_id, str(agent) if agent is not None else None, env.type.removeprefix(PREFIX),
-            payload if isinstance(payload, dict) else {"value": payload}, envelope.parse_time(env.time),
-            parent_id, env.id)
+    return (
+        seq,
+        env.job_id,
+        str(agent) if agent is not None else None,
+        env.type.removeprefix(PREFIX),
+        payload if isinstance(payload, dict) else {"value": payload},
+        envelope.parse_time(env.time),
+        parent_id,
+        env.id,
+    )
 
 
 async def trace_rows(batch: Sequence[tuple[int, envelope.Envelope]], lookup: Lookup) -> list[Row]:

@@ -49,9 +49,11 @@ def user_message(inputs: JSONDict) -> str:
 
 
 def add_usage(total: llm.Usage, more: llm.Usage) -> llm.Usage:
-    return llm.Usage(prompt_tokens=total.prompt_tokens + more.prompt_tokens,
-                     completion_tokens=total.completion_tokens + more.completion_tokens,
-                     total_tokens=total.total_tokens + more.total_tokens)
+    return llm.Usage(
+        prompt_tokens=total.prompt_tokens + more.prompt_tokens,
+        completion_tokens=total.completion_tokens + more.completion_tokens,
+        total_tokens=total.total_tokens + more.total_tokens,
+    )
 
 
 def think_response(completion: llm.Completion) -> str:
@@ -62,8 +64,7 @@ def think_response(completion: llm.Completion) -> str:
     return orjson.dumps({"content": completion.content, "tool_calls": calls}).decode()
 
 
-async def run_tools(toolbox: tools.Toolbox, calls: Sequence[llm.ToolCall], *, iteration: int,
-                    limit: int) -> list[str]:
+async def run_tools(toolbox: tools.Toolbox, calls: Sequence[llm.ToolCall], *, iteration: int, limit: int) -> list[str]:
     """The tool messages' texts of one model message's calls, in the order of the calls.
 
     At most `limit` calls run at once, each a child job whose id is fixed by its place in the
@@ -88,13 +89,22 @@ async def run_agent(run: builtin.Run, spec: agents_mod.AgentSpec) -> protocol.Ou
     bound = log.bind(job_id=item.job_id, plugin=item.plugin, command=item.command, attempt=item.attempt)
     toolbox = tools.Toolbox(run, spec)
     schemas = toolbox.schemas()
-    messages: list[JSONDict] = [{"role": "system", "content": system_message(spec)},
-                                {"role": "user", "content": user_message(item.payload)}]
-    await tracer.emit("task_start", {
-        "inputs": traces.preview(traces.task_inputs(item)), "worker": spec.name,
-        "started_at": traces.now(), "provider": spec.llm.provider, "model": spec.llm.model,
-        "offline": spec.llm.offline, "tools": list(spec.tools),
-    })
+    messages: list[JSONDict] = [
+        {"role": "system", "content": system_message(spec)},
+        {"role": "user", "content": user_message(item.payload)},
+    ]
+    await tracer.emit(
+        "task_start",
+        {
+            "inputs": traces.preview(traces.task_inputs(item)),
+            "worker": spec.name,
+            "started_at": traces.now(),
+            "provider": spec.llm.provider,
+            "model": spec.llm.model,
+            "offline": spec.llm.offline,
+            "tools": list(spec.tools),
+        },
+    )
     usage = llm.Usage()
     async with aiohttp.ClientSession() as session:
         for iteration in range(1, spec.max_iterations + 1):
@@ -105,41 +115,81 @@ async def run_agent(run: builtin.Run, spec: agents_mod.AgentSpec) -> protocol.Ou
                 completion = await llm.complete(session, spec.llm, messages, schemas)
             except llm.LlmError as exc:
                 bound.warning("llm_failed", error=exc.message, retryable=exc.retryable, iteration=iteration)
-                await tracer.emit("task_error", {"error": exc.message, "worker": spec.name, "iteration": iteration,
-                                                 "retryable": exc.retryable, "status": exc.status,
-                                                 "ended_at": traces.now()})
-                return protocol.Outcome(status="failed", error=exc.message, retry=exc.retryable,
-                                        duration_ms=run.elapsed_ms)
+                await tracer.emit(
+                    "task_error",
+                    {
+                        "error": exc.message,
+                        "worker": spec.name,
+                        "iteration": iteration,
+                        "retryable": exc.retryable,
+                        "status": exc.status,
+                        "ended_at": traces.now(),
+                    },
+                )
+                return protocol.Outcome(
+                    status="failed", error=exc.message, retry=exc.retryable, duration_ms=run.elapsed_ms
+                )
             usage = add_usage(usage, completion.usage)
-            await tracer.emit("llm_usage", {"provider": spec.llm.provider, "model": completion.model or spec.llm.model,
-                                            **completion.usage.to_dict(), "worker": spec.name,
-                                            "iteration": iteration})
-            await tracer.emit("autonomous_think", {"iteration": iteration, "worker": spec.name, **think.end(),
-                                                   "response": traces.preview(think_response(completion)),
-                                                   "tool_calls": len(completion.tool_calls)})
+            await tracer.emit(
+                "llm_usage",
+                {
+                    "provider": spec.llm.provider,
+                    "model": completion.model or spec.llm.model,
+                    **completion.usage.to_dict(),
+                    "worker": spec.name,
+                    "iteration": iteration,
+                },
+            )
+            await tracer.emit(
+                "autonomous_think",
+                {
+                    "iteration": iteration,
+                    "worker": spec.name,
+                    **think.end(),
+                    "response": traces.preview(think_response(completion)),
+                    "tool_calls": len(completion.tool_calls),
+                },
+            )
             if not completion.tool_calls:
                 return await finish(run, spec, completion.content or "", iteration=iteration, usage=usage)
             messages.append(completion.assistant_message())
-            contents = await run_tools(toolbox, completion.tool_calls, iteration=iteration,
-                                       limit=spec.max_parallel_tools)
-            messages += [{"role": "tool", "tool_call_id": call.id, "content": content}
-                         for call, content in zip(completion.tool_calls, contents, strict=True)]
+            contents = await run_tools(
+                toolbox, completion.tool_calls, iteration=iteration, limit=spec.max_parallel_tools
+            )
+            messages += [
+                {"role": "tool", "tool_call_id": call.id, "content": content}
+                for call, content in zip(completion.tool_calls, contents, strict=True)
+            ]
     error = f"agent {spec.name!r} reached max_iterations ({spec.max_iterations}) without a final answer"
-    await tracer.emit("task_error", {"error": error, "worker": spec.name, "iteration": spec.max_iterations,
-                                     "retryable": False, "ended_at": traces.now()})
+    await tracer.emit(
+        "task_error",
+        {
+            "error": error,
+            "worker": spec.name,
+            "iteration": spec.max_iterations,
+            "retryable": False,
+            "ended_at": traces.now(),
+        },
+    )
     return protocol.Outcome(status="failed", error=error, retry=False, duration_ms=run.elapsed_ms)
 
 
-async def finish(run: builtin.Run, spec: agents_mod.AgentSpec, output: str, *, iteration: int,
-                 usage: llm.Usage) -> protocol.Outcome:
+async def finish(
+    run: builtin.Run, spec: agents_mod.AgentSpec, output: str, *, iteration: int, usage: llm.Usage
+) -> protocol.Outcome:
     """The final answer: Laddr's `task_complete` (`result` = the loop's `{status, result, iterations}`)."""
-    await run.tracer.emit("task_complete", {
-        "result": {"status": "success", "result": traces.preview(output), "iterations": iteration},
-        "worker": spec.name, "ended_at": traces.now(), "iterations": iteration, "usage": usage.to_dict(),
-        "duration_ms": run.elapsed_ms,
-    })
+    await run.tracer.emit(
+        "task_complete",
+        {
+            "result": {"status": "success", "result": traces.preview(output), "iterations": iteration},
+            "worker": spec.name,
+            "ended_at": traces.now(),
+            "iterations": iteration,
+            "usage": usage.to_dict(),
+            "duration_ms": run.elapsed_ms,
+        },
+    )
     result: JSONDict = {"result": output, "agent": spec.name, "iterations": iteration, "usage": usage.to_dict()}
     if spec.llm.offline:
         result["offline"] = True
-    return protocol.Outcome(status="succeeded", response={"status": "ok", "result": result},
-                            duration_ms=run.elapsed_ms)
+    return protocol.Outcome(status="succeeded", response={"status": "ok", "result": result}, duration_ms=run.elapsed_ms)

@@ -64,12 +64,18 @@ class WorkItem:
         )
 
 
-def _event(item: WorkItem, short: str, data: dict[str, Any], *, source: str, suffix: str = "",
-           time: datetime | None = None) -> tuple[str, envelope.Envelope]:
+def _event(
+    item: WorkItem, short: str, data: dict[str, Any], *, source: str, suffix: str = "", time: datetime | None = None
+) -> tuple[str, envelope.Envelope]:
     env = envelope.make(
-        f"job.{short}", source=source, job_id=item.job_id, data=data,
+        f"job.{short}",
+        source=source,
+        job_id=item.job_id,
+        data=data,
         id=f"{item.job_id}:{item.attempt}:{short}{suffix}",
-        causation_id=item.job_id, correlation_id=item.correlation_id, time=time,
+        causation_id=item.job_id,
+        correlation_id=item.correlation_id,
+        time=time,
     )
     return subjects.job_event(item.job_id, short), env
 
@@ -77,28 +83,54 @@ def _event(item: WorkItem, short: str, data: dict[str, Any], *, source: str, suf
 def started_event(item: WorkItem, *, source: str, work_seq: int | None = None) -> tuple[str, envelope.Envelope]:
     """The claim of an attempt; `work_seq` is the WORK stream sequence of the message that claims it."""
     runner = source.partition("/")[2] or source
-    data: dict[str, Any] = {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
-                            "runner": runner, "submitted_by": item.submitted_by}
+    data: dict[str, Any] = {
+        "plugin": item.plugin,
+        "command": item.command,
+        "attempt": item.attempt,
+        "runner": runner,
+        "submitted_by": item.submitted_by,
+    }
     if work_seq is not None:
         data["work_seq"] = work_seq
     return _event(item, "started", data, source=source)
 
 
 def cancelled_event(item: WorkItem, *, reason: str, source: str) -> tuple[str, envelope.Envelope]:
-    return _event(item, "cancelled", {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
-                                      "reason": reason, **item.routing()}, source=source)
+    return _event(
+        item,
+        "cancelled",
+        {"plugin": item.plugin, "command": item.command, "attempt": item.attempt, "reason": reason, **item.routing()},
+        source=source,
+    )
 
 
 def lost_event(item: WorkItem, *, source: str) -> tuple[str, envelope.Envelope]:
     """The record of an attempt whose runner died mid-run: failed, retryable, marked lost."""
-    return _event(item, "failed", {
-        "plugin": item.plugin, "command": item.command, "attempt": item.attempt, "retry": True, "lost": True,
-        "error": f"attempt {item.attempt} was lost: its runner stopped while the plugin ran", **item.routing(),
-    }, source=source)
+    return _event(
+        item,
+        "failed",
+        {
+            "plugin": item.plugin,
+            "command": item.command,
+            "attempt": item.attempt,
+            "retry": True,
+            "lost": True,
+            "error": f"attempt {item.attempt} was lost: its runner stopped while the plugin ran",
+            **item.routing(),
+        },
+        source=source,
+    )
 
 
-def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, state: dict[str, Any] | None = None,
-                   stored_result: Any = None, facts: list[dict[str, Any]] | None = None) -> Published:
+def outcome_events(
+    item: WorkItem,
+    outcome: protocol.Outcome,
+    *,
+    source: str,
+    state: dict[str, Any] | None = None,
+    stored_result: Any = None,
+    facts: list[dict[str, Any]] | None = None,
+) -> Published:
     """Every event of a finished attempt, in the order they must be stored. `stored_result` replaces the
     response as the outcome's `result` (the offload pointer of a large one, services/core/offload.py);
     `facts` are the manifest's `fact_outputs` of its state_updates (services/runner/plugin_state.py)."""
@@ -111,51 +143,101 @@ def outcome_events(item: WorkItem, outcome: protocol.Outcome, *, source: str, st
     # outcome cannot carry them (the result was offloaded, or the status has no result) is each its own record
     carried = result is outcome.response and outcome.status in ("succeeded", "failed")
     for i, line in enumerate([] if carried else response.get("logs") or []):
-        out.append(_event(item, "log", {"attempt": item.attempt, **jobstate.log_line(line)}, source=source,
-                          suffix=f":{i}"))
+        out.append(
+            _event(item, "log", {"attempt": item.attempt, **jobstate.log_line(line)}, source=source, suffix=f":{i}")
+        )
     if outcome.status == "succeeded":
         for i, emitted in enumerate(response.get("events") or []):
             env = envelope.make(
-                "plugin.emitted", source=source, job_id=item.job_id,
+                "plugin.emitted",
+                source=source,
+                job_id=item.job_id,
                 id=f"{item.job_id}:{item.attempt}:emitted:{i}",
-                causation_id=item.job_id, correlation_id=item.correlation_id,
-                data={"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
-                      "type": emitted["type"], "payload": emitted.get("payload") or {},
-                      "dedupe_key": emitted.get("dedupe_key"),
-                      **{key: value for key, value in emitted_mod.stamped(
-                          emitted, plugin=item.plugin, job_id=item.job_id, attempt=item.attempt, index=i,
-                          at=envelope.rfc3339(at)).items() if key in emitted_mod.STAMP}},
+                causation_id=item.job_id,
+                correlation_id=item.correlation_id,
+                data={
+                    "plugin": item.plugin,
+                    "command": item.command,
+                    "attempt": item.attempt,
+                    "type": emitted["type"],
+                    "payload": emitted.get("payload") or {},
+                    "dedupe_key": emitted.get("dedupe_key"),
+                    **{
+                        key: value
+                        for key, value in emitted_mod.stamped(
+                            emitted,
+                            plugin=item.plugin,
+                            job_id=item.job_id,
+                            attempt=item.attempt,
+                            index=i,
+                            at=envelope.rfc3339(at),
+                        ).items()
+                        if key in emitted_mod.STAMP
+                    },
+                },
             )
             out.append((subjects.plugin_event(item.plugin, "emitted"), env))
         for i, fact in enumerate(facts or []):
             env = envelope.make(
-                "plugin.fact_recorded", source=source, job_id=item.job_id,
+                "plugin.fact_recorded",
+                source=source,
+                job_id=item.job_id,
                 id=f"{item.job_id}:{item.attempt}:fact:{i}",
-                causation_id=item.job_id, correlation_id=item.correlation_id,
+                causation_id=item.job_id,
+                correlation_id=item.correlation_id,
                 data={"plugin": item.plugin, "command": item.command, "attempt": item.attempt, **fact},
             )
             out.append((subjects.plugin_event(item.plugin, "fact_recorded"), env))
         updates = response.get("state_updates")
         if updates and (state is not None or not facts):
             env = envelope.make(
-                "plugin.state_updated", source=source, job_id=item.job_id,
+                "plugin.state_updated",
+                source=source,
+                job_id=item.job_id,
                 id=f"{item.job_id}:{item.attempt}:state_updated",
-                causation_id=item.job_id, correlation_id=item.correlation_id,
+                causation_id=item.job_id,
+                correlation_id=item.correlation_id,
                 data={"plugin": item.plugin, "updates": updates, "state": state or {}},
             )
             out.append((subjects.plugin_event(item.plugin, "state_updated"), env))
-    common = {"plugin": item.plugin, "command": item.command, "attempt": item.attempt,
-              "duration_ms": outcome.duration_ms, "stderr": outcome.stderr or None, **item.routing()}
+    common = {
+        "plugin": item.plugin,
+        "command": item.command,
+        "attempt": item.attempt,
+        "duration_ms": outcome.duration_ms,
+        "stderr": outcome.stderr or None,
+        **item.routing(),
+    }
     if outcome.status == "succeeded":
-        out.append(_event(item, "succeeded", {**common, "result": result if result is not None else {}},
-                          source=source, time=at))
+        out.append(
+            _event(
+                item, "succeeded", {**common, "result": result if result is not None else {}}, source=source, time=at
+            )
+        )
     elif outcome.status == "timed_out":
-        out.append(_event(item, "timed_out", {**common, "error": outcome.error or "timed out", "retry": outcome.retry},
-                          source=source))
+        out.append(
+            _event(
+                item,
+                "timed_out",
+                {**common, "error": outcome.error or "timed out", "retry": outcome.retry},
+                source=source,
+            )
+        )
     elif outcome.status == "cancelled":
         out.append(_event(item, "cancelled", {**common, "reason": outcome.error or "cancelled"}, source=source))
     else:
-        out.append(_event(item, "failed", {**common, "error": outcome.error or "failed", "retry": outcome.retry,
-                                           "exit_code": outcome.exit_code, "result": result},
-                          source=source))
+        out.append(
+            _event(
+                item,
+                "failed",
+                {
+                    **common,
+                    "error": outcome.error or "failed",
+                    "retry": outcome.retry,
+                    "exit_code": outcome.exit_code,
+                    "result": result,
+                },
+                source=source,
+            )
+        )
     return out

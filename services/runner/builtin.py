@@ -44,18 +44,39 @@ class Run:
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
-    async def run_child(self, *, child_id: str, command_id: str, plugin: str, command: str, payload: dict[str, Any],
-                        submitted_by: str, context: dict[str, Any] | None = None) -> envelope.Envelope:
+    async def run_child(
+        self,
+        *,
+        child_id: str,
+        command_id: str,
+        plugin: str,
+        command: str,
+        payload: dict[str, Any],
+        submitted_by: str,
+        context: dict[str, Any] | None = None,
+    ) -> envelope.Envelope:
         """Submit a child job (once: the ids are deterministic) and wait for its final event."""
         item = self.item
-        data: dict[str, Any] = {"plugin": plugin, "command": command, "payload": payload,
-                                "submitted_by": submitted_by, "parent_job_id": item.job_id}
+        data: dict[str, Any] = {
+            "plugin": plugin,
+            "command": command,
+            "payload": payload,
+            "submitted_by": submitted_by,
+            "parent_job_id": item.job_id,
+        }
         if context:
             data["context"] = context
         if item.authority is not None:  # the child runs on the same caller's behalf (the dispatcher checks it)
             data["authority"] = item.authority
-        cmd = envelope.make("job.submit", source=self.source, job_id=child_id, id=command_id,
-                            causation_id=item.job_id, correlation_id=item.correlation_id, data=data)
+        cmd = envelope.make(
+            "job.submit",
+            source=self.source,
+            job_id=child_id,
+            id=command_id,
+            causation_id=item.job_id,
+            correlation_id=item.correlation_id,
+            data=data,
+        )
 
         async def submit() -> None:
             # a retried attempt re-attaches to a child submitted before (JetStream's duplicate window is
@@ -77,8 +98,14 @@ class Run:
 
     async def cancel_children(self, reason: str) -> None:
         for child_id in sorted(self.open_children):
-            cmd = envelope.make("job.cancel", source=self.source, job_id=child_id, id=f"{child_id}:cancel",
-                                correlation_id=self.item.correlation_id, data={"reason": reason})
+            cmd = envelope.make(
+                "job.cancel",
+                source=self.source,
+                job_id=child_id,
+                id=f"{child_id}:cancel",
+                correlation_id=self.item.correlation_id,
+                data={"reason": reason},
+            )
             with contextlib.suppress(errors.TransientError):
                 await self.bus.publish(subjects.job_command(child_id, "cancel"), cmd)
         self.open_children.clear()
@@ -94,8 +121,9 @@ def child_error(final: envelope.Envelope) -> str:
 class Runtime:
     """Runs the reserved job kinds for one runner."""
 
-    def __init__(self, *, bus: bus_mod.Bus, config: config_mod.Config, catalog: catalog_mod.Catalog,
-                 source: str) -> None:
+    def __init__(
+        self, *, bus: bus_mod.Bus, config: config_mod.Config, catalog: catalog_mod.Catalog, source: str
+    ) -> None:
         self.bus = bus
         self.config = config
         self.catalog = catalog
@@ -117,17 +145,20 @@ class Runtime:
         if item.plugin == agents_mod.AGENT:
             spec = self.agents.get(item.command)
             if spec is None:
-                return protocol.Outcome(status="failed", retry=False,
-                                        error=f"agent {item.command!r} is not configured on this runner")
+                return protocol.Outcome(
+                    status="failed", retry=False, error=f"agent {item.command!r} is not configured on this runner"
+                )
             tracer = traces.Tracer(self.bus, item, agent_name=spec.name, source=self.source)
-            run = Run(bus=self.bus, config=self.config, catalog=self.catalog, source=self.source, item=item,
-                      tracer=tracer)
+            run = Run(
+                bus=self.bus, config=self.config, catalog=self.catalog, source=self.source, item=item, tracer=tracer
+            )
             work = asyncio.ensure_future(agents.run_agent(run, spec))
         else:
             name = str(item.payload.get("prompt_name") or (item.payload.get("agents") or ["prompt"])[0])
             tracer = traces.Tracer(self.bus, item, agent_name=name, source=self.source)
-            run = Run(bus=self.bus, config=self.config, catalog=self.catalog, source=self.source, item=item,
-                      tracer=tracer)
+            run = Run(
+                bus=self.bus, config=self.config, catalog=self.catalog, source=self.source, item=item, tracer=tracer
+            )
             work = asyncio.ensure_future(prompts.run_prompt(run))
         stopper = asyncio.ensure_future(cancel.wait())
         done, _ = await asyncio.wait({work, stopper}, timeout=item.timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -137,18 +168,21 @@ class Runtime:
                 return work.result()
             except errors.TransientError as exc:
                 await run.cancel_children(f"its parent {item.job_id} failed: {exc.message}")
-                await self._trace_quietly(run, "task_error", {"error": exc.message, "retryable": True,
-                                                              "ended_at": traces.now()})
+                await self._trace_quietly(
+                    run, "task_error", {"error": exc.message, "retryable": True, "ended_at": traces.now()}
+                )
                 return protocol.Outcome(status="failed", error=exc.message, retry=True, duration_ms=run.elapsed_ms)
         work.cancel()
         with contextlib.suppress(BaseException):
             await work
         if cancel.is_set():
             await run.cancel_children(f"its parent {item.job_id} was cancelled")
-            await self._trace_quietly(run, "task_cancelled", {"reason": "cancelled while running",
-                                                              "ended_at": traces.now()})
-            return protocol.Outcome(status="cancelled", error="cancelled while running", retry=False,
-                                    duration_ms=run.elapsed_ms)
+            await self._trace_quietly(
+                run, "task_cancelled", {"reason": "cancelled while running", "ended_at": traces.now()}
+            )
+            return protocol.Outcome(
+                status="cancelled", error="cancelled while running", retry=False, duration_ms=run.elapsed_ms
+            )
         error = f"{item.plugin} {item.command!r} exceeded its deadline of {item.timeout_s:g}s"
         await run.cancel_children(f"its parent {item.job_id} timed out")
         await self._trace_quietly(run, "task_error", {"error": error, "ended_at": traces.now()})

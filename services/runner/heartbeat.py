@@ -69,7 +69,8 @@ class Presence:
         """The plugins this runner has a mailbox for (the same choice `Runner.start` makes)."""
         runner = self.runner
         return [
-            name for name in sorted(runner.catalog.plugins)
+            name
+            for name in sorted(runner.catalog.plugins)
             if runner.config.plugin(name).enabled and (not runner.only_plugins or name in runner.only_plugins)
         ]
 
@@ -87,8 +88,13 @@ class Presence:
         }
 
     def agent_record(self, agent: str) -> dict[str, Any]:
-        return {"kind": "agent", "agent": agent, "instance": self.instance, "interval_s": self.interval_s,
-                "last_seen": envelope.rfc3339(envelope.now())}
+        return {
+            "kind": "agent",
+            "agent": agent,
+            "instance": self.instance,
+            "interval_s": self.interval_s,
+            "last_seen": envelope.rfc3339(envelope.now()),
+        }
 
     async def beat(self) -> None:
         assert self.runner.bus is not None

@@ -74,14 +74,21 @@ async def run(
     if work not in done:
         work.cancel()
         if cancel_task is not None and cancel_task in done:
-            return protocol.Outcome(status="cancelled", error="cancelled while running", retry=False,
-                                    duration_ms=elapsed_ms())
-        return protocol.Outcome(status="timed_out", error=f"plugin exceeded its deadline of {timeout_s:g}s and was cancelled",
-                                duration_ms=elapsed_ms())
+            return protocol.Outcome(
+                status="cancelled", error="cancelled while running", retry=False, duration_ms=elapsed_ms()
+            )
+        return protocol.Outcome(
+            status="timed_out",
+            error=f"plugin exceeded its deadline of {timeout_s:g}s and was cancelled",
+            duration_ms=elapsed_ms(),
+        )
     exc = work.exception()
     if exc is not None:
         frames = traceback.format_exception(exc)
-        return protocol.Outcome(status="failed", error=f"plugin raised {type(exc).__name__}: {exc}",
-                                stderr="".join(frames)[-protocol.supervision.STDERR_CAP_BYTES:],
-                                duration_ms=elapsed_ms())
+        return protocol.Outcome(
+            status="failed",
+            error=f"plugin raised {type(exc).__name__}: {exc}",
+            stderr="".join(frames)[-protocol.supervision.STDERR_CAP_BYTES :],
+            duration_ms=elapsed_ms(),
+        )
     return protocol.interpret_response(work.result(), exit_code=None, stderr="", duration_ms=elapsed_ms())

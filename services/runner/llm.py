@@ -43,8 +43,11 @@ class Usage:
     total_tokens: int = 0
 
     def to_dict(self) -> JSONDict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.total_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,8 +81,10 @@ class Completion:
 def tool_schema(name: str, description: str | None, input_schema: Mapping[str, Any] | None) -> JSONDict:
     """One entry of the request's `tools`."""
     parameters = dict(input_schema) if input_schema else {"type": "object", "properties": {}}
-    return {"type": "function", "function": {"name": name, "description": description or name,
-                                             "parameters": parameters}}
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description or name, "parameters": parameters},
+    }
 
 
 def request_body(settings: agents.LlmSettings, messages: Sequence[JSONDict], tools: Sequence[JSONDict]) -> JSONDict:
@@ -117,16 +122,20 @@ def parse_response(body: Any, *, model: str) -> Completion:
         arguments = function.get("arguments")
         if not isinstance(arguments, str):  # some servers send the object itself
             arguments = orjson.dumps(arguments or {}).decode()
-        calls.append(ToolCall(id=str(raw.get("id") or f"call_{i}"), name=str(function.get("name") or ""),
-                              arguments=arguments))
+        calls.append(
+            ToolCall(id=str(raw.get("id") or f"call_{i}"), name=str(function.get("name") or ""), arguments=arguments)
+        )
     usage = body.get("usage") or {}
     prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
     content = message.get("content")
     return Completion(
         content=content if isinstance(content, str) else None,
         tool_calls=tuple(calls),
-        usage=Usage(prompt_tokens=prompt, completion_tokens=completion,
-                    total_tokens=_int(usage.get("total_tokens")) or prompt + completion),
+        usage=Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=_int(usage.get("total_tokens")) or prompt + completion,
+        ),
         model=str(body.get("model") or model),
         finish_reason=choice.get("finish_reason"),
     )
@@ -143,8 +152,12 @@ def _error_detail(raw: bytes) -> str:
     return str(error or body)[:200]
 
 
-async def complete(session: aiohttp.ClientSession, settings: agents.LlmSettings, messages: Sequence[JSONDict],
-                   tools: Sequence[JSONDict]) -> Completion:
+async def complete(
+    session: aiohttp.ClientSession,
+    settings: agents.LlmSettings,
+    messages: Sequence[JSONDict],
+    tools: Sequence[JSONDict],
+) -> Completion:
     """One chat completion."""
     if settings.offline:
         return echo(messages)
@@ -154,27 +167,35 @@ async def complete(session: aiohttp.ClientSession, settings: agents.LlmSettings,
         headers["Authorization"] = f"Bearer {settings.api_key}"
     body = orjson.dumps(request_body(settings, messages, tools))
     try:
-        async with session.post(url, data=body, headers=headers,
-                                timeout=aiohttp.ClientTimeout(total=settings.timeout_s)) as resp:
+        async with session.post(
+            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=settings.timeout_s)
+        ) as resp:
             raw = await resp.read()
             status = resp.status
     except TimeoutError:
-        raise LlmError(f"LLM generation failed: {url} did not answer within {settings.timeout_s:g}s",
-                       retryable=True) from None
+        raise LlmError(
+            f"LLM generation failed: {url} did not answer within {settings.timeout_s:g}s", retryable=True
+        ) from None
     except aiohttp.ClientConnectorError as exc:
-        raise LlmError(f"LLM generation failed: LLM unreachable at {url} ({exc.os_error or exc})",
-                       retryable=True) from exc
+        raise LlmError(
+            f"LLM generation failed: LLM unreachable at {url} ({exc.os_error or exc})", retryable=True
+        ) from exc
     except aiohttp.ClientError as exc:
-        raise LlmError(f"LLM generation failed: request to {url} failed: {exc or type(exc).__name__}",
-                       retryable=True) from exc
+        raise LlmError(
+            f"LLM generation failed: request to {url} failed: {exc or type(exc).__name__}", retryable=True
+        ) from exc
     if status >= 400:
-        raise LlmError(f"LLM generation failed: {url} answered HTTP {status}: {_error_detail(raw)}",
-                       retryable=status >= 500 or status in RETRYABLE_STATUS, status=status)
+        raise LlmError(
+            f"LLM generation failed: {url} answered HTTP {status}: {_error_detail(raw)}",
+            retryable=status >= 500 or status in RETRYABLE_STATUS,
+            status=status,
+        )
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise LlmError(f"LLM generation failed: {url} answered with something that is not JSON",
-                       retryable=True) from None
+        raise LlmError(
+            f"LLM generation failed: {url} answered with something that is not JSON", retryable=True
+        ) from None
     return parse_response(parsed, model=settings.model)
 
 
@@ -188,6 +209,9 @@ def echo(messages: Sequence[JSONDict]) -> Completion:
     reply = f"{ECHO_MARK} {last}".rstrip()
     prompt = sum(_words(m.get("content")) for m in messages)
     completion = _words(reply)
-    return Completion(content=reply, usage=Usage(prompt_tokens=prompt, completion_tokens=completion,
-                                                 total_tokens=prompt + completion),
-                      model=agents.ECHO, finish_reason="stop")
+    return Completion(
+        content=reply,
+        usage=Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+        model=agents.ECHO,
+        finish_reason="stop",
+    )

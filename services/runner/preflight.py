@@ -26,8 +26,9 @@ from services.runner import attempt
 OUTCOMES = frozenset({"job.succeeded", "job.failed", "job.timed_out", "job.cancelled"})
 
 
-async def check(bus: bus_mod.Bus, item: attempt.WorkItem, *, num_delivered: int, work_seq: int | None,
-                source: str) -> tuple[bool, attempt.Published]:
+async def check(
+    bus: bus_mod.Bus, item: attempt.WorkItem, *, num_delivered: int, work_seq: int | None, source: str
+) -> tuple[bool, attempt.Published]:
     """(run?, events to publish when not running). `work_seq` is the WORK stream sequence of this delivery's
     message: `job.started` records it, so a redelivery of the claiming message is told from a copy even when
     a restarted nats-server lost the consumer's delivery count."""

@@ -36,24 +36,54 @@ async def run_prompt(run: builtin.Run) -> protocol.Outcome:
         child_id = agents_mod.child_job_id(f"{item.job_id}:prompt:{step}")
         inputs = traces.preview(current)
         # Laddr's keys (target_agent, task_id, payload) and ours
-        delegation = await tracer.emit("delegation", {"target_agent": agent, "task_id": child_id, "payload": inputs,
-                                                      "from": prompt_name, "to_agent": agent, "step": step,
-                                                      "of": len(chain), "child_job_id": child_id, "inputs": inputs})
+        delegation = await tracer.emit(
+            "delegation",
+            {
+                "target_agent": agent,
+                "task_id": child_id,
+                "payload": inputs,
+                "from": prompt_name,
+                "to_agent": agent,
+                "step": step,
+                "of": len(chain),
+                "child_job_id": child_id,
+                "inputs": inputs,
+            },
+        )
         # the agent's task_start names this delegation as its parent trace (a child re-attached by a
         # later attempt keeps the context of its first submit: the first attempt's delegation, also logged)
-        final = await run.run_child(child_id=child_id, command_id=f"{item.job_id}:prompt:{step}:submit",
-                                    plugin=agents_mod.AGENT, command=agent, payload=current, submitted_by="prompt",
-                                    context={"prompt_id": item.job_id, "step": step, traces.PARENT_TRACE: delegation})
+        final = await run.run_child(
+            child_id=child_id,
+            command_id=f"{item.job_id}:prompt:{step}:submit",
+            plugin=agents_mod.AGENT,
+            command=agent,
+            payload=current,
+            submitted_by="prompt",
+            context={"prompt_id": item.job_id, "step": step, traces.PARENT_TRACE: delegation},
+        )
         if final.type != "job.succeeded":
             error = f"agent {agent!r} (step {step} of {len(chain)}) failed: {builtin.child_error(final)}"
-            await tracer.emit("task_error", {"error": error, "agent": agent, "step": step, "child_job_id": child_id,
-                                             "worker": prompt_name, "ended_at": traces.now()})
+            await tracer.emit(
+                "task_error",
+                {
+                    "error": error,
+                    "agent": agent,
+                    "step": step,
+                    "child_job_id": child_id,
+                    "worker": prompt_name,
+                    "ended_at": traces.now(),
+                },
+            )
             detail = {"failed_agent": agent, "step": step, "steps": steps}
-            return protocol.Outcome(status="failed", error=error, retry=False, duration_ms=run.elapsed_ms,
-                                    response={"status": "error", "error": error, "retry": False, "result": detail})
+            return protocol.Outcome(
+                status="failed",
+                error=error,
+                retry=False,
+                duration_ms=run.elapsed_ms,
+                response={"status": "error", "error": error, "retry": False, "result": detail},
+            )
         output = output_text(await run.child_result(final))
         steps.append({"agent": agent, "job_id": child_id, "step": step})
         current = {"input": output}
     result = {"result": output, "prompt_name": prompt_name, "mode": item.command, "agents": chain, "steps": steps}
-    return protocol.Outcome(status="succeeded", response={"status": "ok", "result": result},
-                            duration_ms=run.elapsed_ms)
+    return protocol.Outcome(status="succeeded", response={"status": "ok", "result": result}, duration_ms=run.elapsed_ms)

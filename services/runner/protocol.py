@@ -70,19 +70,32 @@ def interpret_response(response: Any, *, exit_code: int | None, stderr: str, dur
         return Outcome(
             status="failed",
             error="plugin response is invalid: " + "; ".join(problems),
-            exit_code=exit_code, stderr=stderr, duration_ms=duration_ms,
+            exit_code=exit_code,
+            stderr=stderr,
+            duration_ms=duration_ms,
         )
     problem = codec_problem(response)
     if problem is not None:
-        return Outcome(status="failed", error=f"plugin response is invalid: {problem}", exit_code=exit_code,
-                       stderr=stderr, duration_ms=duration_ms)
+        return Outcome(
+            status="failed",
+            error=f"plugin response is invalid: {problem}",
+            exit_code=exit_code,
+            stderr=stderr,
+            duration_ms=duration_ms,
+        )
     permanent = exit_code == PERMANENT_FAILURE_EXIT or response.get("retry") is False
     if response["status"] == "ok":
-        return Outcome(status="succeeded", response=response, exit_code=exit_code, stderr=stderr,
-                       duration_ms=duration_ms)
+        return Outcome(
+            status="succeeded", response=response, exit_code=exit_code, stderr=stderr, duration_ms=duration_ms
+        )
     return Outcome(
-        status="failed", response=response, error=response["error"], retry=not permanent,
-        exit_code=exit_code, stderr=stderr, duration_ms=duration_ms,
+        status="failed",
+        response=response,
+        error=response["error"],
+        retry=not permanent,
+        exit_code=exit_code,
+        stderr=stderr,
+        duration_ms=duration_ms,
     )
 
 
@@ -90,7 +103,8 @@ def _objects_with(items: Any, required: str, strings: tuple[str, ...]) -> bool:
     """A list of objects, each holding `required`, whose `strings` keys (where present) are strings."""
     return isinstance(items, list) and all(
         isinstance(item, dict) and required in item and all(isinstance(item[k], str) for k in strings if k in item)
-        for item in items)
+        for item in items
+    )
 
 
 def plainly_valid(response: Any) -> bool:
@@ -146,8 +160,9 @@ def interpret_run(raw: supervision.RawRun, *, timeout_s: float) -> Outcome:
     if raw.cancelled:
         return Outcome(status="cancelled", error="cancelled while running", retry=False, **common)
     if raw.timed_out:
-        return Outcome(status="timed_out", error=f"plugin exceeded its deadline of {timeout_s:g}s and was killed",
-                       **common)
+        return Outcome(
+            status="timed_out", error=f"plugin exceeded its deadline of {timeout_s:g}s and was killed", **common
+        )
     if raw.exit_code == PERMANENT_FAILURE_EXIT:
         detail = _stderr_hint(raw.stderr)
         try:
@@ -155,24 +170,35 @@ def interpret_run(raw: supervision.RawRun, *, timeout_s: float) -> Outcome:
         except orjson.JSONDecodeError:
             response = None
         error = response.get("error") if isinstance(response, dict) and response.get("error") else None
-        return Outcome(status="failed", error=error or f"plugin exited 78 (permanent failure){detail}",
-                       retry=False, response=response if isinstance(response, dict) else None, **common)
+        return Outcome(
+            status="failed",
+            error=error or f"plugin exited 78 (permanent failure){detail}",
+            retry=False,
+            response=response if isinstance(response, dict) else None,
+            **common,
+        )
     if raw.stdout_truncated:
         return Outcome(status="failed", error=f"plugin stdout exceeded {supervision.STDOUT_CAP_BYTES} bytes", **common)
     if raw.exit_code is not None and raw.exit_code < 0:
-        return Outcome(status="failed", error=f"plugin was killed by signal {-raw.exit_code}{_stderr_hint(raw.stderr)}",
-                       **common)
+        return Outcome(
+            status="failed", error=f"plugin was killed by signal {-raw.exit_code}{_stderr_hint(raw.stderr)}", **common
+        )
     if not raw.stdout.strip():
-        return Outcome(status="failed",
-                       error=f"plugin exited {raw.exit_code} with empty stdout{_stderr_hint(raw.stderr)}", **common)
+        return Outcome(
+            status="failed",
+            error=f"plugin exited {raw.exit_code} with empty stdout{_stderr_hint(raw.stderr)}",
+            **common,
+        )
     try:
         response = orjson.loads(raw.stdout)
     except orjson.JSONDecodeError as exc:
         preview = raw.stdout[:120].decode("utf-8", "replace")
-        return Outcome(status="failed",
-                       error=f"plugin exited {raw.exit_code} and stdout is not JSON ({exc}): {preview!r}"
-                             f"{_stderr_hint(raw.stderr)}",
-                       **common)
+        return Outcome(
+            status="failed",
+            error=f"plugin exited {raw.exit_code} and stdout is not JSON ({exc}): {preview!r}"
+            f"{_stderr_hint(raw.stderr)}",
+            **common,
+        )
     problem = values.problem_in_json(raw.stdout, response)
     if problem is not None:
         return Outcome(status="failed", error=f"plugin response is not accepted: {problem}", **common)
@@ -204,5 +230,6 @@ def checked(outcome: Outcome) -> Outcome:
             problem = f"it cannot be encoded as JSON ({exc})"
         else:
             return dataclasses.replace(outcome, response=normalized)
-    return dataclasses.replace(outcome, status="failed", response=None, error=f"plugin response is not accepted: {problem}")
-
+    return dataclasses.replace(
+        outcome, status="failed", response=None, error=f"plugin response is not accepted: {problem}"
+    )

@@ -57,9 +57,15 @@ def parallelism_of(plugin: config_mod.PluginConfig, manifest: catalog_mod.Manife
 class Runner(lifecycle.Service):
     name = "runner"
 
-    def __init__(self, config: config_mod.Config, *, bus: bus_mod.Bus | None = None,
-                 plugins: list[str] | None = None, ack_wait_s: float | None = None,
-                 heartbeat_s: float | None = None) -> None:
+    def __init__(
+        self,
+        config: config_mod.Config,
+        *,
+        bus: bus_mod.Bus | None = None,
+        plugins: list[str] | None = None,
+        ack_wait_s: float | None = None,
+        heartbeat_s: float | None = None,
+    ) -> None:
         super().__init__()
         self.ack_wait_s = ack_wait_s or config.work_lease_s
         #: in-progress acks while a plugin runs; None = a third of the ack wait
@@ -89,15 +95,23 @@ class Runner(lifecycle.Service):
         await self._open_builtin_mailboxes()
         await self.bus.nc.subscribe(subjects.ALL_CANCEL_SIGNALS, cb=self._on_cancel_signal)
         self.spawn("presence", heartbeat.Presence(self, interval_s=self.config.heartbeat_interval_s).run())
-        self.participant = reloads.Participant(self.bus, role=self.name, source=self.source,
-                                               current=lambda: self.config, apply=self._apply_config)
+        self.participant = reloads.Participant(
+            self.bus, role=self.name, source=self.source, current=lambda: self.config, apply=self._apply_config
+        )
         await self.participant.start()
         self.spawn("reloads", self.participant.run(self.stop_event))
-        log.info("runner_started", plugins=sorted(self.catalog.plugins), source=self.source,
-                 plugin_user=self.plugin_user.name if self.plugin_user else None)
+        log.info(
+            "runner_started",
+            plugins=sorted(self.catalog.plugins),
+            source=self.source,
+            plugin_user=self.plugin_user.name if self.plugin_user else None,
+        )
         if self.plugin_user is not None and any(m.is_python for m in self.catalog.plugins.values()):
-            log.warning("in_process_plugins_run_as_root", reason="protocol: python plugins share the runner's "
-                        "process and user; only subprocess plugins run as service.plugin_user")
+            log.warning(
+                "in_process_plugins_run_as_root",
+                reason="protocol: python plugins share the runner's "
+                "process and user; only subprocess plugins run as service.plugin_user",
+            )
 
     async def _open_mailboxes(self) -> None:
         """One mailbox per enabled plugin that has none yet."""
@@ -111,8 +125,12 @@ class Runner(lifecycle.Service):
                 continue
             limit = parallelism_of(plugin, manifest, self.config.max_workers)
             sub = await consumers.ensure_pull(
-                self.bus, stream=subjects.WORK, durable=subjects.runner_consumer(name),
-                filter_subjects=[subjects.plugin_work(name)], ack_wait_s=self.ack_wait_s, max_ack_pending=limit,
+                self.bus,
+                stream=subjects.WORK,
+                durable=subjects.runner_consumer(name),
+                filter_subjects=[subjects.plugin_work(name)],
+                ack_wait_s=self.ack_wait_s,
+                max_ack_pending=limit,
             )
             self._mailboxes.add(name)
             self.spawn(f"plugin:{name}", self._mailbox(name, sub, asyncio.Semaphore(limit), limit))
@@ -137,15 +155,34 @@ class Runner(lifecycle.Service):
         serves = not self.only_plugins or not self.only_plugins.isdisjoint(agents_mod.RESERVED)
         if not serves:
             return
-        boxes = [(f"agent:{name}", subjects.agent_consumer(name), subjects.work(agents_mod.AGENT, name),
-                  spec.parallelism or self.config.max_workers) for name, spec in self.builtin.agents.items()]
-        boxes.append((agents_mod.PROMPT, subjects.runner_consumer(agents_mod.PROMPT),
-                      subjects.plugin_work(agents_mod.PROMPT), self.config.max_workers))
+        boxes = [
+            (
+                f"agent:{name}",
+                subjects.agent_consumer(name),
+                subjects.work(agents_mod.AGENT, name),
+                spec.parallelism or self.config.max_workers,
+            )
+            for name, spec in self.builtin.agents.items()
+        ]
+        boxes.append(
+            (
+                agents_mod.PROMPT,
+                subjects.runner_consumer(agents_mod.PROMPT),
+                subjects.plugin_work(agents_mod.PROMPT),
+                self.config.max_workers,
+            )
+        )
         for key, durable, subject, limit in boxes:
             if key in self._mailboxes:
                 continue
-            sub = await consumers.ensure_pull(self.bus, stream=subjects.WORK, durable=durable, filter_subjects=[subject],
-                                              ack_wait_s=self.ack_wait_s, max_ack_pending=limit)
+            sub = await consumers.ensure_pull(
+                self.bus,
+                stream=subjects.WORK,
+                durable=durable,
+                filter_subjects=[subject],
+                ack_wait_s=self.ack_wait_s,
+                max_ack_pending=limit,
+            )
             self._mailboxes.add(key)
             # agent runs and prompts mostly wait on child jobs: they must not hold the shared slots
             self.spawn(key, self._mailbox(key, sub, asyncio.Semaphore(limit), limit, shared_slots=False))
@@ -161,8 +198,9 @@ class Runner(lifecycle.Service):
         if self._own_bus and self.bus is not None:
             await self.bus.close()
 
-    async def _mailbox(self, plugin: str, sub: Any, local: asyncio.Semaphore, limit: int, *,
-                       shared_slots: bool = True) -> None:
+    async def _mailbox(
+        self, plugin: str, sub: Any, local: asyncio.Semaphore, limit: int, *, shared_slots: bool = True
+    ) -> None:
         """Fetch only as many work items as there are free slots, so none waits here unleased."""
         inflight: set[asyncio.Task[None]] = set()
         while not self.stop_event.is_set():
@@ -240,8 +278,9 @@ class Runner(lifecycle.Service):
         started = attempt.started_event(item, source=self.source, work_seq=work_seq)
         claim = await self._claim_unread(item, started, num_delivered=num_delivered)
         if claim is None:
-            run, recorded = await preflight.check(self.bus, item, num_delivered=num_delivered, work_seq=work_seq,
-                                                  source=self.source)
+            run, recorded = await preflight.check(
+                self.bus, item, num_delivered=num_delivered, work_seq=work_seq, source=self.source
+            )
             if not run:
                 state_read.cancel()
                 if recorded:
@@ -265,22 +304,36 @@ class Runner(lifecycle.Service):
             elif item.plugin in agents_mod.RESERVED and self.builtin is not None:
                 outcome = await self.builtin.execute(item, cancel)
             elif manifest is None or item.command not in manifest.commands:
-                outcome = protocol.Outcome(status="failed", retry=False,
-                                           error=f"plugin {item.plugin!r} has no command {item.command!r} on this runner")
+                outcome = protocol.Outcome(
+                    status="failed",
+                    retry=False,
+                    error=f"plugin {item.plugin!r} has no command {item.command!r} on this runner",
+                )
             else:
                 try:
                     # the vault principal's granted secrets over the `secrets:` of the plugin's config (in a
                     # thread only with a vault: it may re-read and decrypt the file)
-                    compose = functools.partial(vault_mod.plugin_secrets, self.config.vault, item.plugin,
-                                                plugin_config.principal, requires_vault=plugin_config.requires_vault)
+                    compose = functools.partial(
+                        vault_mod.plugin_secrets,
+                        self.config.vault,
+                        item.plugin,
+                        plugin_config.principal,
+                        requires_vault=plugin_config.requires_vault,
+                    )
                     delivered = await asyncio.to_thread(compose) if self.config.vault is not None else compose()
                 except vault_mod.VaultError as exc:
                     outcome = protocol.Outcome(status="failed", retry=False, error=str(exc))
                 else:
                     request = protocol.build_request(
-                        job_id=item.job_id, command=item.command, config=dict(plugin_config.config),
-                        secrets={**plugin_config.secrets, **delivered}, state=state, payload=item.payload,
-                        context=item.context, event=item.event, timeout_s=item.timeout_s,
+                        job_id=item.job_id,
+                        command=item.command,
+                        config=dict(plugin_config.config),
+                        secrets={**plugin_config.secrets, **delivered},
+                        state=state,
+                        payload=item.payload,
+                        context=item.context,
+                        event=item.event,
+                        timeout_s=item.timeout_s,
                     )
                     outcome = await self._invoke(manifest, request, item.timeout_s, cancel)
         except BaseException:
@@ -296,8 +349,11 @@ class Runner(lifecycle.Service):
                 await self._save_state(item.plugin, new_state)
         stored = await self._stored_result(item, outcome)
         try:
-            await self.bus.publish_all(attempt.outcome_events(item, outcome, source=self.source, state=new_state,
-                                                              stored_result=stored, facts=facts))
+            await self.bus.publish_all(
+                attempt.outcome_events(
+                    item, outcome, source=self.source, state=new_state, stored_result=stored, facts=facts
+                )
+            )
             for delivery in held:
                 # no need to wait for the ack's confirmation: the outcome is stored, and a lost ack only
                 # means a redelivery that preflight recognises as done
@@ -306,8 +362,9 @@ class Runner(lifecycle.Service):
             self._held.pop(item.job_id, None)
         bound.info("attempt_finished", status=outcome.status, duration_ms=outcome.duration_ms, error=outcome.error)
 
-    async def _claim_unread(self, item: attempt.WorkItem, started: tuple[str, envelope.Envelope], *,
-                            num_delivered: int) -> api.PubAck | None:
+    async def _claim_unread(
+        self, item: attempt.WorkItem, started: tuple[str, envelope.Envelope], *, num_delivered: int
+    ) -> api.PubAck | None:
         """The first delivery of a first attempt claims it without reading the log: `started` is stored only
         while the job's `queued` (its sequence is `claim_after`) is still the last of the job's events, which
         proves what preflight would read — no cancel requested, no other delivery started. None: not such a
@@ -316,8 +373,9 @@ class Runner(lifecycle.Service):
         if item.claim_after is None or item.attempt != 1 or num_delivered > 1:
             return None
         try:
-            return await self.bus.publish(*started, expected_last_subject_seq=item.claim_after,
-                                          expected_filter=subjects.job_events(item.job_id))
+            return await self.bus.publish(
+                *started, expected_last_subject_seq=item.claim_after, expected_filter=subjects.job_events(item.job_id)
+            )
         except errors.Conflict:
             return None
 
@@ -326,11 +384,17 @@ class Runner(lifecycle.Service):
         if outcome.response is None or outcome.status not in ("succeeded", "failed"):
             return None
         key = offload.key_for(item.job_id, attempt=None if outcome.status == "succeeded" else item.attempt)
-        return await offload.maybe_offload(self.bus, outcome.response, threshold_bytes=self.config.offload_threshold_bytes,
-                                           bucket=self.config.offload_bucket, key=key)
+        return await offload.maybe_offload(
+            self.bus,
+            outcome.response,
+            threshold_bytes=self.config.offload_threshold_bytes,
+            bucket=self.config.offload_bucket,
+            key=key,
+        )
 
-    async def _invoke(self, manifest: catalog_mod.Manifest, request: dict[str, Any], timeout_s: float,
-                      cancel: asyncio.Event) -> protocol.Outcome:
+    async def _invoke(
+        self, manifest: catalog_mod.Manifest, request: dict[str, Any], timeout_s: float, cancel: asyncio.Event
+    ) -> protocol.Outcome:
         if manifest.is_python:
             return await inprocess.run(manifest, request, timeout_s=timeout_s, cancel=cancel)
         executable, env, user = manifest.directory / manifest.entrypoint, config_mod.plugin_base_env(), self.plugin_user
@@ -340,7 +404,12 @@ class Runner(lifecycle.Service):
                 return protocol.Outcome(status="failed", error=denied, retry=False)
             env = user.env(env)
         raw = await supervision.run(
-            executable, orjson.dumps(request), timeout_s=timeout_s, env=env, cwd=manifest.directory, cancel=cancel,
+            executable,
+            orjson.dumps(request),
+            timeout_s=timeout_s,
+            env=env,
+            cwd=manifest.directory,
+            cancel=cancel,
             run_as=(user.uid, user.gid) if user is not None else None,
         )
         return protocol.interpret_run(raw, timeout_s=timeout_s)

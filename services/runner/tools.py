@@ -36,8 +36,9 @@ CACHE_MAX_BYTES = 256 * 1024
 
 
 def cache_key(plugin: str, command: str, payload: JSONDict) -> str:
-    digest = hashlib.sha256(f"{plugin}\x00{command}\x00".encode()
-                            + orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    digest = hashlib.sha256(
+        f"{plugin}\x00{command}\x00".encode() + orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
     return f"tc.{digest}"
 
 
@@ -80,75 +81,143 @@ class Toolbox:
             raise
         except Exception as exc:  # a bug here must not take the whole agent run down with it
             log.exception("tool_call_crashed", job_id=self.run.item.job_id, tool=call.name, call_id=call.id)
-            return await self._error(call, self.by_function.get(call.name) or call.name,
-                                     f"the tool call failed: {type(exc).__name__}: {exc}", iteration=iteration,
-                                     span=span)
+            return await self._error(
+                call,
+                self.by_function.get(call.name) or call.name,
+                f"the tool call failed: {type(exc).__name__}: {exc}",
+                iteration=iteration,
+                span=span,
+            )
 
     async def _call(self, call: llm.ToolCall, *, iteration: int, index: int, span: traces.Span) -> str:
         tracer = self.run.tracer
         tool = self.by_function.get(call.name)
         spec = self.command(tool) if tool else None
         if tool is None or spec is None:
-            return await self._error(call, tool or call.name, f"unknown tool {call.name!r}; available: "
-                                     + ", ".join(sorted(self.by_function)), iteration=iteration, span=span)
+            return await self._error(
+                call,
+                tool or call.name,
+                f"unknown tool {call.name!r}; available: " + ", ".join(sorted(self.by_function)),
+                iteration=iteration,
+                span=span,
+            )
         try:
             arguments = orjson.loads(call.arguments or "{}")
         except orjson.JSONDecodeError:
-            return await self._error(call, tool, f"arguments are not JSON: {call.arguments[:200]!r}",
-                                     iteration=iteration, span=span)
+            return await self._error(
+                call, tool, f"arguments are not JSON: {call.arguments[:200]!r}", iteration=iteration, span=span
+            )
         if not isinstance(arguments, dict):
             return await self._error(call, tool, "arguments must be a JSON object", iteration=iteration, span=span)
         problem = values.problem(arguments)
         if problem is not None:
-            return await self._error(call, tool, f"arguments are not accepted: {problem}", iteration=iteration,
-                                     span=span)
+            return await self._error(
+                call, tool, f"arguments are not accepted: {problem}", iteration=iteration, span=span
+            )
         if spec.input_schema:
-            found = list(jsonschema.validators.validator_for(spec.input_schema)(spec.input_schema).iter_errors(arguments))
+            found = list(
+                jsonschema.validators.validator_for(spec.input_schema)(spec.input_schema).iter_errors(arguments)
+            )
             if found:
-                return await self._error(call, tool, "arguments do not match the input_schema: "
-                                         + "; ".join(e.message for e in found[:5]), iteration=iteration, span=span)
+                return await self._error(
+                    call,
+                    tool,
+                    "arguments do not match the input_schema: " + "; ".join(e.message for e in found[:5]),
+                    iteration=iteration,
+                    span=span,
+                )
         plugin, _, command = tool.partition(".")
         forbidden = scopes.forbidden_reason(self.authority, self.run.catalog, plugin, command)
         if forbidden is not None:  # never run (nor served from the cache): the model is told and may react
             return await self._error(call, tool, forbidden, iteration=iteration, code="forbidden", span=span)
         params = traces.preview(arguments)
-        await tracer.emit("tool_call", {"tool": tool, "params": params, "worker": self.spec.name,
-                                        "started_at": span.started_at, "call_id": call.id, "iteration": iteration,
-                                        "arguments": params})
+        await tracer.emit(
+            "tool_call",
+            {
+                "tool": tool,
+                "params": params,
+                "worker": self.spec.name,
+                "started_at": span.started_at,
+                "call_id": call.id,
+                "iteration": iteration,
+                "arguments": params,
+            },
+        )
         cacheable = spec.idempotent and self.spec.tool_cache_ttl_s > 0
         key = cache_key(plugin, command, arguments)
         if cacheable:
             hit = await self._cached(key)
             if hit is not None:
-                await tracer.emit("cache_hit", {"tool": tool, "params": params, "call_id": call.id, "key": key,
-                                                "worker": self.spec.name,
-                                                "age_s": round(time.time() - float(hit["at"]), 3),
-                                                "result": traces.preview(hit["result"])})
+                await tracer.emit(
+                    "cache_hit",
+                    {
+                        "tool": tool,
+                        "params": params,
+                        "call_id": call.id,
+                        "key": key,
+                        "worker": self.spec.name,
+                        "age_s": round(time.time() - float(hit["at"]), 3),
+                        "result": traces.preview(hit["result"]),
+                    },
+                )
                 return tool_message(hit["result"])
         item = self.run.item
         # the id depends on the call's place only (attempt, iteration, index), never on when it ran:
         # calls run at once get distinct ids, and each is submitted once (run_child checks COMMANDS)
         seed = f"{item.job_id}:{item.attempt}:tool:{iteration}:{index}"
         child_id = agents_mod.child_job_id(seed)
-        final = await self.run.run_child(child_id=child_id, command_id=seed, plugin=plugin, command=command,
-                                         payload=arguments, submitted_by="agent",
-                                         context={"agent": self.spec.name, "tool_call_id": call.id})
+        final = await self.run.run_child(
+            child_id=child_id,
+            command_id=seed,
+            plugin=plugin,
+            command=command,
+            payload=arguments,
+            submitted_by="agent",
+            context={"agent": self.spec.name, "tool_call_id": call.id},
+        )
         if final.type != "job.succeeded":
-            return await self._error(call, tool, builtin.child_error(final), iteration=iteration,
-                                     child_job_id=child_id, span=span)
+            return await self._error(
+                call, tool, builtin.child_error(final), iteration=iteration, child_job_id=child_id, span=span
+            )
         result = await self.run.child_result(final)
-        await tracer.emit("tool_result", {"tool": tool, "worker": self.spec.name, **span.end(), "status": "success",
-                                          "result_preview": traces.result_preview(result),
-                                          "result": traces.preview(result), "call_id": call.id,
-                                          "child_job_id": child_id, "iteration": iteration})
+        await tracer.emit(
+            "tool_result",
+            {
+                "tool": tool,
+                "worker": self.spec.name,
+                **span.end(),
+                "status": "success",
+                "result_preview": traces.result_preview(result),
+                "result": traces.preview(result),
+                "call_id": call.id,
+                "child_job_id": child_id,
+                "iteration": iteration,
+            },
+        )
         if cacheable:
             await self._store(key, result)
         return tool_message(result)
 
-    async def _error(self, call: llm.ToolCall, tool: str, error: str, *, iteration: int, span: traces.Span,
-                     child_job_id: str | None = None, code: str | None = None) -> str:
-        trace: JSONDict = {"tool": tool, "worker": self.spec.name, **span.end(), "error": error, "call_id": call.id,
-                           "iteration": iteration, "child_job_id": child_job_id}
+    async def _error(
+        self,
+        call: llm.ToolCall,
+        tool: str,
+        error: str,
+        *,
+        iteration: int,
+        span: traces.Span,
+        child_job_id: str | None = None,
+        code: str | None = None,
+    ) -> str:
+        trace: JSONDict = {
+            "tool": tool,
+            "worker": self.spec.name,
+            **span.end(),
+            "error": error,
+            "call_id": call.id,
+            "iteration": iteration,
+            "child_job_id": child_job_id,
+        }
         if code is not None:
             trace["code"] = code
         await self.run.tracer.emit("tool_error", trace)

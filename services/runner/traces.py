@@ -24,8 +24,21 @@ from services.core import envelope, subjects
 from services.runner import attempt
 
 #: Laddr's trace types
-TYPES = frozenset({"task_start", "llm_usage", "autonomous_think", "tool_call", "tool_result", "tool_error",
-                   "cache_hit", "delegation", "task_complete", "task_error", "task_cancelled"})
+TYPES = frozenset(
+    {
+        "task_start",
+        "llm_usage",
+        "autonomous_think",
+        "tool_call",
+        "tool_result",
+        "tool_error",
+        "cache_hit",
+        "delegation",
+        "task_complete",
+        "task_error",
+        "task_cancelled",
+    }
+)
 PREVIEW_BYTES = 4096
 #: Laddr's `result_preview`: the first 500 characters of the result's text
 RESULT_PREVIEW_CHARS = 500
@@ -71,8 +84,11 @@ class Span:
         self._t0 = time.monotonic()
 
     def end(self) -> dict[str, Any]:
-        return {"started_at": self.started_at, "ended_at": now(),
-                "duration_ms": int((time.monotonic() - self._t0) * 1000)}
+        return {
+            "started_at": self.started_at,
+            "ended_at": now(),
+            "duration_ms": int((time.monotonic() - self._t0) * 1000),
+        }
 
 
 class Tracer:
@@ -112,8 +128,13 @@ class Tracer:
         if kind == "task_start" and self.root is None:
             self.root = event_id
         env = envelope.make(
-            f"trace.{kind}", source=self.source, job_id=item.job_id, id=event_id,
-            causation_id=item.job_id, correlation_id=item.correlation_id, data=data,
+            f"trace.{kind}",
+            source=self.source,
+            job_id=item.job_id,
+            id=event_id,
+            causation_id=item.job_id,
+            correlation_id=item.correlation_id,
+            data=data,
         )
         await self.bus.publish(subjects.trace_event(item.job_id, kind), env)
         return event_id

@@ -43,8 +43,9 @@ async def test_scopes_for_reading_a_job(client: Client, token: str, expected: in
 
 
 async def test_malformed_json_is_400(client: Client) -> None:
-    status, body = await client.post("/plugin/echo/poll", data=b"{not json",
-                                     headers={"Content-Type": "application/json"})
+    status, body = await client.post(
+        "/plugin/echo/poll", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert status == 400 and body["code"] == "bad_request" and "JSON" in body["error"]
 
 
@@ -102,8 +103,9 @@ async def test_discovery_index_and_health_are_open(client: Client) -> None:
 
 async def test_huge_or_bad_paging_is_400_never_500(client: Client) -> None:
     paged = ("?offset=100000000000000000000", "?limit=abc", "?limit=-1", "?offset=1.5")
-    for path, queries in [(p, paged) for p in ("/jobs", "/job-logs", "/api/jobs", "/api/prompts", "/events/rejected")] \
-            + [("/api/traces", paged[1:3])]:
+    for path, queries in [
+        (p, paged) for p in ("/jobs", "/job-logs", "/api/jobs", "/api/prompts", "/events/rejected")
+    ] + [("/api/traces", paged[1:3])]:
         for query in queries:
             status, body = await client.get(path + query)
             # Laddr's paths answer FastAPI's 422 for a parameter they refuse (services/api/laddr_dialect.py)

@@ -63,12 +63,17 @@ async def test_plugins_lists_enabled_plugins_without_auth(client: Client) -> Non
     names = [p["name"] for p in body["plugins"]]
     assert names == sorted(names) and {"echo", "echo_py"} <= set(names)
     echo = next(p for p in body["plugins"] if p["name"] == "echo")
-    assert echo == {"name": "echo", "version": "0.1.0", "description": "A demonstration plugin",
-                    "commands": ["poll", "handle", "health"]}
+    assert echo == {
+        "name": "echo",
+        "version": "0.1.0",
+        "description": "A demonstration plugin",
+        "commands": ["poll", "handle", "health"],
+    }
 
 
-async def test_disabled_plugins_are_hidden_and_404(make_config: Callable[..., Any],
-                                                   start_stack: Callable[..., Any]) -> None:
+async def test_disabled_plugins_are_hidden_and_404(
+    make_config: Callable[..., Any], start_stack: Callable[..., Any]
+) -> None:
     hr = await start_stack(make_config(plugins={"echo": {"enabled": False}, "echo_py": {}}))
     client = hr.client
     assert client is not None
@@ -88,13 +93,20 @@ async def test_plugin_detail_shape(client: Client) -> None:
     status, body = await client.get("/plugin/echo", token=tok("plugin_ro"))
     assert status == 200
     assert {k: body[k] for k in ("name", "version", "description", "protocol")} == {
-        "name": "echo", "version": "0.1.0", "description": "A demonstration plugin", "protocol": 2}
+        "name": "echo",
+        "version": "0.1.0",
+        "description": "A demonstration plugin",
+        "protocol": 2,
+    }
     commands = {c["name"]: c for c in body["commands"]}
     assert list(commands) == ["poll", "handle", "health"]
     assert commands["poll"] == {
-        "name": "poll", "type": "write", "description": "Emits echo.poll events",
+        "name": "poll",
+        "type": "write",
+        "description": "Emits echo.poll events",
         "input_schema": {"type": "object", "properties": {"message": {"type": "string"}}},
-        "idempotent": False, "retry_safe": True,
+        "idempotent": False,
+        "retry_safe": True,
     }
     assert commands["health"]["type"] == "read" and commands["health"]["idempotent"] is True
     assert commands["health"]["input_schema"] == {}
@@ -114,8 +126,13 @@ async def test_plugin_detail_exposes_values_and_output_schema(bare_hr: Stack) ->
 
 
 PLUGIN_DETAIL_SCOPES = [
-    ("plugin_ro", 200), ("plugin_rw", 200), ("admin", 200), ("jobs_ro", 403), ("events_ro", 403),
-    (None, 401), ("bad", 401),
+    ("plugin_ro", 200),
+    ("plugin_rw", 200),
+    ("admin", 200),
+    ("jobs_ro", 403),
+    ("events_ro", 403),
+    (None, 401),
+    ("bad", 401),
 ]
 
 
@@ -154,9 +171,18 @@ async def test_plugin_openapi_matches_the_reference(client: Client) -> None:
     # the body the API reads: {"payload": <input_schema>} (the reference's example shows the bare
     # input_schema, which the API would not read); optional, as the input_schema admits {}
     input_schema = {"type": "object", "properties": {"message": {"type": "string"}}}
-    assert poll["requestBody"] == {"required": False, "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"payload": {"anyOf": [input_schema, {"type": "null"}]}},
-        "anyOf": [{"required": ["payload"]}, {"maxProperties": 0}]}}}}
+    assert poll["requestBody"] == {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"payload": {"anyOf": [input_schema, {"type": "null"}]}},
+                    "anyOf": [{"required": ["payload"]}, {"maxProperties": 0}],
+                }
+            }
+        },
+    }
     assert {"202", "400", "403"} <= set(poll["responses"])
     assert poll["security"] == [{"BearerAuth": []}]
     assert "requestBody" not in doc["paths"]["/plugin/echo/health"]["post"]
@@ -217,8 +243,13 @@ async def test_skills_lists_plugin_commands_with_tiers(client: Client) -> None:
     assert status == 200
     skills = {s["name"]: s for s in body["skills"]}
     assert skills["plugin.echo.poll"] == {
-        "name": "plugin.echo.poll", "kind": "plugin", "description": "Emits echo.poll events",
-        "endpoint": "/plugin/echo/poll", "tier": "WRITE", "plugin": "echo", "command": "poll",
+        "name": "plugin.echo.poll",
+        "kind": "plugin",
+        "description": "Emits echo.poll events",
+        "endpoint": "/plugin/echo/poll",
+        "tier": "WRITE",
+        "plugin": "echo",
+        "command": "poll",
     }
     assert skills["plugin.echo.health"]["tier"] == "READ"
     assert skills["plugin.echo_py.handle"]["tier"] == "WRITE"
@@ -231,8 +262,13 @@ async def test_skills_include_configured_pipelines(bare_hr: Stack) -> None:
     assert status == 200
     pipelines = {s["name"]: s for s in body["skills"] if s["kind"] == "pipeline"}
     assert pipelines["pipeline.p1"] == {
-        "name": "pipeline.p1", "kind": "pipeline", "endpoint": "/pipeline/p1", "pipeline": "p1",
-        "trigger": "echo.handled", "execution_mode": "asynchronous", "timeout_secs": 30,  # the compiled default
+        "name": "pipeline.p1",
+        "kind": "pipeline",
+        "endpoint": "/pipeline/p1",
+        "pipeline": "p1",
+        "trigger": "echo.handled",
+        "execution_mode": "asynchronous",
+        "timeout_secs": 30,  # the compiled default
     }
     assert pipelines["pipeline.p2"]["execution_mode"] == "synchronous"
     assert pipelines["pipeline.p2"]["timeout_secs"] == 90 and "trigger" not in pipelines["pipeline.p2"]  # omitempty
@@ -247,11 +283,16 @@ async def test_skills_include_configured_pipelines(bare_hr: Stack) -> None:
 
 
 EXECUTION_SCOPES = [
-    ("plugin_ro", "health", 202), ("plugin_ro", "poll", 403),
-    ("plugin_rw", "health", 202), ("plugin_rw", "poll", 202),
+    ("plugin_ro", "health", 202),
+    ("plugin_ro", "poll", 403),
+    ("plugin_rw", "health", 202),
+    ("plugin_rw", "poll", 202),
     ("admin", "poll", 202),
-    ("jobs_ro", "health", 403), ("jobs_ro", "poll", 403), ("events_ro", "health", 403),
-    (None, "health", 401), ("bad", "poll", 401),
+    ("jobs_ro", "health", 403),
+    ("jobs_ro", "poll", 403),
+    ("events_ro", "health", 403),
+    (None, "health", 401),
+    ("bad", "poll", 401),
 ]
 
 
@@ -286,11 +327,11 @@ async def test_any_object_goes_without_a_schema(client: Client) -> None:
 
 
 async def test_payload_check_comes_after_scope_checks(client: Client) -> None:
-    status, body = await client.post("/plugin/echo/poll", json={"payload": {"message": 5}},
-                                     token=tok("plugin_ro"))
+    status, body = await client.post("/plugin/echo/poll", json={"payload": {"message": 5}}, token=tok("plugin_ro"))
     assert status == 403, body
-    status, body = await client.post("/plugin/echo/poll", data=b"{not json", token=tok("plugin_ro"),
-                                     headers={"Content-Type": "application/json"})
+    status, body = await client.post(
+        "/plugin/echo/poll", data=b"{not json", token=tok("plugin_ro"), headers={"Content-Type": "application/json"}
+    )
     assert status == 403, body
     status, body = await client.post("/plugin/nope/poll", json={"payload": {"message": 5}}, token=tok("jobs_ro"))
     assert status == 403, body

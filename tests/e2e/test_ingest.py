@@ -14,8 +14,13 @@ from services.dispatcher import ingest, routing
 from tests.support.infra import wait_until
 from tests.support.stack import TOKENS, Stack
 
-PIPES = [{"name": "on_order", "on": "order.created",
-          "steps": [{"id": "ack", "uses": "echo_py", "with": {"order": "{payload.id}", "note": "order {payload.id}"}}]}]
+PIPES = [
+    {
+        "name": "on_order",
+        "on": "order.created",
+        "steps": [{"id": "ack", "uses": "echo_py", "with": {"order": "{payload.id}", "note": "order {payload.id}"}}],
+    }
+]
 
 
 async def wait_root(s: Stack, root: str) -> dict[str, Any]:
@@ -91,8 +96,12 @@ async def test_invalid_ingest_events_are_kept_as_rejected_and_listed(make_config
     nc = await publisher(s)
     try:
         js = nc.jetstream()
-        for body in (b"not json {", orjson.dumps({"type": "order.created"}),
-                     orjson.dumps({"type": "order.deleted", "payload": {}}), junk):
+        for body in (
+            b"not json {",
+            orjson.dumps({"type": "order.created"}),
+            orjson.dumps({"type": "order.deleted", "payload": {}}),
+            junk,
+        ):
             await js.publish("ingest.order.created", body)
         await js.publish("ingest.order.created", orjson.dumps({"type": "order.created", "payload": {"id": 1}}))
     finally:

@@ -22,14 +22,23 @@ async def run_agent(s: Stack, name: str, inputs: dict[str, Any], statuses: set[s
 
 
 async def test_metrics_equal_what_the_tables_say_and_cache_hits_skip_the_child_job(
-        make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
-        "checker": laddr.agent(fake, "m-check", tools=["echo_py.health", "echo_py.poll"], tool_cache_ttl="1m"),
-        "failing": laddr.agent(fake, "m-fail"),
-    }))
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
+    s: Stack = await start_stack(
+        make_config(
+            plugins=laddr.plugins(),
+            agents={
+                "checker": laddr.agent(fake, "m-check", tools=["echo_py.health", "echo_py.poll"], tool_cache_ttl="1m"),
+                "failing": laddr.agent(fake, "m-fail"),
+            },
+        )
+    )
     for answer in ("first", "second"):
-        fake.script("m-check", fake_llm.tool_calls(("echo_py__health", {}), ("echo_py__poll", {"message": answer})),
-                    fake_llm.text(answer, prompt_tokens=3, completion_tokens=2))
+        fake.script(
+            "m-check",
+            fake_llm.tool_calls(("echo_py__health", {}), ("echo_py__poll", {"message": answer})),
+            fake_llm.text(answer, prompt_tokens=3, completion_tokens=2),
+        )
     fake.script("m-fail", fake_llm.error(401, "bad key"))
     first = await run_agent(s, "checker", {"message": "check"})
     second = await run_agent(s, "checker", {"message": "check"})
@@ -55,28 +64,48 @@ async def test_metrics_equal_what_the_tables_say_and_cache_hits_skip_the_child_j
     root = "parent_job_id IS NULL"
     assert metrics["total_jobs"] == await pool.fetchval(f"SELECT count(*) FROM jobs WHERE {root}") == 4
     assert metrics["all_jobs"] == await pool.fetchval("SELECT count(*) FROM jobs") == 7
-    assert metrics["completed_jobs"] == await pool.fetchval(
-        f"SELECT count(*) FROM jobs WHERE {root} AND status = 'succeeded'") == 3
-    assert metrics["failed_jobs"] == await pool.fetchval(
-        f"SELECT count(*) FROM jobs WHERE {root} AND status IN ('failed', 'timed_out', 'dead')") == 1
-    latency = await pool.fetchval("SELECT avg(extract(epoch FROM completed_at - created_at) * 1000) FROM jobs "
-                                  f"WHERE {root} AND status = 'succeeded'")
+    assert (
+        metrics["completed_jobs"]
+        == await pool.fetchval(f"SELECT count(*) FROM jobs WHERE {root} AND status = 'succeeded'")
+        == 3
+    )
+    assert (
+        metrics["failed_jobs"]
+        == await pool.fetchval(f"SELECT count(*) FROM jobs WHERE {root} AND status IN ('failed', 'timed_out', 'dead')")
+        == 1
+    )
+    latency = await pool.fetchval(
+        "SELECT avg(extract(epoch FROM completed_at - created_at) * 1000) FROM jobs "
+        f"WHERE {root} AND status = 'succeeded'"
+    )
     assert metrics["avg_latency_ms"] == round(float(latency)) and isinstance(metrics["avg_latency_ms"], int)
-    assert metrics["cache_hits"] == await pool.fetchval(
-        "SELECT count(*) FROM traces WHERE event_type = 'cache_hit'") == 1
-    assert metrics["tool_calls"] == await pool.fetchval(
-        "SELECT count(*) FROM traces WHERE event_type = 'tool_call'") == 4
-    assert metrics["total_tokens"] == await pool.fetchval(
-        "SELECT sum((payload->>'total_tokens')::bigint) FROM traces WHERE event_type = 'llm_usage'") == 2 * (28 + 5)
+    assert (
+        metrics["cache_hits"] == await pool.fetchval("SELECT count(*) FROM traces WHERE event_type = 'cache_hit'") == 1
+    )
+    assert (
+        metrics["tool_calls"] == await pool.fetchval("SELECT count(*) FROM traces WHERE event_type = 'tool_call'") == 4
+    )
+    assert (
+        metrics["total_tokens"]
+        == await pool.fetchval(
+            "SELECT sum((payload->>'total_tokens')::bigint) FROM traces WHERE event_type = 'llm_usage'"
+        )
+        == 2 * (28 + 5)
+    )
     status, agents = await s.client.get("/api/agents")
     assert metrics["active_agents_count"] == sum(a["status"] == "active" for a in agents["agents"]) == 2
     assert metrics["timestamp"].endswith("Z")
 
 
-async def test_trace_endpoints_and_rebuild_equality(make_config: Any, start_stack: Any, fake: FakeLLM,
-                                                    database_url: str) -> None:
-    s: Stack = await start_stack(make_config(plugins=laddr.plugins(), agents={
-        "a": laddr.agent(fake, "m-a", tools=["echo_py.poll"]), "b": laddr.agent(fake, "m-b")}))
+async def test_trace_endpoints_and_rebuild_equality(
+    make_config: Any, start_stack: Any, fake: FakeLLM, database_url: str
+) -> None:
+    s: Stack = await start_stack(
+        make_config(
+            plugins=laddr.plugins(),
+            agents={"a": laddr.agent(fake, "m-a", tools=["echo_py.poll"]), "b": laddr.agent(fake, "m-b")},
+        )
+    )
     fake.script("m-a", fake_llm.tool_calls(("echo_py__poll", {"message": "t"})), fake_llm.text("done"))
     job_a = await run_agent(s, "a", {"message": "go"})
     job_b = await run_agent(s, "b", {"message": "go"})
@@ -89,8 +118,12 @@ async def test_trace_endpoints_and_rebuild_equality(make_config: Any, start_stac
     status, body = await s.client.get("/api/traces?agent=a")
     assert {t["agent_name"] for t in body["traces"]} == {"a"} and len(body["traces"]) == 8
     status, body = await s.client.get(f"/api/traces?job_id={job_b}&agent=b")
-    assert [t["event_type"] for t in body["traces"]] == ["task_start", "llm_usage", "autonomous_think",
-                                                         "task_complete"]  # oldest first
+    assert [t["event_type"] for t in body["traces"]] == [
+        "task_start",
+        "llm_usage",
+        "autonomous_think",
+        "task_complete",
+    ]  # oldest first
     one = next(t for t in body["traces"] if t["event_type"] == "llm_usage")
     status, fetched = await s.client.get(f"/api/traces/{one['id']}")
     assert status == 200 and fetched == one
@@ -112,8 +145,9 @@ async def test_trace_endpoints_and_rebuild_equality(make_config: Any, start_stac
     async def snapshot() -> list[tuple[Any, ...]]:
         conn = await asyncpg.connect(database_url, server_settings={"search_path": "headrace"})
         try:
-            rows = await conn.fetch("SELECT id, job_id, agent_name, event_type, payload::text, timestamp, "
-                                    "parent_id FROM traces ORDER BY id")
+            rows = await conn.fetch(
+                "SELECT id, job_id, agent_name, event_type, payload::text, timestamp, parent_id FROM traces ORDER BY id"
+            )
         finally:
             await conn.close()
         return [tuple(r) for r in rows]
@@ -131,6 +165,9 @@ async def test_health_is_open_and_checks_each_component(make_config: Any, start_
     assert status == 200, body
     assert body["status"] == "ok" and body["version"]
     assert {name: c["status"] for name, c in body["checks"].items()} == {
-        "database": "ok", "storage": "ok", "message_bus": "ok"}
+        "database": "ok",
+        "storage": "ok",
+        "message_bus": "ok",
+    }
     assert body["checks"]["database"]["type"] == "postgresql"
     assert body["components"]["database"] == "PostgreSQL"  # Laddr's labels, real checks under `checks`

@@ -12,11 +12,16 @@ from tests.support.fake_llm import FakeLLM
 from tests.support.stack import TOKENS, Stack
 
 
-async def test_threshold_zero_offloads_every_result_and_resolves_it(make_config: Any, start_stack: Any,
-                                                                    fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(
-        plugins=laddr.plugins(), offload={"threshold_bytes": 0, "bucket": "laddr-test"},
-        agents={"reader": laddr.agent(fake, "m-reader", tools=["echo_py.poll"])}))
+async def test_threshold_zero_offloads_every_result_and_resolves_it(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
+    s: Stack = await start_stack(
+        make_config(
+            plugins=laddr.plugins(),
+            offload={"threshold_bytes": 0, "bucket": "laddr-test"},
+            agents={"reader": laddr.agent(fake, "m-reader", tools=["echo_py.poll"])},
+        )
+    )
     job_id = await s.client.submit("echo_py", "poll", {"message": "small"})
     done = await s.client.wait_job(job_id)
     pointer = done["result"]["pointer"]
@@ -25,14 +30,18 @@ async def test_threshold_zero_offloads_every_result_and_resolves_it(make_config:
 
     status, body = await s.client.get(f"/api/responses/{job_id}/resolved", token=TOKENS["jobs_ro"][0])
     assert status == 200, body
-    assert body == {"task_id": job_id, "status": "completed", "offloaded": True, "pointer": pointer,
-                    "data": "Echoed: small"}
+    assert body == {
+        "task_id": job_id,
+        "status": "completed",
+        "offloaded": True,
+        "pointer": pointer,
+        "data": "Echoed: small",
+    }
     status, view = await s.client.get(f"/api/jobs/{job_id}")
     assert view["outputs"] == "Echoed: small"
 
     # an agent reads its offloaded tool result and its own offloaded answer is resolved for chat
-    fake.script("m-reader", fake_llm.tool_calls(("echo_py__poll", {"message": "tool data"})),
-                fake_llm.text("read it"))
+    fake.script("m-reader", fake_llm.tool_calls(("echo_py__poll", {"message": "tool data"})), fake_llm.text("read it"))
     status, chat = await s.client.get("/api/agents/reader/chat?message=go")
     assert status == 200 and chat["result"] == "read it", chat
     tool_messages = [m for m in fake.requests_for("m-reader")[1]["messages"] if m["role"] == "tool"]

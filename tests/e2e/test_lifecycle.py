@@ -29,13 +29,15 @@ async def event_types(s: Stack, job_id: str) -> list[str]:
 async def attempts(s: Stack, job_id: str) -> list[dict[str, Any]]:
     assert s.api.bus is not None and s.api.pool is not None
     await s.projector.wait_for(await s.api.bus.stream_last_seq(subjects.EVENTS))
-    rows = await s.api.pool.fetch("SELECT attempt, status, last_error FROM job_logs WHERE job_id = $1 ORDER BY attempt",
-                                  job_id)
+    rows = await s.api.pool.fetch(
+        "SELECT attempt, status, last_error FROM job_logs WHERE job_id = $1 ORDER BY attempt", job_id
+    )
     return [dict(r) for r in rows]
 
 
-async def test_failed_attempts_are_retried_with_backoff_until_success(make_config: Any, start_stack: Any,
-                                                                      tmp_path: Path) -> None:
+async def test_failed_attempts_are_retried_with_backoff_until_success(
+    make_config: Any, start_stack: Any, tmp_path: Path
+) -> None:
     s = await start_stack(make_config(plugins=plugins(flaky={"retry": FAST_RETRY})))
     job_id = await s.client.submit("flaky", "poll", {"counter_file": str(tmp_path / "n"), "succeed_on": 3})
     done = await s.client.wait_job(job_id)
@@ -59,8 +61,9 @@ async def test_retries_exhausted_dead_letters_the_job(make_config: Any, start_st
 
 
 @pytest.mark.parametrize("mode", ["exit78", "no_retry"])
-async def test_permanent_failures_are_not_retried(make_config: Any, start_stack: Any, tmp_path: Path,
-                                                  mode: str) -> None:
+async def test_permanent_failures_are_not_retried(
+    make_config: Any, start_stack: Any, tmp_path: Path, mode: str
+) -> None:
     s = await start_stack(make_config(plugins=plugins(flaky={"retry": FAST_RETRY})))
     job_id = await s.client.submit("flaky", "poll", {"counter_file": str(tmp_path / "n"), "mode": mode})
     done = await s.client.wait_job(job_id, {"dead"})
@@ -69,8 +72,11 @@ async def test_permanent_failures_are_not_retried(make_config: Any, start_stack:
 
 
 async def test_timeouts_are_timed_out_attempts_then_dead(make_config: Any, start_stack: Any, tmp_path: Path) -> None:
-    s = await start_stack(make_config(plugins=plugins(
-        flaky={"retry": {"max_attempts": 2, "backoff_base": "0.1s"}, "timeouts": {"poll": "0.5s"}})))
+    s = await start_stack(
+        make_config(
+            plugins=plugins(flaky={"retry": {"max_attempts": 2, "backoff_base": "0.1s"}, "timeouts": {"poll": "0.5s"}})
+        )
+    )
     job_id = await s.client.submit("flaky", "poll", {"counter_file": str(tmp_path / "n"), "mode": "sleep"})
     done = await s.client.wait_job(job_id, {"dead"})
     assert done["attempt"] == 2
@@ -199,8 +205,9 @@ async def test_cancel_scopes_and_unknown_jobs(client: Client) -> None:
     assert status == 404
 
 
-async def test_retry_endpoint_requeues_a_dead_job_linked_to_the_original(make_config: Any, start_stack: Any,
-                                                                         tmp_path: Path) -> None:
+async def test_retry_endpoint_requeues_a_dead_job_linked_to_the_original(
+    make_config: Any, start_stack: Any, tmp_path: Path
+) -> None:
     s = await start_stack(make_config(plugins=plugins(flaky={"retry": {"max_attempts": 1}})))
     counter = tmp_path / "n"
     job_id = await s.client.submit("flaky", "poll", {"counter_file": str(counter), "succeed_on": 2})
@@ -224,8 +231,9 @@ async def test_idempotency_key_returns_the_first_response(hr: Stack, client: Cli
     first = await client.post("/plugin/echo/poll", json={"payload": {"message": "once"}}, headers=key)
     second = await client.post("/plugin/echo/poll", json={"payload": {"message": "once"}}, headers=key)
     assert first[0] == second[0] == 202 and first[1] == second[1]
-    other_token = await client.post("/plugin/echo/poll", json={"payload": {"message": "once"}}, headers=key,
-                                    token=TOKENS["plugin_rw"][0])
+    other_token = await client.post(
+        "/plugin/echo/poll", json={"payload": {"message": "once"}}, headers=key, token=TOKENS["plugin_rw"][0]
+    )
     assert other_token[0] == 202 and other_token[1]["job_id"] != first[1]["job_id"]
     status, body = await client.post("/plugin/echo/poll", json={"payload": {"message": "different"}}, headers=key)
     assert status == 409 and "different request" in body["error"]
@@ -242,9 +250,13 @@ async def test_dedupe_key_suppresses_a_second_job_and_records_it(hr: Stack, clie
     ids = []
     for _ in range(2):
         job_id = envelope.new_id()
-        cmd = envelope.make("job.submit", source="test", job_id=job_id, id=f"{job_id}:submit",
-                            data={"plugin": "echo_py", "command": "poll", "payload": {}, "submitted_by": "route",
-                                  "dedupe_key": key})
+        cmd = envelope.make(
+            "job.submit",
+            source="test",
+            job_id=job_id,
+            id=f"{job_id}:submit",
+            data={"plugin": "echo_py", "command": "poll", "payload": {}, "submitted_by": "route", "dedupe_key": key},
+        )
         await hr.api.bus.publish(subjects.job_command(job_id, "submit"), cmd)
         ids.append(job_id)
     first = await client.wait_job(ids[0])
@@ -253,10 +265,14 @@ async def test_dedupe_key_suppresses_a_second_job_and_records_it(hr: Stack, clie
     assert second["status"] == "skipped" and ids[0] in second["last_error"] and second["started_at"] is None
 
 
-async def test_circuit_breaker_opens_skips_then_half_opens(make_config: Any, start_stack: Any,
-                                                           tmp_path: Path) -> None:
-    s = await start_stack(make_config(plugins=plugins(
-        flaky={"retry": {"max_attempts": 1}, "circuit_breaker": {"threshold": 3, "reset_after": "1s"}})))
+async def test_circuit_breaker_opens_skips_then_half_opens(make_config: Any, start_stack: Any, tmp_path: Path) -> None:
+    s = await start_stack(
+        make_config(
+            plugins=plugins(
+                flaky={"retry": {"max_attempts": 1}, "circuit_breaker": {"threshold": 3, "reset_after": "1s"}}
+            )
+        )
+    )
     for i in range(3):
         job_id = await s.client.submit("flaky", "poll", {"counter_file": str(tmp_path / f"n{i}")})
         await s.client.wait_job(job_id, {"dead"})
@@ -273,8 +289,7 @@ async def test_circuit_breaker_opens_skips_then_half_opens(make_config: Any, sta
     assert (await s.client.wait_job(job_id))["status"] == "succeeded"  # closed again
 
 
-async def test_a_cancel_decided_in_the_same_batch_as_its_submit_stops_the_job(make_config: Any,
-                                                                              tmp_path: Path) -> None:
+async def test_a_cancel_decided_in_the_same_batch_as_its_submit_stops_the_job(make_config: Any, tmp_path: Path) -> None:
     """The dispatcher was down while a client submitted and at once cancelled: both commands reach it in one
     batch, and the cancel must see the job its submit just decided (not yet in the log), or the job runs."""
     from services.api.service import Api

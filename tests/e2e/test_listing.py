@@ -46,8 +46,16 @@ async def test_jobs_filters_aliases_order_and_total(hr: Stack, client: Client) -
     assert body["total"] == 5 and body["total_is_estimate"] is False
     assert [j["job_id"] for j in body["jobs"]] == ids[::-1]  # newest first
     first = body["jobs"][0]
-    assert set(first) == {"job_id", "plugin", "command", "status", "created_at", "started_at", "completed_at",
-                          "attempt"}
+    assert set(first) == {
+        "job_id",
+        "plugin",
+        "command",
+        "status",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "attempt",
+    }
     assert first["status"] == "succeeded" and first["attempt"] == 1 and first["created_at"].endswith("Z")
     stamps = [j["created_at"] for j in body["jobs"]]
     assert stamps == sorted(stamps, reverse=True)
@@ -116,8 +124,15 @@ async def test_bad_status_is_400_listing_allowed_values(client: Client, path: st
 
 @pytest.mark.parametrize(
     ("token", "expected"),
-    [("admin", 200), ("jobs_ro", 200), ("jobs_rw", 200), ("plugin_rw", 403), ("plugin_ro", 403),
-     ("events_ro", 403), (None, 401)],
+    [
+        ("admin", 200),
+        ("jobs_ro", 200),
+        ("jobs_rw", 200),
+        ("plugin_rw", 403),
+        ("plugin_ro", 403),
+        ("events_ro", 403),
+        (None, 401),
+    ],
 )
 @pytest.mark.parametrize("path", ["/jobs", "/job-logs"])
 async def test_listing_scopes(client: Client, path: str, token: str | None, expected: int) -> None:
@@ -130,8 +145,10 @@ async def test_listing_scopes(client: Client, path: str, token: str | None, expe
 async def test_job_logs_rows_full_text_and_include_result(hr: Stack, client: Client) -> None:
     word = unique_word()
     target = await client.submit("echo", "poll", {"message": f"find the {word} here"})
-    others = [await client.submit("echo", "poll", {"message": "nothing to see"}),
-              await client.submit("echo_py", "poll", {"message": "also nothing"})]
+    others = [
+        await client.submit("echo", "poll", {"message": "nothing to see"}),
+        await client.submit("echo_py", "poll", {"message": "also nothing"}),
+    ]
     await settle(hr, client, [target, *others])
 
     status, body = await client.get(f"/job-logs?query={word}")
@@ -201,8 +218,13 @@ async def test_job_logs_time_bounds(hr: Stack, client: Client) -> None:
 
 @pytest.mark.parametrize(
     ("query", "parameter"),
-    [("from=yesterday", "from"), ("to=2026-13-01T00:00:00Z", "to"), ("from=2026-02-21", "from"),
-     ("to=2026-02-21T10:00:00", "to"), ("from=1700000000", "from")],
+    [
+        ("from=yesterday", "from"),
+        ("to=2026-13-01T00:00:00Z", "to"),
+        ("from=2026-02-21", "from"),
+        ("to=2026-02-21T10:00:00", "to"),
+        ("from=1700000000", "from"),
+    ],
 )
 async def test_job_logs_bad_time_is_400(client: Client, query: str, parameter: str) -> None:
     status, body = await client.get(f"/job-logs?{query}")

@@ -8,10 +8,18 @@ import re
 from tests.support import laddr
 from tests.support.stack import Client, Stack
 
-JUNK_QUERY = "?limit=x&offset=-3&status=nope&from=yesterday&include_result=maybe&wait=perhaps&timeout=soon" \
-             "&message=&type=&job_id=..&token="
-BODIES = [None, b"{not json", b"[1,2,3]", b'"str"', b'{"payload": 5, "inputs": "x", "pipeline_name": 7, '
-          b'"agents": "a", "mode": 3, "prompt_name": [], "reexecute": "no"}']
+JUNK_QUERY = (
+    "?limit=x&offset=-3&status=nope&from=yesterday&include_result=maybe&wait=perhaps&timeout=soon"
+    "&message=&type=&job_id=..&token="
+)
+BODIES = [
+    None,
+    b"{not json",
+    b"[1,2,3]",
+    b'"str"',
+    b'{"payload": 5, "inputs": "x", "pipeline_name": 7, '
+    b'"agents": "a", "mode": 3, "prompt_name": [], "reexecute": "no"}',
+]
 
 
 async def test_no_route_answers_500_to_junk(hr: Stack, client: Client) -> None:
@@ -24,12 +32,18 @@ async def test_no_route_answers_500_to_junk(hr: Stack, client: Client) -> None:
             continue
         concrete = re.sub(r"\{[^}]+\}", "no-such-thing", path)
         for body in BODIES if route.method == "POST" else [None]:
-            status, answer = await client.request(route.method, concrete + JUNK_QUERY, data=body,
-                                                  headers={"Content-Type": "application/json"})
+            status, answer = await client.request(
+                route.method, concrete + JUNK_QUERY, data=body, headers={"Content-Type": "application/json"}
+            )
             seen += 1
             # the one designed 5xx: Laddr's container-log routes say 503 "no containers here", as Laddr does
             assert status < 500 or laddr.designed_unavailable(concrete, status, answer), (
-                route.method, concrete, body, status, answer)
+                route.method,
+                concrete,
+                body,
+                status,
+                answer,
+            )
             if status >= 400:
                 assert isinstance(answer, dict) and "error" in answer, (route.method, concrete, answer)
     assert seen > 40

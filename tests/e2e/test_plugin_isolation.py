@@ -54,7 +54,9 @@ async def test_headrace_up_keeps_its_environment_from_in_process_plugins(
     state = tmp_path / "state"
     env = {**os.environ, **SECRETS, "DATABASE_URL": database_url, "PYTHONPATH": str(stack.REPO)}
     up = UpProcess(
-        [sys.executable, "-m", "services.cli", "-c", str(config), "up", "--state-dir", str(state)], env=env, cwd=tmp_path
+        [sys.executable, "-m", "services.cli", "-c", str(config), "up", "--state-dir", str(state)],
+        env=env,
+        cwd=tmp_path,
     )
     try:
         assert f"127.0.0.1:{port}" in await up.readline()

@@ -11,8 +11,7 @@ import yaml
 from tests.support.stack import TEST_PLUGINS, TOKENS, Client, config_doc
 
 
-async def test_reload_applies_to_api_dispatcher_and_runner(make_config: Any, start_stack: Any,
-                                                          tmp_path: Path) -> None:
+async def test_reload_applies_to_api_dispatcher_and_runner(make_config: Any, start_stack: Any, tmp_path: Path) -> None:
     config = make_config(plugins={"echo": {}, "flaky": {"enabled": False}})
     s = await start_stack(config)
     status, body = await s.client.post("/plugin/flaky/poll", json={})
@@ -59,8 +58,9 @@ async def test_reload_needs_the_star_scope(client: Client) -> None:
     assert status == 401
 
 
-async def test_a_plugin_directory_added_before_a_reload_runs_everywhere(make_config: Any, start_stack: Any,
-                                                                        tmp_path: Path) -> None:
+async def test_a_plugin_directory_added_before_a_reload_runs_everywhere(
+    make_config: Any, start_stack: Any, tmp_path: Path
+) -> None:
     """Only a plugin directory changes (the file stays byte for byte the same): API, dispatcher and
     runner all take the new plugin, so a job of it is accepted, dispatched and run."""
     root = tmp_path / "more_plugins"
@@ -73,8 +73,9 @@ async def test_a_plugin_directory_added_before_a_reload_runs_everywhere(make_con
     plugin = root / "latecomer"
     plugin.mkdir()
     source = TEST_PLUGINS / "napper"
-    (plugin / "manifest.yaml").write_text((source / "manifest.yaml").read_text().replace("name: napper",
-                                                                                         "name: latecomer"))
+    (plugin / "manifest.yaml").write_text(
+        (source / "manifest.yaml").read_text().replace("name: napper", "name: latecomer")
+    )
     shutil.copy2(source / "run.py", plugin / "run.py")
     status, body = await s.client.post("/system/reload")
     assert status == 200, body
@@ -108,23 +109,30 @@ async def test_the_200_lists_every_service_that_applied_it(make_config: Any, sta
     assert set(body) == {"status", "reloaded_at", "message", "fingerprint", "services", "pending"}
     assert body["status"] == "ok" and body["message"] == "configuration reloaded" and body["pending"] == []
     assert sorted(x["service"] for x in body["services"]) == ["api", "dispatcher", "runner"]
-    assert body["services"][0] == {"service": "api", "instance": s.api.participant.id, "source": s.api.participant.source}
+    assert body["services"][0] == {
+        "service": "api",
+        "instance": s.api.participant.id,
+        "source": s.api.participant.source,
+    }
 
 
-async def test_changes_a_reload_cannot_apply_are_rejected_as_ductile_does(make_config: Any, start_stack: Any,
-                                                                         tmp_path: Path) -> None:
+async def test_changes_a_reload_cannot_apply_are_rejected_as_ductile_does(
+    make_config: Any, start_stack: Any, tmp_path: Path
+) -> None:
     """Ductile's texts (§2.16): api.listen (and Headrace's service.state_dir) need a restart; nobody changes."""
     config = make_config(plugins={"echo": {}})
     s = await start_stack(config)
     auth = config_doc()["api"]["auth"]
-    Path(config.path).write_text(yaml.safe_dump(config_doc(plugins={"echo": {}, "echo_py": {}},
-                                                           api={"listen": "127.0.0.1:18089", "auth": auth})))
+    Path(config.path).write_text(
+        yaml.safe_dump(config_doc(plugins={"echo": {}, "echo_py": {}}, api={"listen": "127.0.0.1:18089", "auth": auth}))
+    )
     status, body = await s.client.post("/system/reload")
     assert status == 409, body
     assert body["error"] == "config reload rejected: changes to api.listen require a full restart"
     state_dir = str(tmp_path / "elsewhere")
-    Path(config.path).write_text(yaml.safe_dump(config_doc(plugins={"echo": {}, "echo_py": {}},
-                                                           service={"state_dir": state_dir})))
+    Path(config.path).write_text(
+        yaml.safe_dump(config_doc(plugins={"echo": {}, "echo_py": {}}, service={"state_dir": state_dir}))
+    )
     status, body = await s.client.post("/system/reload")
     assert status == 409, body
     assert body["error"] == "config reload rejected: changes to service.state_dir require a full restart"

@@ -92,8 +92,11 @@ def plugins_with(**schedules_of: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def test_a_cron_schedule_fires_and_survives_a_restart(make_config: Any, clocked: Any) -> None:
     clock = Clock(START)
-    config = make_config(plugins=plugins_with(echo_py=[
-        {"id": "minutely", "cron": "* * * * *", "command": "poll", "payload": {"message": "tick"}}]))
+    config = make_config(
+        plugins=plugins_with(
+            echo_py=[{"id": "minutely", "cron": "* * * * *", "command": "poll", "payload": {"message": "tick"}}]
+        )
+    )
     s = await clocked(config, clock)
     found = await wait_decisions(s, "echo_py", "minutely", 1)
     assert found[0][0] == "schedule.armed"
@@ -107,7 +110,11 @@ async def test_a_cron_schedule_fires_and_survives_a_restart(make_config: Any, cl
     schedule = specs.parse_all(config.raw["plugins"])[0]
     assert job_id == schedules.job_id_for(schedule, datetime(2026, 1, 1, 10, 1, tzinfo=UTC))
     done = await s.client.wait_job(job_id)
-    assert done["status"] == "succeeded" and done["submitted_by"] == "schedule" and done["result"]["result"] == "Echoed: tick"
+    assert (
+        done["status"] == "succeeded"
+        and done["submitted_by"] == "schedule"
+        and done["result"]["result"] == "Echoed: tick"
+    )
 
     # a restart at the same moment: the fire is in the log, so nothing fires twice
     await s.restart_dispatcher()
@@ -137,11 +144,15 @@ async def _ticked(s: ClockedStack) -> bool:
 
 async def test_catch_up_runs_missed_fires_and_without_it_they_are_skipped(make_config: Any, clocked: Any) -> None:
     clock = Clock(START)
-    config = make_config(plugins=plugins_with(echo_py=[
-        {"id": "eager", "cron": "* * * * *", "command": "poll", "catch_up": True},
-        {"id": "lazy", "cron": "* * * * *", "command": "poll", "catch_up": False},
-        {"id": "stale", "cron": "*/10 * * * *", "command": "poll"},
-    ]))
+    config = make_config(
+        plugins=plugins_with(
+            echo_py=[
+                {"id": "eager", "cron": "* * * * *", "command": "poll", "catch_up": True},
+                {"id": "lazy", "cron": "* * * * *", "command": "poll", "catch_up": False},
+                {"id": "stale", "cron": "*/10 * * * *", "command": "poll"},
+            ]
+        )
+    )
     s = await clocked(config, clock)
     for schedule_id in ("eager", "lazy", "stale"):
         await wait_decisions(s, "echo_py", schedule_id, 1)
@@ -170,11 +181,15 @@ async def test_catch_up_runs_missed_fires_and_without_it_they_are_skipped(make_c
     assert len(await decisions(s, "echo_py", "eager")) == 1 + 1 + specs.MAX_CATCH_UP + 5
 
 
-async def test_if_running_skip_skips_while_the_previous_run_is_busy(make_config: Any, clocked: Any,
-                                                                    tmp_path: Any) -> None:
+async def test_if_running_skip_skips_while_the_previous_run_is_busy(
+    make_config: Any, clocked: Any, tmp_path: Any
+) -> None:
     clock = Clock(datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC))
-    config = make_config(plugins=plugins_with(napper=[
-        {"id": "nap", "every": "1m", "command": "poll", "payload": {"seconds": 2}, "if_running": "skip"}]))
+    config = make_config(
+        plugins=plugins_with(
+            napper=[{"id": "nap", "every": "1m", "command": "poll", "payload": {"seconds": 2}, "if_running": "skip"}]
+        )
+    )
     s = await clocked(config, clock)
     await wait_decisions(s, "napper", "nap", 1)
     clock.set(10, 1, 0)
@@ -201,8 +216,14 @@ async def test_schedule_config_errors_name_the_schedule(make_config: Any) -> Non
         with pytest.raises(errors.ConfigError) as caught:
             make_config(plugins=plugins_with(echo_py=[{"id": "ok", "every": "1h", "command": "poll"}, entry]))
         assert "plugins.echo_py.schedules[1]" in caught.value.message and message in caught.value.message
-    config = make_config(plugins=plugins_with(echo_py=[{"cron": "0 7 * * *", "timezone": "Europe/Berlin",
-                                                        "command": "poll", "jitter": "30s"}]))
+    config = make_config(
+        plugins=plugins_with(
+            echo_py=[{"cron": "0 7 * * *", "timezone": "Europe/Berlin", "command": "poll", "jitter": "30s"}]
+        )
+    )
     (schedule,) = specs.parse_all(config.raw["plugins"])
-    assert schedule.id == "default" and schedule.next_after(START, anchor=START) == datetime(
-        2026, 1, 2, 6, 0, tzinfo=UTC) and timedelta(0) <= schedule.jitter_for(START) < timedelta(seconds=30)
+    assert (
+        schedule.id == "default"
+        and schedule.next_after(START, anchor=START) == datetime(2026, 1, 2, 6, 0, tzinfo=UTC)
+        and timedelta(0) <= schedule.jitter_for(START) < timedelta(seconds=30)
+    )

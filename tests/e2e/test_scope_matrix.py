@@ -129,8 +129,9 @@ async def _status(
         return resp.status
 
 
-async def _designed_unavailable(session: aiohttp.ClientSession, stack: Stack, path: str, token: str | None,
-                                status: int) -> bool:
+async def _designed_unavailable(
+    session: aiohttp.ClientSession, stack: Stack, path: str, token: str | None, status: int
+) -> bool:
     """A 5xx that is Laddr's container-log 503 by design (read again with GET: HEAD has no body)."""
     hdrs = {"Authorization": f"Bearer {token}"} if token is not None else {}
     async with session.get(stack.url + path, headers=hdrs) as resp:

@@ -31,12 +31,14 @@ async def test_wait_answers_200_with_the_final_outcome(make_config: Any, start_s
 async def test_wait_covers_the_dispatchers_retries(make_config: Any, start_stack: Any, tmp_path: Path) -> None:
     retry = {"max_attempts": 3, "backoff_base": "0.1s"}
     s: Stack = await start_stack(make_config(plugins=plugins(flaky={"retry": retry})))
-    status, body = await s.client.post("/plugin/flaky/poll?wait=20", json={"payload": {
-        "counter_file": str(tmp_path / "n"), "succeed_on": 2}})
+    status, body = await s.client.post(
+        "/plugin/flaky/poll?wait=20", json={"payload": {"counter_file": str(tmp_path / "n"), "succeed_on": 2}}
+    )
     assert status == 200, body
     assert body["status"] == "succeeded" and body["attempt"] == 2
-    status, body = await s.client.post("/plugin/flaky/poll?wait=20", json={"payload": {
-        "counter_file": str(tmp_path / "m")}})
+    status, body = await s.client.post(
+        "/plugin/flaky/poll?wait=20", json={"payload": {"counter_file": str(tmp_path / "m")}}
+    )
     assert status == 200 and body["status"] == "dead" and "flaky failure on call 3" in body["error"], body
 
 

@@ -64,7 +64,6 @@ async def rows(database_url: str) -> dict[str, Any]:
         await conn.close()
 
 
-
 async def post_raw(s: Stack, path: str, raw: bytes) -> tuple[int, Any]:
     assert s.client is not None
     return await s.client.post(path, data=raw, headers={"Content-Type": "application/json"})

@@ -26,10 +26,21 @@ def hooks_config(make_config: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return make_config(
         secrets={"plain_secret": "${HR_TEST_PLAIN}"},
         webhooks=[
-            {"name": "github", "path": "/webhook/github", "plugin": "echo_py", "secret_ref": "HR_TEST_GH_SECRET",
-             "signature_header": "X-Hub-Signature-256", "event_header": "X-GitHub-Event"},
-            {"name": "plain", "path": "/hooks/plain", "plugin": "echo", "secret_ref": "plain_secret",
-             "signature_header": "X-Signature"},
+            {
+                "name": "github",
+                "path": "/webhook/github",
+                "plugin": "echo_py",
+                "secret_ref": "HR_TEST_GH_SECRET",
+                "signature_header": "X-Hub-Signature-256",
+                "event_header": "X-GitHub-Event",
+            },
+            {
+                "name": "plain",
+                "path": "/hooks/plain",
+                "plugin": "echo",
+                "secret_ref": "plain_secret",
+                "signature_header": "X-Signature",
+            },
         ],
     )
 
@@ -50,9 +61,16 @@ async def test_signed_webhooks_submit_jobs(make_config: Any, start_stack: Any, m
     assert config.webhook_secrets == {"github": GH_SECRET, "plain": PLAIN_SECRET}
     s = await start_stack(config)
     body = orjson.dumps({"ref": "refs/heads/main", "commits": 3})
-    status, out = await s.client.post("/webhook/github", data=body, token=None, headers={
-        "X-Hub-Signature-256": "sha256=" + hexdigest(GH_SECRET, body), "X-GitHub-Event": "push",
-        "Content-Type": "application/json"})
+    status, out = await s.client.post(
+        "/webhook/github",
+        data=body,
+        token=None,
+        headers={
+            "X-Hub-Signature-256": "sha256=" + hexdigest(GH_SECRET, body),
+            "X-GitHub-Event": "push",
+            "Content-Type": "application/json",
+        },
+    )
     assert status == 202, out
     done = await s.client.wait_job(out["job_id"])
     assert done["status"] == "succeeded" and done["plugin"] == "echo_py" and done["command"] == "handle"
@@ -63,8 +81,9 @@ async def test_signed_webhooks_submit_jobs(make_config: Any, start_stack: Any, m
 
     # bare hex, a body that is not JSON, the secret from the secrets: section, a plugin's own command
     text = b"plain text, not json"
-    status, out = await s.client.post("/hooks/plain", data=text, token=None,
-                                      headers={"X-Signature": hexdigest(PLAIN_SECRET, text)})
+    status, out = await s.client.post(
+        "/hooks/plain", data=text, token=None, headers={"X-Signature": hexdigest(PLAIN_SECRET, text)}
+    )
     assert status == 202, out
     done = await s.client.wait_job(out["job_id"])
     assert done["status"] == "succeeded" and done["plugin"] == "echo"
@@ -72,8 +91,9 @@ async def test_signed_webhooks_submit_jobs(make_config: Any, start_stack: Any, m
     assert queued["payload"] == {"raw": "plain text, not json"} and queued["event"]["type"] == "webhook.plain"
 
 
-async def test_bad_signatures_oversized_bodies_and_unknown_paths(make_config: Any, start_stack: Any,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_bad_signatures_oversized_bodies_and_unknown_paths(
+    make_config: Any, start_stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = await start_stack(hooks_config(make_config, monkeypatch))
     body = b'{"a": 1}'
     bad = [
@@ -89,21 +109,27 @@ async def test_bad_signatures_oversized_bodies_and_unknown_paths(make_config: An
         assert out["code"] == "forbidden"
 
     big = b"{" + b" " * (1024 * 1024) + b"}"
-    status, out = await s.client.post("/webhook/github", data=big, token=None,
-                                      headers={"X-Hub-Signature-256": "sha256=" + hexdigest(GH_SECRET, big)})
+    status, out = await s.client.post(
+        "/webhook/github", data=big, token=None, headers={"X-Hub-Signature-256": "sha256=" + hexdigest(GH_SECRET, big)}
+    )
     assert status == 413 and out["code"] == "payload_too_large"
 
     async def chunks() -> Any:  # no Content-Length: the limit holds while reading
         for _ in range(20):
             yield b"x" * (64 * 1024)
 
-    status, out = await s.client.post("/webhook/github", data=chunks(), token=None,  # type: ignore[arg-type]
-                                      headers={"X-Hub-Signature-256": "sha256=00"})
+    status, out = await s.client.post(
+        "/webhook/github",
+        data=chunks(),
+        token=None,  # type: ignore[arg-type]
+        headers={"X-Hub-Signature-256": "sha256=00"},
+    )
     assert status == 413
 
     exactly = b"x" * (1024 * 1024)
-    status, out = await s.client.post("/webhook/github", data=exactly, token=None,
-                                      headers={"X-Hub-Signature-256": hexdigest(GH_SECRET, exactly)})
+    status, out = await s.client.post(
+        "/webhook/github", data=exactly, token=None, headers={"X-Hub-Signature-256": hexdigest(GH_SECRET, exactly)}
+    )
     assert status == 202, out
 
     status, out = await s.client.post("/webhook/nope", data=body, token=None)
@@ -133,18 +159,48 @@ async def test_a_webhook_secret_must_resolve(make_config: Any, monkeypatch: pyte
 
 def replay_config(make_config: Any, monkeypatch: pytest.MonkeyPatch, **github: Any) -> Any:
     monkeypatch.setenv("HR_TEST_GH_SECRET", GH_SECRET)
-    return make_config(webhooks=[
-        {"name": "github", "path": "/webhook/github", "plugin": "echo_py", "secret_ref": "HR_TEST_GH_SECRET",
-         "event_header": "X-GitHub-Event", **github},
-        {"name": "stripe", "path": "/hooks/stripe", "plugin": "echo_py", "secret_ref": "HR_TEST_GH_SECRET",
-         "scheme": "stripe", "tolerance": "2m"},
-        {"name": "slack", "path": "/hooks/slack", "plugin": "echo_py", "secret_ref": "HR_TEST_GH_SECRET",
-         "scheme": "slack"},
-        {"name": "stamped", "path": "/hooks/stamped", "plugin": "echo_py", "secret_ref": "HR_TEST_GH_SECRET",
-         "timestamp_header": "X-Timestamp", "signature_header": "X-Signature"},
-        {"name": "open", "path": "/hooks/open", "plugin": "echo_py", "secret_ref": "HR_TEST_GH_SECRET",
-         "dedupe_window": 0},
-    ])
+    return make_config(
+        webhooks=[
+            {
+                "name": "github",
+                "path": "/webhook/github",
+                "plugin": "echo_py",
+                "secret_ref": "HR_TEST_GH_SECRET",
+                "event_header": "X-GitHub-Event",
+                **github,
+            },
+            {
+                "name": "stripe",
+                "path": "/hooks/stripe",
+                "plugin": "echo_py",
+                "secret_ref": "HR_TEST_GH_SECRET",
+                "scheme": "stripe",
+                "tolerance": "2m",
+            },
+            {
+                "name": "slack",
+                "path": "/hooks/slack",
+                "plugin": "echo_py",
+                "secret_ref": "HR_TEST_GH_SECRET",
+                "scheme": "slack",
+            },
+            {
+                "name": "stamped",
+                "path": "/hooks/stamped",
+                "plugin": "echo_py",
+                "secret_ref": "HR_TEST_GH_SECRET",
+                "timestamp_header": "X-Timestamp",
+                "signature_header": "X-Signature",
+            },
+            {
+                "name": "open",
+                "path": "/hooks/open",
+                "plugin": "echo_py",
+                "secret_ref": "HR_TEST_GH_SECRET",
+                "dedupe_window": 0,
+            },
+        ]
+    )
 
 
 async def submitted_jobs(s: Stack) -> set[str]:
@@ -154,25 +210,34 @@ async def submitted_jobs(s: Stack) -> set[str]:
     return {subject.split(".")[2] for subject in (info.state.subjects or {})}
 
 
-async def test_a_replayed_webhook_creates_no_second_job(make_config: Any, start_stack: Any,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_replayed_webhook_creates_no_second_job(
+    make_config: Any, start_stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = await start_stack(replay_config(make_config, monkeypatch))
     body = orjson.dumps({"action": "opened", "number": 7})
-    headers = {"X-Hub-Signature-256": "sha256=" + hexdigest(GH_SECRET, body), "X-GitHub-Event": "pull_request",
-               "X-GitHub-Delivery": "d-1"}
+    headers = {
+        "X-Hub-Signature-256": "sha256=" + hexdigest(GH_SECRET, body),
+        "X-GitHub-Event": "pull_request",
+        "X-GitHub-Delivery": "d-1",
+    }
     answers = [await s.client.post("/webhook/github", data=body, token=None, headers=headers) for _ in range(3)]
     assert [status for status, _ in answers] == [202, 202, 202], answers
     first = answers[0][1]
     assert first["duplicate"] is False
     assert all(out["job_id"] == first["job_id"] and out["duplicate"] is True for _, out in answers[1:])
     # a replayer changing the (unsigned) delivery id is caught by the body digest
-    status, out = await s.client.post("/webhook/github", data=body, token=None, headers={**headers,
-                                                                                        "X-GitHub-Delivery": "d-2"})
+    status, out = await s.client.post(
+        "/webhook/github", data=body, token=None, headers={**headers, "X-GitHub-Delivery": "d-2"}
+    )
     assert status == 202 and out["duplicate"] is True and out["job_id"] == first["job_id"]
     # the sender's redelivery of d-1 with another body (e.g. re-rendered) is the same delivery
     other = orjson.dumps({"action": "opened", "number": 7, "redelivered": True})
-    status, out = await s.client.post("/webhook/github", data=other, token=None, headers={
-        **headers, "X-Hub-Signature-256": "sha256=" + hexdigest(GH_SECRET, other)})
+    status, out = await s.client.post(
+        "/webhook/github",
+        data=other,
+        token=None,
+        headers={**headers, "X-Hub-Signature-256": "sha256=" + hexdigest(GH_SECRET, other)},
+    )
     assert status == 202 and out["duplicate"] is True and out["job_id"] == first["job_id"]
     assert await submitted_jobs(s) == {first["job_id"]}
     assert (await s.client.wait_job(first["job_id"]))["status"] == "succeeded"
@@ -180,8 +245,9 @@ async def test_a_replayed_webhook_creates_no_second_job(make_config: Any, start_
     # two identical requests at once → one job
     racing = orjson.dumps({"action": "closed", "number": 8})
     sig = {"X-Hub-Signature-256": "sha256=" + hexdigest(GH_SECRET, racing)}
-    answers = await asyncio.gather(*(s.client.post("/webhook/github", data=racing, token=None, headers=sig)
-                                     for _ in range(8)))
+    answers = await asyncio.gather(
+        *(s.client.post("/webhook/github", data=racing, token=None, headers=sig) for _ in range(8))
+    )
     assert {status for status, _ in answers} == {202}, answers
     assert len({out["job_id"] for _, out in answers}) == 1
     assert sum(not out["duplicate"] for _, out in answers) == 1
@@ -194,8 +260,9 @@ async def test_a_replayed_webhook_creates_no_second_job(make_config: Any, start_
     assert len(ids) == 2
 
 
-async def test_timestamped_signatures_refuse_stale_requests(make_config: Any, start_stack: Any,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_timestamped_signatures_refuse_stale_requests(
+    make_config: Any, start_stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = await start_stack(replay_config(make_config, monkeypatch))
     body = b'{"id": "evt_1", "type": "charge.succeeded"}'
 
@@ -211,8 +278,9 @@ async def test_timestamped_signatures_refuse_stale_requests(make_config: Any, st
     for stale in (now - 600, now + 600):
         status, out = await s.client.post("/hooks/stripe", data=body, token=None, headers=stripe(stale))
         assert status == 403 and out["code"] == "forbidden" and "tolerance" in out["error"], out
-    status, out = await s.client.post("/hooks/stripe", data=body, token=None,
-                                      headers={"Stripe-Signature": f"t={now},v1={hexdigest(GH_SECRET, body)}"})
+    status, out = await s.client.post(
+        "/hooks/stripe", data=body, token=None, headers={"Stripe-Signature": f"t={now},v1={hexdigest(GH_SECRET, body)}"}
+    )
     assert status == 403  # the timestamp is part of what is signed
     status, again = await s.client.post("/hooks/stripe", data=body, token=None, headers=stripe(now + 1))
     assert status == 202 and again["duplicate"] is False  # the sender's own resend, signed anew
@@ -225,8 +293,9 @@ async def test_timestamped_signatures_refuse_stale_requests(make_config: Any, st
     assert status == 202 and out["duplicate"] is False, out
     status, out = await s.client.post("/hooks/slack", data=body, token=None, headers=slack(now - 301))
     assert status == 403 and "tolerance" in out["error"]
-    status, out = await s.client.post("/hooks/slack", data=body, token=None,
-                                      headers={"X-Slack-Signature": slack(now)["X-Slack-Signature"]})
+    status, out = await s.client.post(
+        "/hooks/slack", data=body, token=None, headers={"X-Slack-Signature": slack(now)["X-Slack-Signature"]}
+    )
     assert status == 403 and "X-Slack-Request-Timestamp" in out["error"]
     status, out = await s.client.post("/hooks/slack", data=body, token=None, headers=slack("yesterday"))
     assert status == 403
@@ -238,6 +307,7 @@ async def test_timestamped_signatures_refuse_stale_requests(make_config: Any, st
     assert status == 202 and out["duplicate"] is False
     status, out = await s.client.post("/hooks/stamped", data=body, token=None, headers=stamped(now - 3600))
     assert status == 403 and "tolerance" in out["error"]
-    status, out = await s.client.post("/hooks/stamped", data=body, token=None,
-                                      headers={"X-Signature": "sha256=" + hexdigest(GH_SECRET, body)})
+    status, out = await s.client.post(
+        "/hooks/stamped", data=body, token=None, headers={"X-Signature": "sha256=" + hexdigest(GH_SECRET, body)}
+    )
     assert status == 403 and "X-Timestamp" in out["error"]

@@ -11,8 +11,13 @@ from services.core import envelope, subjects
 
 
 def _events(tag: str, n: int) -> list[tuple[str, envelope.Envelope]]:
-    return [(subjects.system_event(f"probe_{tag}"),
-             envelope.make("system.probe", source="test", data={"i": i}, id=f"{tag}:{i}")) for i in range(n)]
+    return [
+        (
+            subjects.system_event(f"probe_{tag}"),
+            envelope.make("system.probe", source="test", data={"i": i}, id=f"{tag}:{i}"),
+        )
+        for i in range(n)
+    ]
 
 
 async def _stored(bus: bus_mod.Bus, tag: str) -> list[tuple[int, dict[str, str] | None, int]]:
@@ -31,15 +36,17 @@ async def test_a_large_share_is_one_atomic_batch_and_a_small_one_is_not(nats_url
         assert subjects.EVENTS in bus.atomic_streams  # the wheel's nats-server (2.12+) stores atomic batches
         large, small = _events("large", bus_mod.ATOMIC_MIN + 8), _events("small", bus_mod.ATOMIC_MIN - 1)
         # the shares are counted per stream: the work items beside the large share of EVENTS go one by one
-        work = [(subjects.work("probe", "run"), envelope.make("job.work", source="test", data={}, id=f"w:{i}"))
-                for i in range(3)]
+        work = [
+            (subjects.work("probe", "run"), envelope.make("job.work", source="test", data={}, id=f"w:{i}"))
+            for i in range(3)
+        ]
         acks = await bus.publish_all([*large, *work])
         assert [ack.stream for ack in acks] == [subjects.EVENTS] * len(large) + [subjects.WORK] * 3
-        acks = acks[:len(large)] + await bus.publish_all(small)
+        acks = acks[: len(large)] + await bus.publish_all(small)
         stored_large, stored_small = await _stored(bus, "large"), await _stored(bus, "small")
         assert [i for _, _, i in stored_large] == list(range(len(large)))
-        assert [ack.seq for ack in acks[:len(large)]] == [seq for seq, _, _ in stored_large]
-        assert [ack.seq for ack in acks[len(large):]] == [seq for seq, _, _ in stored_small]
+        assert [ack.seq for ack in acks[: len(large)]] == [seq for seq, _, _ in stored_large]
+        assert [ack.seq for ack in acks[len(large) :]] == [seq for seq, _, _ in stored_small]
         assert len({(headers or {}).get(subjects.BATCH_ID) for _, headers, _ in stored_large}) == 1
         assert all(subjects.BATCH_ID in (headers or {}) for _, headers, _ in stored_large)
         assert not any(subjects.BATCH_ID in (headers or {}) for _, headers, _ in stored_small)
@@ -65,7 +72,8 @@ async def test_a_batch_holding_a_stored_id_goes_again_one_by_one_and_nothing_is_
 
 
 async def test_a_batch_the_server_refuses_for_another_reason_goes_one_by_one(
-        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Over nats-server's batch limit (1000 messages) the whole batch is refused: the bus must still store
     every message (once), or the caller's input would come back forever."""
     monkeypatch.setattr(bus_mod, "ATOMIC_MAX", 5000)

@@ -12,17 +12,29 @@ from services.dispatcher import decisions, publishing
 
 
 def _decided(job_id: str, *, attempt: int = 1) -> decisions.Published:
-    queued = envelope.make("job.queued", source="test", job_id=job_id, id=f"{job_id}:queued",
-                           data={"plugin": "echo", "command": "poll", "attempt": 1})
-    work = envelope.make("job.work", source="test", job_id=job_id, id=f"{job_id}:{attempt}:work",
-                         data={"plugin": "echo", "command": "poll", "payload": {}, "attempt": attempt, "timeout_s": 5})
+    queued = envelope.make(
+        "job.queued",
+        source="test",
+        job_id=job_id,
+        id=f"{job_id}:queued",
+        data={"plugin": "echo", "command": "poll", "attempt": 1},
+    )
+    work = envelope.make(
+        "job.work",
+        source="test",
+        job_id=job_id,
+        id=f"{job_id}:{attempt}:work",
+        data={"plugin": "echo", "command": "poll", "payload": {}, "attempt": attempt, "timeout_s": 5},
+    )
     return [(subjects.job_event(job_id, "queued"), queued), (subjects.work("echo", "poll"), work)]
 
 
 async def _all_work(bus: bus_mod.Bus) -> list[envelope.Envelope]:
     info = await bus.js.stream_info(subjects.WORK)  # WORK serves no direct gets: read it message by message
-    return [envelope.decode((await bus.js.get_msg(subjects.WORK, seq)).data or b"")
-            for seq in range(info.state.first_seq, info.state.last_seq + 1)]
+    return [
+        envelope.decode((await bus.js.get_msg(subjects.WORK, seq)).data or b"")
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    ]
 
 
 async def _work_of(bus: bus_mod.Bus, job_id: str) -> envelope.Envelope:
@@ -44,13 +56,15 @@ async def test_work_items_carry_their_queued_sequence(nats_url: str) -> None:
         # the batch decided again (a redelivery, or a copy past the duplicate window: here its work items get
         # new ids, as they would once the window forgot the old ones): no `queued` of it is the job's first
         # event any more, so no copy may be claimed without reading the log
-        again = [(subject, dataclasses.replace(env, id=f"{env.id}:copy") if env.type == "job.work" else env)
-                 for job_id in many for subject, env in _decided(job_id)]
+        again = [
+            (subject, dataclasses.replace(env, id=f"{env.id}:copy") if env.type == "job.work" else env)
+            for job_id in many
+            for subject, env in _decided(job_id)
+        ]
         await publishing.publish_decisions(bus, again)
         copies = [env for env in await _all_work(bus) if env.id.endswith(":copy")]
         assert len(copies) == len(many) and not any("claim_after" in env.data for env in copies)
-        queued = [t for _, env in await bus.history(subjects.EVENTS, subjects.job_events("j1"))
-                  for t in [env.type]]
+        queued = [t for _, env in await bus.history(subjects.EVENTS, subjects.job_events("j1")) for t in [env.type]]
         assert queued == ["job.queued"]  # stored once: the second was a duplicate of the first
         # one job alone: stored at once, and its runner reads the log before claiming
         await publishing.publish_decisions(bus, _decided("alone"))
@@ -75,9 +89,14 @@ async def test_publish_firsts_tells_a_first_event_from_a_later_one(nats_url: str
         await bus.publish(subjects.job_event("old", "queued"), earlier)
         for n in (3, bus_mod.ATOMIC_MIN + 1):  # one by one, and an atomic batch refused for its one old job
             ids = [f"new{n}_{i}" for i in range(n - 1)]
-            items = [(subjects.job_event(job_id, "queued"),
-                      envelope.make("job.queued", source="test", job_id=job_id, id=f"{job_id}:queued:{n}", data={}),
-                      subjects.job_events(job_id)) for job_id in ["old", *ids]]
+            items = [
+                (
+                    subjects.job_event(job_id, "queued"),
+                    envelope.make("job.queued", source="test", job_id=job_id, id=f"{job_id}:queued:{n}", data={}),
+                    subjects.job_events(job_id),
+                )
+                for job_id in ["old", *ids]
+            ]
             seqs = await bus.publish_firsts(items)
             assert seqs[0] is None and all(isinstance(seq, int) for seq in seqs[1:])
             for job_id, seq in zip(ids, seqs[1:], strict=True):

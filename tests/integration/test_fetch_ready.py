@@ -18,13 +18,13 @@ async def test_a_message_arriving_while_the_pull_lingers_is_handed_back_at_once(
     bus = await bus_mod.Bus.connect(nats_url, name="fetch-ready-test")
     try:
         await bus.ensure_topology()
-        sub = await consumers.ensure_pull(bus, stream=subjects.EVENTS, durable="fetch-ready",
-                                          filter_subjects=[subjects.system_event("probe")])
+        sub = await consumers.ensure_pull(
+            bus, stream=subjects.EVENTS, durable="fetch-ready", filter_subjects=[subjects.system_event("probe")]
+        )
         # a pull request an earlier fetch left behind when it timed out (it expires on the server a moment
         # after the client gave up): the next message goes to it, into the inbox every fetch reads
         orphan = orjson.dumps({"batch": 1, "expires": 30_000_000_000})
-        await bus.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS}.fetch-ready", orphan,
-                             reply=sub._deliver)  # type: ignore[attr-defined]
+        await bus.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EVENTS}.fetch-ready", orphan, reply=sub._deliver)  # type: ignore[attr-defined]
         fetching = asyncio.create_task(consumers.fetch_ready(sub, 64, timeout=20))
         await asyncio.sleep(0.3)  # the pull is lingering now: nothing was there when it began
         began = time.monotonic()
@@ -34,8 +34,12 @@ async def test_a_message_arriving_while_the_pull_lingers_is_handed_back_at_once(
         await msgs[0].ack()
         # what is pending comes with the first message (a message delivered before the rest were stored can
         # come alone), in order
-        await bus.publish_all([(subjects.system_event("probe"),
-                                envelope.make("system.probe", source="t", data={"i": i})) for i in range(10)])
+        await bus.publish_all(
+            [
+                (subjects.system_event("probe"), envelope.make("system.probe", source="t", data={"i": i}))
+                for i in range(10)
+            ]
+        )
         got: list[int] = []
         calls = 0
         while len(got) < 10 and calls < 10:

@@ -69,18 +69,26 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(make_config: Callable[..., Any], nats_url: str, database_url: str,
-                  tmp_path: Path) -> AsyncIterator[Cluster]:
-    config = make_config(plugins={
-        "slow_recorder": {"parallelism": 2, "config": {"record_file": str(tmp_path / "parallel.log")}},
-        # the manifest says concurrency_safe: false; the config asks for 2 anyway
-        "serial_recorder": {"parallelism": 2, "config": {"record_file": str(tmp_path / "serial.log")}},
-    })
+async def cluster(
+    make_config: Callable[..., Any], nats_url: str, database_url: str, tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    config = make_config(
+        plugins={
+            "slow_recorder": {"parallelism": 2, "config": {"record_file": str(tmp_path / "parallel.log")}},
+            # the manifest says concurrency_safe: false; the config asks for 2 anyway
+            "serial_recorder": {"parallelism": 2, "config": {"record_file": str(tmp_path / "serial.log")}},
+        }
+    )
     assert config.path is not None
     runners = [
-        ServiceProcess("runner", config_path=config.path, nats_url=nats_url, database_url=database_url,
-                       extra_args=["--plugin", "slow_recorder", "--plugin", "serial_recorder"],
-                       log_path=tmp_path / f"runner-{i}.log")
+        ServiceProcess(
+            "runner",
+            config_path=config.path,
+            nats_url=nats_url,
+            database_url=database_url,
+            extra_args=["--plugin", "slow_recorder", "--plugin", "serial_recorder"],
+            log_path=tmp_path / f"runner-{i}.log",
+        )
         for i in range(2)
     ]
     c = Cluster(config, runners)

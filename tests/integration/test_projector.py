@@ -17,8 +17,10 @@ from services.projector import rebuild
 from services.runner.service import Runner
 from tests.support import infra, stack
 
-JOB_COLUMNS = "job_id, plugin, command, status, submitted_by, payload, result, last_error, attempt, created_at, " \
-              "started_at, completed_at, last_seq"
+JOB_COLUMNS = (
+    "job_id, plugin, command, status, submitted_by, payload, result, last_error, attempt, created_at, "
+    "started_at, completed_at, last_seq"
+)
 LOG_COLUMNS = "log_id, job_id, attempt, status, started_at, completed_at, last_error, result, logs, last_seq"
 
 
@@ -65,8 +67,13 @@ async def test_sigkilled_projector_loses_and_doubles_nothing(
     dispatcher, runner, api = Dispatcher(config), Runner(config), Api(config, port=0)
     for service in (dispatcher, runner, api):
         await service.start()
-    projector = stack.ServiceProcess("projector", config_path=config.path, nats_url=nats_url,
-                                     database_url=database_url, log_path=tmp_path / "projector.log").start()
+    projector = stack.ServiceProcess(
+        "projector",
+        config_path=config.path,
+        nats_url=nats_url,
+        database_url=database_url,
+        log_path=tmp_path / "projector.log",
+    ).start()
     client = stack.Client(api.url)
     try:
         job_ids: list[str] = []
@@ -97,8 +104,9 @@ async def test_sigkilled_projector_loses_and_doubles_nothing(
             await service.stop()
 
 
-async def test_projector_skips_events_it_already_applied(hr: stack.Stack, client: stack.Client,
-                                                         database_url: str) -> None:
+async def test_projector_skips_events_it_already_applied(
+    hr: stack.Stack, client: stack.Client, database_url: str
+) -> None:
     """Replaying a batch at or below the checkpoint changes nothing (idempotent projection)."""
     job_id = await client.submit("echo_py", "poll", {"message": "once"})
     await client.wait_job(job_id)
@@ -130,14 +138,16 @@ async def test_bus_history_reads_one_jobs_events_in_order(hr: stack.Stack, clien
 
 
 @pytest.mark.parametrize("rows_older_than_the_identity_check", [False, True])
-async def test_read_models_of_another_event_log_are_re_projected(tmp_path: Path, database_url: str,
-                                                                 rows_older_than_the_identity_check: bool) -> None:
+async def test_read_models_of_another_event_log_are_re_projected(
+    tmp_path: Path, database_url: str, rows_older_than_the_identity_check: bool
+) -> None:
     """A reused database with a fresh NATS store (a new state dir for `headrace up`): the projector must
     not skip the new log's events up to the old log's checkpoint; it re-projects the log it is given."""
     first_nats = infra.NatsServer(tmp_path / "first")
     await first_nats.start()
-    config = stack.write_config(tmp_path / "a.yaml", stack.config_doc(), nats_url=first_nats.url,
-                                database_url=database_url)
+    config = stack.write_config(
+        tmp_path / "a.yaml", stack.config_doc(), nats_url=first_nats.url, database_url=database_url
+    )
     s = await stack.Stack(config).start()
     try:
         assert s.client is not None
@@ -159,8 +169,9 @@ async def test_read_models_of_another_event_log_are_re_projected(tmp_path: Path,
 
     second_nats = infra.NatsServer(tmp_path / "second")
     await second_nats.start()
-    config = stack.write_config(tmp_path / "b.yaml", stack.config_doc(), nats_url=second_nats.url,
-                                database_url=database_url)
+    config = stack.write_config(
+        tmp_path / "b.yaml", stack.config_doc(), nats_url=second_nats.url, database_url=database_url
+    )
     s = await stack.Stack(config).start()
     try:
         assert s.client is not None

@@ -17,8 +17,10 @@ async def test_a_reader_that_falls_behind_still_reads_every_event_in_order(nats_
         await bus.ensure_topology()
         total = 600
         published = [
-            (subjects.job_event(f"job-{n}", "queued"),
-             envelope.make("job.queued", source="test", job_id=f"job-{n}", id=f"job-{n}:queued", data={"n": n}))
+            (
+                subjects.job_event(f"job-{n}", "queued"),
+                envelope.make("job.queued", source="test", job_id=f"job-{n}", id=f"job-{n}:queued", data={"n": n}),
+            )
             for n in range(total)
         ]
         async with stream_reader.EventReader(bus, start_seq=1, batch_size=50, pending_msgs_limit=40) as reader:

@@ -112,7 +112,6 @@ async def read_models(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
         await conn.close()
 
 
-
 class Run:
     """What the examples did, for the checks at the end."""
 

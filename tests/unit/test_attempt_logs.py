@@ -55,8 +55,10 @@ def test_an_offloaded_result_keeps_one_record_per_line() -> None:
 
 def test_a_log_written_before_the_change_is_not_doubled() -> None:
     """Old logs hold a `job.log` per line and the same lines in the outcome's result."""
-    records = [attempt._event(ITEM, "log", {"attempt": 1, **line}, source="runner/r1", suffix=f":{i}")
-               for i, line in enumerate(LINES)]
+    records = [
+        attempt._event(ITEM, "log", {"attempt": 1, **line}, source="runner/r1", suffix=f":{i}")
+        for i, line in enumerate(LINES)
+    ]
     events = [*records, *attempt.outcome_events(ITEM, _outcome(), source="runner/r1")]
     row = _fold(events)
     assert row is not None and row["logs"] == LINES

@@ -10,8 +10,14 @@ from services.core import batches
 
 
 def added(batch_id: str, agent: str, job_ids: list[str]) -> Any:
-    return batches.tasks_added(batch_id, agent_name=agent, tasks=[(j, agent, {"message": j}) for j in job_ids],
-                               source="test", submitted_by="laddr", principal="p")
+    return batches.tasks_added(
+        batch_id,
+        agent_name=agent,
+        tasks=[(j, agent, {"message": j}) for j in job_ids],
+        source="test",
+        submitted_by="laddr",
+        principal="p",
+    )
 
 
 def job(status: str, *, started: bool = True, done: int | None = None) -> dict[str, Any]:
@@ -23,7 +29,10 @@ def test_members_are_indexed_in_log_order_across_events() -> None:
     row, members = batches.fold([(5, added("b", "echo", ["j1", "j2"])), (9, added("b", "slow", ["j3"]))])
     assert row is not None and row["agent_name"] == "echo" and row["task_count"] == 3 and row["last_seq"] == 9
     assert [(m["job_id"], m["batch_index"], m["agent_name"]) for m in members] == [
-        ("j1", 0, "echo"), ("j2", 1, "echo"), ("j3", 2, "slow")]
+        ("j1", 0, "echo"),
+        ("j2", 1, "echo"),
+        ("j3", 2, "slow"),
+    ]
     assert members[0]["task"] == {"message": "j1"}
 
 
@@ -43,7 +52,8 @@ def test_progress_from_member_jobs() -> None:
     # a failed attempt awaiting the dispatcher's retry decision is not final; a rejected job is
     assert batches.progress(members, {"a": job("failed", done=1), "b": job("succeeded", done=2)})[0] == "running"
     status, summary, completed_at = batches.progress(
-        members, {"a": job("failed", started=False, done=1), "b": job("succeeded", done=2)})
+        members, {"a": job("failed", started=False, done=1), "b": job("succeeded", done=2)}
+    )
     assert status == "failed" and summary == {"total_expected": 2, "recorded": 2, "succeeded": 1, "failed": 1}
     assert completed_at == datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC)
     status, summary, _ = batches.progress(members, {"a": job("succeeded", done=1), "b": job("succeeded", done=3)})

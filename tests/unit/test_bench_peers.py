@@ -35,8 +35,16 @@ def test_json_row_has_the_issue_keys() -> None:
 
 def test_rows_render_and_serialise() -> None:
     rows = [
-        main.Row("accept", "1,000 req/s", "1,200 req/s", 1000 / 1200, main.ACCEPT_GOAL, headrace_value=1000.0,
-                 baseline_value=1200.0, unit="req/s"),
+        main.Row(
+            "accept",
+            "1,000 req/s",
+            "1,200 req/s",
+            1000 / 1200,
+            main.ACCEPT_GOAL,
+            headrace_value=1000.0,
+            baseline_value=1200.0,
+            unit="req/s",
+        ),
         main.Row("e2e vs Celery", "300 jobs/s", "600 jobs/s", 0.5, 1.0, unit="jobs/s"),
         main.Row("p99", "20 ms", "5 ms", 4.0, 5.0, lower_better=True, unit="ms"),
         main.Row("skipped", "—", "skipped: no redis-server", None, 1.0),

@@ -25,7 +25,10 @@ def test_example_config_loads() -> None:
 
 
 def test_env_substitution_with_defaults_and_missing(tmp_path: Path) -> None:
-    f = write(tmp_path / "c.yaml", "# ${NOT_SUBSTITUTED_IN_COMMENTS}\nservice: {name: '${NAME}', log_level: '${LVL:-debug}'}\n")
+    f = write(
+        tmp_path / "c.yaml",
+        "# ${NOT_SUBSTITUTED_IN_COMMENTS}\nservice: {name: '${NAME}', log_level: '${LVL:-debug}'}\n",
+    )
     cfg = config.load(f, env={"NAME": "svc"})
     assert cfg.service_name == "svc" and cfg.log_level == "debug"
     with pytest.raises(errors.ConfigError, match=r"\$\{NAME\} is not set"):
@@ -34,11 +37,15 @@ def test_env_substitution_with_defaults_and_missing(tmp_path: Path) -> None:
 
 def test_includes_merge_maps_append_arrays(tmp_path: Path) -> None:
     (tmp_path / "extra").mkdir()
-    write(tmp_path / "extra" / "a.yaml",
-          "plugins: {echo: {parallelism: 3}}\npipelines: [{name: b, steps: [{uses: echo}]}]\n")
-    f = write(tmp_path / "config.yaml",
-              "include: [extra]\nservice: {max_workers: 4}\nplugins: {echo: {enabled: true, parallelism: 1}}\n"
-              "pipelines: [{name: a, steps: [{uses: echo}]}]\n")
+    write(
+        tmp_path / "extra" / "a.yaml",
+        "plugins: {echo: {parallelism: 3}}\npipelines: [{name: b, steps: [{uses: echo}]}]\n",
+    )
+    f = write(
+        tmp_path / "config.yaml",
+        "include: [extra]\nservice: {max_workers: 4}\nplugins: {echo: {enabled: true, parallelism: 1}}\n"
+        "pipelines: [{name: a, steps: [{uses: echo}]}]\n",
+    )
     cfg = config.load(f, env={})
     assert cfg.plugins["echo"].parallelism == 3 and cfg.plugins["echo"].enabled
     assert [p["name"] for p in cfg.pipelines] == ["a", "b"]
@@ -55,11 +62,16 @@ def test_env_files_preload_without_overriding(tmp_path: Path) -> None:
     [
         ("plugins: {echo: {parallelism: zero}}\n", "plugins.echo.parallelism"),
         ("api: {listen: 'nonsense'}\n", "api.listen"),
-        ("api: {auth: {tokens: [{token: short, scopes: ['*']}]}}\n", "api.auth.tokens[0].token: is too short (minimum 8 characters)"),
+        (
+            "api: {auth: {tokens: [{token: short, scopes: ['*']}]}}\n",
+            "api.auth.tokens[0].token: is too short (minimum 8 characters)",
+        ),
         ("api: {auth: {tokens: [{token: long-enough-token, scopes: [root]}]}}\n", "api.auth.tokens[0].scopes[0]"),
         ("surprise: 1\n", "surprise"),
-        ("plugins: {echo: {retry: {backoff_base: soon}}}\n",
-         "plugins.echo.retry.backoff_base: must be a duration (seconds, or e.g. 500ms, 30s, 5m, 1h30m, 7d)"),
+        (
+            "plugins: {echo: {retry: {backoff_base: soon}}}\n",
+            "plugins.echo.retry.backoff_base: must be a duration (seconds, or e.g. 500ms, 30s, 5m, 1h30m, 7d)",
+        ),
         ("surprise: 1\n", "(root): unknown key 'surprise'"),
         ("service: {max_workers: 1}\nplugins: {echo: {parallelism: 2}}\n", "plugins.echo.parallelism"),
     ],
@@ -78,8 +90,14 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["api", "dispatcher", "check-config"])
 def test_a_process_refuses_to_start_on_a_bad_config(tmp_path: Path, command: str) -> None:
     bad = write(tmp_path / "c.yaml", "plugins: {echo: {parallelism: -1}}\n")
-    proc = subprocess.run([sys.executable, "-m", "services.cli", "-c", str(bad), command], capture_output=True,
-                          text=True, cwd=REPO, timeout=60, env={"PATH": "/usr/bin:/bin", "NATS_URL": "nats://127.0.0.1:1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli", "-c", str(bad), command],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "NATS_URL": "nats://127.0.0.1:1"},
+    )
     assert proc.returncode == 1
     assert "plugins.echo.parallelism" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -124,21 +142,32 @@ def test_config_errors_name_path_and_rule_never_a_secret(tmp_path: Path) -> None
 def test_our_own_checks_never_echo_a_secret(tmp_path: Path) -> None:
     """A secret substituted into a field our own checks quote (here a schedule's timezone, an env mix-up)
     is redacted from the message."""
-    text = ("api: {auth: {tokens: [{token: '${T}', scopes: ['*']}]}}\n"
-            "plugins: {echo: {schedules: [{id: a, every: 5m, command: poll, timezone: '${T}'}]}}\n")
+    text = (
+        "api: {auth: {tokens: [{token: '${T}', scopes: ['*']}]}}\n"
+        "plugins: {echo: {schedules: [{id: a, every: 5m, command: poll, timezone: '${T}'}]}}\n"
+    )
     with pytest.raises(errors.ConfigError) as info:
         config.load(write(tmp_path / "c.yaml", text), env={"T": "Tok-Secret-123"})
     assert "unknown timezone <redacted>" in str(info.value) and "Tok-Secret-123" not in str(info.value)
-    assert config.redact("quoting 'hunter2-secret' and hunter2-secret, not hunter2-secrets",
-                         {"secrets": {"s": "hunter2-secret"}}, {}) == \
-        "quoting <redacted> and <redacted>, not hunter2-secrets"
+    assert (
+        config.redact(
+            "quoting 'hunter2-secret' and hunter2-secret, not hunter2-secrets", {"secrets": {"s": "hunter2-secret"}}, {}
+        )
+        == "quoting <redacted> and <redacted>, not hunter2-secrets"
+    )
     hook = {"webhooks": [{"secret_ref": "ENV_SECRET"}]}
     assert config.redact("x env-secret-value y", hook, {"ENV_SECRET": "env-secret-value"}) == "x <redacted> y"
 
 
 def test_check_config_prints_no_secret(tmp_path: Path) -> None:
     bad = write(tmp_path / "c.yaml", SECRET_BEARING)
-    proc = subprocess.run([sys.executable, "-m", "services.cli", "-c", str(bad), "check-config"], capture_output=True,
-                          text=True, cwd=REPO, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli", "-c", str(bad), "check-config"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 1 and "api.auth.tokens[2].token: is too short" in proc.stderr, proc.stderr
     assert not [leak for leak in LEAKS if leak in proc.stdout + proc.stderr], proc.stderr

@@ -112,7 +112,9 @@ api:
         ]
     )  # one line each; the gate that is off (require_api_auth) changes nothing
     assert all("no effect" in w for w in cfg.warnings)
-    assert cfg.webhook_secrets == {}  # secrets.age_key_file/vault_file are read: tests/conformance/ductile/test_vault.py
+    assert (
+        cfg.webhook_secrets == {}
+    )  # secrets.age_key_file/vault_file are read: tests/conformance/ductile/test_vault.py
 
 
 def test_schedules_default_to_poll_and_take_ductile_intervals(tmp_path: Path) -> None:

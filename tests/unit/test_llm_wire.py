@@ -37,9 +37,12 @@ async def test_request_carries_messages_tools_and_bearer_key(server: fake_llm.Fa
         completion = await llm.complete(session, settings(server.url, temperature=0.2, max_tokens=50), messages, tools)
     sent = server.requests[0]
     assert sent["model"] == "m1" and sent["messages"] == messages and sent["tool_choice"] == "auto"
-    assert sent["tools"] == [{"type": "function", "function": {"name": "echo__poll",
-                                                               "description": "Emits echo.poll events",
-                                                               "parameters": SCHEMA}}]
+    assert sent["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "echo__poll", "description": "Emits echo.poll events", "parameters": SCHEMA},
+        }
+    ]
     assert sent["temperature"] == 0.2 and sent["max_tokens"] == 50
     assert server.headers[0]["Authorization"] == "Bearer sk-test"
     assert completion.content is None and len(completion.tool_calls) == 1
@@ -47,9 +50,11 @@ async def test_request_carries_messages_tools_and_bearer_key(server: fake_llm.Fa
     assert call.name == "echo__poll" and call.arguments == '{"message":"hi"}' and call.id.startswith("call_")
     assert completion.usage == llm.Usage(prompt_tokens=11, completion_tokens=4, total_tokens=15)
     assert completion.assistant_message() == {
-        "role": "assistant", "content": None,
-        "tool_calls": [{"id": call.id, "type": "function", "function": {"name": "echo__poll",
-                                                                        "arguments": '{"message":"hi"}'}}],
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": call.id, "type": "function", "function": {"name": "echo__poll", "arguments": '{"message":"hi"}'}}
+        ],
     }
 
 
@@ -95,8 +100,16 @@ async def test_a_slow_llm_times_out(server: fake_llm.FakeLLM) -> None:
 
 
 def test_parse_accepts_object_arguments_and_missing_usage() -> None:
-    body = {"choices": [{"message": {"content": None, "tool_calls": [
-        {"id": "a", "function": {"name": "t__c", "arguments": {"k": 1}}}]}}]}
+    body = {
+        "choices": [
+            {
+                "message": {
+                    "content": None,
+                    "tool_calls": [{"id": "a", "function": {"name": "t__c", "arguments": {"k": 1}}}],
+                }
+            }
+        ]
+    }
     completion = llm.parse_response(body, model="m")
     assert completion.tool_calls[0].arguments == '{"k":1}' and completion.usage.total_tokens == 0
     with pytest.raises(llm.LlmError):
@@ -106,17 +119,33 @@ def test_parse_accepts_object_arguments_and_missing_usage() -> None:
 async def test_echo_provider_needs_no_network() -> None:
     offline = agents.LlmSettings(provider="echo", model="echo")
     async with aiohttp.ClientSession() as session:
-        completion = await llm.complete(session, offline, [{"role": "system", "content": "be brief"},
-                                                           {"role": "user", "content": "hello there"}], [])
+        completion = await llm.complete(
+            session,
+            offline,
+            [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}],
+            [],
+        )
     assert completion.content == "[offline echo] hello there" and not completion.tool_calls
     assert completion.usage == llm.Usage(prompt_tokens=4, completion_tokens=4, total_tokens=8)
 
 
 def test_agents_section_is_validated_at_load() -> None:
     base = {"plugin_roots": []}
-    good = config_mod.from_dict({**base, "agents": {"writer": {
-        "role": "Writer", "llm": {"base_url": "http://h/v1/", "model": "m", "timeout": "5s"},
-        "tools": ["echo.poll"], "max_iterations": 3, "tool_cache_ttl": "1m"}}}, env={})
+    good = config_mod.from_dict(
+        {
+            **base,
+            "agents": {
+                "writer": {
+                    "role": "Writer",
+                    "llm": {"base_url": "http://h/v1/", "model": "m", "timeout": "5s"},
+                    "tools": ["echo.poll"],
+                    "max_iterations": 3,
+                    "tool_cache_ttl": "1m",
+                }
+            },
+        },
+        env={},
+    )
     spec = agents.specs(good)["writer"]
     assert spec.llm.base_url == "http://h/v1" and spec.llm.timeout_s == 5 and spec.tool_cache_ttl_s == 60
     assert spec.tool_names() == {"echo__poll": "echo.poll"} and spec.max_iterations == 3
@@ -142,8 +171,9 @@ def test_the_example_config_ships_an_offline_agent() -> None:
 
 
 def test_offload_section_is_validated() -> None:
-    loaded = config_mod.from_dict({"plugin_roots": [], "offload": {"threshold_bytes": 0, "bucket": "big-results"}},
-                                  env={})
+    loaded = config_mod.from_dict(
+        {"plugin_roots": [], "offload": {"threshold_bytes": 0, "bucket": "big-results"}}, env={}
+    )
     assert loaded.offload_threshold_bytes == 0 and loaded.offload_bucket == "big-results"
     for bad in ({"bucket": "a.b"}, {"threshold_bytes": -1}, {"bucket": ""}):
         with pytest.raises(errors.ConfigError, match="offload"):

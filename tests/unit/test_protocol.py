@@ -13,12 +13,27 @@ from services.core import envelope
 from services.runner import protocol, supervision
 
 
-def raw(stdout: bytes | str = b"", *, exit_code: int | None = 0, stderr: str = "", timed_out: bool = False,
-        truncated: bool = False, spawn_error: str | None = None, cancelled: bool = False) -> supervision.RawRun:
+def raw(
+    stdout: bytes | str = b"",
+    *,
+    exit_code: int | None = 0,
+    stderr: str = "",
+    timed_out: bool = False,
+    truncated: bool = False,
+    spawn_error: str | None = None,
+    cancelled: bool = False,
+) -> supervision.RawRun:
     out = stdout.encode() if isinstance(stdout, str) else stdout
-    return supervision.RawRun(stdout=out, stderr=stderr, exit_code=exit_code, timed_out=timed_out,
-                              stdout_truncated=truncated, duration_ms=12, spawn_error=spawn_error,
-                              cancelled=cancelled)
+    return supervision.RawRun(
+        stdout=out,
+        stderr=stderr,
+        exit_code=exit_code,
+        timed_out=timed_out,
+        stdout_truncated=truncated,
+        duration_ms=12,
+        spawn_error=spawn_error,
+        cancelled=cancelled,
+    )
 
 
 def ok_json(**extra: Any) -> bytes:
@@ -30,8 +45,14 @@ def ok_json(**extra: Any) -> bytes:
 
 def request(**overrides: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
-        "job_id": "job-1", "command": "poll", "config": {"message": "hi"}, "secrets": {"api_key": "s3cret"},
-        "state": {"count": 2}, "payload": {"k": "v"}, "context": {"web": {"url": "u"}}, "event": None,
+        "job_id": "job-1",
+        "command": "poll",
+        "config": {"message": "hi"},
+        "secrets": {"api_key": "s3cret"},
+        "state": {"count": 2},
+        "payload": {"k": "v"},
+        "context": {"web": {"url": "u"}},
+        "event": None,
         "timeout_s": 30.0,
     }
     args.update(overrides)
@@ -71,8 +92,13 @@ def interpret(doc: Any, exit_code: int | None = 0) -> protocol.Outcome:
 
 
 def test_ok_response_succeeds() -> None:
-    doc = {"status": "ok", "result": "fine", "events": [{"type": "a.b", "payload": {}, "dedupe_key": "k"}],
-           "state_updates": {"count": 3}, "logs": [{"level": "info", "message": "m"}]}
+    doc = {
+        "status": "ok",
+        "result": "fine",
+        "events": [{"type": "a.b", "payload": {}, "dedupe_key": "k"}],
+        "state_updates": {"count": 3},
+        "logs": [{"level": "info", "message": "m"}],
+    }
     outcome = interpret(doc)
     assert outcome.status == "succeeded" and outcome.response == doc and outcome.error is None
 
@@ -160,7 +186,9 @@ def test_exit_78_with_an_ok_answer_is_still_permanent_failure() -> None:
 
 def test_stdout_over_the_cap_fails() -> None:
     outcome = run(raw(b"x" * 100, truncated=True))
-    assert outcome.status == "failed" and f"stdout exceeded {supervision.STDOUT_CAP_BYTES} bytes" in (outcome.error or "")
+    assert outcome.status == "failed" and f"stdout exceeded {supervision.STDOUT_CAP_BYTES} bytes" in (
+        outcome.error or ""
+    )
 
 
 def test_killed_by_signal() -> None:

@@ -59,8 +59,9 @@ def test_state_round_trips_through_its_event_data_and_gives_the_next_fire() -> N
     fired = T0 + timedelta(minutes=2)
     state = specs.State(seq=7, at=fired, anchor=T0, last_fired_at=fired, last_job_id="job-1")
     again = specs.State.from_event(7, "schedule.fired", state.data())
-    assert again == specs.State(seq=7, at=fired, anchor=T0, last_fired_at=fired, last_job_id="job-1",
-                                last_type="schedule.fired")
+    assert again == specs.State(
+        seq=7, at=fired, anchor=T0, last_fired_at=fired, last_job_id="job-1", last_type="schedule.fired"
+    )
     assert specs.next_fire(every, again, T0) == T0 + timedelta(minutes=3)
     assert specs.next_fire(every, None, T0) == T0 + timedelta(minutes=1)
 
@@ -82,15 +83,17 @@ def test_state_round_trips_through_its_event_data_and_gives_the_next_fire() -> N
 )
 def test_invalid_schedules_name_the_place(entry: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError) as caught:
-        specs.parse_all({"echo": {"schedules": [{"id": "ok", "every": "1h", "command": "poll"},
-                                                {"command": "poll", **entry}]}})
+        specs.parse_all(
+            {"echo": {"schedules": [{"id": "ok", "every": "1h", "command": "poll"}, {"command": "poll", **entry}]}}
+        )
     assert str(caught.value).startswith("plugins.echo.schedules[1]: ") and message in str(caught.value)
 
 
 def test_duplicate_ids_and_unknown_commands() -> None:
     with pytest.raises(ValueError, match=r"plugins.echo.schedules\[1\]: duplicate schedule id 'default'"):
-        specs.parse_all({"echo": {"schedules": [{"every": "1m", "command": "poll"}, {"cron": "* * * * *",
-                                                                                     "command": "poll"}]}})
+        specs.parse_all(
+            {"echo": {"schedules": [{"every": "1m", "command": "poll"}, {"cron": "* * * * *", "command": "poll"}]}}
+        )
     parsed = specs.parse_all({"echo": {"schedules": [{"id": "x", "every": "1m", "command": "nope"}]}})
     with pytest.raises(ValueError, match="plugin 'echo' has no command 'nope'"):
         specs.check_commands(parsed, {"echo": {"poll": object()}})

@@ -30,11 +30,24 @@ def script(tmp_path: Path, body: str, *, name: str = "plugin", shell: bool = Fal
     return path
 
 
-async def run(path: Path, request: bytes = b'{"protocol": 2}', *, timeout_s: float = 10.0,
-              cancel: asyncio.Event | None = None, term_grace_s: float = supervision.TERM_GRACE_S,
-              env: dict[str, str] | None = None) -> supervision.RawRun:
-    return await supervision.run(path, request, timeout_s=timeout_s, env=env or config_mod.plugin_base_env(),
-                                 cwd=path.parent, cancel=cancel, term_grace_s=term_grace_s)
+async def run(
+    path: Path,
+    request: bytes = b'{"protocol": 2}',
+    *,
+    timeout_s: float = 10.0,
+    cancel: asyncio.Event | None = None,
+    term_grace_s: float = supervision.TERM_GRACE_S,
+    env: dict[str, str] | None = None,
+) -> supervision.RawRun:
+    return await supervision.run(
+        path,
+        request,
+        timeout_s=timeout_s,
+        env=env or config_mod.plugin_base_env(),
+        cwd=path.parent,
+        cancel=cancel,
+        term_grace_s=term_grace_s,
+    )
 
 
 def gone(pid: int) -> bool:
@@ -61,11 +74,14 @@ def kill_quietly(pid: int) -> None:
 
 
 async def test_request_arrives_on_stdin_and_stdout_comes_back(tmp_path: Path) -> None:
-    path = script(tmp_path, """
+    path = script(
+        tmp_path,
+        """
         import json, os, sys
         req = json.load(sys.stdin)
         print(json.dumps({"status": "ok", "result": {"got": req, "cwd": os.getcwd()}}))
-    """)
+    """,
+    )
     request = orjson.dumps({"protocol": 2, "job_id": "j", "payload": {"k": "v" * 100_000}})
     result = await run(path, request)
     assert result.exit_code == 0 and not result.timed_out and not result.stdout_truncated
@@ -77,10 +93,13 @@ async def test_request_arrives_on_stdin_and_stdout_comes_back(tmp_path: Path) ->
 async def test_environment_is_the_minimal_allowlist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEADRACE_SECRET_TEST", "do-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
-    path = script(tmp_path, """
+    path = script(
+        tmp_path,
+        """
         import json, os
         print(json.dumps(dict(os.environ)))
-    """)
+    """,
+    )
     result = await run(path, env=config_mod.plugin_base_env())
     seen = orjson.loads(result.stdout)
     assert "HEADRACE_SECRET_TEST" not in seen and "AWS_SECRET_ACCESS_KEY" not in seen
@@ -99,7 +118,9 @@ async def test_deadline_terminates_the_plugin(tmp_path: Path) -> None:
 
 
 async def test_term_ignored_means_sigkill_after_the_grace(tmp_path: Path) -> None:
-    path = script(tmp_path, """
+    path = script(
+        tmp_path,
+        """
         import signal, sys, time
         def on_term(signum, frame):
             sys.stderr.write("got TERM, ignoring it\\n")
@@ -109,7 +130,8 @@ async def test_term_ignored_means_sigkill_after_the_grace(tmp_path: Path) -> Non
         sys.stdout.flush()
         time.sleep(30)
         time.sleep(30)
-    """)
+    """,
+    )
     started = time.monotonic()
     result = await run(path, timeout_s=0.5, term_grace_s=0.5)
     elapsed = time.monotonic() - started
@@ -121,11 +143,15 @@ async def test_term_ignored_means_sigkill_after_the_grace(tmp_path: Path) -> Non
 
 async def test_deadline_kills_the_whole_process_group(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
-    path = script(tmp_path, f"""
+    path = script(
+        tmp_path,
+        f"""
         sleep 30 &
         echo $! > {pids}
         wait
-    """, shell=True)
+    """,
+        shell=True,
+    )
     result = await run(path, timeout_s=0.5)
     assert result.timed_out
     child = int(pids.read_text())
@@ -134,7 +160,9 @@ async def test_deadline_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 async def test_grandchild_holding_stdout_does_not_hold_the_runner(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
-    path = script(tmp_path, f"""
+    path = script(
+        tmp_path,
+        f"""
         import json, os, sys, time
         def spawn(new_session):
             pid = os.fork()
@@ -147,7 +175,8 @@ async def test_grandchild_holding_stdout_does_not_hold_the_runner(tmp_path: Path
         in_group, escaped = spawn(False), spawn(True)
         open({str(pids)!r}, "w").write(f"{{in_group}} {{escaped}}")
         json.dump({{"status": "ok", "result": "done"}}, sys.stdout)
-    """)
+    """,
+    )
     started = time.monotonic()
     try:
         result = await run(path, timeout_s=20)
@@ -164,21 +193,27 @@ async def test_grandchild_holding_stdout_does_not_hold_the_runner(tmp_path: Path
 
 
 async def test_stdout_is_capped_and_drained(tmp_path: Path) -> None:
-    path = script(tmp_path, f"""
+    path = script(
+        tmp_path,
+        f"""
         import sys
         sys.stdout.buffer.write(b"y" * {supervision.STDOUT_CAP_BYTES + 5 * 65536})
-    """)
+    """,
+    )
     result = await run(path)
     assert result.exit_code == 0  # drained: the plugin never blocked on a full pipe
     assert result.stdout_truncated and len(result.stdout) == supervision.STDOUT_CAP_BYTES
 
 
 async def test_stderr_is_capped(tmp_path: Path) -> None:
-    path = script(tmp_path, f"""
+    path = script(
+        tmp_path,
+        f"""
         import sys
         sys.stderr.write("e" * {supervision.STDERR_CAP_BYTES * 3})
         print('{{"status": "ok", "result": 1}}')
-    """)
+    """,
+    )
     result = await run(path)
     assert result.exit_code == 0 and not result.stdout_truncated
     assert result.stderr.endswith(supervision.TRUNCATED_MARK)
@@ -229,11 +264,16 @@ def test_plugin_user_resolution() -> None:
         nobody = pwd.getpwnam("nobody")
     assert privileges.resolve("nobody", euid=1000) is None  # not root: plugins run as the runner
     assert privileges.resolve("root", euid=0) is None and privileges.resolve("0", euid=0) is None
-    assert privileges.resolve(None, euid=0) == privileges.PluginUser(nobody.pw_uid, nobody.pw_gid, nobody.pw_name,
-                                                                     nobody.pw_dir)
+    assert privileges.resolve(None, euid=0) == privileges.PluginUser(
+        nobody.pw_uid, nobody.pw_gid, nobody.pw_name, nobody.pw_dir
+    )
     assert privileges.resolve("54321", euid=0) == privileges.PluginUser(54321, 54321, "54321", "/")
     with pytest.raises(errors.ConfigError, match="no such user"):
         privileges.resolve("no-such-user-x", euid=0)
     user = privileges.PluginUser(54321, 54321, "u", "/nonexistent")
-    assert user.env({"PATH": "/bin", "HOME": "/root"}) == {"PATH": "/bin", "HOME": "/nonexistent", "USER": "u",
-                                                           "LOGNAME": "u"}
+    assert user.env({"PATH": "/bin", "HOME": "/root"}) == {
+        "PATH": "/bin",
+        "HOME": "/nonexistent",
+        "USER": "u",
+        "LOGNAME": "u",
+    }

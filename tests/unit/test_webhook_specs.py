@@ -19,8 +19,9 @@ def test_valid_signatures(presented: str) -> None:
     assert webhooks.signature_valid(SECRET, BODY, presented)
 
 
-@pytest.mark.parametrize("presented", [None, "", "sha256=", f"sha1={HEX}", HEX[:-1], "sha256=" + "0" * 64,
-                                       "sha256=ünïcode"])
+@pytest.mark.parametrize(
+    "presented", [None, "", "sha256=", f"sha1={HEX}", HEX[:-1], "sha256=" + "0" * 64, "sha256=ünïcode"]
+)
 def test_invalid_signatures(presented: str | None) -> None:
     assert not webhooks.signature_valid(SECRET, BODY, presented)
     assert not webhooks.signature_valid("other", BODY, f"sha256={HEX}")
@@ -57,23 +58,32 @@ def test_duplicates_plugins_and_event_types() -> None:
 
 
 def test_timestamped_schemes_and_dedupe_keys() -> None:
-    stripe, slack, plain = webhooks.parse_all([hook(name="s", path="/s", scheme="stripe"),
-                                               hook(name="k", path="/k", scheme="slack"), hook()])
+    stripe, slack, plain = webhooks.parse_all(
+        [hook(name="s", path="/s", scheme="stripe"), hook(name="k", path="/k", scheme="slack"), hook()]
+    )
     assert stripe.signature_header == "Stripe-Signature" and stripe.timestamped
     assert slack.timestamp_header == "X-Slack-Request-Timestamp" and not plain.timestamped
     sig = hmac.new(SECRET.encode(), b"1000." + BODY, hashlib.sha256).hexdigest()
     assert webhooks.verify(stripe, SECRET, BODY, {"Stripe-Signature": f"t=1000,v1={sig}"}, now=1100) == 1000
-    for headers, now, needle in [({"Stripe-Signature": f"t=1000,v1={sig}"}, 1301, "tolerance"),
-                                 ({"Stripe-Signature": f"v1={sig}"}, 1000, "timestamp"),
-                                 ({"Stripe-Signature": f"t=1001,v1={sig}"}, 1000, "signature"),
-                                 ({}, 1000, "Stripe-Signature")]:
+    for headers, now, needle in [
+        ({"Stripe-Signature": f"t=1000,v1={sig}"}, 1301, "tolerance"),
+        ({"Stripe-Signature": f"v1={sig}"}, 1000, "timestamp"),
+        ({"Stripe-Signature": f"t=1001,v1={sig}"}, 1000, "signature"),
+        ({}, 1000, "Stripe-Signature"),
+    ]:
         with pytest.raises(webhooks.Refused, match=needle):
             webhooks.verify(stripe, SECRET, BODY, headers, now=now)
     assert webhooks.verify(plain, SECRET, BODY, {"X-Hub-Signature-256": HEX}, now=0) is None
     keys = webhooks.dedupe_keys(plain, BODY, {"X-GitHub-Delivery": "abc"}, timestamp=None)
     assert keys[0].startswith("body:") and keys[1] == "delivery:abc"
     assert webhooks.dedupe_keys(plain, BODY, {}, timestamp=5) != webhooks.dedupe_keys(plain, BODY, {}, timestamp=6)
-    assert len(webhooks.dedupe_keys(webhooks.parse_all([hook(delivery_header=None)])[0], BODY,
-                                    {"X-GitHub-Delivery": "abc"}, timestamp=None)) == 1
+    assert (
+        len(
+            webhooks.dedupe_keys(
+                webhooks.parse_all([hook(delivery_header=None)])[0], BODY, {"X-GitHub-Delivery": "abc"}, timestamp=None
+            )
+        )
+        == 1
+    )
     with pytest.raises(ValueError, match="timestamp_header does not apply"):
         webhooks.parse_all([hook(scheme="stripe", timestamp_header="X-T")])

@@ -116,8 +116,9 @@ def test_fact_events_and_state_event_of_a_real_fixture_manifest() -> None:
 def _run(stdout: bytes, exit_code: int) -> protocol.Outcome:
     from services.runner import supervision
 
-    raw = supervision.RawRun(stdout=stdout, stderr="", exit_code=exit_code, timed_out=False, stdout_truncated=False,
-                             duration_ms=1)
+    raw = supervision.RawRun(
+        stdout=stdout, stderr="", exit_code=exit_code, timed_out=False, stdout_truncated=False, duration_ms=1
+    )
     return protocol.interpret_run(raw, timeout_s=10)
 
 

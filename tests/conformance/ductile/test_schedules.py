@@ -138,8 +138,9 @@ async def test_catch_up_run_once_runs_one_missed_fire_and_run_all_runs_them_all(
 def test_if_running_defaults_to_skip_as_ductile(tmp_path: Path) -> None:
     """§5.6: `if_running: skip` is the default (a fire is skipped while the previous one runs)."""
     path = tmp_path / "config.yaml"
-    path.write_text(f"plugin_roots: [{REPO / 'plugins'}]\nplugins:\n  echo:\n    enabled: true\n"
-                    "    schedules:\n      - every: 5m\n")
+    path.write_text(
+        f"plugin_roots: [{REPO / 'plugins'}]\nplugins:\n  echo:\n    enabled: true\n    schedules:\n      - every: 5m\n"
+    )
     (schedule,) = config_mod.load(path, env={}).schedules
     assert schedule.if_running == "skip"
 

@@ -84,13 +84,18 @@ def call_ids(fake: FakeLLM, model: str, turn: int) -> list[str]:
     return [c["id"] for c in assistant["tool_calls"]]
 
 
-async def test_tool_calls_of_one_message_run_at_once_and_answer_in_call_order(make_config: Any, start_stack: Any,
-                                                                                fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=plugins(), agents={
-        "napper": laddr.agent(fake, "m-par", tools=["napper.poll"])}))
+async def test_tool_calls_of_one_message_run_at_once_and_answer_in_call_order(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
+    s: Stack = await start_stack(
+        make_config(plugins=plugins(), agents={"napper": laddr.agent(fake, "m-par", tools=["napper.poll"])})
+    )
     # the first call sleeps longest: the calls end in another order than they were made
-    fake.script("m-par", fake_llm.tool_calls(*[("napper__poll", {"seconds": sec}) for sec in (1.2, 0.8, 0.4)]),
-                fake_llm.text("all slept"))
+    fake.script(
+        "m-par",
+        fake_llm.tool_calls(*[("napper__poll", {"seconds": sec}) for sec in (1.2, 0.8, 0.4)]),
+        fake_llm.text("all slept"),
+    )
     job_id = await run_job(s, "napper", {"task": "nap three times"})
     spans = await lifetimes(s, [tool_child(job_id, i) for i in range(3)])
     # every child started before any of them finished: they overlapped
@@ -106,10 +111,17 @@ async def test_tool_calls_of_one_message_run_at_once_and_answer_in_call_order(ma
 
 
 async def test_max_parallel_tools_bounds_the_calls_and_1_runs_them_one_after_another(
-        make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=plugins(), agents={
-        "pair": laddr.agent(fake, "m-two", tools=["napper.poll"], max_parallel_tools=2),
-        "single": laddr.agent(fake, "m-one", tools=["napper.poll"], max_parallel_tools=1)}))
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
+    s: Stack = await start_stack(
+        make_config(
+            plugins=plugins(),
+            agents={
+                "pair": laddr.agent(fake, "m-two", tools=["napper.poll"], max_parallel_tools=2),
+                "single": laddr.agent(fake, "m-one", tools=["napper.poll"], max_parallel_tools=1),
+            },
+        )
+    )
     for model in ("m-two", "m-one"):
         fake.script(model, fake_llm.tool_calls(*[("napper__poll", {"seconds": 0.6})] * 4), fake_llm.text("done"))
 
@@ -124,14 +136,24 @@ async def test_max_parallel_tools_bounds_the_calls_and_1_runs_them_one_after_ano
     assert [m["tool_call_id"] for m in messages] == call_ids(fake, "m-one", 1)
 
 
-async def test_failing_unknown_and_bad_tool_calls_are_tool_errors_next_to_good_ones(make_config: Any,
-                                                                                     start_stack: Any,
-                                                                                     fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=plugins(), agents={
-        "mixed": laddr.agent(fake, "m-mix", tools=["echo_py.poll", "stderr_exit1.poll"])}))
-    fake.script("m-mix", fake_llm.tool_calls(("echo_py__poll", {"message": "fine"}), ("stderr_exit1__poll", {}),
-                                             ("ghost__poll", {}), ("echo_py__poll", "{not json")),
-                fake_llm.text("coped"))
+async def test_failing_unknown_and_bad_tool_calls_are_tool_errors_next_to_good_ones(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
+    s: Stack = await start_stack(
+        make_config(
+            plugins=plugins(), agents={"mixed": laddr.agent(fake, "m-mix", tools=["echo_py.poll", "stderr_exit1.poll"])}
+        )
+    )
+    fake.script(
+        "m-mix",
+        fake_llm.tool_calls(
+            ("echo_py__poll", {"message": "fine"}),
+            ("stderr_exit1__poll", {}),
+            ("ghost__poll", {}),
+            ("echo_py__poll", "{not json"),
+        ),
+        fake_llm.text("coped"),
+    )
     job_id = await run_job(s, "mixed", {"task": "try them all"})
     messages = tool_messages(fake, "m-mix", 1)
     assert [m["tool_call_id"] for m in messages] == call_ids(fake, "m-mix", 1)
@@ -148,14 +170,22 @@ async def test_failing_unknown_and_bad_tool_calls_are_tool_errors_next_to_good_o
     assert traces[-1]["event_type"] == "task_complete"
 
 
-async def test_a_forbidden_call_is_a_tool_error_while_an_allowed_one_runs(make_config: Any, start_stack: Any,
-                                                                          fake: FakeLLM) -> None:
+async def test_a_forbidden_call_is_a_tool_error_while_an_allowed_one_runs(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     tokens = [{"name": k, "token": t, "scopes": sc} for k, (t, sc) in {**TOKENS, "reader": READER}.items()]
-    s: Stack = await start_stack(make_config(
-        plugins=plugins(), api={"listen": "127.0.0.1:0", "auth": {"tokens": tokens}},
-        agents={"careful": laddr.agent(fake, "m-care", tools=["echo_py.poll", "echo_py.health"])}))
-    fake.script("m-care", fake_llm.tool_calls(("echo_py__poll", {"message": "write"}), ("echo_py__health", {})),
-                fake_llm.text("read only"))
+    s: Stack = await start_stack(
+        make_config(
+            plugins=plugins(),
+            api={"listen": "127.0.0.1:0", "auth": {"tokens": tokens}},
+            agents={"careful": laddr.agent(fake, "m-care", tools=["echo_py.poll", "echo_py.health"])},
+        )
+    )
+    fake.script(
+        "m-care",
+        fake_llm.tool_calls(("echo_py__poll", {"message": "write"}), ("echo_py__health", {})),
+        fake_llm.text("read only"),
+    )
     job_id = await run_job(s, "careful", {"task": "both"}, token=READER[0])
     forbidden, health = tool_messages(fake, "m-care", 1)
     assert orjson.loads(forbidden["content"])["code"] == "forbidden"
@@ -167,21 +197,40 @@ async def test_a_forbidden_call_is_a_tool_error_while_an_allowed_one_runs(make_c
 
 
 async def test_traces_have_laddrs_order_and_payload_keys(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=plugins(), agents={
-        "echo": laddr.agent(fake, "m-echo", tools=["echo_py.poll"])}))
+    s: Stack = await start_stack(
+        make_config(plugins=plugins(), agents={"echo": laddr.agent(fake, "m-echo", tools=["echo_py.poll"])})
+    )
     long = "x" * 800
-    fake.script("m-echo", fake_llm.tool_calls(("echo_py__poll", {"message": long})),
-                fake_llm.text("the answer is 5", prompt_tokens=30, completion_tokens=6))
+    fake.script(
+        "m-echo",
+        fake_llm.tool_calls(("echo_py__poll", {"message": long})),
+        fake_llm.text("the answer is 5", prompt_tokens=30, completion_tokens=6),
+    )
     job_id = await run_job(s, "echo", {"query": "add 2 and 3"})
     traces = await trail(s, job_id)
-    assert [t["event_type"] for t in traces] == ["task_start", "llm_usage", "autonomous_think", "tool_call",
-                                                 "tool_result", "llm_usage", "autonomous_think", "task_complete"]
+    assert [t["event_type"] for t in traces] == [
+        "task_start",
+        "llm_usage",
+        "autonomous_think",
+        "tool_call",
+        "tool_result",
+        "llm_usage",
+        "autonomous_think",
+        "task_complete",
+    ]
     start, usage, think, call, result, _, last_think, complete = (t["payload"] for t in traces)
     assert start["inputs"] == {"query": "add 2 and 3", "job_id": job_id}
     assert start["worker"] == "echo" and start["started_at"].endswith("Z")
-    assert {k: usage[k] for k in ("provider", "model", "prompt_tokens", "completion_tokens", "total_tokens",
-                                  "worker")} == {"provider": "openai", "model": "m-echo", "prompt_tokens": 20,
-                                                 "completion_tokens": 8, "total_tokens": 28, "worker": "echo"}
+    assert {
+        k: usage[k] for k in ("provider", "model", "prompt_tokens", "completion_tokens", "total_tokens", "worker")
+    } == {
+        "provider": "openai",
+        "model": "m-echo",
+        "prompt_tokens": 20,
+        "completion_tokens": 8,
+        "total_tokens": 28,
+        "worker": "echo",
+    }
     for i, step in enumerate((think, last_think), start=1):
         assert step["iteration"] == i and step["worker"] == "echo"
         assert step["started_at"] <= step["ended_at"] and isinstance(step["duration_ms"], int)
@@ -201,61 +250,99 @@ async def test_traces_have_laddrs_order_and_payload_keys(make_config: Any, start
 
 
 async def test_parent_id_points_at_the_runs_task_start(make_config: Any, start_stack: Any, fake: FakeLLM) -> None:
-    s: Stack = await start_stack(make_config(plugins=plugins(), agents={
-        "nap": laddr.agent(fake, "m-nap", tools=["napper.poll"]), "writer": laddr.agent(fake, "m-w"),
-        "editor": laddr.agent(fake, "m-e")}))
+    s: Stack = await start_stack(
+        make_config(
+            plugins=plugins(),
+            agents={
+                "nap": laddr.agent(fake, "m-nap", tools=["napper.poll"]),
+                "writer": laddr.agent(fake, "m-w"),
+                "editor": laddr.agent(fake, "m-e"),
+            },
+        )
+    )
     fake.script("m-nap", fake_llm.tool_calls(*[("napper__poll", {"seconds": 0.2})] * 2), fake_llm.text("napped"))
     job_id = await run_job(s, "nap", {"task": "nap twice"})
     assert s.api.pool is not None
     await laddr.projected(s)
-    rows = [dict(r) for r in await s.api.pool.fetch(
-        "SELECT id, event_type, parent_id FROM traces WHERE job_id = $1 ORDER BY id", job_id)]
+    rows = [
+        dict(r)
+        for r in await s.api.pool.fetch(
+            "SELECT id, event_type, parent_id FROM traces WHERE job_id = $1 ORDER BY id", job_id
+        )
+    ]
     root, *rest = rows
     assert root["event_type"] == "task_start" and root["parent_id"] is None
     assert len(rest) == 9 and all(r["parent_id"] == root["id"] for r in rest), rows
 
     # a prompt's agents: each agent run's task_start points at the prompt's delegation that started it
-    status, body = await s.client.post("/api/prompts", json={"mode": "sequential", "agents": ["writer", "editor"],
-                                                             "inputs": {"task": "a line"}})
+    status, body = await s.client.post(
+        "/api/prompts", json={"mode": "sequential", "agents": ["writer", "editor"], "inputs": {"task": "a line"}}
+    )
     assert status == 200, body
     prompt_id = body["prompt_id"]
     assert (await s.client.wait_job(prompt_id, timeout_s=30))["status"] == "succeeded"
     await laddr.projected(s)
-    delegations = {r["child_job_id"]: r["id"] for r in await s.api.pool.fetch(
-        "SELECT id, payload->>'child_job_id' AS child_job_id FROM traces "
-        "WHERE job_id = $1 AND event_type = 'delegation'", prompt_id)}
+    delegations = {
+        r["child_job_id"]: r["id"]
+        for r in await s.api.pool.fetch(
+            "SELECT id, payload->>'child_job_id' AS child_job_id FROM traces "
+            "WHERE job_id = $1 AND event_type = 'delegation'",
+            prompt_id,
+        )
+    }
     assert len(delegations) == 2
     first = next(t["payload"] for t in await trail(s, prompt_id) if t["event_type"] == "delegation")
     # Laddr's delegation keys
     assert first["target_agent"] == "writer" and first["payload"] == {"task": "a line"}
     assert first["task_id"] in delegations
     for child, delegation_id in delegations.items():
-        starts = await s.api.pool.fetch("SELECT parent_id FROM traces WHERE job_id = $1 AND event_type = 'task_start'",
-                                        child)
+        starts = await s.api.pool.fetch(
+            "SELECT parent_id FROM traces WHERE job_id = $1 AND event_type = 'task_start'", child
+        )
         assert [r["parent_id"] for r in starts] == [delegation_id]
 
 
-async def test_each_attempts_traces_point_at_its_own_task_start(make_config: Any, start_stack: Any,
-                                                                fake: FakeLLM) -> None:
+async def test_each_attempts_traces_point_at_its_own_task_start(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     s: Stack = await start_stack(make_config(plugins=plugins(), agents={"shaky": laddr.agent(fake, "m-shaky")}))
     fake.script("m-shaky", fake_llm.error(503, "busy"), fake_llm.text("second time lucky"))
     job_id = await run_job(s, "shaky", {"task": "retry me"})
     traces = await trail(s, job_id)
-    assert [t["event_type"] for t in traces] == ["task_start", "task_error", "task_start", "llm_usage",
-                                                 "autonomous_think", "task_complete"]
+    assert [t["event_type"] for t in traces] == [
+        "task_start",
+        "task_error",
+        "task_start",
+        "llm_usage",
+        "autonomous_think",
+        "task_complete",
+    ]
     assert s.api.pool is not None
-    parents = {r["id"]: r["parent_id"] for r in await s.api.pool.fetch(
-        "SELECT id, parent_id FROM traces WHERE job_id = $1", job_id)}
+    parents = {
+        r["id"]: r["parent_id"]
+        for r in await s.api.pool.fetch("SELECT id, parent_id FROM traces WHERE job_id = $1", job_id)
+    }
     first, second = traces[0]["id"], traces[2]["id"]
     assert [parents[t["id"]] for t in traces] == [None, first, None, second, second, second]
 
 
-async def test_parent_ids_survive_rebuild_whatever_the_batch_size(make_config: Any, start_stack: Any, fake: FakeLLM,
-                                                                  database_url: str) -> None:
-    s: Stack = await start_stack(make_config(plugins=plugins(), agents={
-        "nap": laddr.agent(fake, "m-nap", tools=["napper.poll", "echo_py.poll"]), "writer": laddr.agent(fake, "m-w")}))
-    fake.script("m-nap", fake_llm.tool_calls(("napper__poll", {"seconds": 0.3}), ("echo_py__poll", {"message": "a"}),
-                                             ("ghost__x", {})), fake_llm.text("done"))
+async def test_parent_ids_survive_rebuild_whatever_the_batch_size(
+    make_config: Any, start_stack: Any, fake: FakeLLM, database_url: str
+) -> None:
+    s: Stack = await start_stack(
+        make_config(
+            plugins=plugins(),
+            agents={
+                "nap": laddr.agent(fake, "m-nap", tools=["napper.poll", "echo_py.poll"]),
+                "writer": laddr.agent(fake, "m-w"),
+            },
+        )
+    )
+    fake.script(
+        "m-nap",
+        fake_llm.tool_calls(("napper__poll", {"seconds": 0.3}), ("echo_py__poll", {"message": "a"}), ("ghost__x", {})),
+        fake_llm.text("done"),
+    )
     await run_job(s, "nap", {"task": "go"})
     status, body = await s.client.post("/api/prompts", json={"prompt_name": "writer", "inputs": {"task": "b"}})
     assert status == 200, body
@@ -272,32 +359,48 @@ async def test_parent_ids_survive_rebuild_whatever_the_batch_size(make_config: A
         assert await readmodels.snapshot(database_url) == live, batch_size
 
 
-async def test_a_batch_tasks_trace_id_is_on_every_trace_and_its_keys_in_the_inputs(make_config: Any,
-                                                                                   start_stack: Any,
-                                                                                   fake: FakeLLM) -> None:
+async def test_a_batch_tasks_trace_id_is_on_every_trace_and_its_keys_in_the_inputs(
+    make_config: Any, start_stack: Any, fake: FakeLLM
+) -> None:
     """What a batch submit hands the runtime (the work item's context) becomes Laddr's batch trace keys."""
     s: Stack = await start_stack(make_config(plugins=plugins(), agents={"echo": laddr.agent(fake, "m-b")}))
     assert s.api.app is not None
-    job_id = await submit.submit_job(s.api.app[api_state.STATE], plugin="agent", command="echo",
-                                     payload={"message": "one"},
-                                     context={"trace_id": "t-123", "batch_id": "b-9", "batch_index": 0})
+    job_id = await submit.submit_job(
+        s.api.app[api_state.STATE],
+        plugin="agent",
+        command="echo",
+        payload={"message": "one"},
+        context={"trace_id": "t-123", "batch_id": "b-9", "batch_index": 0},
+    )
     assert s.client is not None
     assert (await s.client.wait_job(job_id))["status"] == "succeeded"
     traces = await trail(s, job_id)
     assert [t["event_type"] for t in traces] == ["task_start", "llm_usage", "autonomous_think", "task_complete"]
     assert all(t["payload"]["trace_id"] == "t-123" for t in traces)
-    assert traces[0]["payload"]["inputs"] == {"message": "one", "job_id": job_id, "trace_id": "t-123",
-                                              "_batch_id": "b-9", "_batch_index": 0}
+    assert traces[0]["payload"]["inputs"] == {
+        "message": "one",
+        "job_id": job_id,
+        "trace_id": "t-123",
+        "_batch_id": "b-9",
+        "_batch_index": 0,
+    }
 
 
 async def test_an_agent_runner_killed_during_parallel_tool_calls_runs_no_tool_twice(
-        make_config: Any, nats_url: str, database_url: str, fake: FakeLLM, tmp_path: Path) -> None:
+    make_config: Any, nats_url: str, database_url: str, fake: FakeLLM, tmp_path: Path
+) -> None:
     """SIGKILL the agent's runner while its two tool calls run: each tool ran once (its child job
     finished on the other runner), the attempt is recorded as lost, and the retry is a new attempt."""
-    service = {"name": "headrace-test", "log_level": "warning", "max_workers": 4, "work_lease": "2s",
-               "heartbeat_interval": "0.3s"}
-    config = make_config(service=service, plugins=plugins(), agents={
-        "nap": laddr.agent(fake, "m-crash", tools=["napper.poll"])})
+    service = {
+        "name": "headrace-test",
+        "log_level": "warning",
+        "max_workers": 4,
+        "work_lease": "2s",
+        "heartbeat_interval": "0.3s",
+    }
+    config = make_config(
+        service=service, plugins=plugins(), agents={"nap": laddr.agent(fake, "m-crash", tools=["napper.poll"])}
+    )
     s = Stack(config)
     s.runner = Runner(config, plugins=["napper", "echo", "echo_py"])  # the tools run here, the agent below
     s.services[2] = s.runner
@@ -305,14 +408,24 @@ async def test_an_agent_runner_killed_during_parallel_tool_calls_runs_no_tool_tw
     assert s.client is not None
 
     def agent_runner(n: int) -> stack.ServiceProcess:
-        return stack.ServiceProcess("runner", config_path=config.path, nats_url=nats_url, database_url=database_url,
-                                    extra_args=["--plugin", "agent"], log_path=tmp_path / f"runner{n}.log").start()
+        return stack.ServiceProcess(
+            "runner",
+            config_path=config.path,
+            nats_url=nats_url,
+            database_url=database_url,
+            extra_args=["--plugin", "agent"],
+            log_path=tmp_path / f"runner{n}.log",
+        ).start()
 
     marker = tmp_path / "naps"
-    fake.script("m-crash", fake_llm.tool_calls(*[("napper__poll", {"seconds": 2, "marker": str(marker)})] * 2),
-                fake_llm.text("done after the crash"))
+    fake.script(
+        "m-crash",
+        fake_llm.tool_calls(*[("napper__poll", {"seconds": 2, "marker": str(marker)})] * 2),
+        fake_llm.text("done after the crash"),
+    )
     runner = agent_runner(1)
     try:
+
         async def agent_active() -> bool:
             _, body = await s.client.get("/api/agents")  # type: ignore[union-attr]
             return any(a["name"] == "nap" and a["status"] == "active" for a in body["agents"])
@@ -341,12 +454,12 @@ async def test_an_agent_runner_killed_during_parallel_tool_calls_runs_no_tool_tw
             assert kinds.count("job.started") == 1 and kinds.count("job.succeeded") == 1, kinds
         await laddr.projected(s)
         assert s.api.pool is not None
-        rows = await s.api.pool.fetch("SELECT attempt, status, last_error FROM job_logs WHERE job_id = $1 "
-                                      "ORDER BY attempt", job_id)
+        rows = await s.api.pool.fetch(
+            "SELECT attempt, status, last_error FROM job_logs WHERE job_id = $1 ORDER BY attempt", job_id
+        )
         assert [(r["attempt"], r["status"]) for r in rows] == [(1, "failed"), (2, "succeeded")]
         assert "lost" in rows[0]["last_error"]
-        tree = {r["job_id"] for r in await s.api.pool.fetch("SELECT job_id FROM jobs WHERE parent_job_id = $1",
-                                                              job_id)}
+        tree = {r["job_id"] for r in await s.api.pool.fetch("SELECT job_id FROM jobs WHERE parent_job_id = $1", job_id)}
         assert tree == set(children)  # the first attempt's tool jobs stay in the job's tree: nothing unseen
     finally:
         runner.kill()

@@ -16,8 +16,16 @@ from tests.support.fake_llm import FakeLLM
 from tests.support.stack import Stack
 
 TRACE_KEYS = {"id", "job_id", "agent_name", "event_type", "parent_id", "payload", "timestamp"}
-RUN = ["task_start", "llm_usage", "autonomous_think", "tool_call", "tool_result", "llm_usage", "autonomous_think",
-       "task_complete"]
+RUN = [
+    "task_start",
+    "llm_usage",
+    "autonomous_think",
+    "tool_call",
+    "tool_result",
+    "llm_usage",
+    "autonomous_think",
+    "task_complete",
+]
 
 
 @pytest.fixture
