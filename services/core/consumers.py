@@ -57,12 +57,37 @@ async def ensure_pull(
 DRAIN_S = 0.05
 
 
-async def fetch_ready(sub: JetStreamContext.PullSubscription, batch: int, *, timeout: float) -> list[Msg]:
+async def _first(sub: JetStreamContext.PullSubscription, timeout: float, stop: asyncio.Event | None) -> list[Msg]:
+    """One pull of one message; when `stop` is set meanwhile, the pull is abandoned (a TimeoutError), so a
+    stopping service does not wait out an idle pull. What the abandoned pull may still be handed is never
+    acked, so it is redelivered after ack_wait, as when a fetch times out just before its message arrives."""
+    if stop is None:
+        return await sub.fetch(1, timeout=timeout)
+    if stop.is_set():
+        raise TimeoutError
+    fetch = asyncio.ensure_future(sub.fetch(1, timeout=timeout))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((fetch, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if fetch.done():
+        return fetch.result()
+    fetch.cancel()
+    with contextlib.suppress(BaseException):
+        await fetch
+    raise TimeoutError
+
+
+async def fetch_ready(
+    sub: JetStreamContext.PullSubscription, batch: int, *, timeout: float, stop: asyncio.Event | None = None
+) -> list[Msg]:
     """Up to `batch` messages, handed back as soon as one has arrived (a TimeoutError when none came within
-    `timeout`). nats-py's fetch(n) waits out the rest of its timeout for the batch to fill once a lingering
-    pull delivered a first message, which stalled a pickup by up to the whole timeout (~0.5 s, measured);
-    so: pull one, then, when its metadata says more are pending, pull those without lingering."""
-    first = await sub.fetch(1, timeout=timeout)
+    `timeout`, or when `stop` was set before one came). nats-py's fetch(n) waits out the rest of its timeout
+    for the batch to fill once a lingering pull delivered a first message, which stalled a pickup by up to the
+    whole timeout (~0.5 s, measured); so: pull one, then, when its metadata says more are pending, pull those
+    without lingering."""
+    first = await _first(sub, timeout, stop)
     pending = int(first[-1].metadata.num_pending or 0) if first else 0
     if batch <= 1 or pending <= 0:
         return first
@@ -85,7 +110,7 @@ async def fetch_loop(
     """Fetch batches until `stop` is set."""
     while not stop.is_set():
         try:
-            msgs = await fetch_ready(sub, batch, timeout=wait_s)
+            msgs = await fetch_ready(sub, batch, timeout=wait_s, stop=stop)
         except (TimeoutError, nats.errors.TimeoutError):
             continue
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):

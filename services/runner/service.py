@@ -210,7 +210,7 @@ class Runner(lifecycle.Service):
                 await local.acquire()
                 reserved += 1
             try:
-                msgs = await consumers.fetch_ready(sub, reserved, timeout=0.5)
+                msgs = await consumers.fetch_ready(sub, reserved, timeout=0.5, stop=self.stop_event)
             except (TimeoutError, nats.errors.TimeoutError):
                 msgs = []
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):

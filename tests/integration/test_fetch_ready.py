@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import nats.errors
 import orjson
+from nats.aio.msg import Msg
 
 from services.core import bus as bus_mod
 from services.core import consumers, envelope, subjects
@@ -46,5 +48,42 @@ async def test_a_message_arriving_while_the_pull_lingers_is_handed_back_at_once(
             calls += 1
             got += [envelope.decode(m.data).data["i"] for m in await consumers.fetch_ready(sub, 64, timeout=5)]
         assert got == list(range(10)) and calls <= 3
+    finally:
+        await bus.close()
+
+
+async def test_a_stop_abandons_an_idle_pull_and_nothing_published_later_is_lost(nats_url: str) -> None:
+    """A stopping service does not wait out its idle pull (each stack's stop waited ~0.5 s per fetch loop);
+    a message stored after the abandoned pull is fetched by the next one (at the latest after ack_wait)."""
+    bus = await bus_mod.Bus.connect(nats_url, name="fetch-ready-stop-test")
+    try:
+        await bus.ensure_topology()
+        sub = await consumers.ensure_pull(
+            bus,
+            stream=subjects.EVENTS,
+            durable="fetch-ready-stop",
+            filter_subjects=[subjects.system_event("stop-probe")],
+            ack_wait_s=2.0,
+        )
+        stop = asyncio.Event()
+        fetching = asyncio.create_task(consumers.fetch_ready(sub, 8, timeout=60, stop=stop))
+        await asyncio.sleep(0.2)
+        assert not fetching.done()
+        stop.set()
+        await asyncio.wait({fetching}, timeout=10)  # not the 60 s the pull was given
+        assert fetching.done() and isinstance(fetching.exception(), TimeoutError)
+        again = asyncio.create_task(consumers.fetch_ready(sub, 8, timeout=60, stop=stop))
+        await asyncio.wait({again}, timeout=10)  # already stopped: no pull at all
+        assert again.done() and isinstance(again.exception(), TimeoutError)
+        await bus.publish(subjects.system_event("stop-probe"), envelope.make("system.probe", source="t", data={}))
+        got: list[Msg] = []
+        for _ in range(20):
+            try:
+                got = await consumers.fetch_ready(sub, 8, timeout=1)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            break
+        assert len(got) == 1
+        await got[0].ack()
     finally:
         await bus.close()
