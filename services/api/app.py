@@ -9,6 +9,7 @@ import asyncio
 import asyncpg
 import nats.errors
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from services.api import (
     analytics,
@@ -126,7 +127,7 @@ def problem_of(request: web.Request, exc: Exception) -> errors.ApiError | None:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure as JSON: Headrace's `{error, code, ...}`, or on Laddr's paths its dialect's body."""
     try:
         return await handler(request)

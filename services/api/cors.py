@@ -15,6 +15,7 @@ The list is read from the current config, so a reload changes it.
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from services.api import state
 
@@ -41,7 +42,7 @@ def _add(response: web.StreamResponse, allow: str) -> None:
 
 
 @web.middleware
-async def preflight(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
         allow = allowed(_origins(request), request.headers.get("Origin"))
         if allow is not None:

@@ -10,6 +10,7 @@ remaining `auth.require` is the same gate again and never stricter than the tabl
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from services.api import auth, relay, webhooks
 from services.core import errors, scopes
@@ -44,7 +45,7 @@ def check_table(app: web.Application) -> None:
 
 
 @web.middleware
-async def scope_guard(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def scope_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     match = request.match_info
     if match.http_exception is not None:  # no route (404/405): nothing to guard
         return await handler(request)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 
 from services.api import state
@@ -51,7 +52,7 @@ class UnsupportedEncoding(errors.ApiError):
 
 
 @web.middleware
-async def body_encoding_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def body_encoding_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in DECODABLE:
         raise UnsupportedEncoding(

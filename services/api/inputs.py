@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from services.core import errors, subjects
 
@@ -80,6 +81,6 @@ def _is_utf8(value: str) -> bool:
 
 
 @web.middleware
-async def input_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def input_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     check_request(request)
     return await handler(request)

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from services.api import state
 from services.core import errors
@@ -117,7 +118,7 @@ def _with_detail(resp: web.StreamResponse) -> None:
 
 
 @web.middleware
-async def middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: Laddr answers 200 for every success, and every JSON error carries `detail`."""
     resp = await handler(request)
     if not applies(request.path) or resp.prepared:  # a stream or a WebSocket has sent its status already

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
 from services.api import auth, http_errors, state
@@ -266,7 +267,7 @@ def _too_many(message: str, code: str, retry_after_s: float, **details: Any) -> 
 
 
 @web.middleware
-async def limits_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     limits = state.of(request).config.api.limits
     streaming = request.method == "GET" and request.path in STREAM_PATHS
     if limits.rate_per_second <= 0 and not streaming:
