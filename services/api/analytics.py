@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import asyncpg
 import nats.errors
 import nats.js.errors
 import orjson
 from aiohttp import web
 
 from services.api import auth, state, views
-from services.core import envelope, errors, jobstate, subjects
+from services.core import db, envelope, errors, jobstate, subjects
 from services.runner import heartbeat
 
 routes = web.RouteTableDef()
@@ -203,7 +202,7 @@ def _stats(by_status: dict[str, int], p50: float | None, p95: float | None, *, t
     }
 
 
-async def summary_counts(conn: asyncpg.Connection, hours: int = WINDOW_HOURS) -> dict[str, Any]:
+async def summary_counts(conn: db.Conn, hours: int = WINDOW_HOURS) -> dict[str, Any]:
     """`stats`, the overall figures and `plugins` of the summary of the last `hours`, read in one
     snapshot (and one now())."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):

@@ -31,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from services.api import auth, bodies, state, views
-from services.core import values
+from services.core import db, values
 
 routes = web.RouteTableDef()
 
@@ -167,7 +167,7 @@ class Filters:
         return "WHERE " + " AND ".join(self.clauses) if self.clauses else ""
 
 
-async def count(conn: asyncpg.Connection, table: str, filters: Filters) -> tuple[int, bool]:
+async def count(conn: db.Conn, table: str, filters: Filters) -> tuple[int, bool]:
     """(total, is_estimate) of the rows of `table` matching `filters`."""
     assert table in TABLES
     if not filters.clauses:
@@ -181,12 +181,12 @@ async def count(conn: asyncpg.Connection, table: str, filters: Filters) -> tuple
     return await planned_count(conn, table, filters), True
 
 
-async def planned_count(conn: asyncpg.Connection, table: str, filters: Filters) -> int:
+async def planned_count(conn: db.Conn, table: str, filters: Filters) -> int:
     """The planner's estimate of the rows matching `filters`, known to be more than COUNT_CAP."""
     return max(await planned_rows(conn, table, filters), COUNT_CAP + 1)
 
 
-async def planned_rows(conn: asyncpg.Connection, table: str, filters: Filters) -> int:
+async def planned_rows(conn: db.Conn, table: str, filters: Filters) -> int:
     """The planner's estimate of the rows matching `filters`."""
     assert table in TABLES
     plan = await conn.fetchval(ESTIMATE_SQL.format(table=table, where=filters.where), *filters.args)
@@ -212,7 +212,7 @@ def jobs_query(request: web.Request) -> tuple[Filters, int, int]:
 
 
 async def jobs_page(
-    conn: asyncpg.Connection, filters: Filters, limit: int, offset: int = 0
+    conn: db.Conn, filters: Filters, limit: int, offset: int = 0
 ) -> tuple[list[asyncpg.Record], int, bool]:
     """(rows, total, total_is_estimate) of one page of jobs."""
     total, estimated = await count(conn, "jobs", filters)
@@ -253,7 +253,7 @@ def logs_query(request: web.Request) -> tuple[Filters, str | None, int, int, boo
 
 
 async def job_logs_page(
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     filters: Filters,
     limit: int,
     offset: int = 0,
@@ -283,7 +283,7 @@ async def job_logs_page(
 
 
 async def _ranked_window(
-    conn: asyncpg.Connection,
+    conn: db.Conn,
     filters: Filters,
     columns: str,
     query: str,
@@ -302,7 +302,7 @@ async def _ranked_window(
     anchor = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0) + timedelta(hours=1)
     oldest = await conn.fetchval(OLDEST_COMPLETED_SQL)
     history = (anchor - oldest.astimezone(UTC).replace(tzinfo=None)) / timedelta(hours=1) if oldest else 0.0
-    hours = SEARCH_FIRST_HOURS
+    hours: float = SEARCH_FIRST_HOURS
     if _PLAIN_WORD.fullmatch(query):
         if planned <= SEARCH_READ_ALL * window:
             hours = math.inf

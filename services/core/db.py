@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
 
 from services.core import errors, logging
+
+#: a connection as the code takes it: one of its own (`asyncpg.connect`) or one borrowed from a pool
+#: (`pool.acquire()` hands a proxy with the same methods)
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
 log = logging.get("db")
 
@@ -24,7 +28,7 @@ PROJECTION_LOCK = 0x5052_4F4A  # "PROJ": one batch writer at a time, rebuild's s
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Conn) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
             name, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
@@ -51,7 +55,7 @@ def migration_files() -> list[Path]:
     return sorted(MIGRATIONS_DIR.glob("*.sql"))
 
 
-async def migrate(conn: asyncpg.Connection, schema: str = SCHEMA) -> list[str]:
+async def migrate(conn: Conn, schema: str = SCHEMA) -> list[str]:
     """Apply every migration not yet applied inside `schema`; returns the names applied."""
     if not _SCHEMA_NAME.match(schema):
         raise ValueError(f"bad schema name {schema!r}")

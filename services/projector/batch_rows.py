@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
-from services.core import batches, envelope
+from services.core import batches, db, envelope
 
 LOAD_SQL = f"SELECT {', '.join(batches.BATCH_COLUMNS)} FROM batches WHERE batch_id = ANY($1::text[])"
 UPSERT_SQL = f"""
@@ -23,7 +21,7 @@ ON CONFLICT (batch_id, batch_index) DO NOTHING
 """
 
 
-async def apply(conn: asyncpg.Connection, batch: Sequence[tuple[int, envelope.Envelope]]) -> None:
+async def apply(conn: db.Conn, batch: Sequence[tuple[int, envelope.Envelope]]) -> None:
     events = [(seq, env) for seq, env in batch if env.type == batches.EVENT_TYPE]
     if not events:
         return

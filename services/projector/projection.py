@@ -47,11 +47,11 @@ JOB_JSON = frozenset({"payload", "result"})
 ATTEMPT_JSON = frozenset({"result", "logs"})
 
 
-async def checkpoint(conn: asyncpg.Connection) -> int:
+async def checkpoint(conn: db.Conn) -> int:
     return int(await conn.fetchval(queries["read_checkpoint"]))
 
 
-async def apply_batch(conn: asyncpg.Connection, batch: Batch) -> int:
+async def apply_batch(conn: db.Conn, batch: Batch) -> int:
     """Project `batch` (ordered by stream seq); returns the checkpoint after it."""
     storable = [(seq, values.storable_envelope(env)) for seq, env in batch]
     try:
@@ -75,7 +75,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:ERROR_LIMIT]
 
 
-async def _record_failure(conn: asyncpg.Connection, seq: int, env: envelope.Envelope, exc: BaseException) -> int:
+async def _record_failure(conn: db.Conn, seq: int, env: envelope.Envelope, exc: BaseException) -> int:
     """Record the event that cannot be projected and move the checkpoint past it."""
     error = values.storable_text(_describe(exc))
     log.error("event_not_projectable", seq=seq, event_id=env.id, type=env.type, error=error)
@@ -89,7 +89,7 @@ async def _record_failure(conn: asyncpg.Connection, seq: int, env: envelope.Enve
         return seq
 
 
-async def _apply(conn: asyncpg.Connection, batch: Batch) -> int:
+async def _apply(conn: db.Conn, batch: Batch) -> int:
     async with conn.transaction():
         await conn.execute(queries["lock_projection"], db.PROJECTION_LOCK)
         done = await checkpoint(conn)
@@ -106,7 +106,7 @@ async def _apply(conn: asyncpg.Connection, batch: Batch) -> int:
         return last
 
 
-async def _apply_jobs(conn: asyncpg.Connection, batch: Batch) -> None:
+async def _apply_jobs(conn: db.Conn, batch: Batch) -> None:
     job_ids = sorted({env.job_id for _, env in batch if env.job_id and env.type.startswith("job.")})
     if not job_ids:
         return
@@ -159,7 +159,7 @@ def _columns(rows: list[dict[str, Any]], columns: tuple[str, ...], json_columns:
     return [[_json_text(row[c]) for row in rows] if c in json_columns else [row[c] for row in rows] for c in columns]
 
 
-async def _apply_traces(conn: asyncpg.Connection, batch: Batch) -> None:
+async def _apply_traces(conn: db.Conn, batch: Batch) -> None:
     async def projected(event_ids: Collection[str]) -> dict[str, int]:
         return {r["event_id"]: r["id"] for r in await conn.fetch(queries["trace_ids_by_event"], list(event_ids))}
 
@@ -168,13 +168,13 @@ async def _apply_traces(conn: asyncpg.Connection, batch: Batch) -> None:
         await conn.executemany(queries["insert_trace"], rows)
 
 
-async def _apply_ingest_rejections(conn: asyncpg.Connection, batch: Batch) -> None:
+async def _apply_ingest_rejections(conn: db.Conn, batch: Batch) -> None:
     rows = [row for seq, env in batch if (row := ingest_rows.rejection_row(seq, env)) is not None]
     if rows:
         await conn.executemany(ingest_rows.INSERT_SQL, rows)
 
 
-async def _apply_undecodable(conn: asyncpg.Connection, batch: Batch) -> None:
+async def _apply_undecodable(conn: db.Conn, batch: Batch) -> None:
     """Messages of the stream that are not envelopes (stream_reader's stand-ins) into `projection_failures`."""
     rows = [
         (seq, env.id, env.type, values.storable_text(str(env.data.get("error"))))

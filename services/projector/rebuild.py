@@ -40,7 +40,7 @@ ORDER BY indexname
 """
 
 
-async def _read_ahead(reader: stream_reader.EventReader, out: asyncio.Queue[list], target: int) -> None:
+async def _read_ahead(reader: stream_reader.EventReader, out: asyncio.Queue[projection.Batch], target: int) -> None:
     """Batches from `reader` into `out` up to stream seq `target`; [] marks the end (also of a failure,
     which the caller then raises from the task)."""
     position = 0
@@ -56,13 +56,13 @@ async def _read_ahead(reader: stream_reader.EventReader, out: asyncio.Queue[list
 
 
 async def _catch_up(
-    bus: bus_mod.Bus, conn: asyncpg.Connection, reader: stream_reader.EventReader, position: int, events: int
+    bus: bus_mod.Bus, conn: db.Conn, reader: stream_reader.EventReader, position: int, events: int
 ) -> tuple[int, int]:
     """Project from `reader` up to the stream's current last sequence; returns (position, events seen)."""
     target = await bus.stream_last_seq(subjects.EVENTS)
     if position >= target:
         return position, events
-    batches: asyncio.Queue[list] = asyncio.Queue(maxsize=READ_AHEAD)
+    batches: asyncio.Queue[projection.Batch] = asyncio.Queue(maxsize=READ_AHEAD)
     feeder = asyncio.create_task(_read_ahead(reader, batches, target))
     try:
         while batch := await batches.get():
@@ -77,7 +77,7 @@ async def _catch_up(
     return position, events
 
 
-async def _drop_bulk_indexes(conn: asyncpg.Connection) -> list[str]:
+async def _drop_bulk_indexes(conn: db.Conn) -> list[str]:
     """Drop the secondary indexes of BULK_TABLES in the rebuild schema; returns their definitions."""
     rows = await conn.fetch(INDEXES_SQL, REBUILD_SCHEMA, list(BULK_TABLES))
     for row in rows:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
+from services.core import db
 
 Row = Mapping[str, Any]
 
@@ -75,7 +75,7 @@ def deltas(changes: Iterable[tuple[Any, Any]]) -> Counter[Any]:
     return Counter({key: n for key, n in out.items() if n})
 
 
-async def apply(conn: asyncpg.Connection, jobs: Counter[Any], attempts: Counter[Any]) -> None:
+async def apply(conn: db.Conn, jobs: Counter[Any], attempts: Counter[Any]) -> None:
     """Add the count changes of a batch (`deltas` of job_key / attempt_key pairs) to the tables."""
     if jobs:
         keys = sorted(jobs)

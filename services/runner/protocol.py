@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import orjson
 
@@ -152,9 +152,17 @@ def codec_problem(response: JSONDict) -> str | None:
     return None
 
 
+class _RunFacts(TypedDict):
+    """What every outcome of a subprocess carries, whatever its status."""
+
+    exit_code: int | None
+    stderr: str
+    duration_ms: int
+
+
 def interpret_run(raw: supervision.RawRun, *, timeout_s: float) -> Outcome:
     """Classify a finished subprocess."""
-    common = {"exit_code": raw.exit_code, "stderr": raw.stderr, "duration_ms": raw.duration_ms}
+    common: _RunFacts = {"exit_code": raw.exit_code, "stderr": raw.stderr, "duration_ms": raw.duration_ms}
     if raw.spawn_error:
         return Outcome(status="failed", error=raw.spawn_error, **common)
     if raw.cancelled:
