@@ -94,7 +94,8 @@ def _tokens(tokens: Any) -> list[dict[str, Any]]:
 
 def view(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The redacted document, with `api.auth` rendered as the token names and scopes only."""
-    return redact(raw)
+    redacted: dict[str, Any] = redact(raw)  # a mapping comes back a dict
+    return redacted
 
 
 def ductile_routes(compiled: Any) -> dict[str, list[dict[str, Any]]]:

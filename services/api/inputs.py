@@ -60,12 +60,12 @@ def check_request(request: web.Request) -> None:
         if _QUERY_FORBIDDEN.search(value):
             raise errors.BadRequest(f"query parameter '{name}' holds control characters", parameter=name)
     for header, limit in BOUNDED_HEADERS.items():
-        value = request.headers.get(header)
-        if value is None:
+        held = request.headers.get(header)
+        if held is None:
             continue
-        if len(value) > limit:
+        if len(held) > limit:
             raise errors.BadRequest(f"header {header} is longer than {limit} characters", header=header)
-        if _PATH_FORBIDDEN.search(value) or not _is_utf8(value):
+        if _PATH_FORBIDDEN.search(held) or not _is_utf8(held):
             raise errors.BadRequest(
                 f"header {header} holds control characters or bytes that are not UTF-8", header=header
             )

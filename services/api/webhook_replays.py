@@ -57,7 +57,7 @@ async def _claim(kv: Any, key: str, record: dict[str, Any], window_s: float) -> 
             entry = await kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             continue  # the holder gave up (its submit failed) a moment ago: try again
-        previous = orjson.loads(entry.value or b"{}")
+        previous: dict[str, Any] = orjson.loads(entry.value or b"{}")  # a claim record, as written below
         age = time.time() - float(previous.get("at", 0))
         answered = "body" in previous
         if (answered and age > window_s) or (not answered and age > ABANDONED_AFTER_S):

@@ -216,8 +216,8 @@ def scan(roots: Iterable[Path], configs: Mapping[str, Mapping[str, Any] | None] 
                 log.info("plugin_shadowed", plugin=manifest.name, path=str(manifest_path))
                 continue
             found[manifest.name] = manifest
-    for name, manifest in list(found.items()) if configs is not None else ():
-        config = configs.get(name, {})
+    configured = [] if configs is None else [(name, m, configs.get(name, {})) for name, m in found.items()]
+    for name, manifest, config in configured:
         if config is None:
             continue  # disabled: never run, so not checked (Ductile does not validate disabled plugins)
         missing = manifest.missing_config(config)

@@ -315,9 +315,9 @@ def _read_yaml(path: Path, env: dict[str, str], files: list[_File]) -> dict[str,
             continue
         for key, value in load_env_file(file).items():
             env.setdefault(key, value)
-    doc = substitute_values(doc, env, file=path, lines=lines)
-    files.append(_File(path, doc, lines))
-    return doc
+    substituted: dict[str, Any] = substitute_values(doc, env, file=path, lines=lines)  # a mapping stays one
+    files.append(_File(path, substituted, lines))
+    return substituted
 
 
 def _expand_includes(

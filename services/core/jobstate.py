@@ -7,7 +7,7 @@ reads a job's state from the log the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +51,11 @@ def new_job_row(job_id: str, data: dict[str, Any], env: envelope.Envelope) -> Ro
     }
 
 
+def _attempt(data: Mapping[str, Any], row: Row) -> int:
+    """The attempt an event names, else the row's."""
+    return int(data["attempt"] if "attempt" in data else row["attempt"])
+
+
 def evolve_job(row: Row | None, seq: int, env: envelope.Envelope) -> Row | None:
     """The job row after `env` (stream sequence `seq`); None when the event says nothing about a job row."""
     job_id = env.job_id
@@ -79,20 +84,18 @@ def evolve_job(row: Row | None, seq: int, env: envelope.Envelope) -> Row | None:
     elif kind == "job.started":
         row.update(
             status="running",
-            attempt=int(data.get("attempt", row["attempt"])),
+            attempt=_attempt(data, row),
             started_at=event_time(env),
             completed_at=None,
         )
     elif kind in OUTCOME_STATUS:
-        row.update(
-            status=OUTCOME_STATUS[kind], attempt=int(data.get("attempt", row["attempt"])), completed_at=event_time(env)
-        )
+        row.update(status=OUTCOME_STATUS[kind], attempt=_attempt(data, row), completed_at=event_time(env))
         if kind == "job.succeeded":
             row.update(result=data.get("result"), last_error=None)
         else:
             row.update(last_error=data.get("error") or data.get("reason"), result=data.get("result") or row["result"])
     elif kind == "job.retry_scheduled":
-        row.update(status="queued", attempt=int(data.get("attempt", row["attempt"])))
+        row.update(status="queued", attempt=_attempt(data, row))
     elif kind == "job.dead":
         row.update(status="dead", last_error=data.get("error") or row["last_error"], completed_at=event_time(env))
     elif kind == "job.skipped":

@@ -29,4 +29,5 @@ def configure(level: str = "info", *, json: bool = True) -> None:
 
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(name)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)  # the wrapper_class set above
+    return logger

@@ -5,6 +5,7 @@ absent for `exists` and null for every other operator. Compiled (and checked) at
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,15 @@ def _strict_eq(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_strict_eq(a[k], b[k]) for k in a)
     return bool(a == b)
+
+
+#: the ordering ops, applied only to two numbers or two strings (`_ordered`)
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
 
 
 def _ordered(a: Any, b: Any) -> bool:
@@ -87,12 +97,7 @@ def _atomic(spec: dict[str, Any]) -> Predicate:
         if op in ("gt", "gte", "lt", "lte"):
             if not _ordered(actual, value):
                 return False
-            return {
-                "gt": actual > value,
-                "gte": actual >= value,
-                "lt": actual < value,  # type: ignore[operator]
-                "lte": actual <= value,
-            }[op]  # type: ignore[operator]
+            return _COMPARE[op](actual, value)
         if op == "contains":
             if isinstance(actual, str) and isinstance(value, str):
                 return value.lower() in actual.lower()

@@ -233,7 +233,7 @@ class State:
         )
 
     def data(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "at": fire_label(self.at),
             "anchor": fire_label(self.anchor),
             "last_fired_at": fire_label(self.last_fired_at) if self.last_fired_at else None,
@@ -379,11 +379,10 @@ def _parse_weekday(day: Any) -> int:
     if isinstance(day, float) and day == int(day):
         day = int(day)
     if isinstance(day, int):
-        if day == 7:
-            day = 0
-        if not 0 <= day <= 6:
-            raise ValueError(f"weekday number {day} out of range [0,6] or 7 for sunday")
-        return (day - 1) % 7  # Go's Sunday=0 → Python's Sunday=6
+        number = 0 if day == 7 else day
+        if not 0 <= number <= 6:
+            raise ValueError(f"weekday number {number} out of range [0,6] or 7 for sunday")
+        return (number - 1) % 7  # Go's Sunday=0 → Python's Sunday=6
     if isinstance(day, str) and day.strip().lower() in _WEEKDAYS:
         return _WEEKDAYS[day.strip().lower()]
     raise ValueError(f"unknown weekday {day!r}")

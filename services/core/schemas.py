@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,20 +81,22 @@ def rule(error: jsonschema.ValidationError) -> str:
     """What `error` breaks, stated without the offending value. Key names (not values) are kept:
     `required` and `additionalProperties` name keys, which is what a reader must fix."""
     keyword, expected = error.validator, error.validator_value
+    # the schema a keyword sits in is an object (a boolean schema has no keywords)
+    schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
     if keyword == "required":
         instance = error.instance if isinstance(error.instance, dict) else {}
-        missing = [k for k in expected if k not in instance]
+        missing = [k for k in expected if k not in instance] if isinstance(expected, list) else []
         return "missing required key " + ", ".join(map(repr, missing))
     if keyword == "additionalProperties":
         instance = error.instance if isinstance(error.instance, dict) else {}
-        known = set(error.schema.get("properties") or {})
-        patterns = error.schema.get("patternProperties") or {}
+        known = set(schema.get("properties") or {})
+        patterns = schema.get("patternProperties") or {}
         extra = [k for k in instance if k not in known and not any(re.search(p, k) for p in patterns)]
         return "unknown key " + ", ".join(map(repr, extra)) if extra else "has a key that is not allowed"
     if keyword == "propertyNames":
         return "has a key that is not allowed (" + _describe_schema(expected) + ")"
-    if keyword in ("anyOf", "oneOf") and isinstance(error.schema.get("title"), str):
-        return f"must be {error.schema['title']}"
+    if keyword in ("anyOf", "oneOf") and isinstance(schema.get("title"), str):
+        return f"must be {schema['title']}"
     describe = _RULES.get(str(keyword))
     return describe(expected) if describe else f"breaks the {keyword!r} rule"
 

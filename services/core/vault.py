@@ -568,7 +568,7 @@ def init(path: Path, key_path: Path) -> str:
         raise VaultFileError(f"vault: refusing to init — {str(path)!r} already exists")
     identities = load_identities(key_path)
     now = _now()
-    store = {
+    store: dict[str, Any] = {
         "secrets": {
             ADMIN_TOKEN_SECRET: {
                 "value": mint(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 
 @dataclasses.dataclass(slots=True)
@@ -23,7 +24,7 @@ class BreakerState:
         return {"failures": self.failures, "state": self.state, "opened_at": self.opened_at}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, object]) -> BreakerState:
+    def from_dict(cls, raw: dict[str, Any]) -> BreakerState:
         opened = raw.get("opened_at")
         return cls(
             failures=int(raw.get("failures", 0) or 0),

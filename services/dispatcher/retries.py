@@ -22,7 +22,8 @@ Published = decisions.Published
 def backoff_s(base_s: float, attempt: int, *, rand: random.Random | None = None) -> float:
     """Delay before attempt `attempt + 1` after attempt `attempt` failed."""
     jitter = (rand or random).uniform(0, base_s / 4) if base_s > 0 else 0.0
-    return base_s * 2 ** (attempt - 1) + jitter
+    growth: float = 2 ** (attempt - 1)  # int ** int: an int, or a float for attempt < 1
+    return base_s * growth + jitter
 
 
 ROUTING_KEYS = ("route", "step_id", "context")

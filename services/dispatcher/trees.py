@@ -82,6 +82,7 @@ async def update(
 ) -> tuple[State | None, State]:
     """Apply `mutate` with compare-and-set; returns (before, after)."""
     cached = cache.get(root) if cache is not None else None
+    revision: int | None
     for _ in range(100):
         if cached is not None:
             revision, before = cached[0], copy.deepcopy(cached[1])

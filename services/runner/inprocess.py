@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core import catalog
-from services.runner import protocol
+from services.runner import protocol, supervision
 
 PluginFunction = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 
@@ -42,7 +42,8 @@ def load_function(directory: Path, entrypoint: str, plugin: str) -> PluginFuncti
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ValueError(f"{entrypoint}: {func_name} is not a callable in {module_name}")
-    return func
+    plugin_function: PluginFunction = func  # what a plugin's entrypoint must be (Ductile's in-process contract)
+    return plugin_function
 
 
 async def run(
@@ -82,13 +83,13 @@ async def run(
             error=f"plugin exceeded its deadline of {timeout_s:g}s and was cancelled",
             duration_ms=elapsed_ms(),
         )
-    exc = work.exception()
-    if exc is not None:
-        frames = traceback.format_exception(exc)
+    raised = work.exception()
+    if raised is not None:
+        frames = traceback.format_exception(raised)
         return protocol.Outcome(
             status="failed",
-            error=f"plugin raised {type(exc).__name__}: {exc}",
-            stderr="".join(frames)[-protocol.supervision.STDERR_CAP_BYTES :],
+            error=f"plugin raised {type(raised).__name__}: {raised}",
+            stderr="".join(frames)[-supervision.STDERR_CAP_BYTES :],
             duration_ms=elapsed_ms(),
         )
     return protocol.interpret_response(work.result(), exit_code=None, stderr="", duration_ms=elapsed_ms())

@@ -147,8 +147,13 @@ class _Exit:
 
     def _wait_blocking(self) -> None:
         code = self.proc.wait()
+
+        def settle() -> None:
+            if not self.code.done():
+                self.code.set_result(code)
+
         with contextlib.suppress(RuntimeError):  # the loop is closed
-            self.loop.call_soon_threadsafe(lambda: self.code.done() or self.code.set_result(code))
+            self.loop.call_soon_threadsafe(settle)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -216,8 +221,8 @@ async def run(
     except (OSError, subprocess.SubprocessError) as exc:
         for fd in (in_w, out_r, err_r):
             os.close(fd)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        return RawRun(b"", "", None, False, False, 0, spawn_error=f"cannot start {executable}: {reason}")
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return RawRun(b"", "", None, False, False, 0, spawn_error=f"cannot start {executable}: {cause}")
     finally:
         for fd in (in_r, out_w, err_w):
             os.close(fd)
