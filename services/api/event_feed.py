@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypedDict
 
 import nats.errors
 import nats.js.errors
@@ -22,6 +23,14 @@ from services.core import envelope, errors, subjects
 
 PENDING_LIMIT = 10_000
 RELEASE_AFTER_S = 2.0
+
+
+class _Start(TypedDict, total=False):
+    """Where the consumer starts: the ConsumerConfig fields that say so."""
+
+    deliver_policy: api.DeliverPolicy
+    opt_start_seq: int
+    opt_start_time: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,7 @@ class Feed:
         cls, bus: bus_mod.Bus, filters: list[str], *, start_seq: int | None = None, start_time: datetime | None = None
     ) -> Feed:
         """From stream sequence `start_seq` (inclusive), else from `start_time`, else from what comes next."""
+        policy: _Start
         if start_seq is not None:
             policy = {"deliver_policy": api.DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": max(1, start_seq)}
         elif start_time is not None:

@@ -56,7 +56,8 @@ USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def status(row: dict[str, Any]) -> str:
-    return STATUS.get(row["status"], row["status"])
+    stored: str = row["status"]
+    return STATUS.get(stored, stored)
 
 
 def pipeline_name(row: dict[str, Any]) -> str:
@@ -144,6 +145,7 @@ def lax_number(value: Any, field: str) -> float:
 
 def seconds(request: web.Request, body: dict[str, Any], *, default: float, maximum: float) -> float:
     """`timeout` from the body (wins) or the query string; at most `maximum`, a negative one is 0."""
+    where: dict[str, Any]  # the one detail naming where the value came from (field= or parameter=)
     if "timeout" in body and body["timeout"] is not None:
         value, where = lax_number(body["timeout"], "timeout"), {"field": "timeout"}
     else:

@@ -228,7 +228,7 @@ async def validation_item(request: web.Request, exc: errors.ApiError) -> dict[st
             value = body  # FastAPI quotes the object the field is missing from
     elif name is not None:
         source: Mapping[str, str] = {"query": request.query, "path": request.match_info, "header": request.headers}.get(
-            where, {}
+            str(where), {}
         )
         present, value = name in source, source.get(name)
     kind = exc.kind or ("missing" if not present else _mismatch(FIELD_TYPES.get(name or ""), value) or "value_error")

@@ -79,7 +79,8 @@ async def list_traces(request: web.Request) -> web.Response:
     st = state.of(request)
     limit = bodies.int_param(request, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     job_id = request.query.get("job_id")
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[object] = []
     for column, parameter in (("job_id", "job_id"), ("agent_name", "agent"), ("agent_name", "agent_name")):
         value = request.query.get(parameter)
         if value:
@@ -143,6 +144,7 @@ async def metrics(request: web.Request) -> web.Response:
     job_metrics = await st.pool.fetchrow(JOB_METRICS_SQL)
     all_jobs = await st.pool.fetchval(ALL_JOBS_SQL)
     trace_metrics = await st.pool.fetchrow(TRACE_METRICS_SQL)
+    assert job_metrics is not None and trace_metrics is not None  # aggregates without GROUP BY: always one row
     seen = await laddr_agents.presence(st)
     active = sum(1 for record in seen.values() if laddr_agents.liveness(record)[0] == "active")
     return web.json_response(

@@ -138,9 +138,10 @@ class Bus:
             await nc.connect(
                 servers,
                 name=name,
-                connect_timeout=connect_timeout_s,
+                # nats-py annotates both as int but uses them as seconds (asyncio.wait_for, asyncio.sleep)
+                connect_timeout=connect_timeout_s,  # type: ignore[arg-type]
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]
                 allow_reconnect=True,
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,

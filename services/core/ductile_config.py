@@ -126,8 +126,8 @@ def normalize(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if isinstance(secrets, dict):
         for key in VAULT_KEYS:  # the vault's files, read by config.from_dict (vault_settings), not secrets
             secrets.pop(key, None)
-    plugins = out.get("plugins")
-    for name, spec in (plugins or {}).items():
+    plugins: dict[str, Any] = out.get("plugins") or {}
+    for name, spec in plugins.items():
         if spec is None:
             plugins[name] = spec = {}
         if "enabled" not in spec:

@@ -11,7 +11,7 @@ Readers (the agent loop for tool results, the prompt chain, `/api/...`) call `re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -30,7 +30,7 @@ def key_for(job_id: str, *, attempt: int | None = None) -> str:
     return f"{KEY_PREFIX}{job_id}" if attempt is None else f"{KEY_PREFIX}{job_id}/attempt-{attempt}"
 
 
-def is_pointer(value: Any) -> bool:
+def is_pointer(value: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and value.get("offloaded") is True and isinstance(value.get("pointer"), dict)
 
 

@@ -31,8 +31,9 @@ def _is_work(subject: str) -> bool:
     return subjects.stream_of(subject) == subjects.WORK
 
 
-def _opens_a_job(env: envelope.Envelope) -> bool:
-    return env.type == "job.queued" and bool(env.job_id)
+def _opened_job(env: envelope.Envelope) -> str | None:
+    """The job `env` opens (it is that job's `queued`), or None."""
+    return env.job_id if env.type == "job.queued" and env.job_id else None
 
 
 async def publish_decisions(bus: bus_mod.Bus, out: Published) -> None:
@@ -43,8 +44,8 @@ async def publish_decisions(bus: bus_mod.Bus, out: Published) -> None:
     if len(work) < CLAIM_AFTER_MIN and len(events) < bus_mod.ATOMIC_MIN:
         await bus.publish_all(out)  # all at once: a serial round trip would cost more than preflight's reads
         return
-    firsts = [(subject, env, subjects.job_events(env.job_id)) for subject, env in events if _opens_a_job(env)]
-    rest = [(subject, env) for subject, env in events if not _opens_a_job(env)]
+    firsts = [(subject, env, subjects.job_events(job)) for subject, env in events if (job := _opened_job(env))]
+    rest = [(subject, env) for subject, env in events if not _opened_job(env)]
     # only a `queued` stored as its job's first event may be claimed against: a submit decided again after
     # the duplicate window would otherwise store a second `queued` that a second run could claim
     stored_first = await bus.publish_firsts(firsts) if firsts else []

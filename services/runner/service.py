@@ -342,7 +342,8 @@ class Runner(lifecycle.Service):
         finally:
             heartbeat.cancel()
         outcome = protocol.checked(outcome)
-        new_state, facts = None, []
+        new_state: dict[str, Any] | None = None
+        facts: list[dict[str, Any]] = []
         if outcome.status == "succeeded" and (outcome.response or {}).get("state_updates"):
             new_state, facts = plugin_state.apply(manifest, item.command, state, outcome.response["state_updates"])  # type: ignore[index]
             if new_state is not None:
@@ -383,6 +384,7 @@ class Runner(lifecycle.Service):
         """The result as the outcome event carries it: itself, or a pointer when it is over the offload threshold."""
         if outcome.response is None or outcome.status not in ("succeeded", "failed"):
             return None
+        assert self.bus is not None
         key = offload.key_for(item.job_id, attempt=None if outcome.status == "succeeded" else item.attempt)
         return await offload.maybe_offload(
             self.bus,
