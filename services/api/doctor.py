@@ -92,7 +92,7 @@ async def selfcheck(request: web.Request) -> web.Response:
         try:
             runners = await asyncio.wait_for(analytics.runners(st), timeout=system.CHECK_TIMEOUT_S)
         except Exception as exc:  # any failure of the check is its answer
-            checks.append(_check("runners", False, f"runner heartbeats unreadable: {exc or type(exc).__name__}"))
+            checks.append(_check("runners", False, f"runner heartbeats unreadable: {str(exc) or type(exc).__name__}"))
         else:
             checks.append(
                 _check(

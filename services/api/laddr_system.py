@@ -38,7 +38,7 @@ async def _check(what: str, kind: str, probe: Any) -> dict[str, Any]:
     try:
         await asyncio.wait_for(probe, timeout=system.CHECK_TIMEOUT_S)
     except Exception as exc:  # any failure of the check is the answer
-        return {"type": kind, "status": "error", "error": f"{what}: {exc or type(exc).__name__}"}
+        return {"type": kind, "status": "error", "error": f"{what}: {str(exc) or type(exc).__name__}"}
     return {"type": kind, "status": "ok"}
 
 

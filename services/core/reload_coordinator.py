@@ -129,7 +129,7 @@ class Coordinator:
         except (nats.errors.Error, TimeoutError) as exc:
             self.local.abort(txn)
             raise errors.TransientError(
-                f"configuration not reloaded: the reload members are unreadable: {exc or type(exc).__name__}"
+                f"configuration not reloaded: the reload members are unreadable: {str(exc) or type(exc).__name__}"
             ) from exc
         request = {"txn": txn, "coordinator": self.local.id, "fingerprint": mine.fingerprint}
         votes = await self._ask(subjects.RELOAD_PREPARE, request, set(expected), self.prepare_timeout_s)
@@ -273,7 +273,7 @@ async def lease(
             await asyncio.sleep(_LOCK_POLL_S)
     except (nats.errors.Error, TimeoutError) as exc:
         raise errors.TransientError(
-            f"configuration not reloaded: the reload lock is unreachable: {exc or type(exc).__name__}"
+            f"configuration not reloaded: the reload lock is unreachable: {str(exc) or type(exc).__name__}"
         ) from exc
     try:
         yield

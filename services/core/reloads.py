@@ -260,7 +260,7 @@ class Participant:
                 await self._apply(staged.config)
             except Exception as exc:
                 log.exception("config_apply_failed", service=self.role, txn=txn)
-                return self._vote(txn, ok=False, error=f"applying failed: {exc or type(exc).__name__}")
+                return self._vote(txn, ok=False, error=f"applying failed: {str(exc) or type(exc).__name__}")
             self.applied = txn
         log.info("config_reloaded", service=self.role, txn=txn, fingerprint=staged.fingerprint)
         await self._beat()

@@ -178,11 +178,11 @@ async def complete(
         ) from None
     except aiohttp.ClientConnectorError as exc:
         raise LlmError(
-            f"LLM generation failed: LLM unreachable at {url} ({exc.os_error or exc})", retryable=True
+            f"LLM generation failed: LLM unreachable at {url} ({str(exc.os_error) or exc})", retryable=True
         ) from exc
     except aiohttp.ClientError as exc:
         raise LlmError(
-            f"LLM generation failed: request to {url} failed: {exc or type(exc).__name__}", retryable=True
+            f"LLM generation failed: request to {url} failed: {str(exc) or type(exc).__name__}", retryable=True
         ) from exc
     if status >= 400:
         raise LlmError(
