@@ -13,8 +13,9 @@ import asyncio
 import dataclasses
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from services.core import config as config_mod
 from services.core import embedded, environment, errors, lifecycle, logging
@@ -220,7 +221,7 @@ async def _vault_init(args: argparse.Namespace) -> None:
     print(token, flush=True)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[None]]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, None]]] = {
     "up": _up,
     "api": _single,
     "dispatcher": _single,
@@ -232,14 +233,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[None]]] = {
 }
 
 
-def _run(coro: Awaitable[None]) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(coro)  # type: ignore[arg-type]
+            runner.run(coro)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from typing import TypedDict
 
 import nats.errors
 import nats.js.errors
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from services.core import bus as bus_mod
 from services.core import envelope, errors, subjects
@@ -44,7 +44,7 @@ class Item:
 class Feed:
     """One ordered consumer; `next` answers the next matching event, or None after `timeout_s` idle."""
 
-    def __init__(self, sub: object) -> None:
+    def __init__(self, sub: JetStreamContext.PushSubscription) -> None:
         self._sub = sub
 
     @classmethod
@@ -72,7 +72,7 @@ class Feed:
     async def next(self, timeout_s: float) -> Item | None:
         while True:
             try:
-                msg = await self._sub.next_msg(timeout=timeout_s)  # type: ignore[attr-defined]
+                msg = await self._sub.next_msg(timeout=timeout_s)
             except (TimeoutError, nats.errors.TimeoutError):
                 return None
             except nats.errors.Error as exc:
@@ -86,7 +86,7 @@ class Feed:
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()  # type: ignore[attr-defined]
+            await self._sub.unsubscribe()
 
 
 async def first_seq(bus: bus_mod.Bus, subject: str) -> int | None:

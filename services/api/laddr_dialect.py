@@ -106,10 +106,12 @@ def applies(path: str) -> bool:
 
 def _with_detail(resp: web.StreamResponse) -> None:
     """A JSON error object built without the error middleware (e.g. limits' 429) gains `detail`."""
-    if not isinstance(resp, web.Response) or resp.content_type != "application/json" or resp.body is None:
+    if not isinstance(resp, web.Response) or resp.content_type != "application/json":
+        return
+    if not isinstance(resp.body, bytes | bytearray):  # None, or a Payload (a stream, not JSON built here)
         return
     try:
-        body = orjson.loads(resp.body)  # type: ignore[arg-type]
+        body = orjson.loads(resp.body)
     except (orjson.JSONDecodeError, TypeError):
         return
     if isinstance(body, dict) and "detail" not in body:

@@ -85,7 +85,7 @@ class GuardedRequestHandler(RequestHandler):
                     cap=server.max_connections,
                     refused=server.refused,
                 )
-            transport.write(OVERLOADED)  # type: ignore[attr-defined]
+            transport.write(OVERLOADED)  # type: ignore[attr-defined]  # a stream server's transport writes
             transport.close()
             return
         super().connection_made(transport)

@@ -76,7 +76,7 @@ class Api(lifecycle.Service):
         await site.start()
         if self.port == 0:
             server = site._server
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started: the loop's Server
         await self.participant.start()
         self.spawn("reloads", self.participant.run(self.stop_event))
         log.info("api_listening", url=self.url)
@@ -92,7 +92,7 @@ class Api(lifecycle.Service):
         await self.webhook_runner.setup()
         site = web.TCPSite(self.webhook_runner, host, port, reuse_address=True)
         await site.start()
-        self.webhook_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.webhook_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started: the loop's Server
         log.info("webhooks_listening", host=host, port=self.webhook_port)
 
     async def _apply_config(self, fresh: config_mod.Config) -> None:

@@ -8,7 +8,7 @@ ROOTS = ("payload", "context", "config")
 MISSING = object()
 
 
-def check(path: str) -> str | None:
+def check(path: object) -> str | None:
     """Why `path` is not a valid reference, or None."""
     if not isinstance(path, str) or not path:
         return "a path must be a non-empty string"

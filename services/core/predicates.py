@@ -60,9 +60,10 @@ def _ordered(a: Any, b: Any) -> bool:
 
 def _atomic(spec: dict[str, Any]) -> Predicate:
     path, op = spec.get("path"), spec.get("op")
-    problem = paths.check(path)  # type: ignore[arg-type]
+    problem = paths.check(path)
     if problem:
         raise PredicateError(problem)
+    assert isinstance(path, str)  # paths.check refuses anything else
     if op not in OPS:
         raise PredicateError(f"unknown op {op!r} (one of {', '.join(OPS)})")
     if op != "exists" and "value" not in spec:
@@ -82,9 +83,12 @@ def _atomic(spec: dict[str, Any]) -> Predicate:
             pattern = re.compile(value)
         except re.error as exc:
             raise PredicateError(f"invalid regex {value!r}: {exc}") from exc
+    # the value as the checks above leave it, for the ops that need it so
+    members: list[Any] = value if isinstance(value, list) else []
+    affix = value if isinstance(value, str) else ""
 
     def evaluate(scope: dict[str, Any]) -> bool:
-        found = paths.lookup(scope, path)  # type: ignore[arg-type]
+        found = paths.lookup(scope, path)
         if op == "exists":
             return found is not paths.MISSING
         actual = None if found is paths.MISSING else found
@@ -93,7 +97,7 @@ def _atomic(spec: dict[str, Any]) -> Predicate:
         if op == "neq":
             return not _strict_eq(actual, value)
         if op == "in":
-            return any(_strict_eq(actual, v) for v in value)  # type: ignore[union-attr]
+            return any(_strict_eq(actual, v) for v in members)
         if op in ("gt", "gte", "lt", "lte"):
             if not _ordered(actual, value):
                 return False
@@ -108,7 +112,7 @@ def _atomic(spec: dict[str, Any]) -> Predicate:
             if not isinstance(actual, str):
                 return False
             method = str.startswith if op == "startswith" else str.endswith
-            return method(actual.lower(), value.lower())  # type: ignore[union-attr]
+            return method(actual.lower(), affix.lower())
         assert pattern is not None
         return isinstance(actual, str) and pattern.fullmatch(actual) is not None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 
 import nats.errors
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from services.core import bus as bus_mod
 from services.core import envelope, logging, subjects
@@ -46,7 +46,7 @@ class EventReader:
         self.pending_msgs_limit = pending_msgs_limit
         self.start_seq = max(1, start_seq)
         self.batch_size = batch_size
-        self._sub: object | None = None
+        self._sub: JetStreamContext.PushSubscription | None = None
         #: the stream seq the next message should have; None right after a (re)subscribe
         self._expected: int | None = None
         #: start_seq when an idle wait last found the stream past it (see `_check_tail`)
@@ -66,7 +66,7 @@ class EventReader:
     async def _unsubscribe(self) -> None:
         if self._sub is not None:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()  # type: ignore[attr-defined]
+                await self._sub.unsubscribe()
             self._sub = None
 
     async def _check_tail(self) -> None:
@@ -95,7 +95,7 @@ class EventReader:
         assert sub is not None
         out: list[tuple[int, envelope.Envelope]] = []
         try:
-            msg = await sub.next_msg(timeout=wait_s)  # type: ignore[attr-defined]
+            msg = await sub.next_msg(timeout=wait_s)
         except (TimeoutError, nats.errors.TimeoutError):
             await self._check_tail()
             return out
@@ -117,10 +117,10 @@ class EventReader:
                     out.append((seq, undecodable(seq, msg.subject, str(exc))))
                 self._expected = seq + 1
                 self.start_seq = seq + 1
-            if len(out) >= self.batch_size or sub.pending_msgs == 0:  # type: ignore[attr-defined]
+            if len(out) >= self.batch_size or sub.pending_msgs == 0:
                 break
             try:
-                msg = await sub.next_msg(timeout=0.05)  # type: ignore[attr-defined]
+                msg = await sub.next_msg(timeout=0.05)
             except (TimeoutError, nats.errors.TimeoutError):
                 break
         return out

@@ -344,8 +344,9 @@ class Runner(lifecycle.Service):
         outcome = protocol.checked(outcome)
         new_state: dict[str, Any] | None = None
         facts: list[dict[str, Any]] = []
-        if outcome.status == "succeeded" and (outcome.response or {}).get("state_updates"):
-            new_state, facts = plugin_state.apply(manifest, item.command, state, outcome.response["state_updates"])  # type: ignore[index]
+        updates = (outcome.response or {}).get("state_updates") if outcome.status == "succeeded" else None
+        if updates:
+            new_state, facts = plugin_state.apply(manifest, item.command, state, updates)
             if new_state is not None:
                 await self._save_state(item.plugin, new_state)
         stored = await self._stored_result(item, outcome)
