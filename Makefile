@@ -26,6 +26,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m mypy
 
 bench: install
 	$(BIN)/python -m bench --peers
@@ -35,4 +36,4 @@ laddr-side-by-side: install
 	$(BIN)/python -m bench.laddr_side_by_side --report bench/laddr-side-by-side.md
 
 clean:
-	rm -rf $(VENV) .state .pytest_cache
+	rm -rf $(VENV) .state .pytest_cache .mypy_cache
