@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from contextlib import AbstractContextManager
 from typing import Any
 
 import nats.js.errors
@@ -39,6 +40,13 @@ OUTCOME_SUBJECTS = [
     "evt.job.*.rejected",
 ]
 ROUTED_FINALS = frozenset(pipeline_runs.FINAL_CHILD)
+
+
+def _job_logged(env: envelope.Envelope) -> AbstractContextManager[None]:
+    """The ids of the job `env` concerns, bound onto the log lines of deciding it."""
+    return logging.job_context(
+        env.job_id, correlation_id=env.correlation_id, plugin=env.data.get("plugin"), command=env.data.get("command")
+    )
 
 
 class Dispatcher(lifecycle.Service):
@@ -173,19 +181,20 @@ class Dispatcher(lifecycle.Service):
         out: decisions.Published = []
         signals: list[str] = []
         for cmd in cmds:
-            if cmd.type == "job.submit":
-                out.extend(await self._submit(cmd))
-            elif cmd.type == "pipeline.run":
-                out.extend(await self._run_pipeline(cmd))
-            elif cmd.type == "job.cancel":
-                # the job as the log has it, and as this batch's earlier decisions (not stored yet) left it: a
-                # cancel right behind its submit would otherwise find no job and be dropped
-                job = await self._job_state(cmd.job_id, pending=out)
-                out.extend(cancels.decide_cancel(cmd, job, source=self.source))
-                if cmd.job_id:
-                    signals.append(subjects.cancel_signal(cmd.job_id))
-            else:
-                log.warning("command_unknown", type=cmd.type, subject=cmd.id)
+            with _job_logged(cmd):
+                if cmd.type == "job.submit":
+                    out.extend(await self._submit(cmd))
+                elif cmd.type == "pipeline.run":
+                    out.extend(await self._run_pipeline(cmd))
+                elif cmd.type == "job.cancel":
+                    # the job as the log has it, and as this batch's earlier decisions (not stored yet) left it:
+                    # a cancel right behind its submit would otherwise find no job and be dropped
+                    job = await self._job_state(cmd.job_id, pending=out)
+                    out.extend(cancels.decide_cancel(cmd, job, source=self.source))
+                    if cmd.job_id:
+                        signals.append(subjects.cancel_signal(cmd.job_id))
+                else:
+                    log.warning("command_unknown", type=cmd.type, subject=cmd.id)
         return out, signals
 
     async def _run_pipeline(self, cmd: envelope.Envelope) -> decisions.Published:
@@ -330,7 +339,8 @@ class Dispatcher(lifecycle.Service):
             if env.data.get("pipeline_root") or not env.job_id:
                 continue  # a pipeline's root job: decided here already
             if env.type in ("job.succeeded", "job.failed", "job.timed_out"):
-                await self._record_outcome(env)
+                with _job_logged(env):
+                    await self._record_outcome(env)
             if env.type in ("job.failed", "job.timed_out") or (
                 env.type in ROUTED_FINALS and self.runs is not None and self.runs.compiled.pipelines
             ):
@@ -348,10 +358,11 @@ class Dispatcher(lifecycle.Service):
     async def _decide_outcomes(self, envs: list[envelope.Envelope]) -> decisions.Published:
         out: decisions.Published = []
         for env in envs:
-            if env.type in ("job.failed", "job.timed_out"):
-                out.extend(await self._after_failure(env))
-            elif self.runs is not None:
-                out.extend(await self.runs.after_job(env, await self._job_spec(env)))
+            with _job_logged(env):
+                if env.type in ("job.failed", "job.timed_out"):
+                    out.extend(await self._after_failure(env))
+                elif self.runs is not None:
+                    out.extend(await self.runs.after_job(env, await self._job_spec(env)))
         return out
 
     async def _job_spec(self, env: envelope.Envelope) -> dict[str, Any] | None:
@@ -402,9 +413,10 @@ class Dispatcher(lifecycle.Service):
             if wait_s > 0:
                 await msg.nak(delay=wait_s)
                 continue
-            cancelled = parked.job_id and await self.bus.last_message(
-                subjects.EVENTS, subjects.job_event(parked.job_id, "cancel_requested")
-            )
-            if not cancelled:
-                await self.bus.publish(*retries.release(parked))
+            with _job_logged(parked):
+                cancelled = parked.job_id and await self.bus.last_message(
+                    subjects.EVENTS, subjects.job_event(parked.job_id, "cancel_requested")
+                )
+                if not cancelled:
+                    await self.bus.publish(*retries.release(parked))
             await msg.ack()

@@ -78,7 +78,9 @@ def _describe(exc: BaseException) -> str:
 async def _record_failure(conn: db.Conn, seq: int, env: envelope.Envelope, exc: BaseException) -> int:
     """Record the event that cannot be projected and move the checkpoint past it."""
     error = values.storable_text(_describe(exc))
-    log.error("event_not_projectable", seq=seq, event_id=env.id, type=env.type, error=error)
+    plugin, command = env.data.get("plugin"), env.data.get("command")
+    with logging.job_context(env.job_id, correlation_id=env.correlation_id, plugin=plugin, command=command):
+        log.error("event_not_projectable", seq=seq, event_id=env.id, type=env.type, error=error)
     async with conn.transaction():
         await conn.execute(queries["lock_projection"], db.PROJECTION_LOCK)
         done = await checkpoint(conn)

@@ -250,6 +250,9 @@ class Runner(lifecycle.Service):
             log.error("work_item_invalid", error=str(exc), subject=msg.subject)
             await msg.term()
             return
+        # this task handles this one message (`_mailbox` starts one per message, in a copy of the context), so
+        # the job's ids stay bound to its end: every line about the attempt, `attempt_crashed` included
+        logging.bind_job(item.job_id, correlation_id=item.correlation_id, plugin=item.plugin, command=item.command)
         if item.job_id in self._held:
             # redelivered to this very runner while it still runs the attempt (a late heartbeat):
             # keep this delivery leased too and ack it with the outcome
