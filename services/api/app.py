@@ -43,6 +43,7 @@ from services.api import (
     plugins,
     relay,
     reload,
+    request_ids,
     scheduler,
     state,
     stopwatch,
@@ -144,6 +145,7 @@ def create_app(
     config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool, catalog: catalog_mod.Catalog | None = None
 ) -> web.Application:
     middlewares = [
+        request_ids.middleware,
         cors.preflight,
         laddr_dialect.middleware,
         error_middleware,
@@ -172,4 +174,5 @@ def create_app(
     guard.check_table(app)
     limits.setup(app)
     cors.setup(app)
+    request_ids.setup(app)
     return app
