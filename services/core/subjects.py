@@ -142,6 +142,11 @@ def delayed_work(plugin: str, command: str) -> str:
     return f"delay.work.{_token(plugin)}.{_token(command)}"
 
 
+def is_delayed(subject: str) -> bool:
+    """Whether `subject` is a work item parked for a retry backoff (delay.work.<plugin>.<command>)."""
+    return subject.startswith("delay.work.")
+
+
 def cancel_signal(job_id: str) -> str:
     """ctl.cancel.<job_id>: a plain NATS message telling the runner holding the job to stop it."""
     return f"ctl.cancel.{_token(job_id)}"

@@ -25,7 +25,7 @@ from nats.js import api
 
 from services.core import bus as bus_mod
 from services.core import config as config_mod
-from services.core import consumers, envelope, jobstate, lifecycle, logging, reloads, scopes, subjects
+from services.core import consumers, envelope, jobstate, lifecycle, logging, metrics, reloads, scopes, subjects
 from services.dispatcher import breaker, cancels, decisions, ingest, pipeline_runs, publishing, retries, schedules
 
 log = logging.get("dispatcher")
@@ -352,6 +352,7 @@ class Dispatcher(lifecycle.Service):
             out = [item for published in decided for item in published]
             if out:
                 await publishing.publish_decisions(self.bus, out)
+                metrics.fates_stored(out)
         for msg in msgs:
             await msg.ack()
 

@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from services.core import agents as agents_mod
-from services.core import logging
+from services.core import logging, metrics
 from services.runner import builtin, cancel_watch, llm, protocol, tools, traces
 
 log = logging.get("runner.agents")
@@ -130,6 +130,9 @@ async def run_agent(run: builtin.Run, spec: agents_mod.AgentSpec) -> protocol.Ou
                     status="failed", error=exc.message, retry=exc.retryable, duration_ms=run.elapsed_ms
                 )
             usage = add_usage(usage, completion.usage)
+            metrics.llm_used(
+                spec.name, spec.llm.model, completion.usage.prompt_tokens, completion.usage.completion_tokens
+            )
             await tracer.emit(
                 "llm_usage",
                 {

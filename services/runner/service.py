@@ -23,7 +23,7 @@ from services.core import agents as agents_mod
 from services.core import bus as bus_mod
 from services.core import catalog as catalog_mod
 from services.core import config as config_mod
-from services.core import consumers, envelope, errors, lifecycle, logging, offload, reloads, subjects
+from services.core import consumers, envelope, errors, lifecycle, logging, metrics, offload, reloads, subjects
 from services.core import vault as vault_mod
 from services.runner import (
     attempt,
@@ -366,6 +366,7 @@ class Runner(lifecycle.Service):
         finally:
             self._held.pop(item.job_id, None)
         bound.info("attempt_finished", status=outcome.status, duration_ms=outcome.duration_ms, error=outcome.error)
+        metrics.attempt_finished(item.plugin, item.command, outcome.status, outcome.duration_ms)
 
     async def _claim_unread(
         self, item: attempt.WorkItem, started: tuple[str, envelope.Envelope], *, num_delivered: int
