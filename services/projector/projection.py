@@ -118,6 +118,7 @@ async def _apply_jobs(conn: db.Conn, batch: Batch) -> None:
         {r["log_id"]: dict(r) for r in await conn.fetch(queries["load_attempts"], attempt_ids)} if attempt_ids else {}
     )
     counted_jobs = {job_id: summary_rows.job_key(row) for job_id, row in jobs.items()}
+    counted_totals = {job_id: summary_rows.total_key(row) for job_id, row in jobs.items()}
     counted_attempts = {log_id: summary_rows.attempt_key(row) for log_id, row in attempts.items()}
     touched_jobs: set[str] = set()
     touched_attempts: set[str] = set()
@@ -149,6 +150,7 @@ async def _apply_jobs(conn: db.Conn, batch: Batch) -> None:
         conn,
         summary_rows.deltas((counted_jobs.get(j), summary_rows.job_key(jobs[j])) for j in touched_jobs),
         summary_rows.deltas((counted_attempts.get(a), summary_rows.attempt_key(attempts[a])) for a in touched_attempts),
+        summary_rows.deltas((counted_totals.get(j), summary_rows.total_key(jobs[j])) for j in touched_jobs),
     )
 
 

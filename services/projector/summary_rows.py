@@ -1,6 +1,7 @@
 """The counts GET /analytics/summary adds up: jobs by (hour created, plugin, status) in `job_counts` and
-attempts by (hour completed, status) in `attempt_counts` (migrations/012), kept by the projector in the
-transaction that writes the rows they count.
+attempts by (hour completed, status) in `attempt_counts` (migrations/012), and the jobs by (plugin, command,
+status) GET /metrics reports, in `job_totals` (migrations/013); kept by the projector in the transaction that
+writes the rows they count.
 
 A batch changes them by the difference between the rows it loaded and the rows it writes: each row that
 changed leaves its old key and joins its new one. A key whose count comes to zero is deleted, so the
@@ -37,7 +38,16 @@ ATTEMPT_COUNTS_PRUNE_SQL = """
 DELETE FROM attempt_counts c USING unnest($1::timestamptz[], $2::text[]) AS k(hour, status)
 WHERE c.hour = k.hour AND c.status = k.status AND c.n = 0
 """
-#: the counts of the rows as they are (migrations/012 runs the same; the benchmark after its bulk load)
+JOB_TOTALS_SQL = """
+INSERT INTO job_totals (plugin, command, status, n)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+ON CONFLICT (plugin, command, status) DO UPDATE SET n = job_totals.n + EXCLUDED.n
+"""
+JOB_TOTALS_PRUNE_SQL = """
+DELETE FROM job_totals t USING unnest($1::text[], $2::text[], $3::text[]) AS k(plugin, command, status)
+WHERE t.plugin = k.plugin AND t.command = k.command AND t.status = k.status AND t.n = 0
+"""
+#: the counts of the rows as they are (migrations/012 and 013 run the same; the benchmark after its bulk load)
 REFILL_SQL = (
     "DELETE FROM job_counts",
     "INSERT INTO job_counts (hour, plugin, status, n) SELECT date_trunc('hour', created_at, 'UTC'), plugin, status,"
@@ -45,6 +55,9 @@ REFILL_SQL = (
     "DELETE FROM attempt_counts",
     "INSERT INTO attempt_counts (hour, status, n) SELECT date_trunc('hour', completed_at, 'UTC'), status, count(*)"
     " FROM job_logs WHERE completed_at IS NOT NULL GROUP BY 1, 2",
+    "DELETE FROM job_totals",
+    "INSERT INTO job_totals (plugin, command, status, n) SELECT plugin, command, status, count(*) FROM jobs"
+    " GROUP BY 1, 2, 3",
 )
 
 
@@ -54,6 +67,10 @@ def hour(moment: datetime) -> datetime:
 
 def job_key(row: Row | None) -> tuple[datetime, str, str] | None:
     return None if row is None else (hour(row["created_at"]), row["plugin"], row["status"])
+
+
+def total_key(row: Row | None) -> tuple[str, str, str] | None:
+    return None if row is None else (row["plugin"], row["command"], row["status"])
 
 
 def attempt_key(row: Row | None) -> tuple[datetime, str] | None:
@@ -75,15 +92,15 @@ def deltas(changes: Iterable[tuple[Any, Any]]) -> Counter[Any]:
     return Counter({key: n for key, n in out.items() if n})
 
 
-async def apply(conn: db.Conn, jobs: Counter[Any], attempts: Counter[Any]) -> None:
-    """Add the count changes of a batch (`deltas` of job_key / attempt_key pairs) to the tables."""
-    if jobs:
-        keys = sorted(jobs)
-        columns = [list(c) for c in zip(*keys, strict=True)]
-        await conn.execute(JOB_COUNTS_SQL, *columns, [jobs[k] for k in keys])
-        await conn.execute(JOB_COUNTS_PRUNE_SQL, *columns)
-    if attempts:
-        keys = sorted(attempts)
-        columns = [list(c) for c in zip(*keys, strict=True)]
-        await conn.execute(ATTEMPT_COUNTS_SQL, *columns, [attempts[k] for k in keys])
-        await conn.execute(ATTEMPT_COUNTS_PRUNE_SQL, *columns)
+async def apply(conn: db.Conn, jobs: Counter[Any], attempts: Counter[Any], totals: Counter[Any]) -> None:
+    """Add the count changes of a batch (`deltas` of job_key / attempt_key / total_key pairs) to the tables."""
+    for changes, add, prune in (
+        (jobs, JOB_COUNTS_SQL, JOB_COUNTS_PRUNE_SQL),
+        (attempts, ATTEMPT_COUNTS_SQL, ATTEMPT_COUNTS_PRUNE_SQL),
+        (totals, JOB_TOTALS_SQL, JOB_TOTALS_PRUNE_SQL),
+    ):
+        if changes:
+            keys = sorted(changes)
+            columns = [list(c) for c in zip(*keys, strict=True)]
+            await conn.execute(add, *columns, [changes[k] for k in keys])
+            await conn.execute(prune, *columns)

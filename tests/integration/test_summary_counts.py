@@ -1,7 +1,7 @@
 """GET /analytics/summary from the counts the projector keeps (job_counts, attempt_counts) equals the
 summary computed from the jobs and job_logs rows, after a mix of jobs (retries, dead letters, timeouts,
 cancels, skips, jobs still queued or running, some created before the window and some in the hour the
-window starts in), projected in batches of any size; and the counts are what the rows say."""
+window starts in), projected in batches of any size; and the counts (job_totals too) are what the rows say."""
 
 from __future__ import annotations
 
@@ -130,10 +130,11 @@ def event_log(rng: random.Random, now: datetime, jobs: int) -> list[tuple[int, e
     return list(enumerate(ordered, start=1))
 
 
-async def counts(conn: asyncpg.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+async def counts(conn: asyncpg.Connection) -> tuple[list[tuple[Any, ...]], ...]:
     jobs = await conn.fetch("SELECT hour, plugin, status, n FROM job_counts ORDER BY 1, 2, 3")
     attempts = await conn.fetch("SELECT hour, status, n FROM attempt_counts ORDER BY 1, 2")
-    return [tuple(r) for r in jobs], [tuple(r) for r in attempts]
+    totals = await conn.fetch("SELECT plugin, command, status, n FROM job_totals ORDER BY 1, 2, 3")
+    return [tuple(r) for r in jobs], [tuple(r) for r in attempts], [tuple(r) for r in totals]
 
 
 async def test_summary_from_the_counts_equals_the_summary_of_the_rows(database_url: str) -> None:
@@ -164,5 +165,10 @@ async def test_summary_from_the_counts_equals_the_summary_of_the_rows(database_u
                 await conn.execute(statement)
         assert await counts(conn) == kept
         assert kept[0] and kept[1]
+        # job_totals (GET /metrics' headrace_jobs) are the rows by plugin, command and status, whatever their age
+        by_status = await conn.fetch(
+            "SELECT plugin, command, status, count(*) FROM jobs GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        assert kept[2] == [tuple(r) for r in by_status] and sum(r[3] for r in kept[2]) == 160
     finally:
         await conn.close()
