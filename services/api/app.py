@@ -23,6 +23,7 @@ from services.api import (
     events,
     guard,
     http_errors,
+    http_metrics,
     ingest,
     inputs,
     job_actions,
@@ -39,6 +40,7 @@ from services.api import (
     laddr_ws,
     limits,
     listing,
+    metrics_route,
     pipelines,
     plugins,
     relay,
@@ -86,6 +88,7 @@ RESOURCES = (
     doctor.routes,
     topology.routes,
     stopwatch.routes,
+    metrics_route.routes,
 )
 
 
@@ -145,6 +148,7 @@ def create_app(
     config: config_mod.Config, *, bus: bus_mod.Bus, pool: asyncpg.Pool, catalog: catalog_mod.Catalog | None = None
 ) -> web.Application:
     middlewares = [
+        http_metrics.middleware,  # outermost: counts every answer, the other middlewares' included
         request_ids.middleware,
         cors.preflight,
         laddr_dialect.middleware,

@@ -7,7 +7,7 @@ import asyncpg
 from aiohttp import web
 
 from services.api import app as app_mod
-from services.api import limits, reload, request_ids, state, webhooks
+from services.api import http_metrics, limits, reload, request_ids, state, webhooks
 from services.core import bus as bus_mod
 from services.core import config as config_mod
 from services.core import db, lifecycle, logging, reload_coordinator, reloads
@@ -87,7 +87,9 @@ class Api(lifecycle.Service):
     async def _start_webhook_listener(self, host: str, port: int) -> None:
         """Ductile's separate webhook server (a change of `webhooks.listen` needs a restart)."""
         assert self.app is not None
-        hooks = webhooks.listener_app(self.app, self.config, [request_ids.middleware, app_mod.error_middleware])
+        hooks = webhooks.listener_app(
+            self.app, self.config, [http_metrics.middleware, request_ids.middleware, app_mod.error_middleware]
+        )
         request_ids.setup(hooks)
         self.webhook_runner = web.AppRunner(hooks, access_log=None, handle_signals=False)
         await self.webhook_runner.setup()

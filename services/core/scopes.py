@@ -228,6 +228,8 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/system/doctor"): need("system:ro", "system:rw"),
     ("GET", "/system/selfcheck"): need("system:ro", "system:rw"),
     ("GET", "/topology"): need("system:ro", "system:rw"),
+    # Prometheus' scrape (services/api/metrics_route.py; the metrics port of a service run alone checks the same)
+    ("GET", "/metrics"): need("system:ro", "system:rw"),
     ("GET", "/stopwatch/{plugin}"): need("jobs:ro", narrow=("jobs:status:ro",)),
     ("GET", "/api/health"): OPEN,
     ("POST", "/api/jobs"): need("jobs:rw", work="pipeline: plugin:rw; agent: its tools by authority"),
