@@ -15,10 +15,17 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.core import config as config_mod
 from services.core import embedded, environment, errors, lifecycle, logging
+
+if TYPE_CHECKING:
+    from services.api.service import Api
+    from services.core import metrics_server
+    from services.dispatcher.service import Dispatcher
+    from services.projector.service import Projector
+    from services.runner.service import Runner
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -46,9 +53,23 @@ def _parser() -> argparse.ArgumentParser:
         help="where NATS data, ports and the admin token live (env HEADRACE_STATE_DIR)",
     )
     up.add_argument("--port", type=int, default=None, help="API port (default: api.listen)")
-    for name in ("api", "dispatcher", "projector"):
-        sub.add_parser(name, parents=[common], help=f"run the {name} alone (needs NATS_URL and DATABASE_URL)")
-    runner = sub.add_parser("runner", parents=[common], help="run a runner alone (needs NATS_URL)")
+    # the services without an HTTP server of their own may serve GET /metrics on a port (README "Metrics")
+    scraped = argparse.ArgumentParser(add_help=False)
+    scraped.add_argument(
+        "--metrics-port",
+        type=int,
+        default=env.get("HEADRACE_METRICS_PORT") or "0",  # a string default goes through `type` too
+        help="serve GET /metrics on this port (env HEADRACE_METRICS_PORT; default 0: off)",
+    )
+    scraped.add_argument(
+        "--metrics-host",
+        default=env.get("HEADRACE_METRICS_HOST") or "127.0.0.1",
+        help="address of the metrics port (env HEADRACE_METRICS_HOST; default 127.0.0.1)",
+    )
+    sub.add_parser("api", parents=[common], help="run the api alone (needs NATS_URL and DATABASE_URL)")
+    for name in ("dispatcher", "projector"):
+        sub.add_parser(name, parents=[common, scraped], help=f"run the {name} alone (needs NATS_URL and DATABASE_URL)")
+    runner = sub.add_parser("runner", parents=[common, scraped], help="run a runner alone (needs NATS_URL)")
     runner.add_argument("--plugin", action="append", dest="plugins", help="serve only these plugins (repeatable)")
     sub.add_parser("rebuild", parents=[common], help="re-project the whole event log into fresh read models")
     sub.add_parser("check-config", parents=[common], help="validate the config file and exit")
@@ -155,7 +176,7 @@ async def _single(args: argparse.Namespace) -> None:
     needs_db = args.command in ("api", "projector")
     if needs_db and not config.database_url:
         raise errors.ConfigError("DATABASE_URL (or database.url) is required for the api and the projector")
-    service: lifecycle.Service
+    service: Api | Dispatcher | Projector | Runner
     if args.command == "api":
         from services.api.service import Api
 
@@ -174,7 +195,31 @@ async def _single(args: argparse.Namespace) -> None:
         service = Runner(config, plugins=args.plugins)
     await service.start()
     print(f"headrace {args.command} started", flush=True)
-    await _until_signalled([service])
+    scrape = await _metrics_port(args, service, lambda: service.config.api.tokens)
+    try:
+        await _until_signalled([service])
+    finally:
+        if scrape is not None:
+            await scrape.stop()
+
+
+async def _metrics_port(
+    args: argparse.Namespace, service: lifecycle.Service, tokens: metrics_server.Tokens
+) -> metrics_server.MetricsServer | None:
+    """The service's GET /metrics on --metrics-port (None when 0), taking the tokens its config has now."""
+    port = getattr(args, "metrics_port", 0)
+    if not port:
+        return None
+    from services.core import metrics_server
+
+    scrape = metrics_server.MetricsServer(tokens, host=args.metrics_host, port=port)
+    try:
+        await scrape.start()
+    except OSError as exc:
+        await service.stop()
+        raise errors.ConfigError(f"cannot serve metrics on {args.metrics_host}:{port}: {exc}") from exc
+    print(f"metrics on {scrape.url}", flush=True)
+    return scrape
 
 
 async def _rebuild(args: argparse.Namespace) -> None:
