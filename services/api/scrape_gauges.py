@@ -80,7 +80,8 @@ def durable_consumers(st: state.ApiState) -> list[tuple[str, str, str]]:
 
 async def _consumer(st: state.ApiState, stream: str, name: str) -> api.ConsumerInfo | None:
     try:
-        return await st.bus.js.consumer_info(stream, name)
+        info: api.ConsumerInfo = await st.bus.js.consumer_info(stream, name)
+        return info
     except nats.js.errors.NotFoundError:  # its service has not started yet
         return None
 

@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import Metric
 from services.core import envelope, subjects
 
 # the `_created` series double every counter and histogram for no use here
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus-client leaves it unannotated
 
 #: one attempt of a plugin: from a few milliseconds (in-process) to an hour-long command
 ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
