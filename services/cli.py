@@ -90,11 +90,17 @@ def _config_path(arg: str | None) -> Path:
     return Path("config.example.yaml")
 
 
-async def _until_signalled(services: list[lifecycle.Service]) -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event SIGINT/SIGTERM set from now on: installed before anything starts, so a signal that arrives
+    while the services start stops them once they are up instead of killing the process half-started."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _until_signalled(services: list[lifecycle.Service], stop: asyncio.Event) -> None:
     watchers = [asyncio.create_task(s.wait()) for s in services] + [asyncio.create_task(stop.wait())]
     await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
     for task in watchers:
@@ -107,6 +113,7 @@ async def _until_signalled(services: list[lifecycle.Service]) -> None:
 
 
 async def _up(args: argparse.Namespace) -> None:
+    stop = _stop_on_signals()
     from services.api.service import Api
     from services.dispatcher.service import Dispatcher
     from services.projector.service import Projector
@@ -144,7 +151,7 @@ async def _up(args: argparse.Namespace) -> None:
         else:
             print(f"Admin token: in {state_dir / 'admin.token'}", flush=True)
         print(f'  curl -H "Authorization: Bearer $(cat {state_dir / "admin.token"})" {api.url}/healthz', flush=True)
-        await _until_signalled(services)
+        await _until_signalled(services, stop)
     finally:
         for service in reversed(services):
             await service.stop()
@@ -168,6 +175,7 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
 
 
 async def _single(args: argparse.Namespace) -> None:
+    stop = _stop_on_signals()
     config = _load(args)
     if not config.nats_url:
         raise errors.ConfigError(
@@ -197,7 +205,7 @@ async def _single(args: argparse.Namespace) -> None:
     print(f"headrace {args.command} started", flush=True)
     scrape = await _metrics_port(args, service, lambda: service.config.api.tokens)
     try:
-        await _until_signalled([service])
+        await _until_signalled([service], stop)
     finally:
         if scrape is not None:
             await scrape.stop()
