@@ -6,7 +6,9 @@ doctor: the config file on disk is loaded and validated again (without applying 
 would); a load error is a check with severity "error" and makes `ok` false; broken plugin manifests
 and configured plugins without a manifest are warnings (all checks listed are problems, `ok: false`;
 warnings leave the top `ok` alone). selfcheck: the running gateway's own checks (NATS, Postgres,
-runners alive, plugin catalog), each `ok` true or false, no severity.
+runners alive, plugin catalog), each `ok` true or false, no severity; and Headrace's own key
+`consumers`: each consumer's lag (services/api/consumer_lag.py), or `consumers_error` when it
+cannot be read (NATS or Postgres down).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import analytics, auth, state, system
+from services.api import analytics, auth, consumer_lag, state, system
 from services.core import config as config_mod
 from services.core import envelope, errors
 
@@ -37,9 +39,9 @@ def _check(
     return out
 
 
-def _report(ok: bool, checks: list[dict[str, Any]]) -> web.Response:
+def _report(ok: bool, checks: list[dict[str, Any]], **extra: Any) -> web.Response:
     return web.json_response(
-        {"ok": ok, "captured_at": envelope.rfc3339(envelope.now()), "checks": checks}, dumps=state.dumps
+        {"ok": ok, "captured_at": envelope.rfc3339(envelope.now()), "checks": checks, **extra}, dumps=state.dumps
     )
 
 
@@ -111,4 +113,14 @@ async def selfcheck(request: web.Request) -> web.Response:
             f"{len(st.catalog.plugins)} plugin(s) loaded" + (f", {broken} manifest(s) broken" if broken else ""),
         )
     )
-    return _report(all(c["ok"] for c in checks), checks)
+    return _report(all(c["ok"] for c in checks), checks, **await _lag(st, nats_ok))
+
+
+async def _lag(st: state.ApiState, nats_ok: bool) -> dict[str, Any]:
+    """`consumers` (each one's lag), or `consumers_error` saying why it cannot be read."""
+    if not nats_ok:
+        return {"consumers_error": "NATS is unavailable"}
+    try:
+        return {"consumers": await asyncio.wait_for(consumer_lag.consumers(st), timeout=system.CHECK_TIMEOUT_S)}
+    except Exception as exc:  # any failure of the read is its answer
+        return {"consumers_error": str(exc) or type(exc).__name__}
