@@ -4,6 +4,7 @@ headrace up          all four services + embedded NATS (+ Postgres when none is 
 headrace api|dispatcher|runner|projector   one service against NATS_URL and DATABASE_URL
 headrace rebuild     re-project the event log into fresh read models and swap them in
 headrace check-config  validate a config file and exit
+headrace jobs|tail|doctor|plugin   the operator's verbs, over the API's HTTP (services/cli_client/)
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.cli_client import connection as client_connection
+from services.cli_client import verbs as client_verbs
+from services.cli_client.version import version
 from services.core import config as config_mod
 from services.core import embedded, environment, errors, lifecycle, logging
 
@@ -40,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (env HEADRACE_CONFIG; default ./config.yaml, else config.example.yaml)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"headrace {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     # -c/--config is accepted after the subcommand too (`headrace up --config x.yaml`)
     common = argparse.ArgumentParser(add_help=False)
@@ -79,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--vault", required=True, help="the vault file to create (secrets.vault_file)")
     init.add_argument("--key", required=True, help="the age key file (secrets.age_key_file)")
     init.add_argument("--keygen", action="store_true", help="create the key file too (0600) when it does not exist")
+    client_verbs.add_parsers(sub)
     return parser
 
 
@@ -145,6 +151,7 @@ async def _up(args: argparse.Namespace) -> None:
             await service.start()
         api = services[-1]
         assert isinstance(api, Api)
+        client_connection.write_url(state_dir, api.url)  # where `headrace jobs|tail|doctor` find it
         print(f"Headrace is up: {api.url}", flush=True)
         if created:
             print(f"Admin token (shown once, kept in {state_dir / 'admin.token'}): {token}", flush=True)
@@ -274,7 +281,7 @@ async def _vault_init(args: argparse.Namespace) -> None:
     print(token, flush=True)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, None]]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]] = {
     "up": _up,
     "api": _single,
     "dispatcher": _single,
@@ -283,26 +290,29 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, None]]] =
     "rebuild": _rebuild,
     "check-config": _check,
     "vault-init": _vault_init,
+    **dict.fromkeys(client_verbs.NAMES, client_verbs.run),
 }
 
 
-def _run(coro: Coroutine[Any, Any, None]) -> None:
+def _run(coro: Coroutine[Any, Any, int | None]) -> int | None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        asyncio.run(coro)
+        return asyncio.run(coro)
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(coro)
+            return runner.run(coro)
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # a real process: keep the gateway's environment from in-process plugins and children
-        environment.seal()
     args = _parser().parse_args(argv)
+    if argv is None and args.command not in client_verbs.NAMES:
+        # a real process: keep the gateway's environment from in-process plugins and children (it re-executes
+        # this process, which parses again); the operator's verbs run no plugin and keep theirs
+        environment.seal()
     args.config = getattr(args, "config_after", None) or args.config
     try:
-        _run(COMMANDS[args.command](args))
+        code = _run(COMMANDS[args.command](args))
     except KeyboardInterrupt:
         return 130
     except errors.HeadraceError as exc:
@@ -314,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             cause = cause.__cause__
         print("headrace: error: " + ": ".join(dict.fromkeys(chain)), file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":
