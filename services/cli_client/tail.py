@@ -99,7 +99,9 @@ async def _follow(args: argparse.Namespace, api: Api, con: Console) -> None:
                     con.print(line(event.id, event.event, data))
                     con.file.flush()
         except (aiohttp.ClientError, OSError) as exc:
-            raise ClientError(f"the event stream from {api.target.url} broke: {exc or type(exc).__name__}") from None
+            raise ClientError(
+                f"the event stream from {api.target.url} broke: {str(exc) or type(exc).__name__}"
+            ) from None
 
 
 async def run(args: argparse.Namespace, api: Api, con: Console) -> int:
