@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from services.api import auth, state, views
-from services.core import db, envelope, errors, jobstate, subjects
+from services.core import agents, db, envelope, errors, jobstate, subjects
 from services.runner import heartbeat
 
 routes = web.RouteTableDef()
@@ -106,12 +106,29 @@ async def _nats(coro: Any, what: str) -> Any:
 
 
 async def _consumer(st: state.ApiState, plugin: str) -> tuple[int, int | None]:
-    """(in flight, max_ack_pending) of the plugin's runner consumer; (0, None) when no runner made one yet."""
+    """(in flight, max_ack_pending) of the plugin's runner consumer; (0, None) when no runner made one yet.
+    Agent runs (work.agent.<agent>) have one consumer per agent: their sums."""
+    if plugin == agents.AGENT:
+        durables = []
+        for agent in sorted(st.config.agents):
+            try:
+                durables.append(subjects.agent_consumer(agent))
+            except ValueError:  # a name that cannot be a subject token has no consumer
+                continue
+        each = await asyncio.gather(*(_durable(st, durable) for durable in durables))
+        limits = [limit for _, limit in each if limit is not None]
+        return sum(n for n, _ in each), sum(limits) if limits else None
     try:
-        info = await st.bus.js.consumer_info(subjects.WORK, subjects.runner_consumer(plugin))
-    except nats.js.errors.NotFoundError:
-        return 0, None
+        durable = subjects.runner_consumer(plugin)
     except ValueError:  # a plugin name that cannot be a subject token has no consumer
+        return 0, None
+    return await _durable(st, durable)
+
+
+async def _durable(st: state.ApiState, durable: str) -> tuple[int, int | None]:
+    try:
+        info = await st.bus.js.consumer_info(subjects.WORK, durable)
+    except nats.js.errors.NotFoundError:
         return 0, None
     return int(info.num_ack_pending or 0), info.config.max_ack_pending
 

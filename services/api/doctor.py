@@ -19,8 +19,8 @@ from typing import Any
 from aiohttp import web
 
 from services.api import analytics, auth, consumer_lag, state, system
+from services.core import agents, envelope, errors
 from services.core import config as config_mod
-from services.core import envelope, errors
 
 routes = web.RouteTableDef()
 
@@ -68,7 +68,7 @@ async def doctor(request: web.Request) -> web.Response:
     for broken in catalog.errors:
         checks.append(_check("plugins", False, f"{broken.path}: {broken.error}", severity="warning"))
     for name in sorted(shown.plugins):
-        if shown.plugin(name).enabled and name not in catalog.plugins:
+        if shown.plugin(name).enabled and name not in catalog.plugins and name not in agents.RESERVED:
             checks.append(
                 _check(
                     "plugins",

@@ -3,6 +3,7 @@ runner heartbeats in the agents KV bucket, and config redaction."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from services.api import config_view
 from services.core import subjects
 from services.runner import heartbeat
+from tests.support import fake_llm, laddr
+from tests.support.fake_llm import FakeLLM
 from tests.support.infra import wait_until
 from tests.support.stack import TOKENS, Client, Stack
 
@@ -91,6 +94,26 @@ async def test_queue_depth_in_flight_and_busy_runner(
         await client.post(f"/job/{job_id}/cancel")
     for job_id in ids:
         await client.wait_job(job_id)
+
+
+async def test_an_agent_run_in_flight_is_in_flight_not_queued(
+    make_config: Callable[..., Any], start_stack: Callable[..., Any], fake: FakeLLM
+) -> None:
+    """Agent runs (work.agent.<agent>) are leased by one consumer per agent, not by a `runner-agent` one."""
+    hr = await start_stack(make_config(plugins=laddr.plugins(), agents={"slow": laddr.agent(fake, "m-slow")}))
+    release = asyncio.Event()
+    fake.script("m-slow", fake_llm.held(release, fake_llm.text("done")))
+    status, body = await hr.client.get("/api/agents/slow/chat?message=x&wait=false")
+    assert status == 200, body
+    await hr.client.wait_job(body["task_id"], {"running"})
+    try:
+        status, queue = await hr.client.get("/analytics/queue")
+        assert status == 200, queue
+        assert queue["plugins"]["agent"]["in_flight"] == 1 and queue["plugins"]["agent"]["queued"] == 0, queue
+        assert queue["queue_depth"] == 0 and queue["in_flight"] == 1
+    finally:
+        release.set()
+    await hr.client.wait_job(body["task_id"])
 
 
 async def test_heartbeat_record_and_goodbye(make_config: Callable[..., Any], start_stack: Callable[..., Any]) -> None:

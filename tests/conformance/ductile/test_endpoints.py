@@ -86,6 +86,13 @@ async def test_doctor_warns_of_a_configured_plugin_without_a_manifest(
     assert warning["severity"] == "warning" and warning["ok"] is False and "broken" in warning["detail"]
 
 
+async def test_doctor_knows_the_built_in_agent_and_prompt_plugins(make_config: Any, start_stack: Any) -> None:
+    """`agent` and `prompt` have no manifest (the runner serves them): configuring them is no warning."""
+    hr: Stack = await start_stack(make_config(plugins={"echo": {}, "agent": {}, "prompt": {}}))
+    status, body = await hr.client.get("/system/doctor")
+    assert status == 200 and body["ok"] is True and body["checks"] == [], body
+
+
 async def test_selfcheck_checks_the_running_gateway(client: Client) -> None:
     status, body = await client.get("/system/selfcheck")
     assert status == 200, body
