@@ -3,9 +3,9 @@
 #   docker build -t headrace .
 #   docker run -p 8080:8080 -v headrace-data:/data -e DATABASE_URL=postgresql://… headrace
 #
-# The code finds schemas/, plugins/ and the SQL migrations relative to services/ (the repo
-# layout), so the repo is copied to /app and installed in editable mode: `headrace` runs
-# /app/services, next to /app/schemas and /app/plugins.
+# The package is installed like any wheel (`pip install .`, not editable): the wheel carries
+# schemas/, plugins/, the migrations and config.example.yaml (setup.py, pyproject.toml), so the
+# source is removed once installed; only deploy/ (the image's default config) stays, in /app.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -13,7 +13,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
+WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone, so code changes do not reinstall them.
 COPY pyproject.toml ./
@@ -22,12 +22,17 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-COPY . /app
-RUN pip install --no-deps -e . \
+COPY . /src
+RUN pip install --no-deps . \
+    && mkdir -p /app \
+    && cp -r deploy /app/deploy \
+    && cd / \
+    && rm -rf /src \
     && useradd --system --create-home --home-dir /home/headrace --shell /usr/sbin/nologin headrace \
     && mkdir -p /data \
     && chown headrace /data
 
+WORKDIR /app
 USER headrace
 
 # `headrace up` keeps its embedded NATS store and admin token here; the default config

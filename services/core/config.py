@@ -20,15 +20,15 @@ import dotenv
 import orjson
 
 from services.core import agents as agents_mod
-from services.core import catalog, ductile_config, durations, environment, errors, pipelines, schemas, yamlio
+from services.core import catalog, ductile_config, durations, environment, errors, pipelines, resources, schemas, yamlio
 from services.core import relay as relay_mod
 from services.core import schedules as schedules_mod
 from services.core import scopes as scopes_mod
 from services.core import vault as vault_mod
 from services.core import webhooks as webhooks_mod
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PLUGIN_ROOT = REPO_ROOT / "plugins"
+#: the bundled plugins (echo, echo_py): the repo's plugins/, or the wheel's copy (services/core/resources.py)
+DEFAULT_PLUGIN_ROOT = resources.bundled("plugins")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 DEFAULT_TIMEOUTS_S = {"poll": 60.0, "handle": 120.0, "health": 10.0, "init": 30.0}

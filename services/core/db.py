@@ -7,13 +7,13 @@ advisory lock, idempotent) so the API can answer as soon as it is up.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any, TypeAlias
 
 import asyncpg
 import orjson
 
-from services.core import errors, logging
+from services.core import errors, logging, resources
 
 #: a connection as the code takes it: one of its own (`asyncpg.connect`) or one borrowed from a pool
 #: (`pool.acquire()` hands a proxy with the same methods)
@@ -22,7 +22,6 @@ Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnect
 log = logging.get("db")
 
 SCHEMA = "headrace"
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "projector" / "migrations"
 MIGRATION_LOCK = 0x4845_4144  # "HEAD": serialises migrations across processes
 PROJECTION_LOCK = 0x5052_4F4A  # "PROJ": one batch writer at a time, rebuild's swap included
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -51,8 +50,8 @@ async def create_pool(url: str, *, schema: str = SCHEMA, min_size: int = 1, max_
     return pool
 
 
-def migration_files() -> list[Path]:
-    return sorted(MIGRATIONS_DIR.glob("*.sql"))
+def migration_files() -> list[Traversable]:
+    return resources.migrations()
 
 
 async def migrate(conn: Conn, schema: str = SCHEMA) -> list[str]:

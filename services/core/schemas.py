@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import orjson
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+from services.core import resources
+
+SCHEMA_DIR = resources.bundled("schemas")
 
 
 @functools.cache

@@ -53,15 +53,17 @@ def _descendants(root: int) -> dict[int, int]:
 class UpProcess:
     """One `headrace up`; `await stop()` (in a finally) ends it and everything it started."""
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            list(argv),
-            env=env,
-            cwd=str(cwd),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    def __init__(self, argv: Sequence[str], *, env: dict[str, str], cwd: Path, stderr: Path | None = None) -> None:
+        """`stderr`: a file to keep `up`'s logs and errors in (default: discarded)."""
+        with open(stderr, "wb") if stderr is not None else contextlib.nullcontext(subprocess.DEVNULL) as err:
+            self.proc = subprocess.Popen(
+                list(argv),
+                env=env,
+                cwd=str(cwd),
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
         self.known: dict[int, int] = {}
 
     def _record(self) -> None:

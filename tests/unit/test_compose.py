@@ -261,15 +261,38 @@ def test_dockerfile_runs_headrace() -> None:
     assert default_config == "/app/deploy/standalone.yaml"
 
 
-def test_dockerfile_keeps_the_repo_layout() -> None:
-    """The code finds schemas/, plugins/ and migrations next to services/: copy the repo to
-    /app and install it in editable mode, so `services` is imported from /app."""
+def test_dockerfile_installs_the_package_not_the_checkout() -> None:
+    """`pip install .` without -e: the image runs the installed wheel (which carries schemas/, plugins/,
+    the migrations and config.example.yaml), built from the whole build context copied in, and keeps
+    deploy/ (its default config) in /app once the source is gone."""
     instructions = dockerfile_instructions()
-    assert ("WORKDIR", "/app") in instructions
-    assert ("COPY", ". /app") in instructions
-    runs = " ".join(v for k, v in instructions if k == "RUN")
-    assert re.search(r"pip install (--\S+ )*-e \.", runs)
-    assert config_mod.REPO_ROOT == REPO
+    copies = [v for k, v in instructions if k == "COPY"]
+    build_dir = copies[-1].split()[-1]
+    assert copies[-1] == f". {build_dir}"  # the whole context: pyproject.toml, setup.py, services/, schemas/, …
+    assert ("WORKDIR", build_dir) in instructions
+    runs = [shlex.split(v) for k, v in instructions if k == "RUN"]
+    installs = [
+        cmd[cmd.index("install") + 1 :]
+        for run in runs
+        for cmd in _commands(run)
+        if cmd[:2] == ["pip", "install"] and "-r" not in cmd
+    ]
+    assert len(installs) == 1, installs
+    assert installs[0][-1] == "." and "-e" not in installs[0] and "--editable" not in installs[0]
+    after = " ".join(" ".join(run) for run in runs)
+    assert "cp -r deploy /app/deploy" in after and f"rm -rf {build_dir}" in after
+    assert [v for k, v in instructions if k == "WORKDIR"][-1] == "/app"
+
+
+def _commands(argv: list[str]) -> list[list[str]]:
+    """A RUN line's commands, split at `&&`."""
+    out: list[list[str]] = [[]]
+    for word in argv:
+        if word == "&&":
+            out.append([])
+        else:
+            out[-1].append(word)
+    return out
 
 
 def test_dockerignore_keeps_what_the_image_needs() -> None:
@@ -280,7 +303,10 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
     ]
     needed = [
         "pyproject.toml",
+        "setup.py",
+        "MANIFEST.in",
         "README.md",
+        "config.example.yaml",
         "services/cli.py",
         "schemas/config.json",
         "plugins/echo/run.py",

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from services.core import agents, errors
+from services.core import agents, errors, resources
 from services.core import config as config_mod
 from services.runner import llm
 from tests.support import fake_llm
@@ -164,7 +164,7 @@ def test_agents_section_is_validated_at_load() -> None:
 
 
 def test_the_example_config_ships_an_offline_agent() -> None:
-    example = config_mod.load(config_mod.REPO_ROOT / "config.example.yaml", env={"HEADRACE_ADMIN_TOKEN": "x" * 16})
+    example = config_mod.load(resources.bundled("config.example.yaml"), env={"HEADRACE_ADMIN_TOKEN": "x" * 16})
     demo = agents.specs(example)["demo"]
     assert demo.llm.offline and demo.tools == ("echo_py.poll", "echo_py.health")
     assert example.plugin("agent").retry.max_attempts == 3

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+
+from services.core import resources
 
 
-def _load(path: Path) -> dict[str, str]:
+def _load(text: str) -> dict[str, str]:
     queries: dict[str, str] = {}
-    for block in re.split(r"^-- name: ", path.read_text(), flags=re.MULTILINE)[1:]:
+    for block in re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]:
         name, _, body = block.partition("\n")
         lines = [line for line in body.splitlines() if not line.startswith("--")]
         queries[name.strip()] = "\n".join(lines).strip().rstrip(";")
     return queries
 
 
-queries = _load(Path(__file__).with_name("queries.sql"))
+queries = _load(resources.projector_sql("queries.sql"))
