@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
+# `make run PORT=8081`: the API port (default: api.listen of $(CONFIG))
+PORT   ?=
 
 .PHONY: install run test lint bench laddr-side-by-side clean
 
@@ -16,7 +18,7 @@ $(BIN)/headrace: pyproject.toml
 install: $(BIN)/headrace
 
 run: install
-	$(BIN)/headrace up --config $(CONFIG)
+	$(BIN)/headrace up --config $(CONFIG) $(if $(PORT),--port $(PORT))
 
 test: install
 	$(BIN)/ruff check .

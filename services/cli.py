@@ -22,7 +22,7 @@ from services.cli_client import connection as client_connection
 from services.cli_client import verbs as client_verbs
 from services.cli_client.version import version
 from services.core import config as config_mod
-from services.core import embedded, environment, errors, lifecycle, logging
+from services.core import embedded, environment, errors, lifecycle, logging, resources
 
 if TYPE_CHECKING:
     from services.api.service import Api
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from services.runner.service import Runner
 
 DEFAULT_CONFIG = "config.yaml"
+EXAMPLE_CONFIG = "config.example.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         "-c",
         "--config",
         default=env.get("HEADRACE_CONFIG"),
-        help="config file (env HEADRACE_CONFIG; default ./config.yaml, else config.example.yaml)",
+        help="config file (env HEADRACE_CONFIG; default ./config.yaml, else ./config.example.yaml, else the bundled example)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"headrace {version()}")
@@ -89,11 +90,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_path(arg: str | None) -> Path:
+    """-c, else ./config.yaml, else ./config.example.yaml (a checkout), else the example the package carries."""
     if arg:
         return Path(arg)
-    if Path(DEFAULT_CONFIG).exists():
-        return Path(DEFAULT_CONFIG)
-    return Path("config.example.yaml")
+    for candidate in (DEFAULT_CONFIG, EXAMPLE_CONFIG):
+        if Path(candidate).exists():
+            return Path(candidate)
+    return resources.bundled(EXAMPLE_CONFIG)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -152,7 +155,7 @@ async def _up(args: argparse.Namespace) -> None:
         api = services[-1]
         assert isinstance(api, Api)
         client_connection.write_url(state_dir, api.url)  # where `headrace jobs|tail|doctor` find it
-        print(f"Headrace is up: {api.url}", flush=True)
+        print(f"Headrace is up: {api.url} (database {embedded.display_url(database_url)})", flush=True)
         if created:
             print(f"Admin token (shown once, kept in {state_dir / 'admin.token'}): {token}", flush=True)
         else:

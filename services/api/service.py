@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import asyncpg
 from aiohttp import web
 
@@ -10,7 +12,7 @@ from services.api import app as app_mod
 from services.api import http_metrics, limits, reload, request_ids, state, webhooks
 from services.core import bus as bus_mod
 from services.core import config as config_mod
-from services.core import db, lifecycle, logging, reload_coordinator, reloads
+from services.core import db, errors, lifecycle, logging, reload_coordinator, reloads
 
 log = logging.get("api")
 
@@ -27,6 +29,14 @@ def announce_laddr_auth(config: config_mod.Config) -> None:
         )
     elif laddr.api_key is not None:
         log.info("laddr_api_key", scopes=sorted(laddr.scopes), token_name="laddr")
+
+
+def port_in_use(host: str, port: int) -> errors.ConfigError:
+    """What a bind to a taken port says: which port, and how to pick another."""
+    return errors.ConfigError(
+        f"cannot listen on {host}:{port}: the port is in use by another process; "
+        f"choose another with `headrace up --port N` (`make run PORT=N`) or api.listen in the config"
+    )
 
 
 class Api(lifecycle.Service):
@@ -73,7 +83,12 @@ class Api(lifecycle.Service):
         )
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.api.host, self.port, backlog=1024, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise port_in_use(self.config.api.host, self.port) from None
+            raise
         if self.port == 0:
             server = site._server
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started: the loop's Server

