@@ -235,7 +235,7 @@ def grant_traverse(path: Path, user: pwd.struct_passwd) -> list[Path]:
     """Let `user` reach `path`: o+x (search, not listing) on each directory above it that `user` cannot
     traverse. Root's cluster runs as another user, which must reach its binaries and its data directory
     (e.g. a venv or a state directory under a 0700 home). Returns the directories changed."""
-    changed = []
+    changed: list[Path] = []
     for parent in reversed(path.resolve().parents):
         if not _can_traverse(parent, user):
             parent.chmod(parent.stat().st_mode | stat.S_IXOTH)

@@ -157,8 +157,13 @@ async def test_up_without_any_postgres_runs_its_own(state_dir: Path, tmp_path: P
         finally:
             await client.close()
         conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/{name}")
-        try:  # the job's row is in the state directory's database on the private cluster
-            assert await conn.fetchval("SELECT status FROM headrace.jobs WHERE job_id = $1", job_id) == "succeeded"
+        try:  # the projector writes the job's row into the state directory's database on the private cluster
+
+            async def projected() -> bool:
+                status = await conn.fetchval("SELECT status FROM headrace.jobs WHERE job_id = $1", job_id)
+                return bool(status == "succeeded")
+
+            await infra.wait_until(projected, what="the job's row in the read models")
         finally:
             await conn.close()
     finally:
