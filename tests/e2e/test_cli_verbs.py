@@ -504,8 +504,9 @@ async def test_up_writes_its_url_where_the_verbs_find_it(tmp_path: Path, postgre
     argv = [sys.executable, "-m", "services.cli", "-c", config, "up", "--port", "0"]
     up = UpProcess(argv, env=env, cwd=tmp_path)
     try:
-        url = (await up.readline()).strip().removeprefix("Headrace is up: ")
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+        line = (await up.readline()).strip().removeprefix("Headrace is up: ")
+        url, _, database = line.partition(" ")
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url) and database.startswith("(database "), line
         assert (tmp_path / ".state" / "api.url").read_text().strip() == url
         run = await child("jobs", "ls", "--json", cwd=tmp_path)
         assert run.code == 0 and run.json()["jobs"] == [], run
