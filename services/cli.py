@@ -311,8 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if argv is None and args.command not in client_verbs.NAMES:
         # a real process: keep the gateway's environment from in-process plugins and children (it re-executes
-        # this process, which parses again); the operator's verbs run no plugin and keep theirs
+        # this process); the operator's verbs run no plugin and keep theirs. Parsed again once sealed: the
+        # flags' environment defaults (HEADRACE_CONFIG, HEADRACE_METRICS_PORT, ...) are in the captured copy,
+        # no longer in os.environ
         environment.seal()
+        args = _parser().parse_args(argv)
     args.config = getattr(args, "config_after", None) or args.config
     try:
         code = _run(COMMANDS[args.command](args))
