@@ -1,8 +1,13 @@
-"""The Laddr dialect's documents, open as Laddr's FastAPI built-ins: GET /api/openapi.json (built from
-services/api/laddr_openapi.py for the routes this app mounted), GET /docs (Swagger UI over it, its
-assets served from the `swagger-ui-py` package at /docs/static/{file}: no CDN), GET /docs/oauth2-redirect
-(Swagger UI's OAuth2 redirect page). GET /openapi.json stays Ductile's plugin-command document
-(services/api/discovery.py). No /redoc: no maintained package bundles ReDoc without a web framework.
+"""The gateway's OpenAPI document and its browser, open as Laddr's FastAPI built-ins: GET
+/api/openapi.json (one OpenAPI 3.1 document of every route this app mounted, both dialects: the rows
+of services/api/laddr_openapi.py and services/api/ductile_openapi.py), GET /docs (Swagger UI over it,
+its assets served from the `swagger-ui-py` package at /docs/static/{file}: no CDN), GET
+/docs/oauth2-redirect (Swagger UI's OAuth2 redirect page). GET /openapi.json stays Ductile's
+plugin-command document (services/api/discovery.py). No /redoc: no maintained package bundles ReDoc
+without a web framework.
+
+The pages and assets of /docs are not API routes and are not in the document (as FastAPI leaves its
+own out): `NOT_DOCUMENTED`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from swagger_ui.utils import SWAGGER_UI_PY_ROOT
 
-from services.api import laddr_openapi, openapi_builder, state, system
+from services.api import ductile_openapi, laddr_openapi, openapi_builder, state, system
 from services.core import errors
 
 routes = web.RouteTableDef()
@@ -34,7 +39,23 @@ ASSETS = frozenset(
     }
 )
 CACHE = "public, max-age=86400"
-DOCUMENT = web.AppKey("laddr_openapi_document", dict)
+DOCUMENT = web.AppKey("gateway_openapi_document", dict)
+TITLE = "Headrace Gateway"
+DESCRIPTION = (
+    "Every route of the gateway, both dialects, as this process mounted them: request and response "
+    "schemas, and each operation's scopes, as the guard's own table says (services/core/scopes.py): "
+    "`x-scopes` names the scopes any one of which admits it, and the security requirements say the same "
+    "(one requirement per scope, each enough; `*` admits everything). Answers are supersets: objects "
+    "may carry more keys.\n\n" + ductile_openapi.DESCRIPTION + "\n\n" + laddr_openapi.DESCRIPTION
+)
+#: the routes the document leaves out, and why: pages and assets for a browser, not API
+NOT_DOCUMENTED: dict[str, str] = {
+    "/docs": "the Swagger UI page over this document (HTML)",
+    "/docs/oauth2-redirect": "Swagger UI's OAuth2 redirect page (HTML)",
+    "/docs/static/{file}": "Swagger UI's own assets (JavaScript, CSS, icons)",
+    "/ui": "the dashboard's page (HTML)",
+    "/ui/{path}": "the dashboard's assets",
+}
 PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -69,30 +90,33 @@ window.onload = function () {{
 """
 
 
-def laddr_document(app: web.Application) -> dict[str, Any]:
-    """The document of the Laddr routes `app` mounted (built once: the router is frozen once serving)."""
+def gateway_document(app: web.Application) -> dict[str, Any]:
+    """The document of every route `app` mounted (built once: the router is frozen once serving)."""
     if DOCUMENT not in app:
         registered = [(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None]
-        info = {"title": laddr_openapi.TITLE, "version": system.version(), "description": laddr_openapi.DESCRIPTION}
+        config = app[state.STATE].config
+        mounted, schemes = ductile_openapi.mounted_operations(app, config.webhooks)
         app[DOCUMENT] = openapi_builder.document(
-            laddr_openapi.OPERATIONS,
+            [*ductile_openapi.OPERATIONS, *mounted, *laddr_openapi.OPERATIONS],
             registered,
-            info=info,
-            schemas=laddr_openapi.SCHEMAS,
-            security_schemes=laddr_openapi.SECURITY_SCHEMES,
-            tags=laddr_openapi.TAGS,
+            info={"title": TITLE, "version": system.version(), "description": DESCRIPTION},
+            schemas=openapi_builder.merged(ductile_openapi.SCHEMAS, laddr_openapi.SCHEMAS),
+            security_schemes=openapi_builder.merged(
+                ductile_openapi.SECURITY_SCHEMES, schemes, laddr_openapi.SECURITY_SCHEMES
+            ),
+            tags=[*laddr_openapi.TAGS[:1], *ductile_openapi.TAGS, *laddr_openapi.TAGS[1:]],
         )
     return app[DOCUMENT]
 
 
 @routes.get(OPENAPI_PATH)
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(laddr_document(request.app), dumps=state.dumps)
+    return web.json_response(gateway_document(request.app), dumps=state.dumps)
 
 
 @routes.get("/docs")
 async def swagger_ui(request: web.Request) -> web.Response:
-    page = PAGE.format(title=html.escape(laddr_openapi.TITLE), openapi=OPENAPI_PATH)
+    page = PAGE.format(title=html.escape(TITLE), openapi=OPENAPI_PATH)
     return web.Response(text=page, content_type="text/html")
 
 

@@ -214,7 +214,7 @@ def _not_found(job_id: str) -> web.Response:
 async def replay(request: web.Request) -> web.Response:
     principal = auth.require(request, "jobs:rw")
     st = state.of(request)
-    body = await bodies.json_object(request)
+    body = await bodies.json_object(request, extras_ignored=True)  # other keys are ignored, as Laddr's model does
     reexecute = _reexecute(body)
     row = await fresh_job(st, request.match_info["job_id"])
     if row is None:

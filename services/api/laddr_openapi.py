@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.api import laddr_agents, laddr_jobs, openapi_builder
 from services.api.openapi_builder import (
     ANY,
     BOOLEAN,
     INTEGER,
+    JSON_OBJECT,
+    JSON_SCHEMAS,
     OBJECT,
     STRING,
     TIMESTAMP,
@@ -23,46 +26,71 @@ from services.api.openapi_builder import (
     Param,
     Resp,
     Schema,
+    body_obj,
     nullable,
     obj,
     ref,
 )
 
-TITLE = "Headrace: the Laddr API"
 DESCRIPTION = (
-    "The Laddr 0.9.6 agent API as Headrace serves it: Laddr clients work unchanged. Authenticate with "
-    "`X-API-Key` (when present it is the only credential read) or `Authorization: Bearer`; WebSockets also "
-    "take `?api_key=`. Each operation's `x-scopes` names the token scopes any one of which admits it. "
-    "Headrace's own (Ductile) plugin commands are described at /openapi.json."
+    "**The Laddr dialect** (`/`, `/api/*`, `/ws/*`): the Laddr 0.9.6 agent API as Headrace serves it; "
+    "Laddr clients work unchanged. Authenticate with `X-API-Key` (when present it is the only credential "
+    "read) or `Authorization: Bearer`; the WebSockets also take `?api_key=` (or `?token=`). Answers are "
+    "Laddr's: 200 for every success, errors as `{detail, error, code}`, FastAPI's 422 for invalid input."
 )
-KEY_HEADER, BEARER, KEY_QUERY = "APIKeyHeader", "HTTPBearer", "APIKeyQuery"
+KEY_HEADER, KEY_QUERY = "APIKeyHeader", "APIKeyQuery"
+BEARER = openapi_builder.BEARER
 SECURITY_SCHEMES = {
     KEY_HEADER: {
         "type": "apiKey",
         "in": "header",
         "name": "X-API-Key",
-        "description": "Laddr's key header; when present, only it is read",
+        "description": "Laddr's key header (on /api/* and /ws/* only); when present, only it is read",
     },
-    BEARER: {"type": "http", "scheme": "bearer", "description": "An API token (api.auth.tokens, or LADDR_API_KEY)"},
+    BEARER: openapi_builder.TOKEN_SCHEMES[BEARER],
     KEY_QUERY: {"type": "apiKey", "in": "query", "name": "api_key", "description": "WebSockets only (browsers)"},
+    openapi_builder.TOKEN_QUERY: openapi_builder.TOKEN_SCHEMES[openapi_builder.TOKEN_QUERY],
 }
 HTTP_AUTH = (KEY_HEADER, BEARER)
-WS_AUTH = (KEY_QUERY, KEY_HEADER, BEARER)
+WS_AUTH = (KEY_QUERY, KEY_HEADER, BEARER, openapi_builder.TOKEN_QUERY)
 TAGS = [
-    {"name": "system", "description": "Service information and health"},
-    {"name": "jobs", "description": "Agent runs submitted as jobs, and their replays"},
-    {"name": "prompts", "description": "Prompt executions: one agent, or a sequential chain"},
-    {"name": "agents", "description": "Configured agents, chat and tools"},
-    {"name": "batches", "description": "Sets of agent tasks with one id and progress"},
-    {"name": "traces", "description": "Trace events of agent runs, and metrics"},
-    {"name": "responses", "description": "Agent replies, offloaded ones resolved"},
-    {"name": "logs", "description": "Container logs (Laddr's Docker deployment; not available)"},
-    {"name": "websockets", "description": "Live traces (GET with Upgrade: websocket)"},
-    {"name": "docs", "description": "This document"},
+    {"name": "system", "description": "Service information and health (both dialects)"},
+    {"name": "jobs", "description": "Laddr: agent runs submitted as jobs, and their replays"},
+    {"name": "prompts", "description": "Laddr: prompt executions, one agent or a sequential chain"},
+    {"name": "agents", "description": "Laddr: configured agents, chat and tools"},
+    {"name": "batches", "description": "Laddr: sets of agent tasks with one id and progress"},
+    {"name": "traces", "description": "Laddr: trace events of agent runs, and metrics"},
+    {"name": "responses", "description": "Laddr: agent replies, offloaded ones resolved"},
+    {"name": "logs", "description": "Laddr: container logs (Laddr's Docker deployment; not available)"},
+    {"name": "websockets", "description": "Laddr: live traces (GET with Upgrade: websocket)"},
+    {"name": "docs", "description": "The gateway's OpenAPI documents"},
 ]
 
 # --- shapes ------------------------------------------------------------------------------------------
 
+NAME: Schema = {"type": "string", "minLength": 1}
+#: an id that becomes a NATS subject token (services/core/subjects.py)
+TOKEN: Schema = {"type": "string", "pattern": "^[^.*> \\t\\r\\n\\x00]{1,256}$"}
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in word)
+
+
+#: a body boolean with Laddr's (Pydantic's lax) coercion: true/false, 0/1, or one of its words (or null: the default)
+LAX_BOOL: Schema = {
+    "anyOf": [
+        BOOLEAN,
+        {"enum": [0, 1]},
+        {
+            "type": "string",
+            "pattern": "^ *("
+            + "|".join(_any_case(w) for w in ("1", "true", "yes", "on", "0", "false", "no", "off"))
+            + ") *$",
+        },
+        {"type": "null"},
+    ]
+}
 STATUS_WORDS = "Laddr's words: completed, failed, cancelled/canceled, running, queued (see README)"
 JOB_STATUS: Schema = {"type": "string", "description": STATUS_WORDS}
 ID: Schema = {"type": "string", "description": "An id (UUID text)"}
@@ -137,11 +165,26 @@ VALIDATION = obj(
 )
 
 SCHEMAS: dict[str, Schema] = {
+    **JSON_SCHEMAS,
     "Error": ERROR,
     "ValidationError": VALIDATION,
     "Root": obj(
-        {"service": STRING, "version": STRING, "status": STRING, "dashboard": STRING, "docs": STRING},
-        required=["service", "version", "status", "docs"],
+        {
+            "service": STRING,
+            "version": STRING,
+            "status": STRING,
+            "dashboard": STRING,
+            "docs": {"type": "string", "description": "The Swagger UI over this document: /docs"},
+            "name": STRING,
+            "description": STRING,
+            "uptime_seconds": INTEGER,
+            "discovery": obj(
+                {"health": STRING, "skills": STRING, "plugins": STRING, "openapi": STRING, "ai_plugin": STRING},
+                required=["health", "skills", "plugins", "openapi", "ai_plugin"],
+            ),
+        },
+        required=["service", "version", "status", "docs", "name", "uptime_seconds", "discovery"],
+        description="Laddr's keys (service, version, status, dashboard, docs) and Ductile's discovery index",
     ),
     "Health": obj(
         {
@@ -162,11 +205,16 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "ModelUsage": MODEL_USAGE,
     "TokenUsage": TOKEN_USAGE,
-    "SubmitJob": obj(
+    "SubmitJob": body_obj(
         {
-            "pipeline_name": STRING,
-            "inputs": OBJECT,
-            "wait": {"type": "boolean", "default": False, "description": "answer with the finished job"},
+            "pipeline_name": NAME,
+            "inputs": JSON_OBJECT,
+            "wait": {**LAX_BOOL, "default": False, "description": "answer with the finished job"},
+            "timeout": {
+                "type": "number",
+                "maximum": laddr_jobs.MAX_WAIT_S,
+                "description": "seconds a wait lasts at most",
+            },
         },
         required=["pipeline_name", "inputs"],
     ),
@@ -221,7 +269,11 @@ SCHEMAS: dict[str, Schema] = {
         required=["job_id", "status", "pipeline_name", "inputs", "outputs", "error", "created_at", "token_usage"],
     ),
     "ReplayRequest": obj(
-        {"reexecute": {"type": "boolean", "default": False}, "request": BOOLEAN, "job_id": STRING},
+        {
+            "reexecute": {**LAX_BOOL, "default": False},
+            "request": LAX_BOOL,
+            "job_id": {"description": "ignored: the path names the job"},
+        },
         description="No body or `{}`: the stored result; reexecute or request true: run it again",
     ),
     "Replay": {
@@ -247,12 +299,12 @@ SCHEMAS: dict[str, Schema] = {
             ),
         ]
     },
-    "SubmitPrompt": obj(
+    "SubmitPrompt": body_obj(
         {
-            "prompt_name": STRING,
-            "inputs": OBJECT,
+            "prompt_name": NAME,
+            "inputs": JSON_OBJECT,
             "mode": {"enum": ["single", "sequential"], "default": "single"},
-            "agents": nullable({"type": "array", "items": STRING}),
+            "agents": nullable({"type": "array", "items": NAME}),
         },
         required=["prompt_name", "inputs"],
     ),
@@ -323,11 +375,15 @@ SCHEMAS: dict[str, Schema] = {
         },
         required=["agent", "tools"],
     ),
-    "ChatRequest": obj(
+    "ChatRequest": body_obj(
         {
             "message": STRING,
-            "wait": {"type": "boolean", "default": True},
-            "timeout": {"type": "integer", "default": 30},
+            "wait": {**LAX_BOOL, "default": True},
+            "timeout": {
+                "type": "number",
+                "maximum": laddr_agents.MAX_CHAT_TIMEOUT_S,
+                "default": laddr_agents.DEFAULT_CHAT_TIMEOUT_S,
+            },
         },
         required=["message"],
     ),
@@ -343,19 +399,21 @@ SCHEMAS: dict[str, Schema] = {
         required=["task_id", "status"],
         description="completed: `result` (the reference) and `response` (Laddr's code) together",
     ),
-    "BatchRequest": obj(
+    "BatchRequest": body_obj(
         {
-            "tasks": {"type": "array", "items": OBJECT},
-            "wait": {"type": "boolean", "default": False},
-            "batch_id": nullable(STRING),
+            "tasks": {"type": "array", "items": JSON_OBJECT, "maxItems": 1000},
+            "wait": {**nullable(BOOLEAN), "default": False},
+            "timeout": {"type": "number", "minimum": 0, "maximum": 600},
+            "batch_id": nullable(TOKEN),
         },
         required=["tasks"],
     ),
-    "AddTasksRequest": obj(
+    "AddTasksRequest": body_obj(
         {
-            "agent_name": STRING,
-            "tasks": {"type": "array", "items": OBJECT},
-            "wait": {"type": "boolean", "default": False},
+            "agent_name": NAME,
+            "tasks": {"type": "array", "items": JSON_OBJECT, "maxItems": 1000},
+            "wait": {**nullable(BOOLEAN), "default": False},
+            "timeout": {"type": "number", "minimum": 0, "maximum": 600},
         },
         required=["agent_name", "tasks"],
     ),
@@ -508,9 +566,18 @@ INVALID = Resp("Validation error (FastAPI's shape)", ref("ValidationError"))
 UNAVAILABLE = Resp("The event bus or the read-model database is unavailable; retry shortly", ref("Error"))
 
 
+BAD_REQUEST = Resp(
+    "A refusal that names no field or parameter (a value beyond the API's limits, an Idempotency-Key clash)",
+    ref("Error"),
+)
+
+
 def guarded(ok: Resp, *, status: str = "200", **more: Resp) -> dict[str, Resp]:
+    """`ok`, then `more`; 400 and 422 (every request passes the input gate), 401, 403, 503."""
     return {
         status: ok,
+        "400": BAD_REQUEST,
+        "422": INVALID,
         **{code.removeprefix("r"): resp for code, resp in more.items()},
         "401": UNAUTHORIZED,
         "403": FORBIDDEN,
@@ -522,8 +589,17 @@ def not_found(text: str) -> Resp:
     return Resp(f'404 `{{"detail": "{text}"}}`', ref("Error"))
 
 
-LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "default": 50}, "How many to return")
-OFFSET = Param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}, "How many to skip")
+LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}, "How many to return")
+#: Laddr accepts a negative offset (it skips nothing)
+OFFSET = Param(
+    "offset",
+    "query",
+    {"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000, "default": 0},
+    "How many to skip",
+)
+SKIP = Param(
+    "offset", "query", {"type": "integer", "minimum": 0, "maximum": 1_000_000, "default": 0}, "How many to skip"
+)
 WS_KEY = Param("api_key", "query", description="The API key (WebSockets; also `X-API-Key` or Bearer)")
 WS_RESPONSES = {
     "101": Resp("Switching Protocols: the server sends the `x-messages` as JSON text frames"),
@@ -576,7 +652,15 @@ OPERATIONS: list[Operation] = [
             r404=not_found("Agent not found"),
             r422=INVALID,
         ),
-        params=(Param("wait", "query", BOOLEAN, "Answer when the job is finished"),),
+        params=(
+            Param("wait", "query", BOOLEAN, "Answer when the job is finished"),
+            Param(
+                "timeout",
+                "query",
+                {"type": "number", "maximum": laddr_jobs.MAX_WAIT_S},
+                "Seconds a wait lasts at most (default 300)",
+            ),
+        ),
         body=ref("SubmitJob"),
         body_required=True,
     ),
@@ -586,7 +670,16 @@ OPERATIONS: list[Operation] = [
         "Recent jobs, newest first",
         "jobs",
         guarded(json("JobList"), r422=INVALID),
-        params=(LIMIT, OFFSET),
+        params=(
+            LIMIT,
+            OFFSET,
+            Param(
+                "format",
+                "query",
+                {"enum": list(laddr_jobs.LIST_SHAPES)},
+                "array: the reference's bare array; object: Laddr 0.9.6's (default: api.laddr.jobs_list)",
+            ),
+        ),
     ),
     http(
         "GET",
@@ -648,7 +741,15 @@ OPERATIONS: list[Operation] = [
         params=(
             Param("message", "query"),
             Param("wait", "query", {"type": "boolean", "default": True}),
-            Param("timeout", "query", {"type": "integer", "default": 30}),
+            Param(
+                "timeout",
+                "query",
+                {
+                    "type": "number",
+                    "maximum": laddr_agents.MAX_CHAT_TIMEOUT_S,
+                    "default": laddr_agents.DEFAULT_CHAT_TIMEOUT_S,
+                },
+            ),
         ),
         body=ref("ChatRequest"),
     ),
@@ -695,7 +796,7 @@ OPERATIONS: list[Operation] = [
         "Recent batches, newest first",
         "batches",
         guarded(json("BatchList"), r422=INVALID),
-        params=(LIMIT,),
+        params=(LIMIT, SKIP),
     ),
     http(
         "GET",
@@ -715,7 +816,7 @@ OPERATIONS: list[Operation] = [
         "traces",
         guarded(json("TraceList"), r422=INVALID),
         params=(
-            Param("limit", "query", {"type": "integer", "minimum": 1, "default": 100}),
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
             Param("job_id", "query", description="One job's traces, oldest first (limit only if given)"),
             Param("agent_name", "query", description="Laddr's filter name"),
             Param("agent", "query", description="The reference's filter name"),
