@@ -87,11 +87,17 @@ async def test_api_openapi_json_is_a_valid_31_document_of_every_laddr_route(
     assert jobs["post"]["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/SubmitJob"
     }
-    assert {p["name"] for p in jobs["get"]["parameters"]} == {"limit", "offset"}
+    assert {p["name"] for p in jobs["get"]["parameters"]} == {"limit", "offset", "format"}  # format: the list's shape
     assert doc["components"]["schemas"]["SubmitJob"]["required"] == ["pipeline_name", "inputs"]
     events = doc["paths"]["/ws/events"]["get"]
     assert events["x-websocket"] is True and "101" in events["responses"] and "403" in events["responses"]
-    assert {s for item in events["security"] for s in item} == {"APIKeyQuery", "APIKeyHeader", "HTTPBearer"}
+    # Laddr's three, and Headrace's `?token=` (as GET /events)
+    assert {s for item in events["security"] for s in item} == {
+        "APIKeyQuery",
+        "APIKeyHeader",
+        "HTTPBearer",
+        "TokenQuery",
+    }
     assert doc["paths"]["/api/health"]["get"]["security"] == [] and doc["paths"]["/"]["get"]["security"] == []
 
 
