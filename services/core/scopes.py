@@ -264,6 +264,11 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/docs"): OPEN,
     ("GET", "/docs/oauth2-redirect"): OPEN,
     ("GET", "/docs/static/{file}"): OPEN,
+    # the operator dashboard's static files (services/api/dashboard.py): no data in them; the page sends
+    # the user's token on every API call it makes, which these rules then gate
+    ("GET", "/ui"): OPEN,
+    ("GET", "/ui/"): OPEN,
+    ("GET", "/ui/{file}"): OPEN,
     ("GET", "/api/logs/containers"): need("jobs:ro"),
     ("GET", "/api/logs/containers/{container_name}"): need("jobs:ro"),
     ("POST", WEBHOOK_PATH): WEBHOOK,
