@@ -25,7 +25,9 @@ from tests.support import laddr
 from tests.support.stack import ADMIN, REPO, TOKENS, Stack
 
 playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="the browser test needs the `playwright` package (pip install playwright)"
+    "playwright.async_api",
+    reason="the browser test needs an importable `playwright` package (pip install playwright)",
+    exc_type=ImportError,
 )
 expect = playwright_api.expect
 
