@@ -54,7 +54,8 @@ NOT_DOCUMENTED: dict[str, str] = {
     "/docs/oauth2-redirect": "Swagger UI's OAuth2 redirect page (HTML)",
     "/docs/static/{file}": "Swagger UI's own assets (JavaScript, CSS, icons)",
     "/ui": "the dashboard's page (HTML)",
-    "/ui/{path}": "the dashboard's assets",
+    "/ui/": "the dashboard's page (HTML)",
+    "/ui/{file}": "the dashboard's assets (JavaScript, CSS, icons)",
 }
 PAGE = """<!DOCTYPE html>
 <html lang="en">
