@@ -123,6 +123,7 @@ async def _until_signalled(services: list[lifecycle.Service], stop: asyncio.Even
 
 async def _up(args: argparse.Namespace) -> None:
     stop = _stop_on_signals()
+    from services.api import service as api_service
     from services.api.service import Api
     from services.dispatcher.service import Dispatcher
     from services.projector.service import Projector
@@ -137,6 +138,8 @@ async def _up(args: argparse.Namespace) -> None:
     logging.configure(config.log_level)
     _log_warnings(config)
     config = config.with_runtime_token(config_mod.Token(token=token, scopes=frozenset({"*"}), name="admin (state dir)"))
+    # a taken port is said before NATS and Postgres start, not after every other service is up
+    api_service.ensure_port_free(config.api.host, args.port if args.port is not None else config.api.port)
     nats = None
     if not config.nats_url:
         nats = embedded.EmbeddedNats(state_dir, sync_interval=config.nats_sync_interval)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 
 import asyncpg
 from aiohttp import web
@@ -37,6 +38,23 @@ def port_in_use(host: str, port: int) -> errors.ConfigError:
         f"cannot listen on {host}:{port}: the port is in use by another process; "
         f"choose another with `headrace up --port N` (`make run PORT=N`) or api.listen in the config"
     )
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """port_in_use now, before anything starts, when `port` cannot be bound (as the site binds it, with
+    SO_REUSEADDR); port 0 is always free. A port taken between this check and the bind still gets the same
+    line from `Api.start`."""
+    if port == 0:
+        return
+    for family, kind, proto, _, address in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise port_in_use(host, port) from None
+                raise
 
 
 class Api(lifecycle.Service):

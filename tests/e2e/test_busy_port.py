@@ -13,12 +13,13 @@ from pathlib import Path
 from tests.support import stack
 
 
-async def test_up_on_a_taken_port_says_how_to_choose_another(tmp_path: Path, nats_url: str, database_url: str) -> None:
+async def test_up_on_a_taken_port_says_how_to_choose_another(tmp_path: Path, database_url: str) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        env = {**os.environ, "PYTHONPATH": str(stack.REPO), "NATS_URL": nats_url, "DATABASE_URL": database_url}
+        env = {**os.environ, "PYTHONPATH": str(stack.REPO), "DATABASE_URL": database_url}
+        env.pop("NATS_URL", None)
         config = str(stack.REPO / "config.example.yaml")
         argv = ["-m", "services.cli", "-c", config, "up", "--state-dir", str(tmp_path / "state"), "--port", str(port)]
         proc = await asyncio.create_subprocess_exec(
@@ -32,6 +33,8 @@ async def test_up_on_a_taken_port_says_how_to_choose_another(tmp_path: Path, nat
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"headrace: error: cannot listen on 127.0.0.1:{port}: the port is in use"), stderr
     assert "--port" in last and "make run PORT=" in last
+    # said before anything started: the embedded nats-server never got its store
+    assert not (tmp_path / "state" / "nats").exists()
 
 
 def test_make_run_passes_port() -> None:
