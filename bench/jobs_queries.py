@@ -42,7 +42,7 @@ from services.api import app as app_mod
 from services.core import bus as bus_mod
 from services.core import config as config_mod
 from services.core import db, embedded
-from services.projector import summary_rows
+from services.projector import read_models, summary_rows
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 GOAL_P50_MS = 5.0
@@ -212,25 +212,7 @@ def generate(rows: int, seed: int = 7) -> Iterator[tuple[list[tuple[Any, ...]], 
         yield jobs, logs
 
 
-JOB_COLS = (
-    "job_id",
-    "plugin",
-    "command",
-    "status",
-    "submitted_by",
-    "payload",
-    "result",
-    "last_error",
-    "attempt",
-    "parent_job_id",
-    "correlation_id",
-    "pipeline",
-    "step_id",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "last_seq",
-)
+JOB_COLS = read_models.JOB_COLUMNS
 LOG_COLS = (
     "log_id",
     "job_id",

@@ -65,15 +65,12 @@ async def retry(request: web.Request) -> web.Response:
     spec = queued[1].data if queued else row
 
     async def create(job_id: str) -> tuple[int, dict[str, Any]]:
-        await submit.submit_job(
+        await submit.resubmit(
             st,
-            plugin=row["plugin"],
-            command=row["command"],
-            payload=spec.get("payload") or {},
-            event=spec.get("event"),
-            context=spec.get("context"),
-            submitted_by="retry",
+            row,
+            spec,
             job_id=job_id,
+            submitted_by="retry",
             extra={"retry_of": original},
             authority=auth.authority(principal),
         )

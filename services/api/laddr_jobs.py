@@ -262,15 +262,12 @@ async def replay(request: web.Request) -> web.Response:
             )
             await st.bus.publish(subjects.pipeline_command(job_id), cmd)
         else:
-            await submit.submit_job(
+            await submit.resubmit(
                 st,
-                plugin=row["plugin"],
-                command=row["command"],
-                payload=spec.get("payload") or {},
-                event=spec.get("event"),
-                context=spec.get("context"),
-                submitted_by="replay",
+                row,
+                spec,
                 job_id=job_id,
+                submitted_by="replay",
                 extra={"original_job_id": original},
                 authority=authority,
             )

@@ -5,6 +5,7 @@ The command's id is derived from the job id, so a retried publish is dropped by 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from services.api import state
@@ -46,3 +47,29 @@ async def submit_job(
     )
     await st.bus.publish(subjects.job_command(job_id, "submit"), cmd)
     return job_id
+
+
+async def resubmit(
+    st: state.ApiState,
+    row: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    *,
+    job_id: str,
+    submitted_by: str,
+    extra: dict[str, Any],
+    authority: scopes.Authority,
+) -> str:
+    """A new job running `row`'s plugin command again with the input `spec` held (the original's `queued`
+    event, else its row): a retry of a dead job, a Laddr replay."""
+    return await submit_job(
+        st,
+        plugin=row["plugin"],
+        command=row["command"],
+        payload=spec.get("payload") or {},
+        event=spec.get("event"),
+        context=spec.get("context"),
+        submitted_by=submitted_by,
+        job_id=job_id,
+        extra=extra,
+        authority=authority,
+    )
