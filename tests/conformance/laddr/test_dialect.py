@@ -286,8 +286,12 @@ async def test_work_queued_is_200_not_202(keyed: Stack) -> None:
         keyed, "POST", "/api/prompts", headers=API_KEY_RIGHT, json={"prompt_name": "echo", "inputs": {"task": "x"}}
     )
     assert status == 200 and body["prompt_id"], body
+    prompt_id = body["prompt_id"]
     status, _, body = await call(keyed, "GET", "/api/agents/echo/chat?message=hi&wait=false", headers=API_KEY_RIGHT)
     assert status == 200 and body["status"] == "submitted", body
+    assert keyed.client is not None  # none left waiting on a child when the stack stops
+    for job_id in (prompt_id, body["task_id"]):
+        await keyed.client.wait_job(job_id, timeout_s=30)
 
 
 async def test_idempotent_replay_of_a_queued_answer_is_200_too(keyed: Stack) -> None:

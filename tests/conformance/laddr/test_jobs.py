@@ -93,6 +93,9 @@ async def test_route_07_post_prompts_single_and_sequential(s: Stack) -> None:
         json={"prompt_name": "story", "mode": "sequential", "agents": ["plain", "plain"], "inputs": {"q": "hi"}},
     )
     assert ok(status) and chain["agents"] == ["plain", "plain"] and chain["mode"] == "sequential"
+    # a prompt still waiting on its child agent job would hold the runner's stop until its deadline
+    for started in (single, chain):
+        await s.client.wait_job(started["prompt_id"], timeout_s=30)
     for payload, field in (
         ({"prompt_name": "plain"}, "inputs"),
         ({"prompt_name": "plain", "inputs": "x"}, "inputs"),
@@ -267,8 +270,11 @@ async def test_s83_09_post_prompts_keys(s: Stack) -> None:
         "/api/prompts", json={"prompt_name": "plain", "mode": "sequential", "inputs": {"q": "x"}}
     )
     assert ok(status) and body["agents"] == ["plain"] and body["agent"] == "plain" and body["mode"] == "sequential"
+    first = body["prompt_id"]
     status, body = await s.client.post("/api/prompts", json={"prompt_name": "plain", "inputs": {}, "extra": 1})
     assert ok(status) and body["mode"] == "single"
+    for prompt_id in (first, body["prompt_id"]):  # none left waiting on a child when the stack stops
+        await s.client.wait_job(prompt_id, timeout_s=30)
 
 
 async def test_s83_10_prompts_list_offset_and_completed_at(s: Stack) -> None:
