@@ -46,6 +46,9 @@ async def test_if_running_cancel_cancels_the_previous_job_then_fires(make_config
     clock.set(10, 3, 0)
     found = await wait_decisions(s, "napper", "nap", 4)
     assert found[3][0] == "schedule.fired" and "cancelled_job_id" not in found[3][1]
+    # leave no 30 s nap running when the stack stops
+    await s.client.post(f"/job/{found[3][1]['job_id']}/cancel")
+    await s.client.wait_job(found[3][1]["job_id"], timeout_s=20)
 
 
 async def test_max_outstanding_polls_bounds_a_queueing_schedule(make_config: Any, clocked: Any) -> None:
