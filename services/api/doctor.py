@@ -6,9 +6,10 @@ doctor: the config file on disk is loaded and validated again (without applying 
 would); a load error is a check with severity "error" and makes `ok` false; broken plugin manifests
 and configured plugins without a manifest are warnings (all checks listed are problems, `ok: false`;
 warnings leave the top `ok` alone). selfcheck: the running gateway's own checks (NATS, Postgres,
-runners alive, plugin catalog), each `ok` true or false, no severity; and Headrace's own key
+runners alive, plugin catalog), each `ok` true or false, no severity; and Headrace's own keys
 `consumers`: each consumer's lag (services/api/consumer_lag.py), or `consumers_error` when it
-cannot be read (NATS or Postgres down).
+cannot be read (NATS or Postgres down); `leaders`: who leads the dispatchers and the projectors
+(as in /healthz, with the instance names: the route needs system:ro).
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ async def selfcheck(request: web.Request) -> web.Response:
             f"{len(st.catalog.plugins)} plugin(s) loaded" + (f", {broken} manifest(s) broken" if broken else ""),
         )
     )
-    return _report(all(c["ok"] for c in checks), checks, **await _lag(st, nats_ok))
+    lag, leading = await asyncio.gather(_lag(st, nats_ok), system.leaders(st, admin=True))
+    return _report(all(c["ok"] for c in checks), checks, **lag, leaders=leading)
 
 
 async def _lag(st: state.ApiState, nats_ok: bool) -> dict[str, Any]:

@@ -105,6 +105,27 @@ def counts(description: str) -> Schema:
 
 RESULT_NOTE = " (`result` and `last_error` only for a token with a results scope: jobs:result:ro, implied by jobs:ro)"
 COMPONENT = obj({"ok": BOOLEAN, "error": STRING}, required=["ok"], description="`error` for an admin token only")
+LEADER = obj(
+    {
+        "held": BOOLEAN,
+        "since": nullable(TIMESTAMP),
+        "until": nullable(TIMESTAMP),
+        "standbys": INTEGER,
+        "holder": STRING,
+        "standby_sources": TEXT_LIST,
+    },
+    required=["held", "since", "until", "standbys"],
+    description="The role's leader (lease or lock holder) and its standbys; `holder` and `standby_sources` "
+    "(instance names) for an admin token (in /healthz) or system:ro (in /system/selfcheck)",
+)
+LEADERS = nullable(
+    obj(
+        {"dispatcher": LEADER, "projector": LEADER},
+        required=["dispatcher", "projector"],
+        description="Headrace's own: who leads the dispatchers and the projectors (README: Leadership); null when "
+        "NATS cannot be read",
+    )
+)
 PLUGIN_STATS = obj(
     {
         "total": INTEGER,
@@ -147,6 +168,7 @@ SCHEMAS: dict[str, Schema] = {
             "version": STRING,
             "posture": STRING,
             "components": obj({"nats": COMPONENT, "postgres": COMPONENT}, required=["nats", "postgres"]),
+            "leaders": LEADERS,
             "failing": array({"enum": ["nats", "postgres"]}),
             "plugins_broken": INTEGER,
             "config_path": STRING,
@@ -552,7 +574,7 @@ SCHEMAS: dict[str, Schema] = {
         required=["jobs", "count"],
     ),
     "Checks": obj(
-        {"ok": BOOLEAN, "captured_at": TIMESTAMP, "checks": array(CHECK)},
+        {"ok": BOOLEAN, "captured_at": TIMESTAMP, "checks": array(CHECK), "leaders": LEADERS},
         required=["ok", "captured_at", "checks"],
     ),
     "Topology": obj(

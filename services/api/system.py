@@ -1,5 +1,7 @@
 """GET / (discovery index, both dialects: Laddr's `service, version, status, dashboard, docs` among ours) and GET /healthz (real checks of NATS and Postgres,
-Ductile's keys `plugins_circuit_open` and `posture`; internals such as paths only for an admin token)."""
+Ductile's keys `plugins_circuit_open` and `posture`, and ours `leaders`: the active dispatcher's lease and the
+projector holder's record, with the standbys counted; internals such as paths and instance names only for an
+admin token)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from services.api import auth, state
-from services.core import subjects
+from services.core import leases, subjects
 
 routes = web.RouteTableDef()
 
@@ -94,6 +96,20 @@ async def open_circuits(st: state.ApiState) -> int:
     return len(plugins)
 
 
+async def leaders(st: state.ApiState, *, admin: bool) -> dict[str, Any] | None:
+    """Per role (dispatcher, projector): whether a leader holds it now, since and until when, how many standbys
+    wait (services/core/leases.py); None when the records cannot be read (NATS down)."""
+    if not st.bus.nc.is_connected:
+        return None
+    try:
+        found = await asyncio.wait_for(
+            asyncio.gather(*(leases.status(st.bus, role) for role in leases.ROLES)), timeout=CHECK_TIMEOUT_S
+        )
+    except Exception:  # any failure of the read: unknown
+        return None
+    return {status.role: status.public(admin=admin) for status in found}
+
+
 def _is_admin(request: web.Request) -> bool:
     """A valid token with the `*` scope: it may see paths and error details; anyone else may not."""
     presented = auth.presented_token(request)
@@ -107,8 +123,8 @@ async def healthz(request: web.Request) -> web.Response:
     (internals that help an attacker, not a load balancer) only with an admin token."""
     st = state.of(request)
     admin = _is_admin(request)
-    (nats_ok, depth, nats_error), (pg_ok, pg_error), circuits_open = await asyncio.gather(
-        check_nats(st), check_postgres(st), open_circuits(st)
+    (nats_ok, depth, nats_error), (pg_ok, pg_error), circuits_open, leading = await asyncio.gather(
+        check_nats(st), check_postgres(st), open_circuits(st), leaders(st, admin=admin)
     )
     body: dict[str, Any] = {
         "status": "ok" if nats_ok and pg_ok else "error",
@@ -122,6 +138,7 @@ async def healthz(request: web.Request) -> web.Response:
             "nats": {"ok": nats_ok, **({"error": nats_error} if nats_error and admin else {})},
             "postgres": {"ok": pg_ok, **({"error": pg_error} if pg_error and admin else {})},
         },
+        "leaders": leading,
     }
     if admin:
         if st.config.path:

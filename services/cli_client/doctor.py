@@ -1,6 +1,6 @@
 """`headrace doctor`: one screen of ok/warn/fail marks — the API, NATS, Postgres, runners, plugins,
-the config on disk, the queue and the consumers' lag — from GET /healthz, /system/selfcheck,
-/system/doctor and /analytics/queue. Exit code 1 when any mark is `fail` (warnings leave it 0).
+the active dispatcher and projector (a warning when a role has none), the config on disk, the queue
+and the consumers' lag — from GET /healthz, /system/selfcheck, /system/doctor and /analytics/queue. Exit code 1 when any mark is `fail` (warnings leave it 0).
 
 A route the token may not read is a warning ("not checked") when no token was given, and a failure
 when the token was refused (401): a wrong token should not pass for a healthy gateway.
@@ -80,6 +80,36 @@ def _component(report: Report, name: str, part: Any, selfchecked: dict[str, Any]
     report.add(name, "ok" if ok else "fail", str(detail))
 
 
+#: what a role without a leader means
+WITHOUT_LEADER = {
+    "dispatcher": "no job is decided, retried or scheduled until one takes over",
+    "projector": "the read models (GET /jobs, /job/{id}) fall behind until one takes over",
+}
+
+
+def _leaders(report: Report, leaders: Any) -> None:
+    """A mark per role: its leader (instance, since, lease until, standbys), a warning when there is none."""
+    if leaders is None:
+        report.add("leaders", "warn", "unknown: the leadership records are unreadable (NATS unavailable)")
+        return
+    if not isinstance(leaders, dict):
+        return  # an API from before leadership
+    for role in ("dispatcher", "projector"):
+        found = leaders.get(role)
+        if not isinstance(found, dict):
+            continue
+        standbys = int(found.get("standbys") or 0)
+        waiting = f"{standbys} standby" + ("s" if standbys != 1 else "")
+        if found.get("held"):
+            who = found.get("holder") or "an instance"
+            report.add(
+                role, "ok", f"active: {who} since {found.get('since')}, lease until {found.get('until')}; {waiting}"
+            )
+        else:
+            last = f" (the last lease ran out at {found['until']})" if found.get("until") else ""
+            report.add(role, "warn", f"no active {role}{last}: {WITHOUT_LEADER[role]}; {waiting}")
+
+
 def _lag(report: Report, selfcheck: dict[str, Any]) -> list[dict[str, Any]]:
     consumers = selfcheck.get("consumers")
     if not isinstance(consumers, list):
@@ -144,6 +174,7 @@ async def check(api: Api) -> tuple[Report, list[dict[str, Any]]]:
     for name in ("runners", "plugins"):
         if name in selfchecked:
             _component(report, name, None, selfchecked)
+    _leaders(report, selfcheck["leaders"] if "leaders" in selfcheck else healthz.get("leaders", False))
     if healthz.get("plugins_circuit_open"):
         report.add("plugins", "warn", f"{healthz['plugins_circuit_open']} plugin(s) with an open circuit breaker")
     broken = healthz.get("plugin_errors") or []

@@ -147,6 +147,10 @@ class Config:
     work_lease_s: float = 30.0
     #: how often runners write their presence (and their agents') to the agents KV bucket
     heartbeat_interval_s: float = 5.0
+    #: `service.leader_lease`: how long the active dispatcher's (and projector's) lease lasts unrenewed …
+    leader_lease_ttl_s: float = 5.0
+    #: … and how often its holder renews it (standbys poll at half this interval)
+    leader_lease_renew_s: float = 1.0
     #: who subprocess plugins run as when the runner is root (None: headrace-plugin, else nobody)
     plugin_user: str | None = None
     state_dir: Path = Path(".state")
@@ -639,6 +643,7 @@ def _build(
     hooks = webhooks_mod.parse_all(doc.get("webhooks") or ())
     listen = webhooks_mod.listen_address(doc.get("webhooks_listen")) if hooks else None
     remote_ingress = relay_mod.parse(doc.get("remote_ingress"), secrets, env)
+    lease_ttl, lease_renew = _leader_lease(service.get("leader_lease") or {})
     return Config(
         path=path,
         service_name=service.get("name", "headrace"),
@@ -648,6 +653,8 @@ def _build(
         max_workers=max_workers,
         work_lease_s=durations.parse_seconds(service.get("work_lease", "30s")),
         heartbeat_interval_s=durations.parse_seconds(service.get("heartbeat_interval", "5s")) or 5.0,
+        leader_lease_ttl_s=lease_ttl,
+        leader_lease_renew_s=lease_renew,
         plugin_user=service.get("plugin_user"),
         state_dir=(base_dir / state_dir).resolve(),
         plugin_roots=roots,
@@ -677,6 +684,24 @@ def _build(
         database_url=env.get("DATABASE_URL") or database.get("url") or None,
         raw=doc,
     )
+
+
+#: the shortest lease: below it a renewal's round trip under load is a fair share of the lease
+MIN_LEASE_TTL_S = 1.0
+
+
+def _leader_lease(raw: Mapping[str, Any]) -> tuple[float, float]:
+    """`service.leader_lease` as (ttl, renew) seconds: the holder must get at least three renewals into
+    one lease, so one or two that fail (a NATS hiccup) do not depose it."""
+    ttl = durations.parse_seconds(raw.get("ttl", "5s"))
+    renew = durations.parse_seconds(raw.get("renew", "1s"))
+    if ttl < MIN_LEASE_TTL_S:
+        raise ValueError(f"service.leader_lease.ttl: {ttl:g}s is shorter than the minimum {MIN_LEASE_TTL_S:g}s")
+    if renew <= 0 or renew * 3 > ttl:
+        raise ValueError(
+            f"service.leader_lease.renew: {renew:g}s must be positive and at most a third of the ttl ({ttl:g}s)"
+        )
+    return ttl, renew
 
 
 def _laddr_api(raw: Mapping[str, Any], env: Mapping[str, str]) -> LaddrApi:

@@ -53,6 +53,16 @@ async def ensure_pull(
     return await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
 
 
+async def redeliver_unacked(bus: bus_mod.Bus, *, stream: str, durable: str) -> None:
+    """Hand out again at once what the consumer delivered and nobody acked (a dead process's batch) instead of
+    after its ack_wait: a reset to the ack floor (ADR-60, nats-server 2.14+). Messages acked above the floor come
+    again too; the handlers are idempotent. An older server refuses: those wait out their ack_wait."""
+    try:
+        await bus.js.reset_consumer(stream, durable)
+    except (nats.errors.Error, TimeoutError) as exc:
+        log.warning("consumer_reset_failed", stream=stream, consumer=durable, error=str(exc) or type(exc).__name__)
+
+
 #: how long the second pull of fetch_ready may wait for messages the first one saw pending
 DRAIN_S = 0.05
 

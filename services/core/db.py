@@ -24,6 +24,7 @@ log = logging.get("db")
 SCHEMA = "headrace"
 MIGRATION_LOCK = 0x4845_4144  # "HEAD": serialises migrations across processes
 PROJECTION_LOCK = 0x5052_4F4A  # "PROJ": one batch writer at a time, rebuild's swap included
+PROJECTOR_HOLDER_LOCK = 0x5052_4F48  # "PROH": held for its session by the active projector (standbys wait)
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 

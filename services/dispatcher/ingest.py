@@ -92,10 +92,18 @@ def accepted(
 class IngestConsumer:
     """Validates, records and routes what outside systems publish on `ingest.>`."""
 
-    def __init__(self, bus: bus_mod.Bus, runs: Callable[[], pipeline_runs.PipelineRuns | None], *, source: str) -> None:
+    def __init__(
+        self,
+        bus: bus_mod.Bus,
+        runs: Callable[[], pipeline_runs.PipelineRuns | None],
+        *,
+        source: str,
+        fence: publishing.Fence = publishing.unfenced,
+    ) -> None:
         self.bus = bus
         self.runs = runs
         self.source = source
+        self.fence = fence
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         """The durable pull consumer (from the start of INGEST: what came before us is not lost)."""
@@ -139,6 +147,6 @@ class IngestConsumer:
         )
         out = [item for published in decided for item in published]
         if out:
-            await publishing.publish_decisions(self.bus, out)
+            await publishing.publish_decisions(self.bus, out, fence=self.fence)
         for msg in msgs:
             await msg.ack()

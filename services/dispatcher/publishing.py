@@ -16,6 +16,7 @@ before: a crash in between leaves the command unacked, and its redelivery decide
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from services.core import bus as bus_mod
 from services.core import envelope, subjects
@@ -36,9 +37,18 @@ def _opened_job(env: envelope.Envelope) -> str | None:
     return env.job_id if env.type == "job.queued" and env.job_id else None
 
 
-async def publish_decisions(bus: bus_mod.Bus, out: Published) -> None:
+Fence = Callable[[], None]
+
+
+def unfenced() -> None:
+    return None
+
+
+async def publish_decisions(bus: bus_mod.Bus, out: Published, *, fence: Fence = unfenced) -> None:
     """Store `out`: new jobs' `queued` (each checked to be its job's first event), the other events, then the
-    work items with `claim_after` where the `queued` was stored as that first event."""
+    work items with `claim_after` where the `queued` was stored as that first event. `fence()` is called before
+    each store and raises when this dispatcher may no longer decide (services/core/leadership.py)."""
+    fence()
     events = [(subject, env) for subject, env in out if not _is_work(subject)]
     work = [(subject, env) for subject, env in out if _is_work(subject)]
     if len(work) < CLAIM_AFTER_MIN and len(events) < bus_mod.ATOMIC_MIN:
@@ -50,9 +60,11 @@ async def publish_decisions(bus: bus_mod.Bus, out: Published) -> None:
     # the duplicate window would otherwise store a second `queued` that a second run could claim
     stored_first = await bus.publish_firsts(firsts) if firsts else []
     if rest:
+        fence()
         await bus.publish_all(rest)
     if not work:
         return
+    fence()
     queued_at = {env.job_id: seq for (_, env, _), seq in zip(firsts, stored_first, strict=True) if seq}
     await bus.publish_all([(subject, with_claim_after(env, queued_at.get(env.job_id))) for subject, env in work])
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from services.core import bus as bus_mod
 from services.core import config as config_mod
-from services.core import envelope, errors, logging, subjects
+from services.core import envelope, errors, leadership, logging, subjects
 from services.core import schedules as specs
 from services.dispatcher import publishing, routing
 
@@ -91,8 +91,11 @@ class Scheduler:
         source: str,
         clock: Clock | None = None,
         interval_s: float = 1.0,
+        fence: publishing.Fence = publishing.unfenced,
     ) -> None:
         self.bus = bus
+        #: raises when this dispatcher may no longer decide (checked before every store)
+        self.fence = fence
         self.config = config
         self.submit = submit
         self.job_state = job_state
@@ -118,16 +121,27 @@ class Scheduler:
                 await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
 
     async def tick(self) -> None:
-        """Decide every schedule's due fires as of `clock()`; one schedule's trouble never stops the others."""
+        """Decide every schedule's due fires as of `clock()`; one schedule's trouble never stops the others.
+        Deposed (the lease ran out) ends the tick: the next active decides what is left."""
+        try:
+            await self._tick_all()
+        except leadership.Deposed:
+            self._states.clear()
+
+    async def _tick_all(self) -> None:
         for key, cmd in list(self._unsubmitted.items()):
             try:
                 await self._submit(cmd)
                 self._unsubmitted.pop(key, None)
+            except leadership.Deposed:
+                raise
             except Exception as exc:
                 log.warning("schedule_submit_failed", job_id=key, error=str(exc) or type(exc).__name__)
         for schedule in self.schedules():
             try:
                 await self._tick_one(schedule)
+            except leadership.Deposed:
+                raise
             except errors.Conflict:
                 self._states.pop(schedule.key, None)  # another decision got in first: re-read next tick
             except errors.TransientError as exc:
@@ -178,6 +192,7 @@ class Scheduler:
             job_id=extra.get("job_id"),
             data={"plugin": schedule.plugin, "schedule_id": schedule.id, **state.data(), **extra},
         )
+        self.fence()
         ack = await self.bus.publish(
             subjects.schedule_event(schedule.plugin, schedule.id), env, expected_last_subject_seq=state.seq
         )
@@ -314,10 +329,11 @@ class Scheduler:
             correlation_id=job_id,
             data={"reason": f"cancelled by schedule {schedule.key} firing at {label} (if_running: cancel)"},
         )
+        self.fence()
         await self.bus.publish(subjects.job_command(job_id, "cancel"), cmd)
         log.info("schedule_cancelled_previous", plugin=schedule.plugin, schedule=schedule.id, job_id=job_id)
 
     async def _submit(self, cmd: envelope.Envelope) -> None:
         out = await self.submit(cmd)
         if out:
-            await publishing.publish_decisions(self.bus, out)
+            await publishing.publish_decisions(self.bus, out, fence=self.fence)

@@ -7,6 +7,11 @@
     ingest.>                       → evt.ingest.accepted + pipelines, or evt.ingest.rejected  (ingest.py)
     the clock                      → scheduled jobs, decisions on evt.schedule.*               (schedules.py)
 
+Several dispatchers may run; one decides. It holds the lease `leader.dispatcher` (services/core/leases.py)
+and alone binds the consumers and runs the clock; the others stand by and take over when the lease
+runs out or is released (services/core/leadership.py). Every store is fenced: none after the lease's
+validity ran out by this process's clock.
+
 Every input is acked only after everything it caused is stored (publish, then ack); the
 deterministic event ids make a redelivered input's second publish a no-op.
 """
@@ -14,6 +19,7 @@ deterministic event ids make a redelivered input's second publish a no-op.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from contextlib import AbstractContextManager
 from typing import Any
@@ -25,7 +31,19 @@ from nats.js import api
 
 from services.core import bus as bus_mod
 from services.core import config as config_mod
-from services.core import consumers, envelope, jobstate, lifecycle, logging, metrics, reloads, scopes, subjects
+from services.core import (
+    consumers,
+    envelope,
+    jobstate,
+    leadership,
+    leases,
+    lifecycle,
+    logging,
+    metrics,
+    reloads,
+    scopes,
+    subjects,
+)
 from services.dispatcher import breaker, cancels, decisions, ingest, pipeline_runs, publishing, retries, schedules
 
 log = logging.get("dispatcher")
@@ -40,6 +58,13 @@ OUTCOME_SUBJECTS = [
     "evt.job.*.rejected",
 ]
 ROUTED_FINALS = frozenset(pipeline_runs.FINAL_CHILD)
+#: the dispatcher's durable consumers (stream, name): only the active one fetches from them
+DURABLES = (
+    (subjects.EVENTS, subjects.DISPATCHER_OUTCOMES),
+    (subjects.WORK, subjects.DISPATCHER_DELAYS),
+    (subjects.COMMANDS, subjects.DISPATCHER_COMMANDS),
+    (subjects.INGEST, subjects.DISPATCHER_INGEST),
+)
 
 
 def _job_logged(env: envelope.Envelope) -> AbstractContextManager[None]:
@@ -72,9 +97,48 @@ class Dispatcher(lifecycle.Service):
         self.runs: pipeline_runs.PipelineRuns | None = None
         self._breakers: dict[str, breaker.BreakerState] = {}
         self.participant: reloads.Participant | None = None
+        self.lease: leases.Lease | None = None
+        self.leadership: leadership.Leadership | None = None
 
     async def start(self) -> None:
         self.bus = await bus_mod.open_for(self.config, name=self.source, bus=self.bus)
+        holder = leases.holder_id(self.name)
+        ttl_s, renew_s = self.config.leader_lease_ttl_s, self.config.leader_lease_renew_s
+        self.lease = leases.Lease(self.bus, self.name, holder=holder, source=self.source, ttl_s=ttl_s, renew_s=renew_s)
+        self.leadership = leadership.Leadership(
+            self.lease,
+            role=self.name,
+            source=self.source,
+            elected=self._elected,
+            deposed=self._deposed,
+            renew_s=renew_s,
+            standby=leases.Standby(self.bus, self.name, holder=holder, source=self.source, interval_s=renew_s),
+        )
+        # a lone dispatcher is active when start returns, its consumers bound (as before leadership)
+        await self.leadership.start()
+        self.spawn("leadership", self.leadership.run(self.stop_event))
+        # last: registered as a reload member once it is ready (a reload announced meanwhile is caught up);
+        # standbys take part too, so the one that takes over holds the current config
+        self.participant = reloads.Participant(
+            self.bus, role=self.name, source=self.source, current=lambda: self.config, apply=self._apply_config
+        )
+        await self.participant.start()
+        self.spawn("reloads", self.participant.run(self.stop_event))
+        log.info(
+            "dispatcher_started",
+            plugins=sorted(self.catalog.plugins),
+            active=self.leadership.active,
+            lease_ttl_s=ttl_s,
+        )
+
+    # --- leadership -----------------------------------------------------------
+
+    async def _elected(self, term: leadership.Term) -> None:
+        """This dispatcher is the active one: bind the consumers, take over what the previous one left unacked,
+        and decide. The in-memory state starts empty, as after a restart: breakers and pipeline trees are read
+        from KV when first needed, each schedule's state from its last event (services/dispatcher/schedules.py)."""
+        assert self.bus is not None
+        self._breakers = {}
         self.runs = pipeline_runs.PipelineRuns(self.bus, self.config, source=self.source, decide_submit=self._submit)
         # outcomes first: no failure may slip by before we listen; NEW so a first start never
         # re-decides the outcomes of an old event log
@@ -103,23 +167,32 @@ class Dispatcher(lifecycle.Service):
             ack_wait_s=30,
             max_ack_pending=10_000,
         )
-        self.spawn(
+        events_in = ingest.IngestConsumer(self.bus, lambda: self.runs, source=self.source, fence=self._fence)
+        incoming = await events_in.subscribe()
+        # what a dead predecessor had fetched and not acked comes again now, not after its ack_wait
+        for stream, durable in DURABLES:
+            await consumers.redeliver_unacked(self.bus, stream=stream, durable=durable)
+        fenced = self._fenced
+        term.spawn(
             "outcomes",
-            consumers.fetch_loop(outcomes, self._on_outcomes, self.stop_event, batch=256, name="outcomes", wait_s=0.5),
+            consumers.fetch_loop(
+                outcomes, fenced(self._on_outcomes), term.ended, batch=256, name="outcomes", wait_s=0.5
+            ),
         )
-        self.spawn(
+        term.spawn(
             "delays",
-            consumers.fetch_loop(delays, self._on_delayed, self.stop_event, batch=256, name="delays", wait_s=0.5),
+            consumers.fetch_loop(delays, fenced(self._on_delayed), term.ended, batch=256, name="delays", wait_s=0.5),
         )
-        self.spawn(
+        term.spawn(
             "commands",
-            consumers.fetch_loop(commands, self._on_commands, self.stop_event, batch=256, name="commands", wait_s=0.5),
+            consumers.fetch_loop(
+                commands, fenced(self._on_commands), term.ended, batch=256, name="commands", wait_s=0.5
+            ),
         )
-        events_in = ingest.IngestConsumer(self.bus, lambda: self.runs, source=self.source)
-        self.spawn(
+        term.spawn(
             "ingest",
             consumers.fetch_loop(
-                await events_in.subscribe(), events_in.on_batch, self.stop_event, batch=256, name="ingest", wait_s=0.5
+                incoming, fenced(events_in.on_batch), term.ended, batch=256, name="ingest", wait_s=0.5
             ),
         )
         self.scheduler = schedules.Scheduler(
@@ -130,22 +203,46 @@ class Dispatcher(lifecycle.Service):
             source=self.source,
             clock=self.clock,
             interval_s=self.schedule_interval_s,
+            fence=self._fence,
         )
-        self.spawn("schedules", self.scheduler.run(self.stop_event))
-        # last: registered as a reload member once it is ready (a reload announced meanwhile is caught up)
-        self.participant = reloads.Participant(
-            self.bus, role=self.name, source=self.source, current=lambda: self.config, apply=self._apply_config
-        )
-        await self.participant.start()
-        self.spawn("reloads", self.participant.run(self.stop_event))
-        log.info("dispatcher_started", plugins=sorted(self.catalog.plugins))
+        term.spawn("schedules", self.scheduler.run(term.ended))
+        log.info("dispatcher_active", lease_valid_s=round(self.lease.remaining_s(), 3) if self.lease else None)
+
+    async def _deposed(self) -> None:
+        """No longer the active one: forget what was decided here (a later term reads it again)."""
+        self._breakers = {}
+        self.runs = None
+        self.scheduler = None
+        log.info("dispatcher_standing_by")
+
+    def _fence(self) -> None:
+        """Raise leadership.Deposed unless this dispatcher still holds a valid lease (called before each store)."""
+        if self.leadership is None:
+            raise leadership.Deposed("not started")
+        self.leadership.fence()
+
+    def _fenced(self, handler: consumers.BatchHandler) -> consumers.BatchHandler:
+        """`handler`, refusing a batch once the lease is no longer valid (the batch goes back, unacked)."""
+
+        async def fenced(msgs: list[Msg]) -> None:
+            try:
+                self._fence()
+                await handler(msgs)
+            except leadership.Deposed:
+                log.warning("batch_fenced", size=len(msgs))
+                for msg in msgs:  # handed back for the next active (whatever is not reached: after ack_wait)
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+
+        return fenced
 
     async def _apply_config(self, fresh: config_mod.Config) -> None:
         """A reloaded config: plugins, retry and breaker policies, pipelines."""
         assert self.bus is not None
         self.config = fresh
         self.catalog = config_mod.plugin_catalog(fresh)
-        self.runs = pipeline_runs.PipelineRuns(self.bus, fresh, source=self.source, decide_submit=self._submit)
+        if self.runs is not None:  # a standby builds its runs when it takes over
+            self.runs = pipeline_runs.PipelineRuns(self.bus, fresh, source=self.source, decide_submit=self._submit)
 
     async def close(self) -> None:
         if self._own_bus and self.bus is not None:
@@ -168,7 +265,7 @@ class Dispatcher(lifecycle.Service):
         decided = await asyncio.gather(*(self._decide_commands(group) for group in groups.values()))
         out = [item for published, _ in decided for item in published]
         if out:
-            await publishing.publish_decisions(self.bus, out)
+            await publishing.publish_decisions(self.bus, out, fence=self._fence)
         # signals only after `cancel_requested` is stored: a runner that misses the signal (its preflight had
         # not begun) reads the request in preflight instead (services/runner/service.py `_execute`)
         for _, signals in decided:
@@ -276,6 +373,7 @@ class Dispatcher(lifecycle.Service):
         return kv, self._breakers[key]
 
     async def _save_breaker(self, kv: Any, plugin: str, command: str, state: breaker.BreakerState) -> None:
+        self._fence()
         key = breaker.key(plugin, command)
         self._breakers[key] = state
         await kv.put(key, orjson.dumps(state.to_dict()))
@@ -351,7 +449,7 @@ class Dispatcher(lifecycle.Service):
             decided = await asyncio.gather(*(self._decide_outcomes(group) for group in groups.values()))
             out = [item for published in decided for item in published]
             if out:
-                await publishing.publish_decisions(self.bus, out)
+                await publishing.publish_decisions(self.bus, out, fence=self._fence)
                 metrics.fates_stored(out)
         for msg in msgs:
             await msg.ack()
@@ -419,5 +517,6 @@ class Dispatcher(lifecycle.Service):
                     subjects.EVENTS, subjects.job_event(parked.job_id, "cancel_requested")
                 )
                 if not cancelled:
+                    self._fence()
                     await self.bus.publish(*retries.release(parked))
             await msg.ack()

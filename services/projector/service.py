@@ -1,17 +1,22 @@
 """Projector service: evt.> (ordered, from checkpoint+1) → read-model rows + checkpoint,
 one transaction per batch. Nothing else writes Postgres rows.
+
+Several projectors may run; one projects: the holder of a Postgres session lock
+(services/projector/holder.py). The others stand by and take over within half a renew
+interval of its death (services/core/leadership.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 
 from services.core import bus as bus_mod
 from services.core import config as config_mod
-from services.core import db, errors, lifecycle, logging, subjects
-from services.projector import projection, rebuild, stream_reader
+from services.core import db, errors, leadership, leases, lifecycle, logging, subjects
+from services.projector import holder, projection, rebuild, stream_reader
 from services.projector.sql import queries
 
 log = logging.get("projector")
@@ -39,27 +44,61 @@ class Projector(lifecycle.Service):
         self.batch_size = batch_size
         self.position = 0
         self._advanced = asyncio.Condition()
+        self.source = config_mod.instance_name("projector")
+        self.lock: holder.SessionLock | None = None
+        self.leadership: leadership.Leadership | None = None
 
     async def start(self) -> None:
-        self.bus = await bus_mod.open_for(self.config, name=config_mod.instance_name("projector"), bus=self.bus)
+        self.bus = await bus_mod.open_for(self.config, name=self.source, bus=self.bus)
         self.pool = await db.pool_for(self.config, pool=self.pool, max_size=4)
-        self.spawn("project", self._run())
+        member = leases.holder_id(self.name)
+        renew_s = self.config.leader_lease_renew_s
+        self.lock = holder.SessionLock(
+            self.pool,
+            self.bus,
+            holder=member,
+            source=self.source,
+            ttl_s=self.config.leader_lease_ttl_s,
+            renew_s=renew_s,
+        )
+        self.leadership = leadership.Leadership(
+            self.lock,
+            role=self.name,
+            source=self.source,
+            elected=self._elected,
+            deposed=self._deposed,
+            renew_s=renew_s,
+            standby=leases.Standby(self.bus, self.name, holder=member, source=self.source, interval_s=renew_s),
+        )
+        await self.leadership.start()  # a lone projector projects when start returns
+        self.spawn("leadership", self.leadership.run(self.stop_event))
+        log.info("projector_started", active=self.leadership.active)
+
+    async def _elected(self, term: leadership.Term) -> None:
+        term.spawn("project", self._run(term.ended))
+        log.info("projector_active")
+
+    async def _deposed(self) -> None:
+        log.info("projector_standing_by")
 
     async def close(self) -> None:
+        if self.lock is not None:
+            await self.lock.close()
         if self._own_pool and self.pool is not None:
             await self.pool.close()
         if self._own_bus and self.bus is not None:
             await self.bus.close()
 
-    async def _run(self) -> None:
-        while not self.stop_event.is_set():
+    async def _run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
             try:
-                await self._project()
+                await self._project(stop)
             except (asyncpg.PostgresError, OSError, errors.TransientError, asyncpg.InterfaceError) as exc:
                 log.warning("projection_interrupted", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(RETRY_DELAY_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=RETRY_DELAY_S)
 
-    async def _project(self) -> None:
+    async def _project(self, stop: asyncio.Event) -> None:
         assert self.pool is not None and self.bus is not None
         identity = await self.bus.stream_identity(subjects.EVENTS)
         last_seq = await self.bus.stream_last_seq(subjects.EVENTS)
@@ -79,7 +118,7 @@ class Projector(lifecycle.Service):
             return
         await self._moved_to(start)
         async with stream_reader.EventReader(self.bus, start_seq=start + 1, batch_size=self.batch_size) as reader:
-            while not self.stop_event.is_set():
+            while not stop.is_set():
                 batch = await reader.next_batch()
                 if not batch:
                     continue

@@ -353,8 +353,11 @@ async def test_doctor_on_a_healthy_stack(hr: stack.Stack, client: stack.Client) 
         parts = line.split(maxsplit=2)
         if len(parts) == 3 and parts[0] in ("ok", "warn", "fail"):
             marks.setdefault(parts[1], []).append(parts[0])
-    for name in ("api", "nats", "postgres", "runners", "plugins", "config", "lag"):
+    for name in ("api", "nats", "postgres", "runners", "plugins", "dispatcher", "projector", "config", "lag"):
         assert "ok" in marks.get(name, []), (name, run.out)
+    assert re.search(
+        rf"^ok\s+dispatcher\s+active: {re.escape(hr.dispatcher.source)} since .*; 0 standbys$", run.out, re.M
+    )
     assert not any("fail" in m for m in marks.values()), run.out
     _, queue = await client.get("/analytics/queue")
     assert marks["queue"] == ["warn" if queue["dead_count"] else "ok"], run.out  # dead letters are a warning
@@ -368,6 +371,9 @@ async def test_doctor_on_a_healthy_stack(hr: stack.Stack, client: stack.Client) 
     assert report["ok"] is True and report["healthz"]["status"] == "ok"
     assert {c["name"] for c in report["checks"]} >= {"api", "nats", "postgres", "runners", "plugins", "config", "lag"}
     assert {c["name"] for c in report["selfcheck"]["consumers"]} >= {"projector", "runner-echo"}
+    leaders = report["selfcheck"]["leaders"]
+    assert leaders["dispatcher"]["holder"] == hr.dispatcher.source and leaders["dispatcher"]["held"] is True
+    assert leaders["projector"]["holder"] == hr.projector.source and leaders["projector"]["standbys"] == 0
 
     # without a token: the open /healthz is read, the rest is "not checked" (a warning, not a failure)
     run = await headrace("doctor", "--url", hr.url, "--state-dir", "/nonexistent")
@@ -375,6 +381,28 @@ async def test_doctor_on_a_healthy_stack(hr: stack.Stack, client: stack.Client) 
     # a refused token is a failure
     run = await headrace("doctor", "--url", hr.url, "--token", "wrong-token-000")
     assert run.code == 1 and re.search(r"^fail\s+selfcheck\s+401 unauthorized", run.out, re.M), run
+
+
+async def test_doctor_warns_when_no_dispatcher_leads(make_config: Any) -> None:
+    """Without an active dispatcher nothing is decided: a warning (not a failure: one may be taking over)."""
+    from services.api.service import Api
+    from services.projector.service import Projector
+    from services.runner.service import Runner
+
+    config = make_config()
+    services = [Projector(config), Runner(config), Api(config, port=0)]
+    for service in services:
+        await service.start()
+    try:
+        api = services[-1]
+        assert isinstance(api, Api)
+        run = await headrace("doctor", "--url", api.url, "--token", ADMIN)
+        assert run.code == 0, run
+        assert re.search(r"^warn\s+dispatcher\s+no active dispatcher: no job is decided", run.out, re.M), run.out
+        assert re.search(r"^ok\s+projector\s+active: projector/", run.out, re.M), run.out
+    finally:
+        for service in reversed(services):
+            await service.stop()
 
 
 async def test_an_unreachable_api_is_one_line_and_a_doctor_failure() -> None:

@@ -171,3 +171,18 @@ def test_check_config_prints_no_secret(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1 and "api.auth.tokens[2].token: is too short" in proc.stderr, proc.stderr
     assert not [leak for leak in LEAKS if leak in proc.stdout + proc.stderr], proc.stderr
+
+
+def test_leader_lease_defaults_and_limits(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path / "d.yaml", "service: {name: x}\n"), env={})
+    assert (cfg.leader_lease_ttl_s, cfg.leader_lease_renew_s) == (5.0, 1.0)
+    cfg = config.load(write(tmp_path / "s.yaml", "service: {leader_lease: {ttl: 3s, renew: 500ms}}\n"), env={})
+    assert (cfg.leader_lease_ttl_s, cfg.leader_lease_renew_s) == (3.0, 0.5)
+    for text, needle in (
+        ("service: {leader_lease: {ttl: 500ms}}\n", r"leader_lease\.ttl: 0\.5s is shorter than the minimum 1s"),
+        ("service: {leader_lease: {ttl: 3s, renew: 2s}}\n", r"leader_lease\.renew: 2s must be .* a third of the ttl"),
+        ("service: {leader_lease: {renew: 0}}\n", r"leader_lease\.renew: 0s must be positive"),
+        ("service: {leader_lease: {tll: 3s}}\n", r"service\.leader_lease"),
+    ):
+        with pytest.raises(errors.ConfigError, match=needle):
+            config.load(write(tmp_path / "bad.yaml", text), env={})
