@@ -6,7 +6,7 @@ CONFIG ?= config.example.yaml
 # `make run PORT=8081`: the API port (default: api.listen of $(CONFIG))
 PORT   ?=
 
-.PHONY: install run test lint bench laddr-side-by-side clean
+.PHONY: install run test test-cluster lint bench laddr-side-by-side clean
 
 $(BIN)/headrace: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -24,6 +24,11 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# three clustered nats-servers and two of each Headrace service, 10,000 jobs, a node of each kind
+# SIGKILLed (tests/cluster; a few minutes)
+test-cluster: install
+	HEADRACE_TEST_CLUSTER=1 $(BIN)/python -m pytest tests/cluster -s
 
 lint: install
 	$(BIN)/ruff check .

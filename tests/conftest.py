@@ -15,6 +15,9 @@ import pytest
 from tests.support import infra, stack, testdbs
 from tests.support.fake_llm import FakeLLM
 
+#: the cluster test (tests/cluster: a dozen processes, minutes) runs on its own: `make test-cluster`
+collect_ignore = [] if os.environ.get("HEADRACE_TEST_CLUSTER") == "1" else ["cluster"]
+
 for _key in [k for k in os.environ if k.startswith("HEADRACE_")]:
     del os.environ[_key]
 os.environ.pop("NATS_URL", None)

@@ -63,7 +63,7 @@ class JobHistory:
 
 
 async def read_all(
-    url: str, *, stream: str = "EVENTS", subject: str = "evt.>", batch: int = 2000, timeout_s: float = 10.0
+    url: str | list[str], *, stream: str = "EVENTS", subject: str = "evt.>", batch: int = 2000, timeout_s: float = 10.0
 ) -> list[Event]:
     """Every message of `stream` up to its last sequence at the time of the call, oldest first."""
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
@@ -143,7 +143,9 @@ def fold(events: list[Event]) -> dict[str, JobHistory]:
     return jobs
 
 
-async def job_progress(url: str, *, roots: set[str] | frozenset[str] = frozenset()) -> tuple[set[str], set[str]]:
+async def job_progress(
+    url: str | list[str], *, roots: set[str] | frozenset[str] = frozenset()
+) -> tuple[set[str], set[str]]:
     """(every job id in the log, those with a final event), cheaply: subject counts, no message
     bodies. `roots` are pipeline root jobs, for which `job.failed` is final too."""
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
