@@ -200,7 +200,10 @@ class Leadership:
         while not stop.is_set():
             waiting = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(term.broken.wait())]
             try:
-                await asyncio.wait(waiting, timeout=min(wait_s, self.authority.remaining_s()))
+                # FIRST_COMPLETED: a stop or a dead task is acted on at once, not at the next renewal
+                await asyncio.wait(
+                    waiting, timeout=min(wait_s, self.authority.remaining_s()), return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 for future in waiting:
                     future.cancel()

@@ -144,7 +144,10 @@ async def test_active_standby_loop_hands_over_on_stop_and_on_lost_renewals(bus: 
         # a clean stop releases: b takes over within a poll
         t0 = time.monotonic()
         await a.close()
-        await wait_until(lambda: _true(b.leadership.active), timeout_s=3, interval_s=0.02, what="b to take over")
+        # `active` turns true as the term begins, before its `elected` callback has run: wait for both
+        await wait_until(
+            lambda: _true(b.leadership.active and b.elections == 1), timeout_s=3, interval_s=0.02, what="b to take over"
+        )
         assert time.monotonic() - t0 < 1.5
         assert a.depositions == 1 and b.elections == 1
         status = await leases.status(bus, "dispatcher")
@@ -161,6 +164,51 @@ async def test_active_standby_loop_hands_over_on_stop_and_on_lost_renewals(bus: 
     finally:
         await a.close()
         await b.close()
+
+
+async def test_the_active_one_acts_on_a_stop_and_on_a_dead_task_at_once_not_at_its_next_renewal(
+    bus: bus_mod.Bus,
+) -> None:
+    """A renewal every 5 s: a stop, or a term task that died, is acted on within a fraction of that."""
+    failing = asyncio.Event()
+
+    async def elected(term: leadership.Term) -> None:
+        async def work() -> None:  # like every term task, it ends with its term
+            ended = asyncio.ensure_future(term.ended.wait())
+            await asyncio.wait([ended, asyncio.ensure_future(failing.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if not term.ended.is_set():
+                raise RuntimeError("the term's task died")
+
+        term.spawn("work", work())
+
+    async def deposed() -> None:
+        pass
+
+    def role(name: str) -> tuple[leadership.Leadership, asyncio.Event]:
+        lease_ = leases.Lease(bus, "dispatcher", holder=name, source=name, ttl_s=30.0, renew_s=5.0)
+        return leadership.Leadership(
+            lease_, role="dispatcher", source=name, elected=elected, deposed=deposed, renew_s=5.0
+        ), asyncio.Event()
+
+    one, stop = role("one")
+    await one.start()
+    run = asyncio.create_task(one.run(stop))
+    await asyncio.sleep(0.2)  # in its renewal wait
+    t0 = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(run, timeout=10)
+    assert time.monotonic() - t0 < 0.5 and await record(bus) is None  # stopped and released at once
+
+    two, stop = role("two")
+    await two.start()
+    assert two.active
+    run = asyncio.create_task(two.run(stop))
+    await asyncio.sleep(0.2)
+    t0 = time.monotonic()
+    failing.set()
+    with pytest.raises(RuntimeError, match="died"):
+        await asyncio.wait_for(run, timeout=10)
+    assert time.monotonic() - t0 < 0.5 and not two.active
 
 
 async def _standbys(bus: bus_mod.Bus, n: int) -> bool:
