@@ -26,7 +26,7 @@ from services.core import embedded, environment, errors, lifecycle, logging, res
 
 if TYPE_CHECKING:
     from services.api.service import Api
-    from services.core import metrics_server
+    from services.core import health, metrics_server
     from services.dispatcher.service import Dispatcher
     from services.projector.service import Projector
     from services.runner.service import Runner
@@ -59,13 +59,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where NATS data, ports and the admin token live (env HEADRACE_STATE_DIR)",
     )
     up.add_argument("--port", type=int, default=None, help="API port (default: api.listen)")
-    # the services without an HTTP server of their own may serve GET /metrics on a port (README "Metrics")
+    # the services without an HTTP server of their own may serve GET /metrics and /healthz on a port (README "Metrics")
     scraped = argparse.ArgumentParser(add_help=False)
     scraped.add_argument(
         "--metrics-port",
         type=int,
         default=env.get("HEADRACE_METRICS_PORT") or "0",  # a string default goes through `type` too
-        help="serve GET /metrics on this port (env HEADRACE_METRICS_PORT; default 0: off)",
+        help="serve GET /metrics and GET /healthz on this port (env HEADRACE_METRICS_PORT; default 0: off)",
     )
     scraped.add_argument(
         "--metrics-host",
@@ -197,7 +197,10 @@ async def _single(args: argparse.Namespace) -> None:
     needs_db = args.command in ("api", "projector")
     if needs_db and not config.database_url:
         raise errors.ConfigError("DATABASE_URL (or database.url) is required for the api and the projector")
+    from services.core import health
+
     service: Api | Dispatcher | Projector | Runner
+    probe: health.Probe | None = None
     if args.command == "api":
         from services.api.service import Api
 
@@ -205,18 +208,23 @@ async def _single(args: argparse.Namespace) -> None:
     elif args.command == "dispatcher":
         from services.dispatcher.service import Dispatcher
 
-        service = Dispatcher(config)
+        dispatcher = service = Dispatcher(config)
+        probe = health.Probe(dispatcher, bus=lambda: dispatcher.bus, leadership=lambda: dispatcher.leadership)
     elif args.command == "projector":
         from services.projector.service import Projector
 
-        service = Projector(config)
+        projector = service = Projector(config)
+        probe = health.Probe(
+            projector, bus=lambda: projector.bus, pool=lambda: projector.pool, leadership=lambda: projector.leadership
+        )
     else:
         from services.runner.service import Runner
 
-        service = Runner(config, plugins=args.plugins)
+        runner = service = Runner(config, plugins=args.plugins)
+        probe = health.Probe(runner, bus=lambda: runner.bus)
     await service.start()
     print(f"headrace {args.command} started", flush=True)
-    scrape = await _metrics_port(args, service, lambda: service.config.api.tokens)
+    scrape = await _metrics_port(args, service, lambda: service.config.api.tokens, probe)
     try:
         await _until_signalled([service], stop)
     finally:
@@ -225,15 +233,19 @@ async def _single(args: argparse.Namespace) -> None:
 
 
 async def _metrics_port(
-    args: argparse.Namespace, service: lifecycle.Service, tokens: metrics_server.Tokens
+    args: argparse.Namespace,
+    service: lifecycle.Service,
+    tokens: metrics_server.Tokens,
+    probe: health.Probe | None,
 ) -> metrics_server.MetricsServer | None:
-    """The service's GET /metrics on --metrics-port (None when 0), taking the tokens its config has now."""
+    """The service's GET /metrics and GET /healthz on --metrics-port (None when 0), taking the tokens its
+    config has now."""
     port = getattr(args, "metrics_port", 0)
     if not port:
         return None
     from services.core import metrics_server
 
-    scrape = metrics_server.MetricsServer(tokens, host=args.metrics_host, port=port)
+    scrape = metrics_server.MetricsServer(tokens, host=args.metrics_host, port=port, probe=probe)
     try:
         await scrape.start()
     except OSError as exc:

@@ -35,3 +35,9 @@ def test_who_may_scrape_is_what_the_route_table_says() -> None:
         assert isinstance(metrics_server.refusal(header, TOKENS), errors.Unauthorized), header
     refused = metrics_server.refusal("Bearer jobs-token-00", TOKENS)
     assert isinstance(refused, errors.Forbidden) and refused.details["required_scopes"] == ["system:ro", "system:rw"]
+
+
+def test_only_an_admin_token_reads_the_healthz_error_texts() -> None:
+    assert metrics_server.is_admin("Bearer admin-token-0", TOKENS)
+    for header in ("", "Bearer scraper-token", "Bearer jobs-token-00", "Basic admin-token-0", "Bearer admin-token-"):
+        assert not metrics_server.is_admin(header, TOKENS), header
