@@ -1,17 +1,24 @@
-"""compose.yaml, deploy/ and the Dockerfile agree with the code: every container runs a real
-`headrace` subcommand, the mounted config loads with the real loader (replicas 3), and the
-three NATS nodes form a JetStream cluster whose config files nats-server itself accepts.
+"""compose.yaml, deploy/ and the Dockerfile agree with the code and with the cluster topology
+(tests/cluster/topology.py): as many processes of each `headrace` service and as many NATS nodes as
+the topology says, every container runs a real `headrace` subcommand and mounts the topology's config,
+which loads with the real loader (replicas 3), every healthcheck hits /healthz on the port its command
+serves, and the three NATS nodes form a JetStream cluster whose config files nats-server itself accepts.
 Docker is not needed: the files are parsed, not run.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import http.server
 import json
 import re
 import shlex
 import subprocess
+import sys
+import threading
 import tomllib
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +28,16 @@ import yaml
 from services import cli
 from services.core import config as config_mod
 from services.core import embedded, errors
+from tests.cluster import topology
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose.yaml"
 DOCKERFILE = REPO / "Dockerfile"
 NATS_NODES = ("nats-1", "nats-2", "nats-3")
-HEADRACE_SERVICES = ("api", "dispatcher", "projector", "runner")
+#: the compose services that run `headrace` (two API services, each on its own host port; the others replicated)
+HEADRACE_SERVICES = ("api-1", "api-2", "dispatcher", "projector", "runner")
+API_SERVICES = {"api-1": 8080, "api-2": 8081}  # → host port
+REPLICATED = ("dispatcher", "projector", "runner")
 NATS_URL = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
 CONTAINER_CONFIG = "/config/config.yaml"
 _COMPOSE_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
@@ -76,6 +87,32 @@ def named_volumes(service: dict[str, Any]) -> dict[str, str]:
         if not source.startswith(("./", "/")):
             out[target] = source
     return out
+
+
+def is_headrace(service: dict[str, Any]) -> bool:
+    """Built from this repository, or run from its image."""
+    return "build" in service or str(service.get("image", "")).startswith("headrace")
+
+
+def replicas(service: dict[str, Any]) -> int:
+    return int((service.get("deploy") or {}).get("replicas", 1))
+
+
+def api_env(service: dict[str, Any]) -> dict[str, str]:
+    """The environment compose gives a service, interpolated with an admin token set."""
+    return {
+        key: interpolate(str(value), {"HEADRACE_ADMIN_TOKEN": "compose-admin-token"})
+        for key, value in service["environment"].items()
+    }
+
+
+def healthcheck_url(service: dict[str, Any]) -> tuple[str, int, str]:
+    """(host, port, path) of the one URL the healthcheck command fetches."""
+    test = " ".join(service["healthcheck"]["test"])
+    urls = re.findall(r"http://([\w.-]+):(\d+)(/[\w/-]*)", test)
+    assert len(urls) == 1, test
+    host, port, path = urls[0]
+    return host, int(port), path
 
 
 def nats_conf(services: dict[str, Any], node: str) -> tuple[Path, str]:
@@ -158,16 +195,100 @@ def test_postgres_16_with_a_volume(compose: dict[str, Any], services: dict[str, 
 # --- Headrace services --------------------------------------------------------
 
 
+def test_the_headrace_services_are_these(services: dict[str, Any]) -> None:
+    """Nothing runs `headrace` that the tests below do not check."""
+    assert sorted(name for name, service in services.items() if is_headrace(service)) == sorted(HEADRACE_SERVICES)
+
+
+def test_process_counts_are_the_topology(services: dict[str, Any]) -> None:
+    counts: Counter[str] = Counter()
+    for name in HEADRACE_SERVICES:
+        counts[cli._parser().parse_args(services[name]["command"]).command] += replicas(services[name])
+    assert dict(counts) == topology.PROCESSES
+
+
+def test_nats_node_count_is_the_topology(services: dict[str, Any]) -> None:
+    nodes = [name for name, service in services.items() if str(service.get("image", "")).startswith("nats:")]
+    assert len(nodes) == topology.NATS_NODES == len(NATS_NODES)
+    assert sorted(nodes) == sorted(NATS_NODES)
+    assert NATS_URL.split(",") == [f"nats://{node}:4222" for node in NATS_NODES]
+
+
 @pytest.mark.parametrize("name", HEADRACE_SERVICES)
 def test_each_service_runs_a_real_headrace_subcommand(services: dict[str, Any], name: str) -> None:
     service = services[name]
     argv = service["command"]
     args = cli._parser().parse_args(argv)
-    assert args.command == name
+    assert args.command == name.partition("-")[0]
     assert args.config == CONTAINER_CONFIG
     assert args.command in cli.COMMANDS
     assert service["build"] in (".", {"context": "."})
     assert bind_mounts(service)[CONTAINER_CONFIG] == "./deploy/config.yaml"
+
+
+@pytest.mark.parametrize("name", HEADRACE_SERVICES)
+def test_each_service_mounts_the_topology_config(services: dict[str, Any], name: str) -> None:
+    args = cli._parser().parse_args(services[name]["command"])
+    mounted = bind_mounts(services[name])[args.config]
+    assert (REPO / mounted).resolve() == topology.CONFIG.resolve()
+    assert f"{mounted}:{args.config}:ro" in services[name]["volumes"]
+
+
+@pytest.mark.parametrize("name", HEADRACE_SERVICES)
+def test_each_healthcheck_hits_healthz_on_the_port_the_command_serves(services: dict[str, Any], name: str) -> None:
+    service = services[name]
+    args = cli._parser().parse_args(service["command"])
+    host, port, path = healthcheck_url(service)
+    assert path == "/healthz" and host in ("127.0.0.1", "localhost")
+    if args.command == "api":
+        config = config_mod.load(topology.CONFIG, env=api_env(service))
+        assert port == config.api.port
+        assert config.api.host == "0.0.0.0"  # reachable on 127.0.0.1 inside the container, and published
+    else:
+        assert port == args.metrics_port != 0
+        assert args.metrics_host in ("0.0.0.0", host)
+    check = service["healthcheck"]
+    assert check["test"][0] == "CMD" and check["test"][1:3] == ["python", "-c"]
+
+
+class _Status(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def status_server() -> Iterator[tuple[int, type[_Status]]]:
+    handler = type("Handler", (_Status,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("name", ["api-1", "dispatcher"])
+def test_the_healthcheck_command_fails_on_a_503(
+    services: dict[str, Any], name: str, status_server: tuple[int, type[_Status]]
+) -> None:
+    """The healthcheck's own code, run against a local server on its port: exit 0 on a 200, not on a 503
+    (/healthz's answer while NATS or Postgres is down)."""
+    port, handler = status_server
+    _, served, _ = healthcheck_url(services[name])
+    code = services[name]["healthcheck"]["test"][3].replace(f":{served}/", f":{port}/")
+    for status, ok in ((200, True), (503, False)):
+        handler.status = status
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+        assert (result.returncode == 0) is ok, (status, result.stderr)
 
 
 @pytest.mark.parametrize("name", HEADRACE_SERVICES)
@@ -181,33 +302,42 @@ def test_each_service_gets_every_nats_node_and_postgres(services: dict[str, Any]
         assert depends[dependency]["condition"] == "service_healthy"
 
 
-def test_admin_token_must_be_provided(services: dict[str, Any]) -> None:
-    token = services["api"]["environment"]["HEADRACE_ADMIN_TOKEN"]
+@pytest.mark.parametrize("name", HEADRACE_SERVICES)
+def test_admin_token_must_be_provided(services: dict[str, Any], name: str) -> None:
+    token = services[name]["environment"]["HEADRACE_ADMIN_TOKEN"]
     with pytest.raises(KeyError):
         interpolate(token, {})
     assert interpolate(token, {"HEADRACE_ADMIN_TOKEN": "s3cret-token-value"}) == "s3cret-token-value"
 
 
-def test_api_publishes_8080_with_a_healthcheck(services: dict[str, Any]) -> None:
-    api = services["api"]
-    assert "8080:8080" in [str(p) for p in api["ports"]]
-    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+def test_each_api_publishes_its_own_host_port_with_a_healthcheck(services: dict[str, Any]) -> None:
+    for name, host_port in API_SERVICES.items():
+        api = services[name]
+        config = config_mod.load(topology.CONFIG, env=api_env(api))
+        assert [str(p) for p in api["ports"]] == [f"{host_port}:{config.api.port}"]
+        assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    assert API_SERVICES["api-1"] == 8080  # where the README's curl goes
+    assert len(set(API_SERVICES.values())) == len(API_SERVICES)
 
 
-def test_runner_can_scale(services: dict[str, Any]) -> None:
-    runner = services["runner"]
-    assert "container_name" not in runner, "`--scale runner=N` needs generated container names"
-    assert not runner.get("ports"), "published ports would collide between runner replicas"
+@pytest.mark.parametrize("name", REPLICATED)
+def test_replicated_services_can_scale(services: dict[str, Any], name: str) -> None:
+    service = services[name]
+    assert "container_name" not in service, "replicas and `--scale` need generated container names"
+    assert not service.get("ports"), "published ports would collide between replicas"
+
+
+def test_the_runner_gets_longer_than_its_stop_wait(services: dict[str, Any]) -> None:
+    """A stopping runner waits up to 30 s for its running attempts (services/runner/service.py)."""
+    grace = services["runner"]["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", grace) and int(grace[:-1]) >= 30
 
 
 # --- deploy/config.yaml ---------------------------------------------------------
 
 
 def test_deploy_config_loads_with_replicas_3(services: dict[str, Any]) -> None:
-    env = {
-        key: interpolate(str(value), {"HEADRACE_ADMIN_TOKEN": "compose-admin-token"})
-        for key, value in services["api"]["environment"].items()
-    }
+    env = api_env(services["api-1"])
     config = config_mod.load(REPO / "deploy" / "config.yaml", env=env)
     assert config.nats_replicas == 3
     assert config.nats_url == NATS_URL
