@@ -28,12 +28,14 @@ RUN pip install --no-deps . \
     && cp -r deploy /app/deploy \
     && cd / \
     && rm -rf /src \
-    && useradd --system --create-home --home-dir /home/headrace --shell /usr/sbin/nologin headrace \
+    && groupadd --system --gid 10001 headrace \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/headrace --shell /usr/sbin/nologin headrace \
     && mkdir -p /data \
     && chown headrace /data
 
 WORKDIR /app
-USER headrace
+# numeric, so Kubernetes' runAsNonRoot can verify it (deploy/k8s runs it as 10001:10001 too)
+USER 10001:10001
 
 # `headrace up` keeps its embedded NATS store and admin token here; the default config
 # listens on 0.0.0.0:8080 (compose.yaml passes -c /config/config.yaml instead).

@@ -39,7 +39,9 @@ from services.runner import (
 
 log = logging.get("runner")
 
-#: how long a delivered work item stays leased without an ack or an in-progress heartbeat
+#: how long a stopping runner's mailboxes wait for their running attempts (compose's stop_grace_period and
+#: the Kubernetes terminationGracePeriodSeconds of the runner are longer, tests/unit/test_compose.py, test_k8s.py)
+STOP_WAIT_S = 30.0
 
 
 async def _no_state() -> dict[str, Any]:
@@ -228,7 +230,7 @@ class Runner(lifecycle.Service):
                 local.release()
         # let running attempts finish (their plugin deadline bounds this) before the bus closes
         if inflight:
-            await asyncio.wait(inflight, timeout=30)
+            await asyncio.wait(inflight, timeout=STOP_WAIT_S)
 
     async def _run_one(self, msg: Msg, local: asyncio.Semaphore, *, shared_slots: bool = True) -> None:
         try:
