@@ -8,6 +8,8 @@ Rows (see bench/README.md):
     subprocess   echo jobs/s end to end vs the bare fork/exec rate of plugins/echo/run.py
     e2e_echo     both end-to-end rows (inprocess + subprocess)
     --peers      Celery and Dramatiq against Headrace in the same run (bench/peers.py)
+    --scale      echo_py jobs/s with 1, 2, 4 runner processes, then 1, 2, 4 dispatchers (one active,
+                 the others standing by), against the bare accept ceiling (bench/scale.py)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import asyncpg
 import nats
 import orjson
 
-from bench import infra, peers
+from bench import infra, peers, scale
 from services.core import embedded
 from services.core import logging as hr_logging
 
@@ -139,6 +141,9 @@ class Bench:
         self.accept_rate: float | None = None
         self.e2e_rates: dict[str, float] = {}
         self.peers = peers.Peers(self) if args.peers else None
+        self.scale = scale.Scale(self) if args.scale else None
+        #: blocks printed after the table (the scale table)
+        self.sections: list[str] = []
 
     def add_row(
         self, name: str, headrace: str, baseline: str, ratio: float | None, goal: float | None, **kw: Any
@@ -355,10 +360,15 @@ class Bench:
         api_url: str | None = None,
         pg: asyncpg.Connection | None = None,
         cmd: dict[str, Any] | None = None,
+        counter: Callable[[str, asyncpg.Connection | None], Awaitable[dict[str, int]]] | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         """Submit `count` jobs at `concurrency` and wait until all are final in Postgres (the stack of
-        `api_url`/`pg`, by default the bench's own; `cmd`: another load generator command than the POSTs)."""
-        before = sum(n for s, n in (await self._counts(plugin, pg)).items() if s in FINAL)
+        `api_url`/`pg`, by default the bench's own; `cmd`: another load generator command than the POSTs;
+        `counter`: how to count the plugin's jobs by status, by default the jobs rows; `timeout_s`: how long to
+        wait for them, by default 12 x --seconds and at least a minute)."""
+        counter = counter or self._counts
+        before = sum(n for s, n in (await counter(plugin, pg)).items() if s in FINAL)
         target = before + count
         t0 = time.perf_counter()
         if cmd is None:
@@ -366,12 +376,12 @@ class Bench:
         else:
             cmd = {"plugin": plugin, "command": "poll", "body": BODY, **cmd}
         submit = asyncio.create_task(self._loadgen(cmd, timeout_s=600))
-        deadline = t0 + max(60.0, self.args.seconds * 12)
+        deadline = t0 + (timeout_s or max(60.0, self.args.seconds * 12))
         counts: dict[str, int] = {}
         done = 0
         try:
             while time.perf_counter() < deadline:
-                counts = await self._counts(plugin, pg)
+                counts = await counter(plugin, pg)
                 done = sum(n for s, n in counts.items() if s in FINAL)
                 if done >= target:
                     break
@@ -574,6 +584,8 @@ class Bench:
             await self.setup()
             if "accept" in self.selected:
                 await self.accept()
+            if self.scale is not None:
+                await self.scale.run()
             if self.selected & {"inprocess", "subprocess"} or self.peers is not None:
                 await self.start_pipeline()
                 if "inprocess" in self.selected:
@@ -598,6 +610,9 @@ class Bench:
         print()
         print(render_table(self.rows))
         print()
+        for section in self.sections:
+            print(section)
+            print()
         if "echo" in self.e2e_rates and "echo_py" in self.e2e_rates:
             speedup = self.e2e_rates["echo_py"] / self.e2e_rates["echo"]
             print(f"in-process vs subprocess plugin: {speedup:.1f}x the jobs/s")
@@ -644,6 +659,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--peers", action="store_true", help="also measure Celery and Dramatiq in the same run")
     parser.add_argument("--peers-venv", metavar="DIR", help=f"the peers' venv (default {peers.DEFAULT_VENV})")
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list to PATH")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="jobs/s with 1, 2, 4 runner and dispatcher processes (bench/scale.py); alone unless --only names rows",
+    )
+    parser.add_argument("--jobs", type=int, default=1000, help="--scale: measured jobs per shape and round (1000)")
+    parser.add_argument("--scale-runners", default="1,2,4", help="--scale: runner counts, 1 dispatcher (1,2,4)")
+    parser.add_argument("--scale-dispatchers", default="1,2,4", help="--scale: dispatcher counts (1,2,4)")
+    parser.add_argument(
+        "--scale-dispatcher-runners", type=int, default=1, help="--scale: runners beside the dispatcher series (1)"
+    )
+    parser.add_argument("--scale-rounds", type=int, default=4, help="--scale: rounds over the shapes, ABBA (4)")
     return parser
 
 
@@ -672,7 +699,15 @@ async def _amain(bench: Bench) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    selected = selection(args.only)
+    # --scale alone measures only the scale rows; with --only it adds them to those
+    selected = selection(args.only) if args.only or not args.scale else set()
+    if args.scale:
+        try:
+            scale.parse_counts(args.scale_runners), scale.parse_counts(args.scale_dispatchers)
+        except ValueError as exc:
+            raise SystemExit(f"bench: --scale: {exc}") from None
+        if min(args.jobs, args.scale_rounds, args.scale_dispatcher_runners) < 1:
+            raise SystemExit("bench: --jobs, --scale-rounds and --scale-dispatcher-runners must be at least 1")
     args.peers = args.peers or any(name.strip() == "peers" for arg in args.only for name in arg.split(","))
     hr_logging.configure("warning")
     os.environ.pop("HEADRACE_CONFIG", None)
