@@ -125,7 +125,9 @@ def problem_of(request: web.Request, exc: Exception) -> errors.ApiError | None:
     if isinstance(exc, nats.errors.Error | TimeoutError):
         log.warning("nats_unavailable", path=request.path, error=str(exc) or type(exc).__name__)
         return errors.ServiceUnavailable("the event bus (NATS) is unavailable; retry shortly")
-    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | OSError):
+    if isinstance(
+        exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError | asyncpg.InternalClientError | OSError
+    ):
         log.warning("postgres_unavailable", path=request.path, error=str(exc))
         return errors.ServiceUnavailable("the read-model database is unavailable")
     log.exception("unhandled_error", method=request.method, path=request.path)

@@ -24,6 +24,15 @@ log = logging.get("db")
 SCHEMA = "headrace"
 MIGRATION_LOCK = 0x4845_4144  # "HEAD": serialises migrations across processes
 PROJECTION_LOCK = 0x5052_4F4A  # "PROJ": one batch writer at a time, rebuild's swap included
+#: what a call on a connection that the server or the network ended may raise (a terminated backend, a
+#: restart, a dropped socket): InternalClientError is what asyncpg raises when the server's goodbye arrived
+#: between two calls (the protocol is left mid-operation), so loops that retry treat it as the others
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
 PROJECTOR_HOLDER_LOCK = 0x5052_4F48  # "PROH": held for its session by the active projector (standbys wait)
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 

@@ -33,6 +33,8 @@ ROLE = "projector"
 #: keepalives of the lock's connection: a holder whose host vanished is noticed within ~idle + interval * count
 KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3"}
 CHECK_TIMEOUT_S = 2.0
+#: a renewal that fails with one of these has lost the session (and so the lock)
+RENEW_ERRORS: tuple[type[Exception], ...] = (*db.CONNECTION_ERRORS, TimeoutError)
 
 
 class SessionLock:
@@ -58,18 +60,30 @@ class SessionLock:
     def remaining_s(self) -> float:
         return max(0.0, self._valid_until - time.monotonic()) if self._held else 0.0
 
+    @staticmethod
+    def _open(conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | None) -> bool:
+        """Whether `conn` is still a live session. A proxy whose connection the pool already took back
+        (closed or expired under it) raises InterfaceError on every call, is_closed() included."""
+        if conn is None:
+            return False
+        try:
+            return not conn.is_closed()
+        except db.CONNECTION_ERRORS:
+            return False
+
     async def _connection(self) -> asyncpg.pool.PoolConnectionProxy[asyncpg.Record]:
-        if self._conn is None or self._conn.is_closed():
-            await self._drop()
-            conn = await self.pool.acquire()
-            try:
-                for name, value in KEEPALIVES.items():
-                    await conn.execute(f"SET {name} = {value}")
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
-                await self.pool.release(conn)
-                raise
-            self._conn = conn
-        return self._conn
+        if self._conn is not None and self._open(self._conn):
+            return self._conn
+        await self._drop()
+        conn = await self.pool.acquire()
+        try:
+            for name, value in KEEPALIVES.items():
+                await conn.execute(f"SET {name} = {value}")
+        except db.CONNECTION_ERRORS:
+            await self.pool.release(conn)
+            raise
+        self._conn = conn
+        return conn
 
     async def _drop(self) -> None:
         """Give the connection back (the pool's reset unlocks what the session held)."""
@@ -81,14 +95,14 @@ class SessionLock:
 
     async def try_acquire(self) -> bool:
         sent = time.monotonic()
-        if self._held and self._conn is not None and not self._conn.is_closed():  # still ours (a session lock)
+        if self._held and self._open(self._conn):  # still ours (a session lock)
             return await self.renew()
         try:
             conn = await self._connection()
             got = await conn.fetchval(
                 "SELECT pg_try_advisory_lock($1)", db.PROJECTOR_HOLDER_LOCK, timeout=CHECK_TIMEOUT_S
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except db.CONNECTION_ERRORS as exc:
             await self._drop()
             raise TimeoutError(f"projector lock unavailable: {exc}") from exc
         if not got:
@@ -106,7 +120,7 @@ class SessionLock:
         sent = time.monotonic()
         try:
             await self._conn.fetchval("SELECT 1", timeout=CHECK_TIMEOUT_S)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except RENEW_ERRORS as exc:
             log.warning("projector_lock_session_lost", error=str(exc) or type(exc).__name__)
             await self._drop()
             return False
@@ -138,7 +152,7 @@ class SessionLock:
     async def release(self) -> None:
         held = self._held
         conn = self._conn
-        if held and conn is not None and not conn.is_closed():
+        if held and conn is not None and self._open(conn):
             with contextlib.suppress(Exception):
                 await conn.fetchval("SELECT pg_advisory_unlock($1)", db.PROJECTOR_HOLDER_LOCK, timeout=CHECK_TIMEOUT_S)
         self._held = False

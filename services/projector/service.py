@@ -22,6 +22,8 @@ from services.projector.sql import queries
 log = logging.get("projector")
 
 RETRY_DELAY_S = 1.0
+#: what interrupts a projection run without ending the service: it starts again after RETRY_DELAY_S
+RETRIED: tuple[type[Exception], ...] = (*db.CONNECTION_ERRORS, errors.TransientError)
 
 
 class Projector(lifecycle.Service):
@@ -93,7 +95,7 @@ class Projector(lifecycle.Service):
         while not stop.is_set():
             try:
                 await self._project(stop)
-            except (asyncpg.PostgresError, OSError, errors.TransientError, asyncpg.InterfaceError) as exc:
+            except RETRIED as exc:
                 log.warning("projection_interrupted", error=str(exc) or type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=RETRY_DELAY_S)
