@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 # `make run PORT=8081`: the API port (default: api.listen of $(CONFIG))
 PORT   ?=
+# pytest-xdist workers of `make test` (most tests wait on processes and the network, not the CPU;
+# each worker has its own nats-server and databases)
+TEST_WORKERS ?= 2
 
 .PHONY: install run test test-cluster lint bench laddr-side-by-side clean
 
@@ -23,7 +26,7 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # three clustered nats-servers and two of each Headrace service, 10,000 jobs, a node of each kind
 # SIGKILLed (tests/cluster; a few minutes)

@@ -21,6 +21,9 @@ collect_ignore = [] if os.environ.get("HEADRACE_TEST_CLUSTER") == "1" else ["clu
 for _key in [k for k in os.environ if k.startswith("HEADRACE_")]:
     del os.environ[_key]
 os.environ.pop("NATS_URL", None)
+# pytest-xdist's workers set COLUMNS/LINES to 80x24, which the CLI under test would take for a user's terminal
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 #: the shared-server sessions whose databases pytest_sessionfinish drops
 _TO_DROP: list[infra.Postgres] = []

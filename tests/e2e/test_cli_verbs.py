@@ -103,8 +103,7 @@ async def headrace(*argv: str) -> Run:
 
 
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    # COLUMNS/LINES too: pytest-xdist's workers set 80x24, which the CLI would take for the user's width
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_") and k not in ("COLUMNS", "LINES")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
     return {**env, "PYTHONPATH": str(stack.REPO), **(extra or {})}
 
 
