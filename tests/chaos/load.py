@@ -57,9 +57,45 @@ class Submission:
     #: time.monotonic() of its first request, and of the answer with its job id
     sent_at: float = 0.0
     answered_at: float = 0.0
+    #: which API process answered 202 (tests/cluster: an index into its API URLs)
+    answered_by: int | None = None
 
 
-class Load:
+class KeyedPoster:
+    """One keyed POST of a submission, counted on it (requests, refused, unknown answers) and on the load
+    (requests in flight): what the chaos load and the cluster load (tests/cluster/load.py) share."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        #: HTTP requests sent and not answered yet
+        self.requests_in_flight = 0
+
+    def headers(self, sub: Submission) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.token}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": sub.key,
+        }
+
+    async def post_once(
+        self, session: aiohttp.ClientSession, url: str, sub: Submission
+    ) -> tuple[int, bytes, bool] | None:
+        """One request: (status, body, replayed), or None when no answer came."""
+        sub.requests += 1
+        self.requests_in_flight += 1
+        try:
+            async with session.post(url, data=sub.body, headers=self.headers(sub)) as resp:
+                return resp.status, await resp.read(), resp.headers.get("Idempotent-Replayed") == "true"
+        except aiohttp.ClientConnectorError:
+            sub.refused += 1
+        except (aiohttp.ClientError, TimeoutError):
+            sub.unknown += 1
+        finally:
+            self.requests_in_flight -= 1
+        return None
+
+
+class Load(KeyedPoster):
     def __init__(
         self,
         base_url: str,
@@ -72,8 +108,8 @@ class Load:
         request_timeout_s: float = 15.0,
         give_up_after_s: float = 90.0,
     ) -> None:
+        super().__init__(token)
         self.base_url = base_url
-        self.token = token
         self.rng = random.Random(seed)
         self.runs_dir = runs_dir
         self.workers = workers
@@ -81,8 +117,6 @@ class Load:
         self.timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self.give_up_after_s = give_up_after_s
         self.submissions: list[Submission] = []
-        #: HTTP requests sent and not answered yet
-        self.requests_in_flight = 0
         #: while set, the workers submit back to back (a kill then catches requests mid-flight)
         self.burst = False
         self.session: aiohttp.ClientSession | None = None
@@ -146,13 +180,8 @@ class Load:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.give_up_after_s
         sub.sent_at = time.monotonic()
-        headers = {
-            "Authorization": f"Bearer {self.token}",
-            "Content-Type": "application/json",
-            "Idempotency-Key": sub.key,
-        }
         while True:
-            answer = await self._post(session, sub, headers)
+            answer = await self.post_once(session, self.base_url + sub.path, sub)
             if answer is not None:
                 status, raw, replayed = answer
                 if status == 202 or (status == 200 and sub.kind == "held"):
@@ -170,20 +199,3 @@ class Load:
                 sub.error = f"not accepted within {self.give_up_after_s}s ({sub.requests} requests)"
                 return
             await asyncio.sleep(1.0 if sub.in_progress else 0.2)  # a claim held by a dead request lasts 30 s
-
-    async def _post(
-        self, session: aiohttp.ClientSession, sub: Submission, headers: dict[str, str]
-    ) -> tuple[int, bytes, bool] | None:
-        """One request: (status, body, replayed), or None when no answer came."""
-        sub.requests += 1
-        self.requests_in_flight += 1
-        try:
-            async with session.post(self.base_url + sub.path, data=sub.body, headers=headers) as resp:
-                return resp.status, await resp.read(), resp.headers.get("Idempotent-Replayed") == "true"
-        except aiohttp.ClientConnectorError:
-            sub.refused += 1
-        except (aiohttp.ClientError, TimeoutError):
-            sub.unknown += 1
-        finally:
-            self.requests_in_flight -= 1
-        return None

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import random
 import time
 
 import aiohttp
 import orjson
+
+from tests.chaos.load import KeyedPoster, Submission
 
 #: kind → (path, weight in the mix)
 MIX = {
@@ -29,26 +30,7 @@ MIX = {
 PIPELINE_KINDS = frozenset({"pipeline"})
 
 
-@dataclasses.dataclass(slots=True)
-class Submission:
-    n: int
-    key: str
-    kind: str
-    path: str
-    body: bytes
-    job_id: str | None = None
-    requests: int = 0
-    unknown: int = 0
-    refused: int = 0
-    unavailable: int = 0
-    in_progress: int = 0
-    replayed: bool = False
-    error: str | None = None
-    #: the API (index) that answered 202
-    answered_by: int | None = None
-
-
-class ClusterLoad:
+class ClusterLoad(KeyedPoster):
     def __init__(
         self,
         api_urls: list[str],
@@ -60,15 +42,14 @@ class ClusterLoad:
         request_timeout_s: float = 15.0,
         give_up_after_s: float = 120.0,
     ) -> None:
+        super().__init__(token)
         self.api_urls = api_urls
-        self.token = token
         self.rng = random.Random(seed)
         self.total = total
         self.clients = clients
         self.timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self.give_up_after_s = give_up_after_s
         self.submissions: list[Submission] = []
-        self.requests_in_flight = 0
         #: submissions parked on a 409 "in progress", retried by their own task
         self.parked: list[asyncio.Task[None]] = []
         self.started_at = 0.0
@@ -86,7 +67,7 @@ class ClusterLoad:
             return None
         kind = self.rng.choices(list(MIX), weights=[w for _, w in MIX.values()])[0]
         key = f"cluster-{n}"
-        sub = Submission(n, key, kind, MIX[kind][0], orjson.dumps({"payload": {"message": key}}))
+        sub = Submission(n=n, key=key, kind=kind, path=MIX[kind][0], body=orjson.dumps({"payload": {"message": key}}))
         self.submissions.append(sub)
         return sub
 
@@ -106,14 +87,9 @@ class ClusterLoad:
     async def submit(self, session: aiohttp.ClientSession, sub: Submission, *, first_api: int, park: bool) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.give_up_after_s
-        headers = {
-            "Authorization": f"Bearer {self.token}",
-            "Content-Type": "application/json",
-            "Idempotency-Key": sub.key,
-        }
         api = first_api
         while True:
-            answer = await self._post(session, sub, api, headers)
+            answer = await self.post_once(session, self.api_urls[api] + sub.path, sub)
             if answer is not None:
                 status, raw, replayed = answer
                 if status == 202:
@@ -140,20 +116,3 @@ class ClusterLoad:
     async def _later(self, session: aiohttp.ClientSession, sub: Submission, api: int) -> None:
         await asyncio.sleep(1.0)
         await self.submit(session, sub, first_api=api, park=False)
-
-    async def _post(
-        self, session: aiohttp.ClientSession, sub: Submission, api: int, headers: dict[str, str]
-    ) -> tuple[int, bytes, bool] | None:
-        """One request: (status, body, replayed), or None when no answer came."""
-        sub.requests += 1
-        self.requests_in_flight += 1
-        try:
-            async with session.post(self.api_urls[api] + sub.path, data=sub.body, headers=headers) as resp:
-                return resp.status, await resp.read(), resp.headers.get("Idempotent-Replayed") == "true"
-        except aiohttp.ClientConnectorError:
-            sub.refused += 1
-        except (aiohttp.ClientError, TimeoutError):
-            sub.unknown += 1
-        finally:
-            self.requests_in_flight -= 1
-        return None
