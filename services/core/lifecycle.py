@@ -19,6 +19,8 @@ class Service:
     """Base: subclasses implement `start()` (connect, spawn tasks) and `close()` (release)."""
 
     name = "service"
+    #: how long `stop()` lets the tasks finish before it cancels them
+    stop_timeout_s = 10.0
 
     def __init__(self) -> None:
         self.stop_event = asyncio.Event()
@@ -50,7 +52,7 @@ class Service:
         self.stop_event.set()
         tasks = list(self._tasks.values())
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=10)
+            _, pending = await asyncio.wait(tasks, timeout=self.stop_timeout_s)
             for task in pending:
                 task.cancel()
             for task in pending:

@@ -42,6 +42,9 @@ log = logging.get("runner")
 #: how long a stopping runner's mailboxes wait for their running attempts (compose's stop_grace_period and
 #: the Kubernetes terminationGracePeriodSeconds of the runner are longer, tests/unit/test_compose.py, test_k8s.py)
 STOP_WAIT_S = 30.0
+#: agent runs and prompts mostly wait on child jobs, which a stopping runner may be the one to run: they
+#: get this long, then they are cancelled unacknowledged, and another runner takes them over (as after a crash)
+BUILTIN_STOP_WAIT_S = 2.0
 
 
 async def _no_state() -> dict[str, Any]:
@@ -58,6 +61,8 @@ def parallelism_of(plugin: config_mod.PluginConfig, manifest: catalog_mod.Manife
 
 class Runner(lifecycle.Service):
     name = "runner"
+    # its mailboxes wait STOP_WAIT_S for running attempts: the service's stop must not cut that short
+    stop_timeout_s = STOP_WAIT_S + 5.0
 
     def __init__(
         self,
@@ -187,7 +192,12 @@ class Runner(lifecycle.Service):
             )
             self._mailboxes.add(key)
             # agent runs and prompts mostly wait on child jobs: they must not hold the shared slots
-            self.spawn(key, self._mailbox(key, sub, asyncio.Semaphore(limit), limit, shared_slots=False))
+            self.spawn(
+                key,
+                self._mailbox(
+                    key, sub, asyncio.Semaphore(limit), limit, shared_slots=False, stop_wait_s=BUILTIN_STOP_WAIT_S
+                ),
+            )
         self.agents_served = sorted(self.builtin.agents)
 
     async def _on_cancel_signal(self, msg: Msg) -> None:
@@ -201,7 +211,14 @@ class Runner(lifecycle.Service):
             await self.bus.close()
 
     async def _mailbox(
-        self, plugin: str, sub: Any, local: asyncio.Semaphore, limit: int, *, shared_slots: bool = True
+        self,
+        plugin: str,
+        sub: Any,
+        local: asyncio.Semaphore,
+        limit: int,
+        *,
+        shared_slots: bool = True,
+        stop_wait_s: float = STOP_WAIT_S,
     ) -> None:
         """Fetch only as many work items as there are free slots, so none waits here unleased."""
         inflight: set[asyncio.Task[None]] = set()
@@ -230,7 +247,12 @@ class Runner(lifecycle.Service):
                 local.release()
         # let running attempts finish (their plugin deadline bounds this) before the bus closes
         if inflight:
-            await asyncio.wait(inflight, timeout=STOP_WAIT_S)
+            _, pending = await asyncio.wait(inflight, timeout=stop_wait_s)
+            for task in pending:  # unacknowledged: redelivered to another runner, as after a crash
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(BaseException):
+                    await task
 
     async def _run_one(self, msg: Msg, local: asyncio.Semaphore, *, shared_slots: bool = True) -> None:
         try:
