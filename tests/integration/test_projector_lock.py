@@ -39,7 +39,9 @@ async def lock_holders(database_url: str) -> list[int]:
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted",
+            # pg_locks is the whole server's: other tests' projectors hold the same key in their databases
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             db.PROJECTOR_HOLDER_LOCK & 0xFFFFFFFF,
         )
         return [int(r["pid"]) for r in rows]
