@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from services.cli_client import connection as client_connection
 from services.cli_client import verbs as client_verbs
-from services.cli_client.version import version
 from services.core import config as config_mod
 from services.core import embedded, environment, errors, lifecycle, logging, resources
+from services.core.version import version
 
 if TYPE_CHECKING:
     from services.api.service import Api

@@ -20,8 +20,9 @@ from typing import Any
 from aiohttp import web
 from swagger_ui.utils import SWAGGER_UI_PY_ROOT
 
-from services.api import ductile_openapi, laddr_openapi, openapi_builder, state, system
+from services.api import ductile_openapi, laddr_openapi, openapi_builder, state
 from services.core import errors
+from services.core.version import version
 
 routes = web.RouteTableDef()
 
@@ -100,7 +101,7 @@ def gateway_document(app: web.Application) -> dict[str, Any]:
         app[DOCUMENT] = openapi_builder.document(
             [*ductile_openapi.OPERATIONS, *mounted, *laddr_openapi.OPERATIONS],
             registered,
-            info={"title": TITLE, "version": system.version(), "description": DESCRIPTION},
+            info={"title": TITLE, "version": version(), "description": DESCRIPTION},
             schemas=openapi_builder.merged(ductile_openapi.SCHEMAS, laddr_openapi.SCHEMAS),
             security_schemes=openapi_builder.merged(
                 ductile_openapi.SECURITY_SCHEMES, schemes, laddr_openapi.SECURITY_SCHEMES

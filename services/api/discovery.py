@@ -13,9 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import auth, idempotency, plugins, state, system
+from services.api import auth, idempotency, plugins, state
 from services.core import catalog as catalog_mod
 from services.core import durations, errors
+from services.core.version import version
 
 routes = web.RouteTableDef()
 
@@ -208,7 +209,7 @@ def openapi_document(manifests: list[catalog_mod.Manifest]) -> dict[str, Any]:
         paths.update(plugin_paths(manifest))
     return {
         "openapi": OPENAPI_VERSION,
-        "info": {"title": TITLE, "version": system.version()},
+        "info": {"title": TITLE, "version": version()},
         "paths": paths,
         "components": {"securitySchemes": {"BearerAuth": {"type": "http", "scheme": "bearer"}}},
     }

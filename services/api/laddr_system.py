@@ -20,6 +20,7 @@ from aiohttp import web
 
 from services.api import bodies, state, system
 from services.core import errors
+from services.core.version import version
 
 routes = web.RouteTableDef()
 
@@ -66,7 +67,7 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "status": "ok" if ok else "degraded",
-            "version": system.version(),
+            "version": version(),
             "components": {**LABELS, "tracing": TRACING},
             "checks": checks,
         },

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from importlib import metadata
 from typing import Any
 
 import orjson
@@ -15,17 +14,11 @@ from aiohttp import web
 
 from services.api import auth, state
 from services.core import leases, subjects
+from services.core.version import version
 
 routes = web.RouteTableDef()
 
 CHECK_TIMEOUT_S = 2.0
-
-
-def version() -> str:
-    try:
-        return metadata.version("headrace")
-    except metadata.PackageNotFoundError:
-        return "0.0.0+local"
 
 
 @routes.get("/")

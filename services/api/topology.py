@@ -18,9 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from services.api import auth, state, system
+from services.api import auth, state
 from services.core import catalog as catalog_mod
 from services.core import envelope
+from services.core.version import version
 
 routes = web.RouteTableDef()
 
@@ -93,7 +94,7 @@ def build(st: state.ApiState) -> dict[str, Any]:
         entry.update(active=manifest is not None, inputs=inputs.get(name, []), outputs=outputs.get(name, []))
         plugins.append(entry)
     return {
-        "version": system.version(),
+        "version": version(),
         "captured_at": envelope.rfc3339(envelope.now()),
         "plugins": plugins,
         "signals": [{"name": name, **signals[name]} for name in sorted(signals)],

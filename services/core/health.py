@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 import asyncpg
@@ -20,19 +19,13 @@ import asyncpg
 from services.core import bus as bus_mod
 from services.core import leadership as leadership_mod
 from services.core import lifecycle
+from services.core.version import version
 
 PATH = "/healthz"
 #: each check's bound: a hung NATS or Postgres makes /healthz answer 503 after this, not hang the probe
 CHECK_TIMEOUT_S = 2.0
 #: the NATS check's request (JetStream's account info): a round trip through the server; the reply is not read
 JS_INFO = "$JS.API.INFO"
-
-
-def _version() -> str:
-    try:
-        return metadata.version("headrace")
-    except metadata.PackageNotFoundError:
-        return "0.0.0+local"
 
 
 def _error(exc: BaseException) -> str:
@@ -110,7 +103,7 @@ class Probe:
         body: dict[str, Any] = {
             "status": "error" if failing else "ok",
             "service": self.service.name,
-            "version": _version(),
+            "version": version(),
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "components": components,
         }

@@ -1,4 +1,5 @@
-"""`headrace --version`: the installed package's version (importlib.metadata)."""
+"""The installed package's version (importlib.metadata): `headrace --version`, the API's discovery, OpenAPI
+documents and /healthz, and the /healthz of a service run alone."""
 
 from __future__ import annotations
 
