@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from services.api import auth, state
-from services.core import leases, subjects
+from services.core import db, leases, subjects
 from services.core.version import version
 
 routes = web.RouteTableDef()
@@ -62,11 +62,7 @@ async def check_nats(st: state.ApiState) -> tuple[bool, int | None, str | None]:
 
 
 async def check_postgres(st: state.ApiState) -> tuple[bool, str | None]:
-    try:
-        await asyncio.wait_for(st.pool.fetchval("SELECT 1"), timeout=CHECK_TIMEOUT_S)
-    except Exception as exc:  # any failure of the check is the answer
-        return False, str(exc) or type(exc).__name__
-    return True, None
+    return await db.answers(st.pool, timeout_s=CHECK_TIMEOUT_S)
 
 
 async def open_circuits(st: state.ApiState) -> int:

@@ -6,6 +6,7 @@ advisory lock, idempotent) so the API can answer as soon as it is up.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from importlib.resources.abc import Traversable
 from typing import Any, TypeAlias
@@ -62,6 +63,15 @@ async def create_pool(url: str, *, schema: str = SCHEMA, min_size: int = 1, max_
 
 def migration_files() -> list[Traversable]:
     return resources.migrations()
+
+
+async def answers(pool: asyncpg.Pool, *, timeout_s: float) -> tuple[bool, str | None]:
+    """(ok, error): whether the pool answers `SELECT 1` within `timeout_s` (the health checks' Postgres probe)."""
+    try:
+        await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout=timeout_s)
+    except Exception as exc:  # any failure of the check is the answer
+        return False, str(exc) or type(exc).__name__
+    return True, None
 
 
 async def migrate(conn: Conn, schema: str = SCHEMA) -> list[str]:

@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 
 from services.core import bus as bus_mod
+from services.core import db, lifecycle
 from services.core import leadership as leadership_mod
-from services.core import lifecycle
 from services.core.version import version
 
 PATH = "/healthz"
@@ -76,11 +76,7 @@ class Probe:
         pool = self.pool() if self.pool is not None else None
         if pool is None:
             return False, "no Postgres pool"
-        try:
-            await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout=CHECK_TIMEOUT_S)
-        except Exception as exc:  # any failure of the check is the answer
-            return False, _error(exc)
-        return True, None
+        return await db.answers(pool, timeout_s=CHECK_TIMEOUT_S)
 
     async def report(self, *, admin: bool) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body)."""
