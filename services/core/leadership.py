@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import nats.errors
 
-from services.core import errors, leases, logging
+from services.core import errors, leases, lifecycle, logging
 
 log = logging.get("leadership")
 
@@ -85,14 +85,7 @@ class Term:
 
     async def close(self, timeout_s: float = TERM_STOP_S) -> None:
         self.ended.set()
-        if not self.tasks:
-            return
-        _, pending = await asyncio.wait(self.tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(BaseException):
-                await task
+        await lifecycle.finish_or_cancel(self.tasks, timeout_s)
         for task in self.tasks:  # retrieved, so asyncio logs no "exception was never retrieved"
             if task.done() and not task.cancelled():
                 task.exception()

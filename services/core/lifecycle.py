@@ -7,12 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, Self
 
 from services.core import logging
 
 log = logging.get("lifecycle")
+
+
+async def finish_or_cancel(tasks: Iterable[asyncio.Task[Any]], timeout_s: float) -> None:
+    """Let `tasks` finish for up to `timeout_s`; cancel the ones still running and wait until they have."""
+    tasks = list(tasks)
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(BaseException):
+            await task
 
 
 class Service:
@@ -50,14 +63,7 @@ class Service:
 
     async def stop(self) -> None:
         self.stop_event.set()
-        tasks = list(self._tasks.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.stop_timeout_s)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(BaseException):
-                    await task
+        await finish_or_cancel(self._tasks.values(), self.stop_timeout_s)
         self._tasks.clear()
         await self.close()
 

@@ -246,13 +246,8 @@ class Runner(lifecycle.Service):
             for _ in range(reserved - len(msgs)):
                 local.release()
         # let running attempts finish (their plugin deadline bounds this) before the bus closes
-        if inflight:
-            _, pending = await asyncio.wait(inflight, timeout=stop_wait_s)
-            for task in pending:  # unacknowledged: redelivered to another runner, as after a crash
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(BaseException):
-                    await task
+        # those still running then are cancelled unacknowledged: redelivered to another runner, as after a crash
+        await lifecycle.finish_or_cancel(inflight, stop_wait_s)
 
     async def _run_one(self, msg: Msg, local: asyncio.Semaphore, *, shared_slots: bool = True) -> None:
         try:
