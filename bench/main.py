@@ -35,7 +35,7 @@ import asyncpg
 import nats
 import orjson
 
-from bench import infra, peers, scale
+from bench import infra, markdown, peers, scale
 from services.core import embedded
 from services.core import logging as hr_logging
 
@@ -112,14 +112,7 @@ def _rates(results: list[dict[str, Any]]) -> str:
 
 def render_table(rows: list[Row]) -> str:
     header = ["benchmark", "headrace", "baseline", "ratio", "goal"]
-    table = [header, *[r.cells() for r in rows]]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    out = []
-    for i, line in enumerate(table):
-        out.append("| " + " | ".join(cell.ljust(widths[j]) for j, cell in enumerate(line)) + " |")
-        if i == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
+    return markdown.table([header, *[r.cells() for r in rows]])
 
 
 class Bench:

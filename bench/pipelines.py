@@ -47,7 +47,7 @@ import orjson
 import yaml
 from nats.js import api
 
-from bench import infra
+from bench import infra, markdown
 from services.core import embedded, envelope
 from services.core import logging as hr_logging
 
@@ -304,20 +304,12 @@ class PipelineBench:
     # --- report ---------------------------------------------------------------------------------
 
     def report(self, total_s: float) -> None:
-        header = ("row", "headrace", "baseline (same run)", "goal")
-        widths = [max(len(r[i]) for r in [header, *self.rows]) for i in range(4)]
-
-        def line(cells: tuple[str, ...]) -> str:
-            return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
+        header = ["row", "headrace", "baseline (same run)", "goal"]
         print(
             f"\nHeadrace pipelines bench — {infra.cpu_count()} cores, nats sync_interval {self.args.nats_sync}, "
             f"echo_py parallelism {self.args.py_parallelism}\n"
         )
-        print(line(header))
-        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        for row in self.rows:
-            print(line(row))
+        print(markdown.table([header, *(list(row) for row in self.rows)]))
         print()
         for detail in self.details:
             print(f"- {detail}")

@@ -30,7 +30,7 @@ import asyncpg
 import nats
 import orjson
 
-from bench import infra
+from bench import infra, markdown
 from services.core import embedded, leases, subjects
 
 if TYPE_CHECKING:
@@ -244,13 +244,7 @@ def render(results: list[Result], cores: int) -> str:
                 f"{r.others / r.seconds / cores:.0%} of {cores} cores" if r.seconds else "—",
             ]
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for i, line in enumerate(lines):
-        out.append("| " + " | ".join(cell.ljust(widths[j]) for j, cell in enumerate(line)) + " |")
-        if i == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
+    return markdown.table(lines)
 
 
 # --- measurement ---------------------------------------------------------------------------------
