@@ -70,25 +70,15 @@ class Fleet:
         return self
 
     def _spawn(self, service: str, index: int) -> stack.ServiceProcess:
-        n = self.incarnations.get(service, 0)
-        self.incarnations[service] = n + 1
-        env: dict[str, str | None] = {
-            "HEADRACE_ADMIN_TOKEN": self.token,
-            "HEADRACE_LOG_LEVEL": "warning",
-        }
-        if service == "api":
-            env["HEADRACE_API_LISTEN"] = f"127.0.0.1:{self.api_ports[index]}"
-        return stack.ServiceProcess(
-            service,
-            config_path=self.config,
-            nats_url=self.nats.url,
-            database_url=self.database_url,
-            log_path=self.root / f"{service}{index}-{n}.log",
-            env=env,
-        ).start()
+        """(Another incarnation of) the `index`-th process of `service` in the topology."""
+        listen = {"HEADRACE_API_LISTEN": f"127.0.0.1:{self.api_ports[index]}"} if service == "api" else {}
+        return self.spawn_extra(service, log_name=f"{service}{index}", env=listen)
 
-    def spawn_extra(self, command: str) -> stack.ServiceProcess:
-        """A one-off process on this fleet's config (e.g. `rebuild`)."""
+    def spawn_extra(
+        self, command: str, *, log_name: str | None = None, env: dict[str, str | None] | None = None
+    ) -> stack.ServiceProcess:
+        """A `headrace <command>` process on this fleet's config (one outside the topology: e.g. `rebuild`);
+        each incarnation logs to `<log_name>-<n>.log`."""
         n = self.incarnations.get(command, 0)
         self.incarnations[command] = n + 1
         return stack.ServiceProcess(
@@ -96,8 +86,8 @@ class Fleet:
             config_path=self.config,
             nats_url=self.nats.url,
             database_url=self.database_url,
-            log_path=self.root / f"{command}-{n}.log",
-            env={"HEADRACE_ADMIN_TOKEN": self.token, "HEADRACE_LOG_LEVEL": "warning"},
+            log_path=self.root / f"{log_name or command}-{n}.log",
+            env={"HEADRACE_ADMIN_TOKEN": self.token, "HEADRACE_LOG_LEVEL": "warning", **(env or {})},
         ).start()
 
     def kill(self, service: str, index: int) -> stack.ServiceProcess:
