@@ -46,3 +46,17 @@ async def job_statuses(database_url: str, *, schema: str = db.SCHEMA) -> dict[st
         return {r["job_id"]: r["status"] for r in await conn.fetch(f'SELECT job_id, status FROM "{schema}".jobs')}
     finally:
         await conn.close()
+
+
+def differences(live: dict[str, list[str]], rebuilt: dict[str, list[str]]) -> list[str]:
+    """One line per table whose rows (as `snapshot` gives them) differ between the two, with an example row
+    found only on each side."""
+    out = []
+    for table in sorted(set(live) | set(rebuilt)):
+        if live.get(table) != rebuilt.get(table):
+            a, b = set(live.get(table, [])), set(rebuilt.get(table, []))
+            out.append(
+                f"{table}: {len(live.get(table, []))} rows live, {len(rebuilt.get(table, []))} rebuilt; "
+                f"only live e.g. {sorted(a - b)[:1]}; only rebuilt e.g. {sorted(b - a)[:1]}"
+            )
+    return out
